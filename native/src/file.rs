@@ -1,0 +1,96 @@
+//! Chunk + hash a file through memory-mapped windows.
+//!
+//! The file is mapped one window at a time and each window is unmapped
+//! before the next is mapped, so resident memory grows by about one window,
+//! not by the file's size (mapped file pages count in RSS).
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::Path;
+
+use memmap2::MmapOptions;
+
+use crate::batch::Batch;
+use crate::stream::Stream;
+
+/// Window size: large enough that each thread gets several MiB.
+pub const WINDOW: usize = 64 * 1024 * 1024;
+
+fn open_regular(path: &Path) -> io::Result<(File, u64)> {
+    let file = File::open(path)?;
+    let meta = file.metadata()?;
+    if meta.is_dir() {
+        return Err(io::Error::new(
+            io::ErrorKind::IsADirectory,
+            format!("{} is a directory", path.display()),
+        ));
+    }
+    if !meta.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is not a regular file", path.display()),
+        ));
+    }
+    Ok((file, meta.len()))
+}
+
+/// All chunks of the file and its whole BLAKE3.
+///
+/// With `mmap` false the file is read with `read(2)` into one reused window
+/// buffer instead: one more copy, but a file truncated by another process
+/// mid-read gives an `UnexpectedEof` error instead of a SIGBUS.
+pub fn chunk_file(path: &Path, stream: Stream, mmap: bool) -> io::Result<(Batch, Option<[u8; 32]>)> {
+    if mmap {
+        chunk_mapped(path, stream)
+    } else {
+        chunk_read(path, stream)
+    }
+}
+
+fn chunk_read(path: &Path, mut stream: Stream) -> io::Result<(Batch, Option<[u8; 32]>)> {
+    let (mut file, size) = open_regular(path)?;
+    let mut out = Batch::default();
+    let mut buf = vec![0u8; WINDOW.min(size as usize)];
+    let mut offset: u64 = 0;
+    while offset < size {
+        let len = (size - offset).min(WINDOW as u64) as usize;
+        file.read_exact(&mut buf[..len]).map_err(|e| changed(path, e))?;
+        out.append(stream.feed(&buf[..len]));
+        offset += len as u64;
+    }
+    let mut probe = [0u8; 1];
+    if file.read(&mut probe)? != 0 {
+        return Err(changed(path, io::Error::other("file grew")));
+    }
+    let (tail, digest) = stream.finish();
+    out.append(tail);
+    Ok((out, digest))
+}
+
+fn changed(path: &Path, e: io::Error) -> io::Error {
+    io::Error::new(
+        e.kind(),
+        format!("{} changed while it was read: {e}", path.display()),
+    )
+}
+
+fn chunk_mapped(path: &Path, mut stream: Stream) -> io::Result<(Batch, Option<[u8; 32]>)> {
+    let (file, size) = open_regular(path)?;
+    let mut out = Batch::default();
+    let mut offset: u64 = 0;
+    while offset < size {
+        let len = (size - offset).min(WINDOW as u64) as usize;
+        // SAFETY: the map is read-only and private to this call. A writer
+        // that truncates the file while it is mapped would make a read fault
+        // (SIGBUS); callers that read files other processes may rewrite in
+        // place must copy them first or read them through `read`.
+        let map = unsafe { MmapOptions::new().offset(offset).len(len).populate().map(&file)? };
+        #[cfg(unix)]
+        let _ = map.advise(memmap2::Advice::Sequential);
+        out.append(stream.feed(&map));
+        offset += len as u64;
+    }
+    let (tail, digest) = stream.finish();
+    out.append(tail);
+    Ok((out, digest))
+}

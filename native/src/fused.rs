@@ -1,0 +1,166 @@
+//! Fused cut + hash over one buffer, serially or on several threads.
+//!
+//! "Fused" means each chunk is hashed right after it is cut, while its bytes
+//! are still in cache, and the whole-object hasher is fed the same bytes in
+//! the same pass. The parallel path cuts segments of the buffer on separate
+//! threads, each starting as if a chunk began at its segment's first byte;
+//! a serial merge then walks the true cut chain from offset 0 and adopts a
+//! segment's precomputed cuts (and digests) as soon as the true chain lands
+//! on one of that segment's chunk starts. Because a cut depends only on the
+//! bytes from its chunk start, the two chains agree from that point on, so
+//! the result is identical to the serial call. Inputs that never resync
+//! (long runs of zeros whose max-size chunks are out of phase) degrade to
+//! serial cutting, never to a different answer.
+
+use rayon::prelude::*;
+
+use crate::batch::Batch;
+use crate::cutter::Cutter;
+use crate::pool;
+
+/// Below this many bytes per segment, threads cost more than they save.
+const MIN_SEGMENT: usize = 4 * 1024 * 1024;
+
+/// Where cutting stops in a buffer.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// The buffer ends the input: cut to its last byte.
+    pub is_final: bool,
+    /// Stop before the first chunk that would start at or after this index.
+    pub start_limit: usize,
+}
+
+impl Limits {
+    pub fn all(is_final: bool) -> Self {
+        Limits { is_final, start_limit: usize::MAX }
+    }
+}
+
+/// Whether a chunk may be cut at `pos`; `false` means stop there.
+#[inline]
+fn may_cut(c: &Cutter, len: usize, pos: usize, lim: Limits) -> bool {
+    if pos >= len || pos >= lim.start_limit {
+        return false;
+    }
+    // Not at the end of input: the cut needs max_size bytes of lookahead.
+    lim.is_final || len - pos >= c.max_size()
+}
+
+/// Serial fused cut + hash; returns how many bytes were consumed.
+pub fn serial(
+    c: &Cutter,
+    data: &[u8],
+    base: u64,
+    lim: Limits,
+    whole: Option<&mut blake3::Hasher>,
+    out: &mut Batch,
+) -> usize {
+    let mut pos = 0;
+    let mut whole = whole;
+    while may_cut(c, data.len(), pos, lim) {
+        let chunk = &data[pos..pos + c.cut(&data[pos..])];
+        out.push(base + pos as u64, chunk.len(), blake3::hash(chunk).as_bytes());
+        if let Some(w) = whole.as_deref_mut() {
+            w.update(chunk);
+        }
+        pos += chunk.len();
+    }
+    pos
+}
+
+/// The chain of chunk starts one segment computes, with their digests.
+struct Chain {
+    starts: Vec<usize>,
+    digests: Vec<[u8; 32]>,
+    /// Where the chain stopped: the end of its last chunk.
+    end: usize,
+}
+
+fn chain(c: &Cutter, data: &[u8], from: usize, until: usize, lim: Limits) -> Chain {
+    let mut ch = Chain { starts: Vec::new(), digests: Vec::new(), end: from };
+    let mut pos = from;
+    while pos < until && may_cut(c, data.len(), pos, lim) {
+        let len = c.cut(&data[pos..]);
+        ch.starts.push(pos);
+        ch.digests.push(*blake3::hash(&data[pos..pos + len]).as_bytes());
+        pos += len;
+    }
+    ch.end = pos;
+    ch
+}
+
+/// Multi-threaded fused cut + hash, identical in result to [`serial`].
+pub fn parallel(
+    c: &Cutter,
+    data: &[u8],
+    base: u64,
+    lim: Limits,
+    threads: usize,
+    whole: Option<&mut blake3::Hasher>,
+    out: &mut Batch,
+) -> usize {
+    let segments = threads.min(data.len() / MIN_SEGMENT);
+    if segments <= 1 {
+        return serial(c, data, base, lim, whole, out);
+    }
+    let step = data.len() / segments;
+    let bounds: Vec<usize> = (0..segments).map(|i| i * step).collect();
+    let pool = pool::get(threads);
+    let chains: Vec<Chain> = pool.install(|| {
+        bounds
+            .par_iter()
+            .enumerate()
+            .map(|(i, &b)| {
+                let until = bounds.get(i + 1).copied().unwrap_or(data.len());
+                chain(c, data, b, until, lim)
+            })
+            .collect()
+    });
+    let consumed = merge(c, data, base, lim, &bounds, &chains, out);
+    // The whole-object hash is a BLAKE3 tree: rayon hashes its subtrees in
+    // parallel, one more pass over memory instead of a serial one.
+    if let Some(w) = whole {
+        pool.install(|| w.update_rayon(&data[..consumed]));
+    }
+    consumed
+}
+
+/// Walks the true cut chain from 0, adopting precomputed chains once in sync.
+fn merge(
+    c: &Cutter,
+    data: &[u8],
+    base: u64,
+    lim: Limits,
+    bounds: &[usize],
+    chains: &[Chain],
+    out: &mut Batch,
+) -> usize {
+    let mut pos = 0;
+    let mut k = 0;
+    loop {
+        while k + 1 < bounds.len() && bounds[k + 1] <= pos {
+            k += 1;
+        }
+        let ch = &chains[k];
+        if let Ok(j) = ch.starts.binary_search(&pos) {
+            for i in j..ch.starts.len() {
+                let end = ch.starts.get(i + 1).copied().unwrap_or(ch.end);
+                out.push(base + ch.starts[i] as u64, end - ch.starts[i], &ch.digests[i]);
+            }
+            if pos == ch.end || k + 1 == bounds.len() || ch.end < bounds[k + 1] {
+                // The chain stopped for a limit, not at its segment's end:
+                // the true chain stops at the same place.
+                return ch.end;
+            }
+            pos = ch.end;
+            continue;
+        }
+        // Out of sync: cut serially until the chain lands on a known start.
+        if !may_cut(c, data.len(), pos, lim) {
+            return pos;
+        }
+        let len = c.cut(&data[pos..]);
+        out.push(base + pos as u64, len, blake3::hash(&data[pos..pos + len]).as_bytes());
+        pos += len;
+    }
+}

@@ -1,0 +1,91 @@
+"""Type contract of the Rust module ``replicator._native`` (checked by stubtest).
+
+Content-defined chunking (FastCDC 2020) fused with BLAKE3. Inputs are any
+C-contiguous buffer (bytes, bytearray, memoryview, mmap); the GIL is released
+for inputs of 2 KiB and more.
+"""
+
+import os
+from collections.abc import Buffer
+from typing import final
+
+__version__: str
+
+@final
+class ChunkerParams:
+    """FastCDC 2020 parameters; a bad value raises ValueError naming it."""
+
+    def __new__(
+        cls,
+        min_size: int = 16384,
+        avg_size: int = 65536,
+        max_size: int = 262144,
+        normalization: int = 1,
+        seed: int = 0,
+    ) -> ChunkerParams: ...
+    @property
+    def min_size(self) -> int: ...
+    @property
+    def avg_size(self) -> int: ...
+    @property
+    def max_size(self) -> int: ...
+    @property
+    def normalization(self) -> int: ...
+    @property
+    def seed(self) -> int: ...
+    def __eq__(self, other: object) -> bool: ...
+    def __ne__(self, other: object) -> bool: ...
+
+@final
+class ChunkList:
+    """Chunks in input order as packed arrays, plus the whole-input BLAKE3."""
+
+    def __len__(self) -> int: ...
+    def __getitem__(self, index: int) -> tuple[int, int, bytes]: ...
+    @property
+    def offsets(self) -> bytes:
+        """Absolute offsets, little-endian uint64 each."""
+
+    @property
+    def lengths(self) -> bytes:
+        """Lengths, little-endian uint32 each."""
+
+    @property
+    def digests(self) -> bytes:
+        """32-byte BLAKE3 digests, concatenated."""
+
+    @property
+    def digest(self) -> bytes | None:
+        """BLAKE3 of the whole input; None on a streaming batch before finish,
+        or when ``whole_digest=False``."""
+
+    @property
+    def total_length(self) -> int: ...
+
+@final
+class StreamChunker:
+    """Chunker for input arriving in pieces; results equal ``chunk_buffer``'s."""
+
+    def __new__(
+        cls, params: ChunkerParams | None = None, threads: int = 1, whole_digest: bool = True
+    ) -> StreamChunker: ...
+    @property
+    def position(self) -> int: ...
+    def feed(self, data: Buffer) -> ChunkList: ...
+    def finish(self) -> ChunkList: ...
+
+def chunk_buffer(
+    data: Buffer,
+    params: ChunkerParams | None = None,
+    threads: int = 1,
+    whole_digest: bool = True,
+) -> ChunkList: ...
+def chunk_file(
+    path: str | os.PathLike[str],
+    params: ChunkerParams | None = None,
+    threads: int = 1,
+    mmap: bool = True,
+    whole_digest: bool = True,
+) -> ChunkList: ...
+def blake3_digest(data: Buffer, threads: int = 1) -> bytes: ...
+def cut_only(data: Buffer, params: ChunkerParams | None = None) -> bytes: ...

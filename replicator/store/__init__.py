@@ -1,0 +1,1 @@
+"""The replica store kept at each peer: backends, format, packs, manifests."""

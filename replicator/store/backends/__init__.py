@@ -1,0 +1,1 @@
+"""Storage backends behind :class:`replicator.store.backend.Backend`."""
