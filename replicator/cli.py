@@ -1,0 +1,44 @@
+"""The ``replicator`` command line (click). Exit codes: 0 ok, 1 a problem was
+found (verify/restore), 2 usage or configuration error.
+
+Each command lives in its own module; this file only assembles the group."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from replicator import __version__
+from replicator.errors import ReplicatorError
+
+
+class _Group(click.Group):
+    """Turns a ReplicatorError into its message and exit code, no traceback."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except ReplicatorError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+
+
+@click.group(cls=_Group)
+@click.version_option(__version__, prog_name="replicator")
+def main() -> None:
+    """Event-driven, delta-efficient disaster recovery for AI data."""
+
+
+def _register() -> None:
+    from replicator.bench.cli import bench
+
+    main.add_command(bench)
+    try:
+        from replicator.commands import register
+    except ImportError:  # pragma: no cover - the store commands arrive separately
+        return
+    register(main)
+
+
+_register()
