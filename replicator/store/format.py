@@ -1,0 +1,357 @@
+"""The replica store format (version 1): object names and serialised forms.
+
+Vocabulary (see docs/store-format.md for the full specification):
+
+- ``config``: the store's format version and pinned chunker parameters.
+- *pack*: new chunks concatenated, named ``packs/<hh>/<hex>`` by the BLAKE3
+  of its bytes; write-once.
+- *index*: per pack, ``index/<hh>/<hex>``: where each chunk of that pack sits.
+- *manifest*: per object version, ``manifests/<bucket>/<key>/<version>``:
+  source identity, whole-object BLAKE3 and the ordered chunk list grouped in
+  runs of consecutive bytes of one pack. A removal is a tombstone manifest.
+
+Everything is content-addressed or named by the event identity, and every
+serialisation is deterministic, so a replay writes identical bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote, unquote
+
+from replicator._native import ChunkerParams, blake3_digest
+from replicator.errors import IncompatibleStoreError, IntegrityError
+
+FORMAT_VERSION = 1
+CONFIG_KEY = "config"
+PACKS = "packs/"
+INDEX = "index/"
+MANIFESTS = "manifests/"
+#: Characters kept as they are in key names; everything else is %XX (UTF-8).
+_SAFE = "-_.~!$&'()*,;=:@"
+
+
+def _dumps(obj: Any) -> bytes:
+    # Sorted keys and no whitespace: identical input gives identical bytes.
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _loads(data: bytes, what: str) -> Any:
+    try:
+        return json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise IntegrityError(f"{what} is not valid JSON: {exc}") from exc
+
+
+# ----------------------------------------------------------------- names
+
+
+def encode_segment(text: str) -> str:
+    """One path segment for ``text``: '/' and '%' escaped, never '.' or '..'."""
+    enc = quote(text, safe=_SAFE)
+    if enc in ("", ".", ".."):
+        # Empty and dot segments are unsafe on filesystems; '%2E' never
+        # occurs otherwise because '.' is in _SAFE.
+        enc = "%00" if enc == "" else enc.replace(".", "%2E")
+    return enc
+
+
+def decode_segment(segment: str) -> str:
+    return "" if segment == "%00" else unquote(segment, errors="strict")
+
+
+def pack_key(name: bytes) -> str:
+    h = name.hex()
+    return f"{PACKS}{h[:2]}/{h}"
+
+
+def index_key(pack: bytes) -> str:
+    h = pack.hex()
+    return f"{INDEX}{h[:2]}/{h}"
+
+
+def manifest_prefix(bucket: str, key_prefix: str = "") -> str:
+    """Listing prefix for the manifests of keys starting with ``key_prefix``.
+
+    Escaping is per character, so the escaped prefix is a prefix of every
+    escaped key that starts with ``key_prefix``."""
+    base = f"{MANIFESTS}{encode_segment(bucket)}/"
+    if not key_prefix:
+        return base
+    enc = quote(key_prefix, safe=_SAFE)
+    return base + enc
+
+
+def manifest_key(bucket: str, key: str, version_name: str) -> str:
+    return f"{MANIFESTS}{encode_segment(bucket)}/{encode_segment(key)}/{version_name}"
+
+
+def parse_manifest_key(store_key: str) -> tuple[str, str, str]:
+    """(bucket, key, version name) of a manifest object name."""
+    parts = store_key.removeprefix(MANIFESTS).split("/")
+    if not store_key.startswith(MANIFESTS) or len(parts) != 3:
+        raise ValueError(f"not a manifest name: {store_key!r}")
+    return decode_segment(parts[0]), decode_segment(parts[1]), parts[2]
+
+
+# ----------------------------------------------------------------- config
+
+
+@dataclass(frozen=True, slots=True)
+class StoreConfig:
+    chunker: ChunkerParams
+    compression: str = "none"
+    version: int = FORMAT_VERSION
+
+    def to_bytes(self) -> bytes:
+        c = self.chunker
+        return _dumps(
+            {
+                "format": "replicator-store",
+                "version": self.version,
+                "digest": "blake3",
+                "compression": self.compression,
+                "chunker": {
+                    "algorithm": "fastcdc-2020",
+                    "min_size": c.min_size,
+                    "avg_size": c.avg_size,
+                    "max_size": c.max_size,
+                    "normalization": c.normalization,
+                    "seed": c.seed,
+                },
+            }
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> StoreConfig:
+        d = _loads(data, "store config")
+        if d.get("format") != "replicator-store" or d.get("version") != FORMAT_VERSION:
+            raise IncompatibleStoreError(
+                f"store format {d.get('format')!r} version {d.get('version')!r} is not "
+                f"replicator-store version {FORMAT_VERSION}"
+            )
+        c = d["chunker"]
+        if c.get("algorithm") != "fastcdc-2020" or d.get("digest") != "blake3":
+            raise IncompatibleStoreError(f"unsupported chunker/digest in store config: {d}")
+        params = ChunkerParams(
+            c["min_size"], c["avg_size"], c["max_size"], c["normalization"], c["seed"]
+        )
+        return cls(chunker=params, compression=d.get("compression", "none"))
+
+    def check_matches(self, wanted: StoreConfig, peer: str) -> None:
+        """Refuse a peer written with other parameters, loudly."""
+        if self.chunker != wanted.chunker:
+            raise IncompatibleStoreError(
+                f"destination {peer!r} was written with chunker {self.chunker!r}, "
+                f"but the configuration asks for {wanted.chunker!r}; a store's chunker "
+                "parameters are pinned when it is created (use a new destination path)"
+            )
+
+
+# ----------------------------------------------------------------- index
+
+
+@dataclass(frozen=True, slots=True)
+class IndexEntry:
+    """One chunk inside a pack."""
+
+    digest: bytes
+    offset: int
+    length: int  # raw (uncompressed) length
+    stored_length: int  # bytes in the pack (== length without compression)
+    compression: str = "none"
+
+
+@dataclass(frozen=True, slots=True)
+class PackIndex:
+    pack: bytes
+    size: int
+    entries: tuple[IndexEntry, ...]
+
+    def to_bytes(self) -> bytes:
+        return _dumps(
+            {
+                "version": FORMAT_VERSION,
+                "pack": self.pack.hex(),
+                "size": self.size,
+                "chunks": [
+                    [e.digest.hex(), e.offset, e.length, e.stored_length, e.compression]
+                    for e in self.entries
+                ],
+            }
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> PackIndex:
+        d = _loads(data, "pack index")
+        try:
+            entries = tuple(
+                IndexEntry(bytes.fromhex(h), o, n, s, c) for h, o, n, s, c in d["chunks"]
+            )
+            return cls(bytes.fromhex(d["pack"]), int(d["size"]), entries)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise IntegrityError(f"malformed pack index: {exc}") from exc
+
+
+# ----------------------------------------------------------------- manifests
+
+
+@dataclass(frozen=True, slots=True)
+class SourceIdentity:
+    """Where a version came from; the storage system's own time, never ours."""
+
+    source: str
+    bucket: str
+    key: str
+    version_id: str
+    etag: str
+    size: int
+    event_time_ns: int
+    sequencer: str = ""
+
+    def version_name(self, removed: bool) -> str:
+        """Sortable by event time; the suffix pins the rest of the identity."""
+        ident = _dumps(
+            [
+                self.source,
+                self.bucket,
+                self.key,
+                self.version_id,
+                self.etag,
+                self.size,
+                self.event_time_ns,
+                self.sequencer,
+                removed,
+            ]
+        )
+        return f"{self.event_time_ns:020d}-{blake3_digest(ident).hex()[:24]}"
+
+    def to_json(self) -> dict[str, Any]:
+        t = datetime.fromtimestamp(self.event_time_ns / 1e9, tz=UTC)
+        return {
+            "source": self.source,
+            "bucket": self.bucket,
+            "key": self.key,
+            "version_id": self.version_id,
+            "etag": self.etag,
+            "size": self.size,
+            "event_time_ns": self.event_time_ns,
+            "event_time": t.isoformat().replace("+00:00", "Z"),
+            "sequencer": self.sequencer,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> SourceIdentity:
+        return cls(
+            d["source"],
+            d["bucket"],
+            d["key"],
+            d["version_id"],
+            d["etag"],
+            int(d["size"]),
+            int(d["event_time_ns"]),
+            d.get("sequencer", ""),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkRef:
+    digest: bytes
+    length: int
+    stored_length: int
+    compression: str = "none"
+
+
+@dataclass(frozen=True, slots=True)
+class PackRun:
+    """Consecutive chunks of an object stored back to back in one pack:
+    one ranged GET of ``[offset, offset + sum(stored_length))`` fetches them."""
+
+    pack: bytes
+    offset: int
+    chunks: tuple[ChunkRef, ...]
+
+    @property
+    def stored_length(self) -> int:
+        return sum(c.stored_length for c in self.chunks)
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    identity: SourceIdentity
+    removed: bool
+    digest: bytes  # whole-object BLAKE3 (of the empty string for tombstones)
+    chunker: ChunkerParams
+    runs: tuple[PackRun, ...] = field(default=())
+
+    @property
+    def version_name(self) -> str:
+        return self.identity.version_name(self.removed)
+
+    def store_key(self) -> str:
+        i = self.identity
+        return manifest_key(i.bucket, i.key, self.version_name)
+
+    def chunk_count(self) -> int:
+        return sum(len(r.chunks) for r in self.runs)
+
+    def packs(self) -> set[bytes]:
+        return {r.pack for r in self.runs}
+
+    def to_bytes(self) -> bytes:
+        c = self.chunker
+        return _dumps(
+            {
+                "version": FORMAT_VERSION,
+                "kind": "removed" if self.removed else "created",
+                "object": self.identity.to_json(),
+                "digest": self.digest.hex(),
+                "chunker": [c.min_size, c.avg_size, c.max_size, c.normalization, c.seed],
+                "runs": [
+                    {
+                        "pack": r.pack.hex(),
+                        "offset": r.offset,
+                        "chunks": [_chunk_json(ch) for ch in r.chunks],
+                    }
+                    for r in self.runs
+                ],
+            }
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Manifest:
+        d = _loads(data, "manifest")
+        try:
+            runs = tuple(
+                PackRun(
+                    bytes.fromhex(r["pack"]),
+                    int(r["offset"]),
+                    tuple(_chunk_from_json(ch) for ch in r["chunks"]),
+                )
+                for r in d["runs"]
+            )
+            return cls(
+                identity=SourceIdentity.from_json(d["object"]),
+                removed=d["kind"] == "removed",
+                digest=bytes.fromhex(d["digest"]),
+                chunker=ChunkerParams(*d["chunker"]),
+                runs=runs,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise IntegrityError(f"malformed manifest: {exc}") from exc
+
+
+def _chunk_json(c: ChunkRef) -> list[Any]:
+    # Uncompressed chunks (the default) store only digest and length.
+    if c.compression == "none":
+        return [c.digest.hex(), c.length]
+    return [c.digest.hex(), c.length, c.stored_length, c.compression]
+
+
+def _chunk_from_json(v: list[Any]) -> ChunkRef:
+    if len(v) == 2:
+        return ChunkRef(bytes.fromhex(v[0]), int(v[1]), int(v[1]))
+    return ChunkRef(bytes.fromhex(v[0]), int(v[1]), int(v[2]), str(v[3]))
