@@ -17,7 +17,13 @@ use crate::stream::Stream;
 /// (the threshold hashlib and blake3-py use).
 const GIL_MINSIZE: usize = 2048;
 
-#[pyclass(name = "ChunkerParams", module = "replicator._native", frozen, eq, from_py_object)]
+#[pyclass(
+    name = "ChunkerParams",
+    module = "replicator._native",
+    frozen,
+    eq,
+    from_py_object
+)]
 #[derive(Clone, PartialEq)]
 pub struct PyParams(pub Params);
 
@@ -32,7 +38,13 @@ impl PyParams {
         normalization: u32,
         seed: u64,
     ) -> PyResult<Self> {
-        let p = Params { min_size, avg_size, max_size, normalization, seed };
+        let p = Params {
+            min_size,
+            avg_size,
+            max_size,
+            normalization,
+            seed,
+        };
         p.validate().map_err(PyValueError::new_err)?;
         Ok(PyParams(p))
     }
@@ -84,7 +96,9 @@ impl PyChunkList {
         let n = self.batch.len() as isize;
         let i = if index < 0 { index + n } else { index };
         if i < 0 || i >= n {
-            return Err(pyo3::exceptions::PyIndexError::new_err("chunk index out of range"));
+            return Err(pyo3::exceptions::PyIndexError::new_err(
+                "chunk index out of range",
+            ));
         }
         let i = i as usize;
         let digest = PyBytes::new(py, self.batch.digest(i));
@@ -94,14 +108,24 @@ impl PyChunkList {
     /// Absolute offsets, packed `<u8` (uint64).
     #[getter]
     fn offsets<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
-        let raw: Vec<u8> = self.batch.offsets.iter().flat_map(|o| o.to_le_bytes()).collect();
+        let raw: Vec<u8> = self
+            .batch
+            .offsets
+            .iter()
+            .flat_map(|o| o.to_le_bytes())
+            .collect();
         PyBytes::new(py, &raw)
     }
 
     /// Lengths, packed `<u4` (uint32).
     #[getter]
     fn lengths<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
-        let raw: Vec<u8> = self.batch.lengths.iter().flat_map(|l| l.to_le_bytes()).collect();
+        let raw: Vec<u8> = self
+            .batch
+            .lengths
+            .iter()
+            .flat_map(|l| l.to_le_bytes())
+            .collect();
         PyBytes::new(py, &raw)
     }
 
@@ -125,7 +149,11 @@ impl PyChunkList {
     }
 
     fn __repr__(&self) -> String {
-        format!("<ChunkList chunks={} bytes={}>", self.batch.len(), self.batch.total_length())
+        format!(
+            "<ChunkList chunks={} bytes={}>",
+            self.batch.len(),
+            self.batch.total_length()
+        )
     }
 }
 
@@ -177,7 +205,11 @@ pub fn chunk_buffer(
     whole_digest: bool,
 ) -> PyResult<PyChunkList> {
     let threads = checked_threads(threads)?;
-    let stream = Stream::new(Cutter::new(params_or_default(params)), threads, whole_digest);
+    let stream = Stream::new(
+        Cutter::new(params_or_default(params)),
+        threads,
+        whole_digest,
+    );
     let (batch, digest) = with_buffer(py, data, |b| stream.whole_buffer(b))?;
     Ok(PyChunkList { batch, digest })
 }
@@ -194,7 +226,11 @@ pub fn chunk_file(
     whole_digest: bool,
 ) -> PyResult<PyChunkList> {
     let threads = checked_threads(threads)?;
-    let stream = Stream::new(Cutter::new(params_or_default(params)), threads, whole_digest);
+    let stream = Stream::new(
+        Cutter::new(params_or_default(params)),
+        threads,
+        whole_digest,
+    );
     let (batch, digest) = py.detach(|| file::chunk_file(&path, stream, mmap))?;
     Ok(PyChunkList { batch, digest })
 }
@@ -211,7 +247,11 @@ impl PyStreamChunker {
     #[pyo3(signature = (params=None, threads=1, whole_digest=true))]
     fn new(params: Option<PyParams>, threads: usize, whole_digest: bool) -> PyResult<Self> {
         let threads = checked_threads(threads)?;
-        let stream = Stream::new(Cutter::new(params_or_default(params)), threads, whole_digest);
+        let stream = Stream::new(
+            Cutter::new(params_or_default(params)),
+            threads,
+            whole_digest,
+        );
         Ok(PyStreamChunker { stream })
     }
 
@@ -228,7 +268,10 @@ impl PyStreamChunker {
         }
         let stream = &mut self.stream;
         let batch = with_buffer(py, data, |b| stream.feed(b))?;
-        Ok(PyChunkList { batch, digest: None })
+        Ok(PyChunkList {
+            batch,
+            digest: None,
+        })
     }
 
     /// End of input: the last chunks, and `digest` set to the whole BLAKE3

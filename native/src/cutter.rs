@@ -30,7 +30,13 @@ impl Cutter {
     pub fn new(params: Params) -> Self {
         let (mask_s, mask_l) = select_masks(params.avg_size, level(params.normalization));
         let (gear, gear_ls) = get_gear_with_seed(params.seed);
-        Cutter { params, mask_s, mask_l, gear, gear_ls }
+        Cutter {
+            params,
+            mask_s,
+            mask_l,
+            gear,
+            gear_ls,
+        }
     }
 
     pub fn max_size(&self) -> usize {

@@ -33,7 +33,7 @@ fn check_range(name: &str, value: usize, lo: usize, hi: usize) -> Result<(), Str
     if value < lo || value > hi {
         return Err(format!("{name} must be between {lo} and {hi}, got {value}"));
     }
-    if value % 2 != 0 {
+    if !value.is_multiple_of(2) {
         return Err(format!("{name} must be even, got {value}"));
     }
     Ok(())
@@ -78,11 +78,20 @@ mod tests {
 
     #[test]
     fn errors_name_the_parameter() {
-        let p = Params { max_size: 1001, ..Params::default() };
+        let p = Params {
+            max_size: 1001,
+            ..Params::default()
+        };
         assert!(p.validate().unwrap_err().starts_with("max_size"));
-        let p = Params { min_size: 128 * 1024, ..Params::default() };
+        let p = Params {
+            min_size: 128 * 1024,
+            ..Params::default()
+        };
         assert!(p.validate().unwrap_err().contains("min_size"));
-        let p = Params { normalization: 4, ..Params::default() };
+        let p = Params {
+            normalization: 4,
+            ..Params::default()
+        };
         assert!(p.validate().unwrap_err().starts_with("normalization"));
     }
 }
