@@ -32,7 +32,10 @@ pub struct Limits {
 
 impl Limits {
     pub fn all(is_final: bool) -> Self {
-        Limits { is_final, start_limit: usize::MAX }
+        Limits {
+            is_final,
+            start_limit: usize::MAX,
+        }
     }
 }
 
@@ -59,7 +62,11 @@ pub fn serial(
     let mut whole = whole;
     while may_cut(c, data.len(), pos, lim) {
         let chunk = &data[pos..pos + c.cut(&data[pos..])];
-        out.push(base + pos as u64, chunk.len(), blake3::hash(chunk).as_bytes());
+        out.push(
+            base + pos as u64,
+            chunk.len(),
+            blake3::hash(chunk).as_bytes(),
+        );
         if let Some(w) = whole.as_deref_mut() {
             w.update(chunk);
         }
@@ -77,12 +84,17 @@ struct Chain {
 }
 
 fn chain(c: &Cutter, data: &[u8], from: usize, until: usize, lim: Limits) -> Chain {
-    let mut ch = Chain { starts: Vec::new(), digests: Vec::new(), end: from };
+    let mut ch = Chain {
+        starts: Vec::new(),
+        digests: Vec::new(),
+        end: from,
+    };
     let mut pos = from;
     while pos < until && may_cut(c, data.len(), pos, lim) {
         let len = c.cut(&data[pos..]);
         ch.starts.push(pos);
-        ch.digests.push(*blake3::hash(&data[pos..pos + len]).as_bytes());
+        ch.digests
+            .push(*blake3::hash(&data[pos..pos + len]).as_bytes());
         pos += len;
     }
     ch.end = pos;
@@ -100,11 +112,37 @@ pub fn parallel(
     out: &mut Batch,
 ) -> usize {
     let segments = threads.min(data.len() / MIN_SEGMENT);
+    segmented(c, data, base, lim, (threads, segments), whole, out).0
+}
+
+/// Segment starts: `segments` roughly equal parts, each start a multiple of
+/// `max_size` from 0. Data whose chunks are all max-size (zeros, a constant
+/// fill) then cuts at the same offsets in every segment as in the true
+/// chain, so such buffers resync at once instead of falling back to serial.
+fn bounds(len: usize, segments: usize, max_size: usize) -> Vec<usize> {
+    let step = (len / segments / max_size).max(1) * max_size;
+    (0..segments)
+        .map(|i| i * step)
+        .take_while(|&b| b < len)
+        .collect()
+}
+
+/// [`parallel`] with an explicit segment count (tests use small segments).
+/// Returns the bytes consumed and how many chunks the merge had to cut
+/// again serially (0 when every segment's chain resynced at once).
+pub(crate) fn segmented(
+    c: &Cutter,
+    data: &[u8],
+    base: u64,
+    lim: Limits,
+    (threads, segments): (usize, usize),
+    whole: Option<&mut blake3::Hasher>,
+    out: &mut Batch,
+) -> (usize, usize) {
     if segments <= 1 {
-        return serial(c, data, base, lim, whole, out);
+        return (serial(c, data, base, lim, whole, out), 0);
     }
-    let step = data.len() / segments;
-    let bounds: Vec<usize> = (0..segments).map(|i| i * step).collect();
+    let bounds = bounds(data.len(), segments, c.max_size());
     let pool = pool::get(threads);
     let chains: Vec<Chain> = pool.install(|| {
         bounds
@@ -116,16 +154,17 @@ pub fn parallel(
             })
             .collect()
     });
-    let consumed = merge(c, data, base, lim, &bounds, &chains, out);
+    let (consumed, recut) = merge(c, data, base, lim, &bounds, &chains, out);
     // The whole-object hash is a BLAKE3 tree: rayon hashes its subtrees in
     // parallel, one more pass over memory instead of a serial one.
     if let Some(w) = whole {
         pool.install(|| w.update_rayon(&data[..consumed]));
     }
-    consumed
+    (consumed, recut)
 }
 
-/// Walks the true cut chain from 0, adopting precomputed chains once in sync.
+/// Walks the true cut chain from 0, adopting precomputed chains once in
+/// sync; returns the bytes consumed and the number of chunks cut again.
 fn merge(
     c: &Cutter,
     data: &[u8],
@@ -134,9 +173,8 @@ fn merge(
     bounds: &[usize],
     chains: &[Chain],
     out: &mut Batch,
-) -> usize {
-    let mut pos = 0;
-    let mut k = 0;
+) -> (usize, usize) {
+    let (mut pos, mut k, mut recut) = (0, 0, 0);
     loop {
         while k + 1 < bounds.len() && bounds[k + 1] <= pos {
             k += 1;
@@ -145,22 +183,37 @@ fn merge(
         if let Ok(j) = ch.starts.binary_search(&pos) {
             for i in j..ch.starts.len() {
                 let end = ch.starts.get(i + 1).copied().unwrap_or(ch.end);
-                out.push(base + ch.starts[i] as u64, end - ch.starts[i], &ch.digests[i]);
+                out.push(
+                    base + ch.starts[i] as u64,
+                    end - ch.starts[i],
+                    &ch.digests[i],
+                );
             }
-            if pos == ch.end || k + 1 == bounds.len() || ch.end < bounds[k + 1] {
-                // The chain stopped for a limit, not at its segment's end:
-                // the true chain stops at the same place.
-                return ch.end;
+            // A chain stops either at its segment's end (the next segment
+            // takes over) or where a limit forbids the next cut; a limit
+            // depends only on the position, so the true chain stops there too.
+            let segment_end = bounds.get(k + 1).copied().unwrap_or(data.len());
+            if ch.end < segment_end || k + 1 == bounds.len() {
+                return (ch.end, recut);
             }
             pos = ch.end;
             continue;
         }
         // Out of sync: cut serially until the chain lands on a known start.
         if !may_cut(c, data.len(), pos, lim) {
-            return pos;
+            return (pos, recut);
         }
         let len = c.cut(&data[pos..]);
-        out.push(base + pos as u64, len, blake3::hash(&data[pos..pos + len]).as_bytes());
+        out.push(
+            base + pos as u64,
+            len,
+            blake3::hash(&data[pos..pos + len]).as_bytes(),
+        );
         pos += len;
+        recut += 1;
     }
 }
+
+#[cfg(test)]
+#[path = "fused_tests.rs"]
+mod tests;

@@ -10,6 +10,8 @@ pub mod fused;
 pub mod params;
 mod pool;
 pub mod stream;
+#[cfg(test)]
+mod testutil;
 
 use pyo3::prelude::*;
 
