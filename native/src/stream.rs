@@ -66,7 +66,10 @@ impl Stream {
             } else {
                 // Chunks starting in the old tail have their lookahead; from
                 // `old` on, cut the caller's buffer in place.
-                Limits { is_final: false, start_limit: old }
+                Limits {
+                    is_final: false,
+                    start_limit: old,
+                }
             };
             let used = self.run(&pending, self.pending_base, lim, &mut out);
             if take == data.len() {
@@ -107,3 +110,7 @@ impl Stream {
         (out, self.digest())
     }
 }
+
+#[cfg(test)]
+#[path = "stream_tests.rs"]
+mod tests;
