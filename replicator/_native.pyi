@@ -6,8 +6,21 @@ for inputs of 2 KiB and more.
 """
 
 import os
-from collections.abc import Buffer
 from typing import final
+
+# collections.abc.Buffer is 3.12+; the package supports 3.11.
+from typing_extensions import Buffer
+
+__all__ = [
+    "ChunkList",
+    "ChunkerParams",
+    "StreamChunker",
+    "__version__",
+    "blake3_digest",
+    "chunk_buffer",
+    "chunk_file",
+    "cut_only",
+]
 
 __version__: str
 
@@ -33,15 +46,15 @@ class ChunkerParams:
     def normalization(self) -> int: ...
     @property
     def seed(self) -> int: ...
-    def __eq__(self, other: object) -> bool: ...
-    def __ne__(self, other: object) -> bool: ...
+    def __eq__(self, other: object, /) -> bool: ...
+    def __ne__(self, other: object, /) -> bool: ...
 
 @final
 class ChunkList:
     """Chunks in input order as packed arrays, plus the whole-input BLAKE3."""
 
     def __len__(self) -> int: ...
-    def __getitem__(self, index: int) -> tuple[int, int, bytes]: ...
+    def __getitem__(self, index: int, /) -> tuple[int, int, bytes]: ...
     @property
     def offsets(self) -> bytes:
         """Absolute offsets, little-endian uint64 each."""
