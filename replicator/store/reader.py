@@ -1,0 +1,232 @@
+"""Reading a replica store: which versions exist, which one to restore, and
+the verified bytes of its chunks.
+
+Everything here reads through the :class:`Backend` protocol only, so the
+same code serves the filesystem and S3 peers. Nothing loads a whole peer:
+manifests are listed page by page and grouped per key as they stream by.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+from replicator._native import blake3_digest
+from replicator.errors import IncompatibleStoreError, IntegrityError, NotFoundError
+from replicator.store.backend import Backend
+from replicator.store.format import (
+    CONFIG_KEY,
+    ChunkRef,
+    Manifest,
+    PackRun,
+    StoreConfig,
+    encode_segment,
+    manifest_prefix,
+    pack_key,
+    parse_manifest_key,
+)
+
+_VERSION_NAME = re.compile(r"[0-9]{20}-[0-9a-f]{24}")
+#: Upper bound on one ranged GET. A run longer than this (packs may be up to
+#: 1 GiB) is split at chunk boundaries so memory stays bounded per read.
+MAX_READ = 8 * 1024 * 1024
+
+
+class ChunkError(IntegrityError):
+    """A chunk (or the pack range holding it) does not match its manifest."""
+
+    def __init__(self, message: str, pack: bytes, chunk: bytes | None = None) -> None:
+        super().__init__(message)
+        self.pack = pack
+        self.chunk = chunk
+
+
+@dataclass(frozen=True, slots=True)
+class VersionEntry:
+    """One manifest name, before its body is read."""
+
+    store_key: str
+    key: str
+    version_name: str
+    bucket: str = ""
+
+    @property
+    def event_time_ns(self) -> int:
+        # Names start with the zero-padded event time (format.version_name),
+        # so choosing a version never needs the manifest body.
+        return int(self.version_name.split("-", 1)[0])
+
+
+async def read_store_config(backend: Backend) -> StoreConfig:
+    """The peer's ``config``; refuses a store this reader cannot understand."""
+    try:
+        data = await backend.get(CONFIG_KEY)
+    except NotFoundError as exc:
+        raise IncompatibleStoreError(
+            f"destination {backend.name!r} has no store config: not a replicator store"
+        ) from exc
+    return StoreConfig.from_bytes(data)
+
+
+def listing_prefixes(bucket: str, key_prefix: str) -> list[str]:
+    """Store prefixes covering every key that starts with ``key_prefix``.
+
+    The escaped prefix is a prefix of every matching escaped key, except for
+    the keys '.' and '..', which are escaped whole as '%2E' / '%2E%2E'."""
+    prefixes = [manifest_prefix(bucket, key_prefix)]
+    if key_prefix:
+        for dots in (".", ".."):
+            if dots.startswith(key_prefix):
+                prefixes.append(manifest_prefix(bucket) + encode_segment(dots) + "/")
+    return prefixes
+
+
+async def list_versions(
+    backend: Backend, bucket: str, key_prefix: str = "", *, exact: bool = False
+) -> AsyncIterator[tuple[str, list[VersionEntry]]]:
+    """(key, versions oldest first) for every key under ``key_prefix``.
+
+    With ``exact``, only the key equal to ``key_prefix``. The listing is in
+    name order, so all versions of one key arrive together."""
+    if exact:
+        prefixes = [manifest_prefix(bucket) + encode_segment(key_prefix) + "/"]
+    else:
+        prefixes = listing_prefixes(bucket, key_prefix)
+    for prefix in prefixes:
+        async for key, versions in _grouped(backend, prefix):
+            if key.startswith(key_prefix) and (not exact or key == key_prefix):
+                yield key, versions
+
+
+async def manifest_entries(backend: Backend, prefix: str) -> AsyncIterator[VersionEntry]:
+    """Every manifest name under the store prefix ``prefix``, in name order."""
+    async for info in backend.list(prefix):
+        try:
+            bucket, key, version = parse_manifest_key(info.key)
+        except ValueError:
+            continue  # not a manifest name (e.g. a stray object)
+        yield VersionEntry(info.key, key, version, bucket)
+
+
+async def _grouped(backend: Backend, prefix: str) -> AsyncIterator[tuple[str, list[VersionEntry]]]:
+    current = ""
+    group: list[VersionEntry] = []
+    async for entry in manifest_entries(backend, prefix):
+        if not _VERSION_NAME.fullmatch(entry.version_name):
+            continue  # not written by replicator; verify reports such names
+        if entry.key != current and group:
+            yield current, sorted(group, key=lambda v: v.version_name)
+            group = []
+        current = entry.key
+        group.append(entry)
+    if group:
+        yield current, sorted(group, key=lambda v: v.version_name)
+
+
+def choose_version(versions: list[VersionEntry], at_ns: int | None) -> VersionEntry | None:
+    """The newest version with event time <= ``at_ns`` (the newest of all
+    when ``at_ns`` is None); None when every version is newer."""
+    chosen = None
+    for v in versions:  # oldest first
+        if at_ns is not None and v.event_time_ns > at_ns:
+            break
+        chosen = v
+    return chosen
+
+
+async def read_manifest(backend: Backend, entry: VersionEntry) -> Manifest:
+    """The manifest body, checked against the name it is stored under."""
+    manifest = Manifest.from_bytes(await backend.get(entry.store_key))
+    if manifest.store_key() != entry.store_key:
+        raise IntegrityError(
+            f"manifest {entry.store_key!r} describes {manifest.store_key()!r} "
+            "(its content does not match its name)"
+        )
+    return manifest
+
+
+def split_run(run: PackRun, max_read: int = MAX_READ) -> Iterator[PackRun]:
+    """The run as consecutive sub-runs of at most ``max_read`` stored bytes
+    (at least one chunk each), so one read never holds a whole pack."""
+    chunks: list[ChunkRef] = []
+    offset = start = run.offset
+    size = 0
+    for c in run.chunks:
+        if chunks and size + c.stored_length > max_read:
+            yield PackRun(run.pack, start, tuple(chunks))
+            chunks, start, size = [], offset, 0
+        chunks.append(c)
+        size += c.stored_length
+        offset += c.stored_length
+    if chunks:
+        yield PackRun(run.pack, start, tuple(chunks))
+
+
+async def fetch_run(backend: Backend, run: PackRun) -> bytes:
+    """The raw stored bytes of a run: one ranged GET, length checked."""
+    length = run.stored_length
+    try:
+        data = await backend.get(pack_key(run.pack), run.offset, length)
+    except NotFoundError as exc:
+        raise ChunkError(f"pack {run.pack.hex()} is missing", run.pack) from exc
+    if len(data) != length:
+        raise ChunkError(
+            f"pack {run.pack.hex()} is too short: {len(data)} of {length} bytes at "
+            f"offset {run.offset}",
+            run.pack,
+            run.chunks[0].digest if run.chunks else None,
+        )
+    return data
+
+
+def decode_chunks(run: PackRun, data: bytes) -> Iterator[tuple[ChunkRef, bytes | ChunkError]]:
+    """Each chunk of ``data`` (a fetched run), decompressed and re-hashed:
+    its bytes, or the ChunkError saying why it does not match."""
+    view = memoryview(data)
+    pos = 0
+    for c in run.chunks:
+        stored = view[pos : pos + c.stored_length]
+        pos += c.stored_length
+        yield c, _decode_chunk(run.pack, c, stored)
+
+
+def verified_chunks(run: PackRun, data: bytes) -> Iterator[bytes]:
+    """Like decode_chunks, raising the first mismatch."""
+    for _chunk, result in decode_chunks(run, data):
+        if isinstance(result, ChunkError):
+            raise result
+        yield result
+
+
+def _decode_chunk(pack: bytes, c: ChunkRef, stored: memoryview) -> bytes | ChunkError:
+    where = f"chunk {c.digest.hex()} in pack {pack.hex()}"
+    if c.compression == "none":
+        raw = bytes(stored)
+    elif c.compression == "zstd":
+        try:
+            raw = _zstd_decompress(stored, c.length)
+        except IntegrityError as exc:
+            return ChunkError(f"{where}: {exc}", pack, c.digest)
+    else:
+        return ChunkError(f"{where}: unknown compression {c.compression!r}", pack, c.digest)
+    if len(raw) != c.length:
+        return ChunkError(f"{where}: length {len(raw)}, expected {c.length}", pack, c.digest)
+    if blake3_digest(raw) != c.digest:
+        return ChunkError(f"{where}: BLAKE3 mismatch (bit rot or tampering)", pack, c.digest)
+    return raw
+
+
+def _zstd_decompress(stored: memoryview, length: int) -> bytes:
+    try:
+        import zstandard  # type: ignore[import-not-found,unused-ignore]  # noqa: PLC0415
+    except ImportError as exc:
+        # Optional dependency: only stores written with compression need it.
+        raise IncompatibleStoreError(
+            "this store holds zstd-compressed chunks; install the 'zstandard' package to read them"
+        ) from exc
+    try:
+        out: bytes = zstandard.ZstdDecompressor().decompress(stored, max_output_size=length)
+    except zstandard.ZstdError as exc:
+        raise IntegrityError(f"zstd data is corrupt: {exc}") from exc
+    return out
