@@ -1,0 +1,20 @@
+"""The store commands (backfill, restore, verify, ...), one module each.
+
+Adding a command is one import line below: ``register`` adds every click
+command this module imports, so nothing else needs to change.
+"""
+
+from __future__ import annotations
+
+import click
+
+from replicator.commands.backfill import backfill
+
+
+def register(group: click.Group) -> None:
+    for obj in list(globals().values()):
+        if isinstance(obj, click.Command):
+            group.add_command(obj)
+
+
+__all__ = ["backfill", "register"]

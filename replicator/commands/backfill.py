@@ -1,0 +1,116 @@
+"""``replicator backfill``: replicate the current state of the source."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+
+import click
+from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, TextColumn
+from rich.progress import Progress as RichProgress
+
+from replicator import config
+from replicator.pipeline.backfill import run_backfill
+from replicator.pipeline.summary import BackfillSummary, Progress
+
+#: Seconds between structured progress lines when not on a terminal.
+_LOG_EVERY = 5.0
+
+
+class _Bar:
+    """A rich progress bar on the terminal (stderr)."""
+
+    def __init__(self) -> None:
+        self._rich = RichProgress(
+            TextColumn("backfill"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            DownloadColumn(),
+            transient=True,
+        )
+        self._objects = self._rich.add_task("objects", total=0)
+        self._bytes = 0
+        self._total = 0
+
+    def listed(self, objects: int, size: int) -> None:
+        self._total += objects
+        self._rich.update(self._objects, total=self._total)
+
+    def done(self, outcome: str, size: int) -> None:
+        self._rich.advance(self._objects)
+
+    def __enter__(self) -> _Bar:
+        self._rich.start()
+        return self
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self._rich.stop()
+
+
+class _Lines:
+    """One JSON progress line on stderr at most every few seconds (logs, CI)."""
+
+    def __init__(self) -> None:
+        self.listed_objects = 0
+        self.listed_bytes = 0
+        self.counts: dict[str, int] = {}
+        self._last = time.monotonic()
+
+    def listed(self, objects: int, size: int) -> None:
+        self.listed_objects += objects
+        self.listed_bytes += size
+
+    def done(self, outcome: str, size: int) -> None:
+        self.counts[outcome] = self.counts.get(outcome, 0) + 1
+        if time.monotonic() - self._last >= _LOG_EVERY:
+            self._last = time.monotonic()
+            line = {"event": "backfill.progress", "listed": self.listed_objects, **self.counts}
+            click.echo(json.dumps(line), err=True)
+
+    def __enter__(self) -> _Lines:
+        return self
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        return None
+
+
+def _human(s: BackfillSummary) -> str:
+    lines = [
+        f"objects {s.objects}: {s.replicated} replicated, {s.unchanged} unchanged, "
+        f"{s.superseded} superseded, {s.errors} errors; {s.removed} tombstones",
+        f"read {s.source_bytes} bytes from the source in {s.elapsed_seconds:.1f} s",
+    ]
+    for name in s.shipped_bytes:
+        lines.append(
+            f"  {name}: shipped {s.shipped_bytes[name]} bytes, deduplicated "
+            f"{s.deduplicated_bytes[name]}, {s.packs[name]} packs, "
+            f"{s.manifests[name]} manifests, {s.put_requests[name]} PUTs"
+        )
+    lines += [f"  error: {e}" for e in s.error_samples]
+    return "\n".join(lines)
+
+
+@click.command()
+@click.option(
+    "--config", "config_path", type=click.Path(path_type=Path), default=None, help="Config file."
+)
+@click.option("--prefix", default="", help="Only keys starting with this prefix.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def backfill(config_path: Path | None, prefix: str, as_json: bool) -> None:
+    """Replicate the current state of every source object to every peer.
+
+    Peers receive only the chunks they lack; keys they hold that the source
+    no longer has get a tombstone. Re-running on unchanged data writes
+    nothing. Exit code 1 when some object failed."""
+    settings = config.load(config_path)
+    bar = _Bar() if sys.stderr.isatty() and not as_json else _Lines()
+    progress: Progress = bar
+    with bar:
+        summary = asyncio.run(run_backfill(settings, prefix, progress))
+    click.echo(json.dumps(summary.to_json(), indent=2) if as_json else _human(summary))
+    if summary.errors:
+        sys.exit(1)

@@ -1,0 +1,75 @@
+"""Origins: where source bytes are read (the first room of the flow).
+
+Vocabulary: an *object version* is what a listing or an event names (key,
+size, the storage system's event time, version id, ETag). An origin
+*opens* a version and reads it front to back into caller-owned buffers; if
+the version vanished or changed before or while it was read, the read
+raises SupersededError -- a newer state exists, nothing failed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from replicator.config import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectVersion:
+    key: str
+    size: int
+    event_time_ns: int  # the storage system's time (mtime, LastModified)
+    version_id: str = ""
+    etag: str = ""
+
+
+class ObjectReader(Protocol):
+    """One pinned version, read sequentially."""
+
+    async def readinto(self, buf: memoryview) -> int:
+        """Fill ``buf`` from the current position; fewer bytes only at the end."""
+        ...
+
+    async def finish(self) -> None:
+        """Confirm the version did not change while it was read."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class Origin(Protocol):
+    #: Recorded as SourceIdentity.source; the daemon must use the same value.
+    source_id: str
+    bucket: str
+    #: True when the ETag recorded for a version is its whole-object BLAKE3
+    #: (a filesystem has no ETag of its own).
+    etag_is_digest: bool
+    #: Bytes read per window: the memory one object in flight holds.
+    window_size: int
+
+    def list(self, prefix: str = "") -> AsyncIterator[ObjectVersion]:
+        """Current versions under ``prefix`` (removed keys are absent)."""
+        ...
+
+    def key_prefix(self, prefix: str) -> str:
+        """The object keys ``list(prefix)`` covers start with this."""
+        ...
+
+    async def open(self, obj: ObjectVersion) -> ObjectReader: ...
+
+    async def close(self) -> None: ...
+
+
+def make_origin(settings: Settings) -> Origin:
+    from replicator.config import FsSource  # noqa: PLC0415 - keep the imports light
+
+    if isinstance(settings.source, FsSource):
+        from replicator.origins.fs import FsOrigin  # noqa: PLC0415
+
+        return FsOrigin(settings.source.path, settings.source.bucket)
+    from replicator.origins.s3 import S3Origin  # noqa: PLC0415
+
+    assert settings.origin is not None  # guaranteed by Settings' cross-checks
+    return S3Origin(settings.source.bucket, settings.source.prefix, settings.origin)

@@ -1,0 +1,239 @@
+"""The local index cache of one peer: which chunks the peer holds, and where.
+
+A stdlib sqlite3 file per peer maps chunk digest -> (pack, offset, length,
+stored length, compression). It is only a *hint*: the peer's ``index/``
+objects are the truth, ``sync`` reconciles the two, and the pack writer
+HEADs a pack before it first relies on it in a run (see ``packs.py``).
+
+sqlite calls block, so they run on one dedicated thread per cache, in
+batches (a thread hop costs far more than a lookup).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import sqlite3
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from replicator.errors import IntegrityError, NotFoundError
+from replicator.store.backend import Backend
+from replicator.store.format import INDEX, PackIndex, index_key
+
+T = TypeVar("T")
+
+#: sqlite's default limit on host parameters is 999 in old builds.
+_BATCH = 500
+#: Index objects fetched at once while syncing.
+_SYNC_FETCHES = 8
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS packs (pack BLOB PRIMARY KEY, size INTEGER NOT NULL,
+                                  gen INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS chunks (digest BLOB PRIMARY KEY, pack BLOB NOT NULL,
+    offset INTEGER NOT NULL, length INTEGER NOT NULL, stored_length INTEGER NOT NULL,
+    compression TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS chunks_pack ON chunks (pack);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    """Where a chunk sits at a peer."""
+
+    pack: bytes
+    offset: int
+    length: int
+    stored_length: int
+    compression: str = "none"
+
+
+@dataclass(frozen=True, slots=True)
+class SyncStats:
+    loaded: int  # index objects read from the peer
+    dropped: int  # packs forgotten because their index vanished
+    packs: int  # packs known after the sync
+
+
+def default_cache_dir() -> Path:
+    return Path.home() / ".cache" / "replicator" / "index"
+
+
+def cache_path(cache_dir: Path | None, peer_identity: str) -> Path:
+    """One file per peer, named by a hash of where the peer lives."""
+    h = hashlib.sha256(peer_identity.encode()).hexdigest()[:32]
+    return (cache_dir or default_cache_dir()) / f"{h}.sqlite"
+
+
+class IndexCache:
+    """Digest -> location hints for one peer, persisted in sqlite."""
+
+    def __init__(self, path: Path, store_config: bytes) -> None:
+        self.path = path
+        self._config = store_config
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="index-cache")
+        self._db: sqlite3.Connection | None = None
+        self._gen = 0
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
+
+    async def open(self) -> None:
+        await self._run(self._open_sync)
+
+    def _open_sync(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")  # a lost tail only costs a re-sync
+        db.executescript(_SCHEMA)
+        row = db.execute("SELECT value FROM meta WHERE key='config'").fetchone()
+        if row is not None and bytes(row[0]) != self._config:
+            # The peer was recreated with another configuration: nothing here holds.
+            db.executescript("DELETE FROM chunks; DELETE FROM packs;")
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('config', ?)", (self._config,))
+        self._db = db
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise RuntimeError("IndexCache used before open()")
+        return self._db
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._run(self.db.close)
+            self._db = None
+        self._pool.shutdown(wait=True)
+
+    # ------------------------------------------------------------ queries
+
+    async def lookup(self, digests: Sequence[bytes]) -> dict[bytes, Location]:
+        """Known locations of ``digests`` (absent ones are left out)."""
+        if not digests:
+            return {}
+        return await self._run(lambda: self._lookup_sync(digests))
+
+    def _lookup_sync(self, digests: Sequence[bytes]) -> dict[bytes, Location]:
+        out: dict[bytes, Location] = {}
+        for i in range(0, len(digests), _BATCH):
+            part = list(dict.fromkeys(digests[i : i + _BATCH]))
+            marks = ",".join("?" * len(part))
+            # Only '?' marks are interpolated; the values travel as parameters.
+            sql = f"SELECT digest, pack, offset, length, stored_length, compression FROM chunks WHERE digest IN ({marks})"  # noqa: E501, S608
+            rows = self.db.execute(sql, part)
+            for d, *loc in rows:
+                out[bytes(d)] = Location(bytes(loc[0]), *loc[1:])
+        return out
+
+    async def packs(self) -> set[bytes]:
+        rows = await self._run(lambda: self.db.execute("SELECT pack FROM packs").fetchall())
+        return {bytes(r[0]) for r in rows}
+
+    # ------------------------------------------------------------ updates
+
+    async def record(self, index: PackIndex) -> None:
+        await self._run(lambda: self._record_sync([index]))
+
+    def _record_sync(self, indexes: Iterable[PackIndex]) -> None:
+        with self.db:
+            self.db.execute("BEGIN")
+            for ix in indexes:
+                self.db.execute(
+                    "INSERT OR REPLACE INTO packs (pack, size, gen) VALUES (?, ?, ?)",
+                    (ix.pack, ix.size, self._gen),
+                )
+                self.db.executemany(
+                    "INSERT OR IGNORE INTO chunks VALUES (?, ?, ?, ?, ?, ?)",
+                    [
+                        (e.digest, ix.pack, e.offset, e.length, e.stored_length, e.compression)
+                        for e in ix.entries
+                    ],
+                )
+
+    async def forget_pack(self, pack: bytes) -> None:
+        """The pack is gone from the peer: its chunks must be shipped again."""
+        await self._run(lambda: self._forget_sync([pack]))
+
+    def _forget_sync(self, packs: Sequence[bytes]) -> None:
+        with self.db:
+            self.db.execute("BEGIN")
+            for p in packs:
+                self.db.execute("DELETE FROM chunks WHERE pack = ?", (p,))
+                self.db.execute("DELETE FROM packs WHERE pack = ?", (p,))
+
+    # ------------------------------------------------------------ sync
+
+    async def sync(self, backend: Backend) -> SyncStats:
+        """Reconcile with the peer's ``index/`` listing, page by page.
+
+        Mark and sweep keeps memory bounded by one page, not by the peer: each
+        listed pack is stamped with a new generation; packs left with an older
+        one had their index removed and are dropped."""
+        self._gen = await self._run(self._next_gen_sync)
+        loaded = 0
+        page: list[bytes] = []
+        async for info in backend.list(INDEX):
+            page.append(bytes.fromhex(info.key.rsplit("/", 1)[-1]))
+            if len(page) >= _BATCH:
+                loaded += await self._sync_page(backend, page)
+                page = []
+        loaded += await self._sync_page(backend, page)
+        dropped, total = await self._run(self._sweep_sync)
+        return SyncStats(loaded=loaded, dropped=dropped, packs=total)
+
+    def _next_gen_sync(self) -> int:
+        row = self.db.execute("SELECT COALESCE(MAX(gen), 0) FROM packs").fetchone()
+        return int(row[0]) + 1
+
+    async def _sync_page(self, backend: Backend, page: list[bytes]) -> int:
+        if not page:
+            return 0
+        missing = await self._run(lambda: self._stamp_sync(page))
+        sem = asyncio.Semaphore(_SYNC_FETCHES)
+
+        async def fetch(pack: bytes) -> PackIndex | None:
+            async with sem:
+                try:
+                    ix = PackIndex.from_bytes(await backend.get(index_key(pack)))
+                except NotFoundError:  # removed between list and get
+                    return None
+            if ix.pack != pack:
+                raise IntegrityError(f"{backend.name}: index {pack.hex()} names {ix.pack.hex()}")
+            return ix
+
+        found = [ix for ix in await asyncio.gather(*map(fetch, missing)) if ix]
+        await self._run(lambda: self._record_sync(found))
+        return len(found)
+
+    def _stamp_sync(self, page: list[bytes]) -> list[bytes]:
+        """Stamp known packs with the current generation; return unknown ones."""
+        marks = ",".join("?" * len(page))
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.execute(
+                f"UPDATE packs SET gen = ? WHERE pack IN ({marks})",  # noqa: S608
+                [self._gen, *page],
+            )
+            known = {
+                bytes(r[0])
+                for r in self.db.execute(
+                    f"SELECT pack FROM packs WHERE pack IN ({marks})",  # noqa: S608
+                    page,
+                )
+            }
+        return [p for p in page if p not in known]
+
+    def _sweep_sync(self) -> tuple[int, int]:
+        stale = [
+            bytes(r[0])
+            for r in self.db.execute("SELECT pack FROM packs WHERE gen < ?", (self._gen,))
+        ]
+        self._forget_sync(stale)
+        total = self.db.execute("SELECT COUNT(*) FROM packs").fetchone()[0]
+        return len(stale), int(total)

@@ -1,0 +1,232 @@
+"""Pack writer: new chunks of one peer, batched into write-once packs.
+
+Vocabulary: a *placement* says where one chunk of an object lives (or will
+live) at a peer: in a pack that is already durable (its name), or in the
+*open pack* still being filled (an :class:`OpenPack`, whose name -- the
+BLAKE3 of its bytes -- exists only once it is sealed).
+
+Sealing writes the pack, then its index, then records it in the index cache,
+and only then resolves the open pack's future: a manifest waits on that
+future, so it is written after every pack and index it names (invariant 1).
+At most one open pack per peer is held in memory; the lock that guards it
+also makes "is this chunk new?" and "add it" one step, so two objects
+sharing a new chunk store it once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from replicator import failpoints
+from replicator._native import blake3_digest
+from replicator.errors import ConfigError
+from replicator.store.backend import Backend
+from replicator.store.format import IndexEntry, PackIndex, index_key, pack_key
+from replicator.store.index_cache import IndexCache, Location
+
+
+class ChunkBatch(Protocol):
+    """Chunks of one window of an object; ``data`` is only asked for new ones."""
+
+    def __len__(self) -> int: ...
+    def digest(self, i: int) -> bytes: ...
+    def length(self, i: int) -> int: ...
+    def data(self, i: int) -> memoryview: ...
+
+
+@dataclass(eq=False)
+class OpenPack:
+    """A pack being filled; ``name`` resolves once pack and index are durable."""
+
+    buf: bytearray = field(default_factory=bytearray)
+    entries: dict[bytes, IndexEntry] = field(default_factory=dict)
+    name: asyncio.Future[bytes] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    pack: bytes | OpenPack
+    offset: int
+    length: int
+    stored_length: int
+    compression: str = "none"
+    new: bool = False  # shipped by this placement (not deduplicated)
+
+
+@dataclass
+class WriterStats:
+    shipped_bytes: int = 0  # chunk bytes added to packs
+    deduplicated_bytes: int = 0  # chunk bytes found already stored
+    packs: int = 0
+    packs_missing: int = 0  # cache hints whose pack was gone at the peer
+
+
+class PackWriter:
+    """Accumulates one peer's new chunks into packs of about ``pack_size``."""
+
+    def __init__(
+        self,
+        name: str,
+        backend: Backend,
+        cache: IndexCache,
+        pack_size: int,
+        compression: str = "none",
+    ) -> None:
+        if compression != "none":
+            # zstd needs a package this build does not ship; refuse, never ignore.
+            raise ConfigError(f"store.compression = {compression!r} is not supported yet")
+        self.name = name
+        self.backend = backend
+        self.cache = cache
+        self.pack_size = pack_size
+        self.stats = WriterStats()
+        self._lock = asyncio.Lock()
+        self._open = OpenPack()
+        #: Packs seen present at the peer in this run (HEAD once, then trusted).
+        self._present: set[bytes] = set()
+
+    async def place(self, batch: ChunkBatch) -> list[Placement]:
+        """Where each chunk of ``batch`` lives at this peer, shipping new ones."""
+        async with self._lock:
+            known = await self._known(batch)
+            out: list[Placement] = []
+            # Placements made in this batch: a repeat stays deduplicated even if
+            # the open pack was sealed between its two occurrences.
+            seen: dict[bytes, Placement] = {}
+            for i in range(len(batch)):
+                d = batch.digest(i)
+                hit = self._open.entries.get(d)
+                if (prev := seen.get(d)) is not None:
+                    p = Placement(prev.pack, prev.offset, prev.length, prev.stored_length)
+                elif hit is not None:
+                    p = _placed(self._open, hit)
+                elif (loc := known.get(d)) is not None:
+                    p = Placement(loc.pack, loc.offset, loc.length, loc.stored_length)
+                else:
+                    seen[d] = p = await self._add(d, batch.data(i))
+                    out.append(p)
+                    continue
+                self.stats.deduplicated_bytes += batch.length(i)
+                out.append(p)
+            return out
+
+    async def _known(self, batch: ChunkBatch) -> dict[bytes, Location]:
+        """Cache hits whose pack is confirmed present at the peer in this run."""
+        wanted = [batch.digest(i) for i in range(len(batch))]
+        hits = await self.cache.lookup([d for d in wanted if d not in self._open.entries])
+        unchecked = {loc.pack for loc in hits.values()} - self._present
+        if unchecked:
+            infos = await asyncio.gather(*(self.backend.head(pack_key(p)) for p in unchecked))
+            for pack, info in zip(unchecked, infos, strict=True):
+                if info is None:
+                    # The hint is stale (pack pruned or lost): ship its chunks again.
+                    self.stats.packs_missing += 1
+                    await self.cache.forget_pack(pack)
+                else:
+                    self._present.add(pack)
+        return {d: loc for d, loc in hits.items() if loc.pack in self._present}
+
+    async def _add(self, digest: bytes, raw: memoryview) -> Placement:
+        pack = self._open
+        entry = IndexEntry(digest, len(pack.buf), raw.nbytes, raw.nbytes)
+        pack.buf += raw
+        pack.entries[digest] = entry
+        self.stats.shipped_bytes += raw.nbytes
+        placed = _placed(pack, entry, new=True)
+        if len(pack.buf) >= self.pack_size:
+            await self._seal()
+        return placed
+
+    async def flush(self) -> None:
+        """Seal the open pack now (end of a run, or manifests are waiting)."""
+        async with self._lock:
+            if self._open.entries:
+                await self._seal()
+
+    async def flush_if(self, pack: OpenPack) -> None:
+        """Seal ``pack`` if it is still the open one."""
+        async with self._lock:
+            if pack is self._open and pack.entries:
+                await self._seal()
+
+    async def _seal(self) -> None:
+        pack, self._open = self._open, OpenPack()
+        try:
+            name = await self._write(pack)
+        except BaseException as exc:
+            pack.name.set_exception(exc)
+            pack.name.exception()  # retrieved here; waiters re-raise it themselves
+            raise
+        pack.name.set_result(name)
+
+    async def _write(self, pack: OpenPack) -> bytes:
+        # Order matters: pack, then index, then the cache hint; each durable
+        # before the next, so no index or hint ever names a missing pack.
+        data = bytes(pack.buf)
+        pack.buf = bytearray()
+        name = blake3_digest(data)
+        await self.backend.put(pack_key(name), data, sha256=hashlib.sha256(data).digest())
+        failpoints.hit(failpoints.AFTER_PACK_PUT)
+        index = PackIndex(name, len(data), tuple(pack.entries.values()))
+        ibytes = index.to_bytes()
+        failpoints.hit(failpoints.BEFORE_INDEX_PUT)
+        await self.backend.put(index_key(name), ibytes, sha256=hashlib.sha256(ibytes).digest())
+        await self.cache.record(index)
+        self._present.add(name)
+        self.stats.packs += 1
+        return name
+
+
+def _placed(pack: OpenPack, e: IndexEntry, *, new: bool = False) -> Placement:
+    return Placement(pack, e.offset, e.length, e.stored_length, e.compression, new)
+
+
+async def resolve(placements: Sequence[Placement]) -> list[Location]:
+    """Wait until every pack the placements name is durable; their locations."""
+    names: dict[int, bytes] = {}
+    for p in placements:
+        if isinstance(p.pack, OpenPack) and id(p.pack) not in names:
+            names[id(p.pack)] = await p.pack.name
+    return [
+        Location(
+            names[id(p.pack)] if isinstance(p.pack, OpenPack) else p.pack,
+            p.offset,
+            p.length,
+            p.stored_length,
+            p.compression,
+        )
+        for p in placements
+    ]
+
+
+class SealBudget:
+    """Bounds the manifests waiting on open packs, across all peers.
+
+    A manifest cannot be written until the packs it names are sealed; with
+    small objects an open pack may take long to fill. When ``limit`` objects
+    are waiting, every open pack is sealed, so waiting memory stays bounded
+    and a caller holding at most ``limit`` waiters can never deadlock."""
+
+    def __init__(self, writers: Sequence[PackWriter], limit: int) -> None:
+        self.writers = list(writers)
+        self.limit = limit
+        self.waiting = 0
+
+    async def wait(self, placements: Sequence[Sequence[Placement]]) -> list[list[Location]]:
+        """``resolve`` for each peer's placements, counted against the budget."""
+        self.waiting += 1
+        try:
+            if self.waiting >= self.limit:
+                await asyncio.gather(*(w.flush() for w in self.writers))
+            return list(await asyncio.gather(*(resolve(p) for p in placements)))
+        finally:
+            self.waiting -= 1
+
+    async def flush_all(self) -> None:
+        await asyncio.gather(*(w.flush() for w in self.writers))

@@ -1,0 +1,149 @@
+"""Opening a peer (destination): its backend, and its pinned store config.
+
+A *peer* is one configured destination seen through the replica store: a
+name, a backend (wrapped in bounded retries) and the StoreConfig read from
+its ``config`` object. Both the write path (backfill, daemon) and the read
+path (restore, verify) open peers here, so a store written with other
+chunker parameters is refused the same way everywhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from replicator.config import FsDestination, S3Destination, Settings
+from replicator.errors import ConfigError, IncompatibleStoreError, NotFoundError
+from replicator.store.backend import Backend, sha256_of
+from replicator.store.backends import FsBackend, S3Backend
+from replicator.store.format import CONFIG_KEY, StoreConfig
+from replicator.store.retry import RetryingBackend
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """One opened destination."""
+
+    name: str
+    backend: Backend
+    config: StoreConfig
+    #: Where the peer lives (type, endpoint, bucket/path); names its index cache.
+    identity: str
+
+    async def close(self) -> None:
+        await self.backend.close()
+
+
+def peer_identity(dest: FsDestination | S3Destination) -> str:
+    if isinstance(dest, FsDestination):
+        return f"fs:{Path(dest.path).resolve()}"
+    return f"s3:{dest.endpoint_url or 'aws'}:{dest.region}:{dest.bucket}/{dest.prefix}"
+
+
+def make_backend(dest: FsDestination | S3Destination) -> Backend:
+    """The destination's backend inside the retry wrapper (not yet contacted)."""
+    if isinstance(dest, FsDestination):
+        inner: Backend = FsBackend(dest.path, dest.name)
+    else:
+        if dest.ca_bundle is not None:
+            # S3Backend has no CA option yet; refusing beats silently not verifying.
+            raise ConfigError(
+                f"destinations.{dest.name}.ca_bundle is not supported yet (use AWS_CA_BUNDLE)"
+            )
+        prefix = dest.prefix if not dest.prefix or dest.prefix.endswith("/") else dest.prefix + "/"
+        inner = S3Backend(
+            dest.name,
+            dest.bucket,
+            prefix=prefix,
+            endpoint_url=dest.endpoint_url,
+            region=dest.region,
+            addressing_style=dest.addressing_style,
+        )
+    return RetryingBackend(inner)
+
+
+async def open_peer(
+    dest: FsDestination | S3Destination, store_cfg: StoreConfig, *, create: bool
+) -> Peer:
+    """Open ``dest`` and check that its store matches ``store_cfg``.
+
+    With ``create`` a missing ``config`` is written (put_if_absent, so of two
+    daemons creating one store at once, both end up agreeing on the
+    winner's bytes). Without it a missing config is an error: reading from a
+    path that is not a store must not silently look empty."""
+    backend = make_backend(dest)
+    try:
+        config = await _store_config(backend, dest.name, store_cfg, create=create)
+    except BaseException:
+        await backend.close()
+        raise
+    return Peer(dest.name, backend, config, peer_identity(dest))
+
+
+async def _store_config(
+    backend: Backend, name: str, wanted: StoreConfig, *, create: bool
+) -> StoreConfig:
+    try:
+        return _check(await backend.get(CONFIG_KEY), wanted, name)
+    except NotFoundError:
+        if not create:
+            raise IncompatibleStoreError(
+                f"destination {name!r} has no store config: not a replicator store"
+            ) from None
+    data = wanted.to_bytes()
+    if await backend.put_if_absent(CONFIG_KEY, data, sha256=sha256_of(data)):
+        return wanted
+    # Someone else created it in between: theirs is the store's config.
+    return _check(await backend.get(CONFIG_KEY), wanted, name)
+
+
+def _check(data: bytes, wanted: StoreConfig, name: str) -> StoreConfig:
+    try:
+        found = StoreConfig.from_bytes(data)
+    except IncompatibleStoreError as exc:
+        raise IncompatibleStoreError(f"destination {name!r}: {exc}") from exc
+    found.check_matches(wanted, name)
+    if found.compression != wanted.compression:
+        raise IncompatibleStoreError(
+            f"destination {name!r} stores compression {found.compression!r}, "
+            f"the configuration asks for {wanted.compression!r}"
+        )
+    return found
+
+
+def store_config(settings: Settings) -> StoreConfig:
+    """The StoreConfig the configuration asks for."""
+    return StoreConfig(chunker=settings.chunking.params(), compression=settings.store.compression)
+
+
+async def open_peers(settings: Settings, *, create: bool) -> list[Peer]:
+    """Every configured destination, opened concurrently; all or none."""
+    wanted = store_config(settings)
+    results = await asyncio.gather(
+        *(open_peer(d, wanted, create=create) for d in settings.destinations),
+        return_exceptions=True,
+    )
+    peers = [r for r in results if isinstance(r, Peer)]
+    for r in results:
+        if isinstance(r, BaseException):
+            await close_peers(peers)
+            raise r
+    return peers
+
+
+async def close_peers(peers: list[Peer]) -> None:
+    for p in peers:
+        with contextlib.suppress(Exception):  # closing is best effort, after the work
+            await p.close()
+
+
+@contextlib.asynccontextmanager
+async def opened_peers(settings: Settings, *, create: bool) -> AsyncIterator[list[Peer]]:
+    peers = await open_peers(settings, create=create)
+    try:
+        yield peers
+    finally:
+        await close_peers(peers)
