@@ -1,0 +1,270 @@
+"""A peer kept in a local directory (a mounted disk, NFS, a checkpoint volume).
+
+An object is a file at ``root/<key>``. A put writes a temporary file
+(``.replicator-tmp-…``) in the object's own directory, hashes the bytes as
+they are written, fsyncs, and only then renames (put) or hard-links
+(put_if_absent) it into place and fsyncs the directory. So a reader, or a
+process that restarts after a crash, sees either no object or the whole
+verified one; leftover temporary files are never listed.
+
+Every operation is one ``asyncio.to_thread`` hop: a hop costs far more than
+writing a block, so the blocking work of an operation is batched into it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import hashlib
+import os
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+from replicator.errors import IntegrityError, NotFoundError, StoreError
+from replicator.store.backend import (
+    RESERVED_SEGMENT_PREFIX,
+    Capabilities,
+    ObjectInfo,
+    check_key,
+    check_prefix,
+    sha256_of,
+)
+
+#: Bytes written per os.write call (bounds the size of one syscall, not memory).
+WRITE_BLOCK = 1 << 20
+_TMP_PREFIX = RESERVED_SEGMENT_PREFIX + "tmp-"
+
+
+class FsBackend:
+    """Objects as files under ``root``; durable once a method returns."""
+
+    def __init__(self, root: str | os.PathLike[str], name: str = "fs", *, page_size: int = 1000):
+        if page_size < 1:
+            raise ValueError("page_size must be >= 1")
+        self.root = Path(root).resolve()
+        self.name = name
+        self.page_size = page_size
+
+    def __repr__(self) -> str:
+        return f"FsBackend(name={self.name!r}, root={str(self.root)!r})"
+
+    def _path(self, key: str) -> Path:
+        return self.root.joinpath(*check_key(key).split("/"))
+
+    async def put(self, key: str, data: bytes, *, sha256: bytes | None = None) -> None:
+        path = self._path(key)
+        await asyncio.to_thread(self._write, path, data, sha256, False)
+
+    async def put_if_absent(self, key: str, data: bytes, *, sha256: bytes | None = None) -> bool:
+        path = self._path(key)
+        return await asyncio.to_thread(self._write, path, data, sha256, True)
+
+    def _write(self, path: Path, data: bytes, sha256: bytes | None, exclusive: bool) -> bool:
+        try:
+            if exclusive and path.exists():
+                return False  # cheap early answer; link() below is what decides
+            self._ensure_dir(path.parent)
+            tmp = path.with_name(f"{_TMP_PREFIX}{secrets.token_hex(8)}")
+            try:
+                _write_verified(tmp, data, sha256)
+                won = _publish(tmp, path, exclusive)
+            finally:
+                tmp.unlink(missing_ok=True)
+            _fsync_dir(path.parent)
+            return won
+        except OSError as exc:
+            raise _store_error(exc, path) from exc
+
+    def _ensure_dir(self, directory: Path) -> None:
+        """Create missing directories, fsyncing each parent so the new entry is durable."""
+        missing: list[Path] = []
+        d = directory
+        while not d.is_dir():
+            missing.append(d)
+            d = d.parent
+        for d in reversed(missing):
+            with contextlib.suppress(FileExistsError):  # a concurrent writer made it
+                d.mkdir()
+            _fsync_dir(d.parent)
+
+    async def get(self, key: str, start: int = 0, length: int | None = None) -> bytes:
+        if start < 0 or (length is not None and length < 0):
+            raise ValueError("start and length must be >= 0")
+        path = self._path(key)
+        return await asyncio.to_thread(self._read, path, start, length)
+
+    def _read(self, path: Path, start: int, length: int | None) -> bytes:
+        try:
+            with path.open("rb") as f:
+                f.seek(start)
+                return f.read(-1 if length is None else length)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
+            raise NotFoundError(f"{self.name}: no object {path.relative_to(self.root)}") from exc
+        except OSError as exc:
+            raise _store_error(exc, path) from exc
+
+    async def head(self, key: str) -> ObjectInfo | None:
+        path = self._path(key)
+        return await asyncio.to_thread(self._stat, key, path)
+
+    def _stat(self, key: str, path: Path) -> ObjectInfo | None:
+        try:
+            st = path.stat()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            raise _store_error(exc, path) from exc
+        if not path.is_file():
+            return None  # a directory is a key prefix, not an object
+        return ObjectInfo(key, st.st_size)
+
+    async def list(self, prefix: str = "", *, start_after: str = "") -> AsyncIterator[ObjectInfo]:
+        walker = _walk(self.root, check_prefix(prefix), start_after)
+        while True:
+            page = await asyncio.to_thread(_take, walker, self.page_size)
+            for info in page:
+                yield info
+            if len(page) < self.page_size:
+                return
+
+    async def delete(self, key: str) -> None:
+        path = self._path(key)
+        await asyncio.to_thread(self._unlink, path)
+
+    def _unlink(self, path: Path) -> None:
+        try:
+            path.unlink()
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        except OSError as exc:
+            raise _store_error(exc, path) from exc
+        # Empty directories are left in place: removing them would race a
+        # concurrent put that just created the directory for its temp file.
+        _fsync_dir(path.parent)
+
+    async def probe(self) -> Capabilities:
+        """Exercise put_if_absent and the checksum check on a real probe object."""
+        key = f"{RESERVED_SEGMENT_PREFIX}probe-{secrets.token_hex(6)}"
+        path = self.root / key
+        data = b"replicator probe"
+
+        def run() -> Capabilities:
+            self.root.mkdir(parents=True, exist_ok=True)
+            try:
+                first = self._write(path, data, None, True)
+                second = self._write(path, b"other", None, True)
+                try:
+                    self._write(path.with_name(key + "-bad"), data, sha256_of(b"x"), False)
+                    verifies = False
+                except IntegrityError:
+                    verifies = True
+                return Capabilities(
+                    put_if_absent=first and not second,
+                    checksum_algorithms=("SHA256",),
+                    verifies_checksums=verifies,
+                    ranged_upload_part_copy=False,
+                    verified_algorithms=("SHA256",) if verifies else (),
+                )
+            finally:
+                path.unlink(missing_ok=True)
+                path.with_name(key + "-bad").unlink(missing_ok=True)
+
+        return await asyncio.to_thread(run)
+
+    async def close(self) -> None:
+        return None
+
+
+def _write_verified(tmp: Path, data: bytes, expected: bytes | None) -> None:
+    """Write ``data`` to a new file, hashing exactly the bytes handed to the kernel."""
+    digest = hashlib.sha256()
+    view = memoryview(data)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    try:
+        pos = 0
+        while pos < len(view):
+            block = view[pos : pos + WRITE_BLOCK]
+            written = os.write(fd, block)
+            digest.update(block[:written])
+            pos += written
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    actual = digest.digest()
+    if expected is not None and actual != expected:
+        raise IntegrityError(f"sha256 of written bytes {actual.hex()} != expected {expected.hex()}")
+
+
+def _publish(tmp: Path, path: Path, exclusive: bool) -> bool:
+    if not exclusive:
+        os.replace(tmp, path)
+        return True
+    # link() fails with EEXIST when the name exists: of two concurrent
+    # writers exactly one wins, and the loser's file never becomes visible.
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        return False
+    return True
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _store_error(exc: OSError, path: Path) -> StoreError:
+    if exc.errno in (errno.EISDIR, errno.ENOTDIR, errno.EEXIST):
+        # e.g. key "a" while "a/b" exists: the names collide on a filesystem.
+        return StoreError(f"key collides with a directory or file: {path.name!r}")
+    return StoreError(f"{type(exc).__name__} on {path.name!r}: {exc.strerror}")
+
+
+def _take(it: Iterator[ObjectInfo], n: int) -> list[ObjectInfo]:
+    out: list[ObjectInfo] = []
+    for info in it:
+        out.append(info)
+        if len(out) == n:
+            break
+    return out
+
+
+def _walk(root: Path, prefix: str, start_after: str) -> Iterator[ObjectInfo]:
+    """Yield objects whose key starts with ``prefix`` in UTF-8 byte order.
+
+    Sorting each directory by ``name`` for files and ``name + "/"`` for
+    directories gives the global key order: every key below a directory
+    starts with ``name/``, and code-point order equals UTF-8 byte order.
+    """
+    base, _, partial = prefix.rpartition("/")
+    start_dir = root.joinpath(*base.split("/")) if base else root
+    key_base = base + "/" if base else ""
+    yield from _walk_dir(start_dir, key_base, partial, start_after)
+
+
+def _walk_dir(
+    directory: Path, key_base: str, partial: str, start_after: str
+) -> Iterator[ObjectInfo]:
+    try:
+        entries = list(os.scandir(directory))
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    named = sorted(
+        (e.name + "/" if e.is_dir(follow_symlinks=False) else e.name, e) for e in entries
+    )
+    for sort_name, entry in named:
+        if not entry.name.startswith(partial) or entry.name.startswith(RESERVED_SEGMENT_PREFIX):
+            continue
+        key = key_base + sort_name
+        if sort_name.endswith("/"):
+            # Skip a whole subtree whose keys all sort at or before start_after.
+            if start_after and key < start_after and not start_after.startswith(key):
+                continue
+            yield from _walk_dir(Path(entry.path), key, "", start_after)
+        elif entry.is_file(follow_symlinks=False) and key > start_after:
+            yield ObjectInfo(key, entry.stat(follow_symlinks=False).st_size)
