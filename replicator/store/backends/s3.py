@@ -1,0 +1,368 @@
+"""A peer kept in an S3-compatible bucket (AWS S3, MinIO, Ceph RGW, SeaweedFS).
+
+Objects live at ``<prefix><key>``. Every put carries Content-MD5 and
+x-amz-checksum-sha256 computed by replicator, so a server that verifies
+either refuses a body that was altered or cut in transit. botocore >= 1.36
+would otherwise add its own CRC checksums (some S3-compatible servers reject
+them, or the aws-chunked encoding they come in), so the client is built with
+``request_checksum_calculation = response_checksum_validation =
+"when_required"``. botocore's own retries are off: retrying is the job of
+``replicator.store.retry``, which sees the mapped errors below.
+
+Credentials come from the standard AWS chain (env vars, shared files,
+instance roles) unless given explicitly; they are never logged or shown in
+``repr``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import logging
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import aiohttp
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    HTTPClientError,
+    IncompleteReadError,
+)
+from botocore.exceptions import ConnectionError as BotoConnectionError
+
+from replicator.errors import (
+    AccessDeniedError,
+    IntegrityError,
+    NotFoundError,
+    StoreError,
+    TransientStoreError,
+)
+from replicator.store.backend import Capabilities, ObjectInfo, check_key, check_prefix
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
+
+log = logging.getLogger(__name__)
+
+AddressingStyle = Literal["auto", "path", "virtual"]
+
+_INTEGRITY_CODES = frozenset({"BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch"})
+_TRANSIENT_CODES = frozenset(
+    {
+        "SlowDown",
+        "RequestTimeout",
+        "RequestTimeTooSkewed",
+        "InternalError",
+        "ServiceUnavailable",
+        # AWS: concurrent conditional writes; a retry learns the winner (412).
+        "ConditionalRequestConflict",
+        "OperationAborted",
+    }
+)
+_DENIED_CODES = frozenset(
+    {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled"}
+)
+_NOT_FOUND_CODES = frozenset({"NoSuchKey", "NoSuchBucket", "NotFound"})
+
+
+@dataclass(frozen=True, slots=True)
+class S3Credentials:
+    """Explicit static credentials; the secret never appears in repr."""
+
+    access_key_id: str
+    secret_access_key: str = field(repr=False)
+    session_token: str | None = field(default=None, repr=False)
+
+
+def map_client_error(exc: ClientError, what: str) -> StoreError:
+    """Turn a botocore ClientError into the store's error tree (by behaviour)."""
+    err = exc.response.get("Error", {})
+    code = str(err.get("Code", ""))
+    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+    detail = f"{what}: {code or status} {err.get('Message', '')}".strip()
+    if code in _INTEGRITY_CODES or "checksum" in code.lower():
+        return IntegrityError(detail)
+    if status == 403 or code in _DENIED_CODES:
+        return AccessDeniedError(detail)
+    if status == 404 or code in _NOT_FOUND_CODES:
+        return NotFoundError(detail)
+    if status >= 500 or status == 429 or code in _TRANSIENT_CODES:
+        return TransientStoreError(detail)
+    if status == 400 and "checksum" in str(err.get("Message", "")).lower():
+        return IntegrityError(detail)
+    return StoreError(detail)
+
+
+def map_error(exc: BaseException, what: str) -> StoreError | None:
+    """Map any exception raised by a client call; None when it is not ours to map."""
+    if isinstance(exc, ClientError):
+        return map_client_error(exc, what)
+    if isinstance(
+        exc,
+        HTTPClientError | BotoConnectionError | IncompleteReadError | aiohttp.ClientError,
+    ):
+        return TransientStoreError(f"{what}: {type(exc).__name__}")
+    if isinstance(exc, asyncio.TimeoutError | TimeoutError):
+        return TransientStoreError(f"{what}: timeout")
+    if isinstance(exc, BotoCoreError):
+        return StoreError(f"{what}: {type(exc).__name__}")
+    return None
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _status(exc: ClientError) -> int:
+    return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+
+
+def b64(digest: bytes) -> str:
+    return base64.b64encode(digest).decode("ascii")
+
+
+def _digests(data: bytes) -> tuple[bytes, bytes]:
+    return hashlib.md5(data, usedforsecurity=False).digest(), hashlib.sha256(data).digest()
+
+
+class S3Backend:
+    """One bucket (and key prefix) of an S3-compatible server."""
+
+    def __init__(
+        self,
+        name: str,
+        bucket: str,
+        *,
+        prefix: str = "",
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        addressing_style: AddressingStyle = "auto",
+        credentials: S3Credentials | None = None,
+        profile: str | None = None,
+        page_size: int = 1000,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 60.0,
+        max_pool_connections: int = 32,
+        ca_bundle: str | None = None,
+    ) -> None:
+        if prefix and not prefix.endswith("/"):
+            raise ValueError("prefix must be empty or end with '/'")
+        if not 1 <= page_size <= 1000:
+            raise ValueError("page_size must be in 1..1000 (S3's MaxKeys)")
+        self.name = name
+        self.bucket = bucket
+        self.prefix = check_prefix(prefix)
+        self.endpoint_url = endpoint_url
+        self.region = region
+        self.page_size = page_size
+        self._credentials = credentials
+        self._profile = profile
+        self._ca_bundle = ca_bundle
+        self._config = AioConfig(
+            region_name=region,
+            # Send only the checksums replicator computes itself (see module doc).
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+            s3={"addressing_style": addressing_style},
+            retries={"total_max_attempts": 1, "mode": "standard"},
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            max_pool_connections=max_pool_connections,
+        )
+        self._stack: AsyncExitStack | None = None
+        self._client: S3Client | None = None
+        self._lock = asyncio.Lock()
+        #: Set by probe(); None means "not probed", and conditional puts are used.
+        self.capabilities: Capabilities | None = None
+        self._warned_racy = False
+
+    def __repr__(self) -> str:
+        return (
+            f"S3Backend(name={self.name!r}, bucket={self.bucket!r}, prefix={self.prefix!r}, "
+            f"endpoint_url={self.endpoint_url!r})"
+        )
+
+    async def client(self) -> S3Client:
+        """The shared client, created on first use."""
+        if self._client is None:
+            async with self._lock:
+                if self._client is None:
+                    self._client = await self._open()
+        return self._client
+
+    async def _open(self) -> S3Client:
+        session = get_session()
+        if self._profile:
+            session.set_config_variable("profile", self._profile)
+        creds: dict[str, Any] = {}
+        if self._credentials is not None:
+            creds = {
+                "aws_access_key_id": self._credentials.access_key_id,
+                "aws_secret_access_key": self._credentials.secret_access_key,
+                "aws_session_token": self._credentials.session_token,
+            }
+        if self._ca_bundle is not None:
+            creds["verify"] = self._ca_bundle  # TLS verification stays on, with this CA
+        stack = AsyncExitStack()
+        client: S3Client = await stack.enter_async_context(
+            session.create_client(
+                "s3", endpoint_url=self.endpoint_url, config=self._config, **creds
+            )
+        )
+        self._stack = stack
+        return client
+
+    async def close(self) -> None:
+        stack, self._stack, self._client = self._stack, None, None
+        if stack is not None:
+            await stack.aclose()
+
+    def _key(self, key: str) -> str:
+        return self.prefix + check_key(key)
+
+    async def _call(self, what: str, op: str, **kwargs: Any) -> Any:
+        """Run one client operation, mapping its errors to the store's tree."""
+        client = await self.client()
+        try:
+            return await getattr(client, op)(Bucket=self.bucket, **kwargs)
+        except Exception as exc:
+            mapped = map_error(exc, what)
+            if mapped is None:
+                raise
+            raise mapped from exc
+
+    async def put(self, key: str, data: bytes, *, sha256: bytes | None = None) -> None:
+        await self._put(key, data, sha256, conditional=False)
+
+    async def put_if_absent(self, key: str, data: bytes, *, sha256: bytes | None = None) -> bool:
+        if self.capabilities is not None and not self.capabilities.put_if_absent:
+            return await self._put_after_head(key, data, sha256)
+        return await self._put(key, data, sha256, conditional=True)
+
+    async def _put_after_head(self, key: str, data: bytes, sha256: bytes | None) -> bool:
+        # The probe found no If-None-Match support: check then write. Racy
+        # (two writers can both see "absent"); safe only because keys are
+        # content-addressed, so both write the same bytes.
+        if not self._warned_racy:
+            log.warning("peer %s lacks conditional puts: using racy head-then-put", self.name)
+            self._warned_racy = True
+        if await self.head(key) is not None:
+            return False
+        await self._put(key, data, sha256, conditional=False)
+        return True
+
+    async def _put(self, key: str, data: bytes, sha256: bytes | None, *, conditional: bool) -> bool:
+        full = self._key(key)
+        # One thread hop for both digests: hashlib releases the GIL on large buffers.
+        md5, actual = await asyncio.to_thread(_digests, data)
+        if sha256 is not None and sha256 != actual:
+            raise IntegrityError(
+                f"{self.name}: sha256 of data {actual.hex()} != expected {sha256.hex()}"
+            )
+        extra: dict[str, Any] = {"IfNoneMatch": "*"} if conditional else {}
+        try:
+            await self._call(
+                f"put {self.name}",
+                "put_object",
+                Key=full,
+                Body=data,
+                ContentLength=len(data),
+                ContentMD5=b64(md5),
+                ChecksumSHA256=b64(actual),
+                **extra,
+            )
+        except StoreError as exc:
+            cause = exc.__cause__
+            if conditional and isinstance(cause, ClientError) and _status(cause) == 412:
+                return False
+            raise
+        return True
+
+    async def get(self, key: str, start: int = 0, length: int | None = None) -> bytes:
+        if start < 0 or (length is not None and length < 0):
+            raise ValueError("start and length must be >= 0")
+        full = self._key(key)
+        if length == 0:
+            if await self.head(key) is None:
+                raise NotFoundError(f"get {self.name}: no object")
+            return b""
+        kwargs: dict[str, Any] = {"Key": full}
+        if start or length is not None:
+            end = "" if length is None else str(start + length - 1)
+            kwargs["Range"] = f"bytes={start}-{end}"
+        try:
+            resp = await self._call(f"get {self.name}", "get_object", **kwargs)
+        except StoreError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, ClientError) and _status(cause) == 416:
+                return b""  # the range starts at or past the end: an empty slice
+            raise
+        try:
+            async with resp["Body"] as body:
+                data: bytes = await body.read()
+                return data
+        except Exception as exc:
+            mapped = map_error(exc, f"get {self.name} (body)")
+            if mapped is None:
+                raise
+            raise mapped from exc
+
+    async def head(self, key: str) -> ObjectInfo | None:
+        try:
+            resp = await self._call(f"head {self.name}", "head_object", Key=self._key(key))
+        except NotFoundError:
+            return None
+        return ObjectInfo(key, int(resp["ContentLength"]))
+
+    async def list(self, prefix: str = "", *, start_after: str = "") -> AsyncIterator[ObjectInfo]:
+        kwargs: dict[str, Any] = {
+            "Prefix": self.prefix + check_prefix(prefix),
+            "MaxKeys": self.page_size,
+        }
+        if start_after:
+            kwargs["StartAfter"] = self.prefix + start_after
+        cut = len(self.prefix)
+        while True:
+            resp = await self._call(f"list {self.name}", "list_objects_v2", **kwargs)
+            for obj in resp.get("Contents", []):
+                yield ObjectInfo(obj["Key"][cut:], int(obj["Size"]))
+            token = resp.get("NextContinuationToken")
+            if not resp.get("IsTruncated") or not token:
+                return
+            kwargs["ContinuationToken"] = token
+
+    async def delete(self, key: str) -> None:
+        try:
+            await self._call(f"delete {self.name}", "delete_object", Key=self._key(key))
+        except NotFoundError as exc:
+            # S3 answers 204 for a missing key; some servers say NoSuchKey.
+            # A missing bucket is still an error.
+            cause = exc.__cause__
+            if not (isinstance(cause, ClientError) and _code(cause) == "NoSuchKey"):
+                raise
+
+    async def probe(self) -> Capabilities:
+        from replicator.store.backends.s3_probe import run_probe  # noqa: PLC0415 - cycle
+
+        self.capabilities = await run_probe(self)
+        return self.capabilities
+
+    @classmethod
+    def from_config(cls, name: str, cfg: Mapping[str, Any]) -> S3Backend:
+        """Build from a config table; secrets only from the AWS chain or explicit keys."""
+        opts = dict(cfg)
+        bucket = opts.pop("bucket")
+        creds = None
+        if "access_key_id" in opts:
+            creds = S3Credentials(
+                opts.pop("access_key_id"),
+                opts.pop("secret_access_key"),
+                opts.pop("session_token", None),
+            )
+        return cls(name, bucket, credentials=creds, **opts)
