@@ -74,13 +74,21 @@ async def open_peer(
     daemons creating one store at once, both end up agreeing on the
     winner's bytes). Without it a missing config is an error: reading from a
     path that is not a store must not silently look empty."""
-    backend = make_backend(dest)
+    return await peer_on(
+        dest.name, make_backend(dest), store_cfg, peer_identity(dest), create=create
+    )
+
+
+async def peer_on(
+    name: str, backend: Backend, store_cfg: StoreConfig, identity: str, *, create: bool
+) -> Peer:
+    """A Peer over an already built ``backend`` (closed again if the check fails)."""
     try:
-        config = await _store_config(backend, dest.name, store_cfg, create=create)
+        config = await _store_config(backend, name, store_cfg, create=create)
     except BaseException:
         await backend.close()
         raise
-    return Peer(dest.name, backend, config, peer_identity(dest))
+    return Peer(name, backend, config, identity)
 
 
 async def _store_config(
