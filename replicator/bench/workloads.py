@@ -23,8 +23,8 @@ class Workload:
     after: dict[str, bytes]
     #: Bytes that differ between the versions (new or rewritten content).
     changed_bytes: int
-    #: Contiguous changes, appends and inserts: target shipped <= 1.05 x changed.
-    #: Scattered edits: target shipped <= edits x (edit + 2 max-size chunks).
+    #: "contiguous" (changes, appends, inserts): target shipped <= 1.05 x changed.
+    #: "small_edit": target shipped <= edits x (edit + 2 average-size chunks).
     kind: str
     edits: int = 1
 
@@ -98,9 +98,9 @@ def dataset_append(rng: random.Random, scale: int) -> Workload:
 
 
 def middle_insert(rng: random.Random, scale: int) -> Workload:
-    """A file with 1 MiB inserted in the middle."""
+    """A file with an eighth of its size inserted in the middle."""
     data = _rand(rng, scale)
-    ins = _rand(rng, MiB)
+    ins = _rand(rng, scale // 8)
     mid = scale // 2 + 12345
     return Workload(
         "insert_in_middle",
@@ -128,7 +128,7 @@ def _scattered(rng: random.Random, scale: int, edits: int, size: int) -> Workloa
         {"blob.bin": before},
         {"blob.bin": bytes(after)},
         edits * size,
-        "scattered",
+        "small_edit",
         edits,
     )
 
@@ -145,7 +145,7 @@ def header_shift(rng: random.Random, scale: int) -> Workload:
         {"model.safetensors": before},
         {"model.safetensors": after},
         header_len,
-        "contiguous",
+        "small_edit",
     )
 
 

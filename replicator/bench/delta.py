@@ -1,0 +1,217 @@
+"""``replicator bench delta``: wire efficiency of the real backfill pipeline.
+
+For each workload of :mod:`replicator.bench.workloads`, the ``before`` tree
+is backfilled to a fresh filesystem peer, then the ``after`` tree; the
+second run's shipped bytes are compared with the bytes that changed and
+with what a whole-object replicator would ship (every changed file again).
+The same run also times an fs → fs backfill of one large fresh file against
+the fused chunk+hash throughput measured on the same bytes, and the peak
+RSS growth of backfilling one large file in a child process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from replicator import _native
+from replicator.bench.workloads import MiB, Workload, generate
+from replicator.config import Chunking, FsDestination, FsSource, Settings, Store
+from replicator.pipeline.backfill import run_backfill
+from replicator.pipeline.summary import BackfillSummary
+
+PEER = "peer"
+
+
+def _settings(root: Path) -> Settings:
+    return Settings(
+        source=FsSource(path=root / "src"),
+        destinations=[FsDestination(name=PEER, path=root / "peer")],
+        store=Store(cache_dir=root / "cache"),
+        chunking=Chunking(),
+    )
+
+
+def _write_tree(root: Path, files: dict[str, bytes], mtime_ns: int) -> None:
+    for rel, data in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists() and path.read_bytes() == data:
+            continue  # unchanged files keep their identity (mtime)
+        path.write_bytes(data)
+        os.utime(path, ns=(mtime_ns, mtime_ns))
+
+
+def _tree_bytes(root: Path, sub: str) -> int:
+    base = root / "peer" / sub
+    return sum(p.stat().st_size for p in base.rglob("*") if p.is_file()) if base.exists() else 0
+
+
+def _store_sizes(root: Path) -> dict[str, int]:
+    return {s: _tree_bytes(root, s) for s in ("packs", "index", "manifests")}
+
+
+async def _step(settings: Settings) -> BackfillSummary:
+    summary = await run_backfill(settings)
+    if summary.errors:
+        raise click.ClickException(f"backfill failed: {summary.error_samples}")
+    return summary
+
+
+def _full_copy_bytes(w: Workload) -> int:
+    """What a whole-object replicator ships for the second version."""
+    return sum(len(d) for k, d in w.after.items() if w.before.get(k) != d)
+
+
+def _measure(w: Workload, avg_size: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="replicator-bench-") as tmp:
+        root = Path(tmp)
+        settings = _settings(root)
+        _write_tree(root / "src", w.before, 1_700_000_000_000_000_000)
+        asyncio.run(_step(settings))
+        before = _store_sizes(root)
+        _write_tree(root / "src", w.after, 1_700_000_100_000_000_000)
+        second = asyncio.run(_step(settings))
+        after = _store_sizes(root)
+    shipped = second.shipped_bytes[PEER]
+    meta = after["index"] + after["manifests"]
+    step_meta = meta - before["index"] - before["manifests"]
+    if w.kind == "small_edit":
+        allowance = w.edits * (w.changed_bytes // w.edits + 2 * avg_size)
+    else:
+        allowance = int(1.05 * w.changed_bytes)
+    return {
+        "changed_bytes": w.changed_bytes,
+        "shipped_bytes": shipped,
+        "full_copy_bytes": _full_copy_bytes(w),
+        "shipped_vs_changed": shipped / w.changed_bytes,
+        "shipped_vs_full_copy": shipped / _full_copy_bytes(w),
+        "step_metadata_bytes": step_meta,
+        "metadata_vs_data": meta / max(after["packs"], 1),
+        "target_bytes": allowance,
+        "meets_target": shipped <= allowance,
+    }
+
+
+def _throughput(size: int) -> dict[str, float]:
+    """fs → fs backfill of one fresh file vs fused chunk+hash on its bytes."""
+    data = os.urandom(size)
+    fused = _best(lambda: _native.chunk_buffer(data, whole_digest=False))
+    fused_whole = _best(lambda: _native.chunk_buffer(data))
+    with tempfile.TemporaryDirectory(prefix="replicator-bench-") as tmp:
+        root = Path(tmp)
+        _write_tree(root / "src", {"big.bin": data}, 1_700_000_000_000_000_000)
+        started = time.perf_counter()
+        asyncio.run(_step(_settings(root)))
+        elapsed = time.perf_counter() - started
+    backfill = size / elapsed
+    return {
+        "backfill_gbps": backfill / 1e9,
+        "fused_gbps": size / fused / 1e9,
+        "backfill_vs_fused": backfill * fused / size,
+        "backfill_vs_fused_with_whole_digest": backfill * fused_whole / size,
+    }
+
+
+def _best(fn: Any, reps: int = 3) -> float:
+    best = float("inf")
+    for _ in range(reps):
+        started = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+# Runs in a child so the parent's buffers do not count; the baseline is the
+# high-water mark after imports, before the backfill starts.
+_RSS_CHILD = """
+import asyncio, json, sys
+from pathlib import Path
+from replicator.bench.delta import _settings, _step
+
+def hwm():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+base = hwm()
+asyncio.run(_step(_settings(Path(sys.argv[1]))))
+print(json.dumps({"baseline": base, "peak": hwm()}))
+"""
+
+
+def _rss_growth(size: int) -> int:
+    """Peak RSS growth of a child process backfilling one ``size``-byte file."""
+    with tempfile.TemporaryDirectory(prefix="replicator-bench-") as tmp:
+        root = Path(tmp)
+        (root / "src").mkdir()
+        with open(root / "src" / "big.bin", "wb") as f:
+            for _ in range(size // (64 * MiB)):
+                f.write(os.urandom(64 * MiB))
+            f.write(os.urandom(size % (64 * MiB)))
+        out = subprocess.run(
+            [sys.executable, "-c", _RSS_CHILD, str(root)],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    figures = json.loads(out.strip().splitlines()[-1])
+    return int(figures["peak"]) - int(figures["baseline"])
+
+
+def _table(result: dict[str, Any]) -> str:
+    lines = [
+        f"{'workload':32} {'changed':>12} {'shipped':>12} {'/changed':>9} "
+        f"{'/full copy':>10} {'meta/data':>9}  target"
+    ]
+    for name, r in result["workloads"].items():
+        lines.append(
+            f"{name:32} {r['changed_bytes']:>12} {r['shipped_bytes']:>12} "
+            f"{r['shipped_vs_changed']:>9.3f} {r['shipped_vs_full_copy']:>10.4f} "
+            f"{r['metadata_vs_data']:>9.4%}  {'met' if r['meets_target'] else 'MISSED'}"
+        )
+    for key, value in result.get("throughput", {}).items():
+        lines.append(f"{key:40} {value:.3f}")
+    if "peak_rss_growth_bytes" in result:
+        lines.append(f"{'peak_rss_growth_bytes':40} {result['peak_rss_growth_bytes']}")
+    return "\n".join(lines)
+
+
+@click.command()
+@click.option("--scale", default=64 * MiB, show_default=True, help="Bytes per workload.")
+@click.option(
+    "--big-size",
+    default=1024 * MiB,
+    show_default=True,
+    help="File size for the throughput run (0 skips it).",
+)
+@click.option(
+    "--rss-size",
+    default=0,
+    show_default=True,
+    help="File size for the peak-RSS run (0 skips it; 4 GiB shows the bound).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def delta(scale: int, big_size: int, rss_size: int, as_json: bool) -> None:
+    """Bytes shipped vs bytes changed, vs a full-copy replicator, and metadata overhead."""
+    avg = Chunking().avg_size
+    result: dict[str, Any] = {
+        "workloads": {w.name: _measure(w, avg) for w in generate(scale)},
+    }
+    if big_size:
+        result["throughput"] = _throughput(big_size)
+    if rss_size:
+        result["peak_rss_growth_bytes"] = _rss_growth(rss_size)
+        result["rss_file_bytes"] = rss_size
+    click.echo(json.dumps(result, indent=2) if as_json else _table(result))
