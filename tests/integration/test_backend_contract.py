@@ -13,15 +13,25 @@ import os
 import signal
 import sys
 import unicodedata
+from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
-from replicator.errors import AccessDeniedError, IntegrityError, NotFoundError
+from replicator.errors import (
+    AccessDeniedError,
+    IntegrityError,
+    NotFoundError,
+    StoreError,
+    TransientStoreError,
+)
 from replicator.store.backend import Backend, Capabilities, ObjectInfo, sha256_of
-from replicator.store.backends.s3 import b64
+from replicator.store.backends.s3 import b64, map_client_error
 from tests.integration.conftest import PAGE_SIZE, StoreUnderTest, make_s3_backend
+from tests.services.process import free_port
 from tests.services.rawhttp import truncated_put
-from tests.services.s3client import bucket_keys
+from tests.services.s3client import S3Endpoint, bucket_keys
+from tests.services.seaweedfs.server import SeaweedServer
 
 pytestmark = pytest.mark.integration
 
@@ -292,21 +302,83 @@ async def test_invalid_keys_are_refused(backend: Backend, key: str) -> None:
 async def test_bad_credentials_are_access_denied(store: StoreUnderTest) -> None:
     await store.backend.put("secret/object", b"x")
     assert store.endpoint is not None
-    intruder = make_s3_backend(store.endpoint, store.bucket, secret="not-the-secret")
+    wrong_secret = "canary-" + os.urandom(8).hex()
+    intruder = make_s3_backend(store.endpoint, store.bucket, secret=wrong_secret)
+    calls = [
+        intruder.head("secret/object"),  # never None: 403 is not "missing"
+        intruder.head("secret/missing"),
+        intruder.get("secret/object"),
+        intruder.put("secret/object", b"overwrite"),
+        keys_of(intruder),
+    ]
     try:
-        with pytest.raises(AccessDeniedError):  # never None: 403 is not "missing"
-            await intruder.head("secret/object")
-        with pytest.raises(AccessDeniedError):
-            await intruder.head("secret/missing")
-        with pytest.raises(AccessDeniedError):
-            await intruder.get("secret/object")
-        with pytest.raises(AccessDeniedError):
-            await intruder.put("secret/object", b"overwrite")
-        with pytest.raises(AccessDeniedError):
-            await keys_of(intruder)
+        for call in calls:
+            with pytest.raises(AccessDeniedError) as info:
+                await call
+            shown = f"{info.value!r} {info.value} {info.value.__cause__} {intruder!r}"
+            assert wrong_secret not in shown
+            assert store.endpoint.secret_access_key not in shown
     finally:
         await intruder.close()
     assert await store.backend.get("secret/object") == b"x"
+    print(f"{store.kind}: {len(calls)} calls with a wrong secret, each AccessDeniedError")
+
+
+@pytest.mark.parametrize("store_kind", ["seaweedfs"])
+async def test_read_only_identity_cannot_write(
+    store: StoreUnderTest, seaweed_server: SeaweedServer
+) -> None:
+    """Valid credentials without write permission: 403 on put, reads work."""
+    await store.backend.put("shared", b"x")
+    reader = make_s3_backend(seaweed_server.reader, store.bucket)
+    try:
+        assert await reader.get("shared") == b"x"
+        with pytest.raises(AccessDeniedError):
+            await reader.put("shared", b"y")
+    finally:
+        await reader.close()
+
+
+async def test_unreachable_server_is_transient() -> None:
+    endpoint = S3Endpoint("none", f"http://127.0.0.1:{free_port()}", "AKID", "secret")
+    backend = make_s3_backend(endpoint, "no-bucket")
+    try:
+        with pytest.raises(TransientStoreError):
+            await backend.head("k")
+    finally:
+        await backend.close()
+
+
+def _client_error(status: int, code: str, message: str = "") -> ClientError:
+    response: Any = {
+        "Error": {"Code": code, "Message": message},
+        "ResponseMetadata": {"HTTPStatusCode": status},
+    }
+    return ClientError(response, "PutObject")
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "error"),
+    [
+        (403, "AccessDenied", AccessDeniedError),
+        (403, "SignatureDoesNotMatch", AccessDeniedError),
+        (404, "NoSuchKey", NotFoundError),
+        (400, "BadDigest", IntegrityError),
+        (400, "InvalidDigest", IntegrityError),
+        (400, "XAmzContentSHA256Mismatch", IntegrityError),
+        (500, "InternalError", TransientStoreError),
+        (503, "SlowDown", TransientStoreError),
+        (400, "RequestTimeout", TransientStoreError),
+        (409, "ConditionalRequestConflict", TransientStoreError),
+        (412, "PreconditionFailed", StoreError),
+        (400, "InvalidArgument", StoreError),
+    ],
+)
+def test_s3_error_mapping(status: int, code: str, error: type[StoreError]) -> None:
+    """The table that real servers' answers above go through (some are hard to provoke)."""
+    mapped = map_client_error(_client_error(status, code), "op")
+    assert type(mapped) is error
+    assert mapped.retriable == (error is TransientStoreError)
 
 
 EXPECTED_CAPABILITIES = {

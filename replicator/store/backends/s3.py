@@ -200,19 +200,19 @@ class S3Backend:
         session = get_session()
         if self._profile:
             session.set_config_variable("profile", self._profile)
-        creds: dict[str, Any] = {}
+        kwargs: dict[str, Any] = {}
         if self._credentials is not None:
-            creds = {
+            kwargs = {
                 "aws_access_key_id": self._credentials.access_key_id,
                 "aws_secret_access_key": self._credentials.secret_access_key,
                 "aws_session_token": self._credentials.session_token,
             }
         if self._ca_bundle is not None:
-            creds["verify"] = self._ca_bundle  # TLS verification stays on, with this CA
+            kwargs["verify"] = self._ca_bundle  # TLS verification stays on, with this CA
         stack = AsyncExitStack()
         client: S3Client = await stack.enter_async_context(
             session.create_client(
-                "s3", endpoint_url=self.endpoint_url, config=self._config, **creds
+                "s3", endpoint_url=self.endpoint_url, config=self._config, **kwargs
             )
         )
         self._stack = stack
