@@ -189,13 +189,28 @@ async def restore(
     finally:
         for w in workers:
             w.cancel()
-    if not found and not summary.removed and not summary.not_yet_created:
-        what = "key" if selection.exact else "prefix"
-        summary.errors.append(
-            Problem(selection.key_prefix, "", f"no manifests for {what} {selection.key_prefix!r}")
-        )
+    nothing = _nothing_restored(selection, summary, found)
+    if nothing:
+        summary.errors.append(Problem(selection.key_prefix, "", nothing))
     summary.elapsed_seconds = time.monotonic() - started
     return summary
+
+
+def _nothing_restored(sel: Selection, summary: RestoreSummary, found: bool) -> str | None:
+    """Why an explicit --key, or a prefix without any manifest, gave nothing.
+
+    A prefix whose keys were all removed is a valid (empty) state; a single
+    key the operator asked for that cannot be produced is a failure."""
+    if summary.errors or summary.objects:
+        return None
+    what = f"key {sel.key_prefix!r}" if sel.exact else f"prefix {sel.key_prefix!r}"
+    if not found and not summary.not_yet_created:
+        return f"no manifests for {what}"
+    if not sel.exact:
+        return None
+    if summary.removed:
+        return f"{what} was removed (its chosen version is a tombstone)"
+    return f"{what} has no version at or before --at"
 
 
 async def _chosen(

@@ -28,6 +28,7 @@ from rich.progress import (
 from rich.progress import Progress as RichBar
 
 from replicator import config
+from replicator.errors import ReplicatorError
 from replicator.restore import Progress, RestoreSummary, Selection, parse_time, restore
 from replicator.store.backend import Backend
 from replicator.store.peer import make_backend
@@ -116,6 +117,17 @@ def load_settings(path: Path | None) -> config.Settings:
     return config.load(path)
 
 
+@contextlib.contextmanager
+def exit_codes() -> Iterator[None]:
+    """A ReplicatorError ends the command with its message and exit code
+    (as the top-level group does), also when the command runs on its own."""
+    try:
+        yield
+    except ReplicatorError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+
+
 def echo_json(data: dict[str, Any]) -> None:
     click.echo(json.dumps(data, indent=2, ensure_ascii=False))
 
@@ -143,13 +155,14 @@ def restore_command(
     """Restore object versions byte-for-byte into the directory --to."""
     if (key is None) == (prefix is None):
         raise click.UsageError("give exactly one of --key and --prefix")
-    settings = load_settings(config_path)
-    at_ns = parse_time(at) if at is not None else None
-    selection = Selection(settings.source.bucket, key or prefix or "", key is not None, at_ns)
-    with progress_display("restore.progress") as progress:
-        summary = asyncio.run(
-            _run(settings, destination, selection, to, parallel=parallel, progress=progress)
-        )
+    with exit_codes():
+        settings = load_settings(config_path)
+        at_ns = parse_time(at) if at is not None else None
+        selection = Selection(settings.source.bucket, key or prefix or "", key is not None, at_ns)
+        with progress_display("restore.progress") as progress:
+            summary = asyncio.run(
+                _run(settings, destination, selection, to, parallel=parallel, progress=progress)
+            )
     _report(summary, destination, selection, as_json)
     sys.exit(0 if summary.ok else 1)
 

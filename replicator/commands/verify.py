@@ -18,6 +18,7 @@ import click
 from replicator import config
 from replicator.commands.restore import (
     echo_json,
+    exit_codes,
     load_settings,
     open_for_reading,
     progress_display,
@@ -50,12 +51,13 @@ def verify_command(
     as_json: bool,
 ) -> None:
     """Check that every manifest's chunks exist (and, with --deep, re-hash)."""
-    settings = load_settings(config_path)
     deep = deep or sample is not None
     seed = secrets.randbelow(2**32) if seed is None else seed
-    with progress_display("verify.progress") as progress:
-        options = {"deep": deep, "sample": sample or 1.0, "seed": seed, "parallel": parallel}
-        report = asyncio.run(_run(settings, destination, prefix, progress=progress, **options))
+    options = {"deep": deep, "sample": sample or 1.0, "seed": seed, "parallel": parallel}
+    with exit_codes():
+        settings = load_settings(config_path)
+        with progress_display("verify.progress") as progress:
+            report = asyncio.run(_run(settings, destination, prefix, progress=progress, **options))
     _report(report, destination, prefix, as_json)
     sys.exit(0 if report.ok else 1)
 
