@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import json
 import mmap
+import os
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -172,3 +174,109 @@ async def run_cli(command: click.Command, args: list[str], store: StoreUnderTest
     runner = CliRunner()
     result = await asyncio.to_thread(runner.invoke, command, args, env=env, catch_exceptions=False)
     return CliResult(result.exit_code, result.stdout, result.stderr)
+
+
+# ----------------------------------------------------------------- a corpus for item 13
+
+T0 = 1_700_000_000_000_000_000
+SECOND = 1_000_000_000
+
+
+@dataclass
+class Corpus:
+    """What the store holds: per key, (event time, bytes or None if removed)."""
+
+    history: dict[str, list[tuple[int, bytes | None]]] = field(default_factory=dict)
+
+    def record(self, key: str, t: int, data: bytes | None) -> None:
+        self.history.setdefault(key, []).append((t, data))
+
+    def times(self) -> list[int]:
+        return sorted({t for h in self.history.values() for t, _ in h})
+
+    def state_at(self, t: int) -> dict[str, bytes]:
+        out = {}
+        for key, versions in self.history.items():
+            before = [d for vt, d in sorted(versions, key=lambda v: v[0]) if vt <= t]
+            if before and before[-1] is not None:
+                out[key] = before[-1]
+        return out
+
+
+def blob(rng: random.Random, n: int) -> bytes:
+    return rng.randbytes(n)
+
+
+async def build_corpus(builder: StoreBuilder, seed: int = 13) -> Corpus:
+    """Every case of item 13 at small chunk sizes (min 256, max 4096)."""
+    rng = random.Random(seed)
+    corpus = Corpus()
+    await builder.init()
+    t = T0
+
+    async def put(key: str, data: bytes | None) -> None:
+        nonlocal t
+        t += SECOND
+        if data is None:
+            await builder.remove(key, t)
+        else:
+            await builder.put(key, data, t)
+        corpus.record(key, t, data)
+
+    p = SMALL
+    for key, size in [
+        ("empty", 0),
+        ("sizes/min", p.min_size),
+        ("sizes/max", p.max_size),
+        ("sizes/max+1", p.max_size + 1),
+        ("sizes/min-1", p.min_size - 1),
+        ("sizes/many", 37 * p.max_size + 5),
+        ("dir/with space.bin", 5000),
+        ("plus+sign/a+b c.txt", 777),
+        ("percent%20not-a-space%", 300),
+        ("ünïcødé/日本語.txt", 2048),
+        ("a..b", 100),
+        ("x/..c/d..", 10),
+        ("...", 3),
+    ]:
+        await put(key, blob(rng, size))
+    # Many versions of one checkpoint: partial rewrites, an append, a
+    # truncation to empty and regrowth (shared chunks span several packs).
+    model = blob(rng, 60_000)
+    await put("ckpt/model.pt", model)
+    for _ in range(4):
+        at = rng.randrange(len(model) - 2000)
+        model = model[:at] + blob(rng, 1500) + model[at + 1500 :]
+        await put("ckpt/model.pt", model)
+    await put("ckpt/model.pt", model + blob(rng, 9000))
+    await put("ckpt/model.pt", b"")
+    await put("ckpt/model.pt", model)
+    # Tombstones: removed for good, and removed then recreated.
+    await put("gone.txt", blob(rng, 500))
+    await put("gone.txt", None)
+    await put("back.txt", b"first")
+    await put("back.txt", None)
+    await put("back.txt", b"second life")
+    return corpus
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` by its '/'-joined relative name."""
+    out = {}
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            path = Path(dirpath, name)
+            out[path.relative_to(root).as_posix()] = path.read_bytes()
+    return out
+
+
+def manifests_with_chunk(builder: StoreBuilder, chunk: bytes) -> set[tuple[str, str]]:
+    return {
+        (m.identity.key, m.version_name)
+        for m in builder.manifests
+        if any(c.digest == chunk for r in m.runs for c in r.chunks)
+    }
+
+
+def latest(builder: StoreBuilder, key: str) -> Manifest:
+    return [m for m in builder.manifests if m.identity.key == key][-1]

@@ -5,9 +5,7 @@ per key, tombstones, awkward key names; unsafe keys are refused."""
 from __future__ import annotations
 
 import os
-import random
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,102 +13,18 @@ import pytest
 
 from replicator.commands.restore import restore_command
 from replicator.store.backends import FsBackend
-from replicator.store.format import Manifest
 from tests.integration.conftest import StoreUnderTest
-from tests.integration.store_builder import SMALL, StoreBuilder, run_cli, write_config
+from tests.integration.store_builder import (
+    SECOND,
+    T0,
+    StoreBuilder,
+    build_corpus,
+    run_cli,
+    tree,
+    write_config,
+)
 
 pytestmark = pytest.mark.integration
-
-T0 = 1_700_000_000_000_000_000
-SECOND = 1_000_000_000
-
-
-@dataclass
-class Corpus:
-    """What the store holds: per key, (event time, bytes or None if removed)."""
-
-    history: dict[str, list[tuple[int, bytes | None]]] = field(default_factory=dict)
-
-    def record(self, key: str, t: int, data: bytes | None) -> None:
-        self.history.setdefault(key, []).append((t, data))
-
-    def times(self) -> list[int]:
-        return sorted({t for h in self.history.values() for t, _ in h})
-
-    def state_at(self, t: int) -> dict[str, bytes]:
-        out = {}
-        for key, versions in self.history.items():
-            before = [d for vt, d in sorted(versions, key=lambda v: v[0]) if vt <= t]
-            if before and before[-1] is not None:
-                out[key] = before[-1]
-        return out
-
-
-def blob(rng: random.Random, n: int) -> bytes:
-    return rng.randbytes(n)
-
-
-async def build_corpus(builder: StoreBuilder, seed: int = 13) -> Corpus:
-    """Every case of item 13 at small chunk sizes (min 256, max 4096)."""
-    rng = random.Random(seed)
-    corpus = Corpus()
-    await builder.init()
-    t = T0
-
-    async def put(key: str, data: bytes | None) -> None:
-        nonlocal t
-        t += SECOND
-        if data is None:
-            await builder.remove(key, t)
-        else:
-            await builder.put(key, data, t)
-        corpus.record(key, t, data)
-
-    p = SMALL
-    for key, size in [
-        ("empty", 0),
-        ("sizes/min", p.min_size),
-        ("sizes/max", p.max_size),
-        ("sizes/max+1", p.max_size + 1),
-        ("sizes/min-1", p.min_size - 1),
-        ("sizes/many", 37 * p.max_size + 5),
-        ("dir/with space.bin", 5000),
-        ("plus+sign/a+b c.txt", 777),
-        ("percent%20not-a-space%", 300),
-        ("ünïcødé/日本語.txt", 2048),
-        ("a..b", 100),
-        ("x/..c/d..", 10),
-        ("...", 3),
-    ]:
-        await put(key, blob(rng, size))
-    # Many versions of one checkpoint: partial rewrites, an append, a
-    # truncation to empty and regrowth (shared chunks span several packs).
-    model = blob(rng, 60_000)
-    await put("ckpt/model.pt", model)
-    for _ in range(4):
-        at = rng.randrange(len(model) - 2000)
-        model = model[:at] + blob(rng, 1500) + model[at + 1500 :]
-        await put("ckpt/model.pt", model)
-    await put("ckpt/model.pt", model + blob(rng, 9000))
-    await put("ckpt/model.pt", b"")
-    await put("ckpt/model.pt", model)
-    # Tombstones: removed for good, and removed then recreated.
-    await put("gone.txt", blob(rng, 500))
-    await put("gone.txt", None)
-    await put("back.txt", b"first")
-    await put("back.txt", None)
-    await put("back.txt", b"second life")
-    return corpus
-
-
-def tree(root: Path) -> dict[str, bytes]:
-    """Every file under ``root`` by its '/'-joined relative name."""
-    out = {}
-    for dirpath, _dirs, files in os.walk(root):
-        for name in files:
-            path = Path(dirpath, name)
-            out[path.relative_to(root).as_posix()] = path.read_bytes()
-    return out
 
 
 async def test_every_version_restores_byte_for_byte(store: StoreUnderTest, tmp_path: Path) -> None:
@@ -259,15 +173,3 @@ async def test_usage_errors_exit_2(fs_store: StoreUnderTest, tmp_path: Path) -> 
     res = await run_cli(restore_command, no_store, store)
     assert res.exit_code == 2
     assert "not a replicator store" in res.stderr
-
-
-def manifests_with_chunk(builder: StoreBuilder, chunk: bytes) -> set[tuple[str, str]]:
-    return {
-        (m.identity.key, m.version_name)
-        for m in builder.manifests
-        if any(c.digest == chunk for r in m.runs for c in r.chunks)
-    }
-
-
-def latest(builder: StoreBuilder, key: str) -> Manifest:
-    return [m for m in builder.manifests if m.identity.key == key][-1]
