@@ -12,7 +12,9 @@ import hashlib
 import os
 import signal
 import sys
+import threading
 import unicodedata
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,8 +28,10 @@ from replicator.errors import (
     TransientStoreError,
 )
 from replicator.store.backend import Backend, Capabilities, ObjectInfo, sha256_of
+from replicator.store.backends import fs as fs_backend
 from replicator.store.backends.s3 import b64, map_client_error
 from tests.integration.conftest import PAGE_SIZE, StoreUnderTest, make_s3_backend
+from tests.services import crash_writer
 from tests.services.process import free_port
 from tests.services.rawhttp import truncated_put
 from tests.services.s3client import S3Endpoint, bucket_keys
@@ -37,6 +41,7 @@ pytestmark = pytest.mark.integration
 
 S3_SERVERS = ["moto", "seaweedfs"]
 MIB = 1 << 20
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def pattern(size: int, seed: int = 0) -> bytes:
@@ -120,6 +125,33 @@ async def test_concurrent_put_if_absent_has_one_winner(backend: Backend) -> None
     assert await backend.get("contended") == bodies[winners[0]]
 
 
+@pytest.mark.parametrize("store_kind", ["fs"])
+async def test_fs_put_if_absent_decides_at_publish(
+    store: StoreUnderTest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Writer A checked "absent" and wrote its file, then B wins: A must still lose.
+
+    A is held just before it publishes (a deterministic interleaving instead
+    of hoping threads collide); a check-then-rename would let A overwrite B.
+    """
+    real_publish = fs_backend._publish
+    a_ready, b_done = threading.Event(), threading.Event()
+
+    def publish(tmp: Path, path: Path, exclusive: bool) -> bool:
+        if tmp.read_bytes() == b"A":
+            a_ready.set()
+            b_done.wait()
+        return real_publish(tmp, path, exclusive)
+
+    monkeypatch.setattr(fs_backend, "_publish", publish)
+    a = asyncio.create_task(store.backend.put_if_absent("race", b"A"))
+    await asyncio.to_thread(a_ready.wait)
+    assert await store.backend.put_if_absent("race", b"B") is True
+    b_done.set()
+    assert await a is False
+    assert await store.backend.get("race") == b"B"
+
+
 @pytest.mark.parametrize("store_kind", S3_SERVERS)
 async def test_put_if_absent_head_then_put_fallback(store: StoreUnderTest) -> None:
     """The documented racy fallback, used when the probe finds no If-None-Match."""
@@ -182,41 +214,15 @@ async def test_incomplete_upload_leaves_no_object(store: StoreUnderTest) -> None
     assert bucket_keys(store.admin, store.bucket) == []
 
 
-_CRASHING_WRITER = """
-import asyncio, os, stat, sys, time
-from replicator.store.backends.fs import FsBackend
-
-root, failpoint = sys.argv[1], sys.argv[2]
-real_write, real_fsync = os.write, os.fsync
-
-def die_here():
-    print("at-failpoint", flush=True)
-    time.sleep(3600)  # the parent SIGKILLs us here
-
-def write(fd, block):
-    n = real_write(fd, block)
-    if failpoint == "write":
-        die_here()  # one block is on disk, the rest never will be
-    return n
-
-def fsync(fd):
-    if failpoint == "fsync" and stat.S_ISREG(os.fstat(fd).st_mode):
-        die_here()  # every byte written, not yet durable, not yet renamed
-    real_fsync(fd)
-
-os.write, os.fsync = write, fsync
-asyncio.run(FsBackend(root).put("ckpt/model.safetensors", os.urandom(3 << 20)))
-"""
-
-
 @pytest.mark.parametrize("failpoint", ["write", "fsync"])
 @pytest.mark.parametrize("store_kind", ["fs"])
 async def test_crash_mid_write_leaves_no_object(store: StoreUnderTest, failpoint: str) -> None:
     assert store.root is not None
     child = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", _CRASHING_WRITER, str(store.root), failpoint,
+        sys.executable, "-m", "tests.services.crash_writer", str(store.root), failpoint,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        cwd=REPO_ROOT,  # so that "tests.services" imports in the child
     )  # fmt: skip
     assert child.stdout is not None
     line = await child.stdout.readline()
@@ -228,10 +234,10 @@ async def test_crash_mid_write_leaves_no_object(store: StoreUnderTest, failpoint
     leftovers = [p.name for p in (store.root / "ckpt").iterdir()]
     print(f"writer killed at {failpoint!r}; files left in the directory: {leftovers}")
     assert len(leftovers) == 1  # the temporary file: proof the crash was mid-write
-    assert await store.backend.head("ckpt/model.safetensors") is None
+    assert await store.backend.head(crash_writer.KEY) is None
     assert await keys_of(store.backend) == []
-    await store.backend.put("ckpt/model.safetensors", b"after restart")
-    assert await keys_of(store.backend) == ["ckpt/model.safetensors"]
+    await store.backend.put(crash_writer.KEY, b"after restart")
+    assert await keys_of(store.backend) == [crash_writer.KEY]
 
 
 async def test_listing_pages(backend: Backend) -> None:

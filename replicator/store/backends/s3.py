@@ -292,8 +292,9 @@ class S3Backend:
             if await self.head(key) is None:
                 raise NotFoundError(f"get {self.name}: no object")
             return b""
+        ranged = bool(start) or length is not None
         kwargs: dict[str, Any] = {"Key": full}
-        if start or length is not None:
+        if ranged:
             end = "" if length is None else str(start + length - 1)
             kwargs["Range"] = f"bytes={start}-{end}"
         try:
@@ -303,9 +304,16 @@ class S3Backend:
             if isinstance(cause, ClientError) and _status(cause) == 416:
                 return b""  # the range starts at or past the end: an empty slice
             raise
+        data = await self._read_body(resp)
+        if ranged and "ContentRange" not in resp:
+            # The server ignored Range and sent the whole object: cut it here.
+            return data[start:] if length is None else data[start : start + length]
+        return data
+
+    async def _read_body(self, resp: Any) -> bytes:
         try:
             async with resp["Body"] as body:
-                data: bytes = await body.read()
+                data: bytes = await body.read()  # checks the length against Content-Length
                 return data
         except Exception as exc:
             mapped = map_error(exc, f"get {self.name} (body)")
