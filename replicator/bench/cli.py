@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import click
 
+from replicator.bench.chunk import chunk
+
 
 @click.group()
 def bench() -> None:
     """Measured throughput and wire efficiency, as ratios within one run."""
+
+
+bench.add_command(chunk)
