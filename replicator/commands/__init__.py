@@ -9,6 +9,8 @@ from __future__ import annotations
 import click
 
 from replicator.commands.backfill import backfill
+from replicator.commands.restore import restore_command as restore_command
+from replicator.commands.verify import verify_command as verify_command
 
 
 def register(group: click.Group) -> None:
