@@ -131,6 +131,27 @@ def _digests(data: bytes) -> tuple[bytes, bytes]:
     return hashlib.md5(data, usedforsecurity=False).digest(), hashlib.sha256(data).digest()
 
 
+def client_config(
+    region: str | None,
+    addressing_style: AddressingStyle,
+    connect_timeout: float,
+    read_timeout: float,
+    max_pool_connections: int,
+) -> AioConfig:
+    return AioConfig(
+        region_name=region,
+        # Send only the checksums replicator computes itself (see module doc).
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+        s3={"addressing_style": addressing_style},
+        # One attempt: RetryingBackend retries, seeing the mapped errors.
+        retries={"total_max_attempts": 1, "mode": "standard"},
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        max_pool_connections=max_pool_connections,
+    )
+
+
 class S3Backend:
     """One bucket (and key prefix) of an S3-compatible server."""
 
@@ -164,16 +185,8 @@ class S3Backend:
         self._credentials = credentials
         self._profile = profile
         self._ca_bundle = ca_bundle
-        self._config = AioConfig(
-            region_name=region,
-            # Send only the checksums replicator computes itself (see module doc).
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
-            s3={"addressing_style": addressing_style},
-            retries={"total_max_attempts": 1, "mode": "standard"},
-            connect_timeout=connect_timeout,
-            read_timeout=read_timeout,
-            max_pool_connections=max_pool_connections,
+        self._config = client_config(
+            region, addressing_style, connect_timeout, read_timeout, max_pool_connections
         )
         self._stack: AsyncExitStack | None = None
         self._client: S3Client | None = None
