@@ -258,7 +258,7 @@ class _Job:
         if is_dir:
             if manifest.identity.size:
                 raise UnsafeKeyError(f"key {key!r} ends in '/' but holds data")
-            await asyncio.to_thread(path.mkdir, parents=True, exist_ok=True)
+            await asyncio.to_thread(make_dirs, self.root, path)
         else:
             await self.restore_file(manifest, path)
             self.summary.bytes += manifest.identity.size
@@ -287,11 +287,7 @@ class _Job:
                 os.unlink(tmp_name)
 
     def _open_tmp(self, path: Path) -> tuple[int, str]:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # A symlink already inside the target could still lead elsewhere.
-        real = Path(os.path.realpath(path.parent))
-        if real != self.root and self.root not in real.parents:
-            raise UnsafeKeyError(f"{path.parent} leads outside the target directory")
+        make_dirs(self.root, path.parent)
         fd, name = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path.parent)
         os.fchmod(fd, self.mode)
         return fd, name
@@ -317,6 +313,20 @@ class _Job:
         finally:
             for _sub, task in window:
                 task.cancel()
+
+
+def make_dirs(root: Path, directory: Path) -> None:
+    """Create ``directory`` under ``root`` one level at a time, refusing to
+    pass through a symlink that leads outside ``root`` (mkdir(parents=True)
+    would follow it and create directories elsewhere first)."""
+    current = root
+    for part in directory.relative_to(root).parts:
+        current = current / part
+        with contextlib.suppress(FileExistsError):
+            current.mkdir()
+        real = Path(os.path.realpath(current))
+        if real != root and root not in real.parents:
+            raise UnsafeKeyError(f"{current} leads outside the target directory")
 
 
 def _prepare_root(target: Path) -> Path:

@@ -84,9 +84,9 @@ def _report(report: VerifyReport, destination: str, prefix: str | None, as_json:
             f"{p.message}",
             err=True,
         )
-    mode = "structural"
-    if report.deep:
-        mode = f"deep (sample {report.sample:g}, seed {report.seed})"
+    mode = "deep" if report.deep else "structural"
+    if report.deep and report.sample < 1:
+        mode = f"deep on a sample of {report.sample:g} (seed {report.seed}, --seed replays it)"
     click.echo(
         f"verified {report.manifests} manifests ({report.tombstones} tombstones), "
         f"{report.chunks} chunk references in {report.packs} packs of {destination!r}, {mode}: "

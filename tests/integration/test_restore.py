@@ -145,16 +145,24 @@ async def test_a_symlink_in_the_target_does_not_lead_outside(
     builder = StoreBuilder(store.backend)
     await builder.init()
     await builder.put("link/file.txt", b"x", T0)
+    await builder.put("link/sub/deeper.txt", b"y", T0)
+    await builder.put("link/marker/", b"", T0)
     outside = tmp_path / "outside"
     outside.mkdir()
     out = tmp_path / "out"
     out.mkdir()
     (out / "link").symlink_to(outside)
     config = write_config(tmp_path / "replicator.toml", store)
-    args = ["--config", str(config), "--destination", "peer", "--key", "link/file.txt"]
-    res = await run_cli(restore_command, [*args, "--to", str(out)], store)
+    args = ["--config", str(config), "--destination", "peer", "--prefix", "link/"]
+    res = await run_cli(restore_command, [*args, "--to", str(out), "--json"], store)
     assert res.exit_code == 1
-    assert "outside the target" in res.stderr
+    errors = res.json()["errors"]
+    assert sorted(e["key"] for e in errors) == [
+        "link/file.txt",
+        "link/marker/",
+        "link/sub/deeper.txt",
+    ]
+    assert all("outside the target" in e["message"] for e in errors)
     assert list(outside.iterdir()) == []
 
 
