@@ -178,3 +178,23 @@ async def test_deep_sample_is_seeded_and_reported(
         [m for m in builder.manifests if m.identity.key == "ckpt/model.pt"]
     )
     assert scoped["info"] == []  # unreferenced packs are only judged over the whole store
+
+
+async def test_a_wrong_whole_object_digest_is_caught_though_every_chunk_is_intact(
+    store: StoreUnderTest, corpus_store: tuple[StoreBuilder, Path], tmp_path: Path
+) -> None:
+    builder, config = corpus_store
+    victim = latest(builder, "sizes/many")
+    body = victim.to_bytes().replace(victim.digest.hex().encode(), b"00" * 32)
+    await store.backend.put(victim.store_key(), body)
+    assert (await verify(store, config)).exit_code == 0  # structure is intact
+    res = await verify(store, config, "--deep")
+    assert res.exit_code == 1
+    (problem,) = res.json()["problems"]
+    assert (problem["key"], problem["version"]) == ("sizes/many", victim.version_name)
+    assert "whole-object BLAKE3" in problem["message"]
+    out = tmp_path / "out"
+    res = await restore_key(store, config, "sizes/many", out)
+    assert res.exit_code == 1
+    assert "whole-object BLAKE3" in res.json()["errors"][0]["message"]
+    assert tree(out) == {}
