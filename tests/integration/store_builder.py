@@ -133,8 +133,11 @@ def _runs(refs: list[tuple[bytes, int, bytes, int]]) -> tuple[PackRun, ...]:
 # ----------------------------------------------------------------- the CLI against a store
 
 
-def write_config(path: Path, store: StoreUnderTest, params: ChunkerParams = SMALL) -> Path:
-    """A replicator.toml whose destination "peer" is the store under test."""
+def write_config(
+    path: Path, store: StoreUnderTest, params: ChunkerParams = SMALL, source: Path | None = None
+) -> Path:
+    """A replicator.toml whose destination "peer" is the store under test
+    (and whose fs source, bucket "src", is ``source``)."""
     if store.root is not None:
         dest = f'type = "fs"\npath = "{store.root}"'
     else:
@@ -144,7 +147,7 @@ def write_config(path: Path, store: StoreUnderTest, params: ChunkerParams = SMAL
             f'region = "{store.endpoint.region}"\naddressing_style = "path"'
         )
     path.write_text(
-        f'[source]\ntype = "fs"\npath = "{path.parent}"\nbucket = "src"\n\n'
+        f'[source]\ntype = "fs"\npath = "{source or path.parent}"\nbucket = "src"\n\n'
         f'[[destinations]]\nname = "peer"\n{dest}\n\n'
         f"[chunking]\nmin_size = {params.min_size}\navg_size = {params.avg_size}\n"
         f"max_size = {params.max_size}\n"
