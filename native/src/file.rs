@@ -4,7 +4,7 @@
 //! before the next is mapped, so resident memory grows by about one window,
 //! not by the file's size (mapped file pages count in RSS).
 
-use std::fs::{File, OpenOptions};
+use std::fs::{File, Metadata, OpenOptions};
 use std::io::{self, Read};
 use std::path::Path;
 
@@ -29,7 +29,7 @@ fn open_read(path: &Path) -> io::Result<File> {
     opts.open(path)
 }
 
-fn open_regular(path: &Path) -> io::Result<(File, u64)> {
+fn open_regular(path: &Path) -> io::Result<(File, Metadata)> {
     let file = open_read(path)?;
     let meta = file.metadata()?;
     if meta.is_dir() {
@@ -44,14 +44,29 @@ fn open_regular(path: &Path) -> io::Result<(File, u64)> {
             format!("{} is not a regular file", path.display()),
         ));
     }
-    Ok((file, meta.len()))
+    Ok((file, meta))
+}
+
+/// Fails if the file's size or modification time moved since `before`.
+///
+/// The chunks describe the bytes as they were read; a writer that appended
+/// or rewrote the file meanwhile (same size included, through mtime) would
+/// make them describe no version of it, so the caller must retry instead.
+fn check_unchanged(path: &Path, file: &File, before: &Metadata) -> io::Result<()> {
+    let after = file.metadata()?;
+    if after.len() != before.len() || after.modified().ok() != before.modified().ok() {
+        return Err(changed(path, io::Error::other("size or mtime moved")));
+    }
+    Ok(())
 }
 
 /// All chunks of the file and its whole BLAKE3.
 ///
 /// With `mmap` false the file is read with `read(2)` into one reused window
 /// buffer instead: one more copy, but a file truncated by another process
-/// mid-read gives an `UnexpectedEof` error instead of a SIGBUS.
+/// mid-read gives an `UnexpectedEof` error instead of a SIGBUS. Either mode
+/// fails ("changed while it was read") when the file's size or mtime moved
+/// while it was chunked.
 pub fn chunk_file(
     path: &Path,
     stream: Stream,
@@ -80,7 +95,8 @@ fn chunk_read(
     mut stream: Stream,
     window: usize,
 ) -> io::Result<(Batch, Option<[u8; 32]>)> {
-    let (mut file, size) = open_regular(path)?;
+    let (mut file, meta) = open_regular(path)?;
+    let size = meta.len();
     let mut out = Batch::default();
     let mut buf = vec![0u8; (window as u64).min(size) as usize];
     let mut offset: u64 = 0;
@@ -91,10 +107,7 @@ fn chunk_read(
         out.append(stream.feed(&buf[..len]));
         offset += len as u64;
     }
-    let mut probe = [0u8; 1];
-    if file.read(&mut probe)? != 0 {
-        return Err(changed(path, io::Error::other("file grew")));
-    }
+    check_unchanged(path, &file, &meta)?;
     let (tail, digest) = stream.finish();
     out.append(tail);
     Ok((out, digest))
@@ -112,7 +125,8 @@ fn chunk_mapped(
     mut stream: Stream,
     window: usize,
 ) -> io::Result<(Batch, Option<[u8; 32]>)> {
-    let (file, size) = open_regular(path)?;
+    let (file, meta) = open_regular(path)?;
+    let size = meta.len();
     let mut out = Batch::default();
     let mut offset: u64 = 0;
     while offset < size {
@@ -132,6 +146,7 @@ fn chunk_mapped(
         // `map` drops here: the window is unmapped before the next is mapped.
         offset += len as u64;
     }
+    check_unchanged(path, &file, &meta)?;
     let (tail, digest) = stream.finish();
     out.append(tail);
     Ok((out, digest))

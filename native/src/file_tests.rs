@@ -109,3 +109,24 @@ fn missing_directory_and_fifo_are_refused() {
         assert_eq!(err_kind(&fifo.0, mmap), io::ErrorKind::InvalidInput);
     }
 }
+
+#[test]
+fn a_file_that_changes_while_chunked_is_reported() {
+    let f = temp_file(b"version one");
+    let (file, before) = open_regular(&f.0).unwrap();
+    assert!(check_unchanged(&f.0, &file, &before).is_ok());
+    // Same size, rewritten in place: only the mtime tells.
+    let later = before.modified().unwrap() + std::time::Duration::from_secs(2);
+    let w = OpenOptions::new().write(true).open(&f.0).unwrap();
+    std::io::Write::write_all(&mut &w, b"version two").unwrap();
+    w.set_modified(later).unwrap();
+    let err = check_unchanged(&f.0, &file, &before).unwrap_err();
+    assert!(
+        err.to_string().contains("changed while it was read"),
+        "{err}"
+    );
+    // Grown, mtime put back: the size tells.
+    std::io::Write::write_all(&mut &w, b"!").unwrap();
+    w.set_modified(before.modified().unwrap()).unwrap();
+    assert!(check_unchanged(&f.0, &file, &before).is_err());
+}
