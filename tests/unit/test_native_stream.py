@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import functools
 import itertools
+import os
 import random
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -187,3 +189,16 @@ def test_concurrent_hashing_threads_agree() -> None:
         w.join(timeout=120)
         assert not w.is_alive(), "a hashing thread did not finish (deadlock?)"
     assert results == [want] * 4
+
+
+def test_huge_thread_counts_are_capped_not_spawned() -> None:
+    """Pools are capped at the CPU count; the answer is still the serial one."""
+    tasks = Path("/proc/self/task")
+    if not tasks.exists():
+        pytest.skip("needs /proc to count this process's threads")
+    data = adversarial(4 * MIN_SEGMENT + 4321)["random"]
+    before = len(list(tasks.iterdir()))
+    got = native.chunk_buffer(data, threads=10_000)
+    assert summary(got) == summary(native.chunk_buffer(data))
+    assert native.blake3_digest(data, threads=10_000) == got.digest
+    assert len(list(tasks.iterdir())) <= before + (os.cpu_count() or 1)
