@@ -1,0 +1,98 @@
+"""End to end through the product's own writer: ``replicator backfill`` of an
+fs source, files changed (new mtimes) and removed, backfill again; then
+``replicator restore --at`` reproduces each state byte-for-byte and
+``replicator verify --deep`` is clean."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+from replicator.cli import main
+from tests.integration.conftest import StoreUnderTest
+from tests.integration.store_builder import SECOND, SMALL, T0, run_cli, tree, write_config
+
+pytestmark = pytest.mark.integration
+
+KEYS = [
+    "empty",
+    "sizes/max",
+    "sizes/max+1",
+    "dir with space/file name.bin",
+    "plus+sign/a+b.txt",
+    "ünïcødé/日本語.txt",
+    "a..b/c..",
+    "ckpt/model.pt",
+    "ckpt/tokenizer.json",
+]
+
+
+def write_state(root: Path, files: dict[str, bytes], mtime_ns: int) -> None:
+    for key, data in files.items():
+        path = root.joinpath(*key.split("/"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        os.utime(path, ns=(mtime_ns, mtime_ns))
+
+
+def first_state(rng: random.Random) -> dict[str, bytes]:
+    sizes = {"empty": 0, "sizes/max": SMALL.max_size, "sizes/max+1": SMALL.max_size + 1}
+    return {k: rng.randbytes(sizes.get(k, rng.randrange(1, 40_000))) for k in KEYS}
+
+
+def remove(root: Path, key: str) -> None:
+    root.joinpath(*key.split("/")).unlink()
+
+
+async def test_backfilled_versions_restore_byte_for_byte(
+    store: StoreUnderTest, tmp_path: Path
+) -> None:
+    rng = random.Random(5)
+    src = tmp_path / "source"
+    config = write_config(tmp_path / "replicator.toml", store, source=src)
+    states: list[tuple[int, dict[str, bytes]]] = []
+
+    v1 = first_state(rng)
+    write_state(src, v1, T0)
+    states.append((T0, dict(v1)))
+    v2 = dict(v1)
+    model = bytearray(v1["ckpt/model.pt"])
+    model[100:600] = rng.randbytes(500)  # a checkpoint save that changed one region
+    changed = {"ckpt/model.pt": bytes(model), "plus+sign/a+b.txt": b"rewritten"}
+    v2.update(changed)
+
+    res = await run_cli(main, ["backfill", "--config", str(config), "--json"], store)
+    assert res.exit_code == 0, res.stdout + res.stderr
+    write_state(src, changed, T0 + 100 * SECOND)
+    states.append((T0 + 100 * SECOND, dict(v2)))
+    remove(src, "sizes/max+1")
+    res = await run_cli(main, ["backfill", "--config", str(config), "--json"], store)
+    assert res.exit_code == 0, res.stdout + res.stderr
+    final = {k: v for k, v in v2.items() if k != "sizes/max+1"}
+
+    compared = 0
+    base = ["restore", "--config", str(config), "--destination", "peer", "--prefix", ""]
+    for i, (t, expected) in enumerate([*states, (None, final)]):
+        out = tmp_path / f"out-{i}"
+        at = [] if t is None else ["--at", str(t // SECOND)]
+        res = await run_cli(main, [*base, "--to", str(out), *at, "--json"], store)
+        assert res.exit_code == 0, res.stderr
+        assert tree(out) == expected
+        compared += sum(map(len, expected.values()))
+    assert res.json()["removed"] == ["sizes/max+1"]
+
+    res = await run_cli(
+        main,
+        ["verify", "--config", str(config), "--destination", "peer", "--deep", "--json"],
+        store,
+    )
+    assert res.exit_code == 0, res.stdout
+    report = res.json()
+    assert report["manifests"] == len(KEYS) + len(changed) + 1  # + the tombstone
+    print(
+        f"[{store.kind}] backfill x2 -> {report['manifests']} manifests; 3 restores compared "
+        f"{compared} bytes; deep verify re-hashed {report['bytes_rehashed']} bytes, clean"
+    )
