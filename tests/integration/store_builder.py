@@ -210,56 +210,54 @@ def blob(rng: random.Random, n: int) -> bytes:
     return rng.randbytes(n)
 
 
-async def build_corpus(builder: StoreBuilder, seed: int = 13) -> Corpus:
-    """Every case of item 13 at small chunk sizes (min 256, max 4096)."""
-    rng = random.Random(seed)
-    corpus = Corpus()
-    await builder.init()
-    t = T0
+#: One version each: sizes at the chunker's bounds (SMALL) and awkward names.
+SINGLES = [
+    ("empty", 0),
+    ("sizes/min", SMALL.min_size),
+    ("sizes/max", SMALL.max_size),
+    ("sizes/max+1", SMALL.max_size + 1),
+    ("sizes/min-1", SMALL.min_size - 1),
+    ("sizes/many", 37 * SMALL.max_size + 5),
+    ("dir/with space.bin", 5000),
+    ("plus+sign/a+b c.txt", 777),
+    ("percent%20not-a-space%", 300),
+    ("ünïcødé/日本語.txt", 2048),
+    ("a..b", 100),
+    ("x/..c/d..", 10),
+    ("...", 3),
+]
 
-    async def put(key: str, data: bytes | None) -> None:
-        nonlocal t
-        t += SECOND
+
+def checkpoint_versions(rng: random.Random) -> list[bytes]:
+    """Partial rewrites, an append, a truncation to empty and regrowth, so
+    that later versions share chunks spread over several packs."""
+    model = blob(rng, 60_000)
+    versions = [model]
+    for _ in range(4):
+        at = rng.randrange(len(model) - 2000)
+        model = model[:at] + blob(rng, 1500) + model[at + 1500 :]
+        versions.append(model)
+    return [*versions, model + blob(rng, 9000), b"", model]
+
+
+async def build_corpus(builder: StoreBuilder, seed: int = 13) -> Corpus:
+    """Every case of item 13 at small chunk sizes (min 256, max 4096), one
+    second of event time apart."""
+    rng = random.Random(seed)
+    await builder.init()
+    plan: list[tuple[str, bytes | None]] = [(k, blob(rng, n)) for k, n in SINGLES]
+    plan += [("ckpt/model.pt", v) for v in checkpoint_versions(rng)]
+    # Tombstones: removed for good, and removed then recreated.
+    plan += [("gone.txt", blob(rng, 500)), ("gone.txt", None)]
+    plan += [("back.txt", b"first"), ("back.txt", None), ("back.txt", b"second life")]
+    corpus = Corpus()
+    for i, (key, data) in enumerate(plan, start=1):
+        t = T0 + i * SECOND
         if data is None:
             await builder.remove(key, t)
         else:
             await builder.put(key, data, t)
         corpus.record(key, t, data)
-
-    p = SMALL
-    for key, size in [
-        ("empty", 0),
-        ("sizes/min", p.min_size),
-        ("sizes/max", p.max_size),
-        ("sizes/max+1", p.max_size + 1),
-        ("sizes/min-1", p.min_size - 1),
-        ("sizes/many", 37 * p.max_size + 5),
-        ("dir/with space.bin", 5000),
-        ("plus+sign/a+b c.txt", 777),
-        ("percent%20not-a-space%", 300),
-        ("ünïcødé/日本語.txt", 2048),
-        ("a..b", 100),
-        ("x/..c/d..", 10),
-        ("...", 3),
-    ]:
-        await put(key, blob(rng, size))
-    # Many versions of one checkpoint: partial rewrites, an append, a
-    # truncation to empty and regrowth (shared chunks span several packs).
-    model = blob(rng, 60_000)
-    await put("ckpt/model.pt", model)
-    for _ in range(4):
-        at = rng.randrange(len(model) - 2000)
-        model = model[:at] + blob(rng, 1500) + model[at + 1500 :]
-        await put("ckpt/model.pt", model)
-    await put("ckpt/model.pt", model + blob(rng, 9000))
-    await put("ckpt/model.pt", b"")
-    await put("ckpt/model.pt", model)
-    # Tombstones: removed for good, and removed then recreated.
-    await put("gone.txt", blob(rng, 500))
-    await put("gone.txt", None)
-    await put("back.txt", b"first")
-    await put("back.txt", None)
-    await put("back.txt", b"second life")
     return corpus
 
 

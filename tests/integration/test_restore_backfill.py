@@ -47,35 +47,40 @@ def remove(root: Path, key: str) -> None:
     root.joinpath(*key.split("/")).unlink()
 
 
-async def test_backfilled_versions_restore_byte_for_byte(
-    store: StoreUnderTest, tmp_path: Path
-) -> None:
-    rng = random.Random(5)
-    src = tmp_path / "source"
-    config = write_config(tmp_path / "replicator.toml", store, source=src)
-    states: list[tuple[int, dict[str, bytes]]] = []
+async def backfill(store: StoreUnderTest, config: Path) -> None:
+    res = await run_cli(main, ["backfill", "--config", str(config), "--json"], store)
+    assert res.exit_code == 0, res.stdout + res.stderr
 
+
+async def two_backfills(
+    store: StoreUnderTest, config: Path, src: Path
+) -> list[tuple[int | None, dict[str, bytes]]]:
+    """Backfill a first state; change two files (new mtimes) and remove one;
+    backfill again. Returns (time for --at or None for "now", expected tree)."""
+    rng = random.Random(5)
     v1 = first_state(rng)
     write_state(src, v1, T0)
-    states.append((T0, dict(v1)))
-    v2 = dict(v1)
+    await backfill(store, config)
     model = bytearray(v1["ckpt/model.pt"])
     model[100:600] = rng.randbytes(500)  # a checkpoint save that changed one region
     changed = {"ckpt/model.pt": bytes(model), "plus+sign/a+b.txt": b"rewritten"}
-    v2.update(changed)
-
-    res = await run_cli(main, ["backfill", "--config", str(config), "--json"], store)
-    assert res.exit_code == 0, res.stdout + res.stderr
     write_state(src, changed, T0 + 100 * SECOND)
-    states.append((T0 + 100 * SECOND, dict(v2)))
     remove(src, "sizes/max+1")
-    res = await run_cli(main, ["backfill", "--config", str(config), "--json"], store)
-    assert res.exit_code == 0, res.stdout + res.stderr
+    await backfill(store, config)
+    v2 = v1 | changed
     final = {k: v for k, v in v2.items() if k != "sizes/max+1"}
+    return [(T0, v1), (T0 + 100 * SECOND, v2), (None, final)]
 
+
+async def test_backfilled_versions_restore_byte_for_byte(
+    store: StoreUnderTest, tmp_path: Path
+) -> None:
+    src = tmp_path / "source"
+    config = write_config(tmp_path / "replicator.toml", store, source=src)
+    states = await two_backfills(store, config, src)
     compared = 0
     base = ["restore", "--config", str(config), "--destination", "peer", "--prefix", ""]
-    for i, (t, expected) in enumerate([*states, (None, final)]):
+    for i, (t, expected) in enumerate(states):
         out = tmp_path / f"out-{i}"
         at = [] if t is None else ["--at", str(t // SECOND)]
         res = await run_cli(main, [*base, "--to", str(out), *at, "--json"], store)
@@ -84,14 +89,11 @@ async def test_backfilled_versions_restore_byte_for_byte(
         compared += sum(map(len, expected.values()))
     assert res.json()["removed"] == ["sizes/max+1"]
 
-    res = await run_cli(
-        main,
-        ["verify", "--config", str(config), "--destination", "peer", "--deep", "--json"],
-        store,
-    )
+    verify = ["verify", "--config", str(config), "--destination", "peer", "--deep", "--json"]
+    res = await run_cli(main, verify, store)
     assert res.exit_code == 0, res.stdout
     report = res.json()
-    assert report["manifests"] == len(KEYS) + len(changed) + 1  # + the tombstone
+    assert report["manifests"] == len(KEYS) + 2 + 1  # two changed files, one tombstone
     print(
         f"[{store.kind}] backfill x2 -> {report['manifests']} manifests; 3 restores compared "
         f"{compared} bytes; deep verify re-hashed {report['bytes_rehashed']} bytes, clean"
