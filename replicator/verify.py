@@ -31,7 +31,6 @@ from replicator.store.format import (
     PACKS,
     IndexEntry,
     Manifest,
-    PackIndex,
     PackRun,
     index_key,
     pack_key,
@@ -43,6 +42,7 @@ from replicator.store.reader import (
     fetch_run,
     listing_prefixes,
     manifest_entries,
+    parse_index,
     read_manifest,
     read_store_config,
     split_run,
@@ -126,7 +126,7 @@ class _Packs:
 
     async def _load_index(self, pack: bytes) -> dict[tuple[bytes, int], IndexEntry]:
         try:
-            idx = PackIndex.from_bytes(await self.backend.get(index_key(pack)))
+            idx = parse_index(await self.backend.get(index_key(pack)))
         except NotFoundError as exc:
             raise ReplicatorError(f"index of pack {pack.hex()} is missing") from exc
         size = await self.size(pack)

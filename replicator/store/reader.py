@@ -19,6 +19,7 @@ from replicator.store.format import (
     CONFIG_KEY,
     ChunkRef,
     Manifest,
+    PackIndex,
     PackRun,
     StoreConfig,
     encode_segment,
@@ -135,15 +136,39 @@ def choose_version(versions: list[VersionEntry], at_ns: int | None) -> VersionEn
     return chosen
 
 
+#: What parsing corrupt JSON can raise besides IntegrityError (a chunk array
+#: of the wrong length, nesting too deep, a lone surrogate in a key, ...).
+_PARSE_ERRORS = (
+    IndexError,
+    KeyError,
+    TypeError,
+    ValueError,
+    AttributeError,
+    OverflowError,
+    RecursionError,
+)
+
+
 async def read_manifest(backend: Backend, entry: VersionEntry) -> Manifest:
     """The manifest body, checked against the name it is stored under."""
-    manifest = Manifest.from_bytes(await backend.get(entry.store_key))
-    if manifest.store_key() != entry.store_key:
+    data = await backend.get(entry.store_key)
+    try:
+        manifest = Manifest.from_bytes(data)
+        name = manifest.store_key()
+    except _PARSE_ERRORS as exc:
+        raise IntegrityError(f"malformed manifest {entry.store_key!r}: {exc!r}") from exc
+    if name != entry.store_key:
         raise IntegrityError(
-            f"manifest {entry.store_key!r} describes {manifest.store_key()!r} "
-            "(its content does not match its name)"
+            f"manifest {entry.store_key!r} describes {name!r} (its content does not match its name)"
         )
     return manifest
+
+
+def parse_index(data: bytes) -> PackIndex:
+    try:
+        return PackIndex.from_bytes(data)
+    except _PARSE_ERRORS as exc:
+        raise IntegrityError(f"malformed pack index: {exc!r}") from exc
 
 
 def split_run(run: PackRun, max_read: int = MAX_READ) -> Iterator[PackRun]:

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from replicator._native import ChunkerParams, blake3_digest
-from replicator.errors import ConfigError, IncompatibleStoreError
+from replicator.errors import ConfigError, IncompatibleStoreError, IntegrityError
 from replicator.restore import UnsafeKeyError, parse_time, target_path
 from replicator.store.backends import FsBackend
 from replicator.store.format import (
@@ -232,6 +233,30 @@ async def test_a_manifest_stored_under_another_name_is_refused(tmp_path: Path) -
     await backend.put(forged, body)
     with pytest.raises(Exception, match="does not match its name"):
         await read_manifest(backend, VersionEntry(forged, "forged", name, "bkt"))
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        lambda d: d.replace(b'",6]', b'",6,6]'),  # a chunk array of three items
+        lambda d: d.replace(b'"key":"real"', b'"key":"\\ud800"'),  # a lone surrogate
+        lambda d: b"[" * 100_000 + b"]" * 100_000,  # nesting deeper than the parser goes
+    ],
+)
+async def test_corrupt_manifests_are_integrity_errors(tmp_path: Path, tamper: Any) -> None:
+    backend = FsBackend(tmp_path, "t")
+    m = Manifest(
+        SourceIdentity("s", "bkt", "real", "", "", 6, 1),
+        False,
+        blake3_digest(b"abcdef"),
+        PARAMS,
+        (PackRun(b"\x01" * 32, 0, (ChunkRef(blake3_digest(b"abcdef"), 6, 6),)),),
+    )
+    body = tamper(m.to_bytes())
+    assert body != m.to_bytes()
+    await backend.put(m.store_key(), body)
+    with pytest.raises(IntegrityError):
+        await read_manifest(backend, VersionEntry(m.store_key(), "real", m.version_name, "bkt"))
 
 
 async def test_store_config_is_required(tmp_path: Path) -> None:
