@@ -53,41 +53,40 @@ def parse_size(text: str) -> int:
     return value
 
 
-def best_rate(nbytes: int, fn: Callable[[], object], repeat: int) -> float:
-    """GB/s of the fastest of ``repeat`` runs of ``fn`` over ``nbytes``."""
-    best = float("inf")
+Case = tuple[int, Callable[[], object]]  # bytes processed, the work
+
+
+def best_rates(cases: dict[str, Case], repeat: int) -> dict[str, float]:
+    """GB/s of the fastest run of each case. The repetitions are interleaved
+    (every case once per round), so load from other processes that comes
+    and goes during the run hits every case alike instead of skewing the
+    ratios between cases measured minutes apart."""
+    best = dict.fromkeys(cases, float("inf"))
     for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return nbytes / max(best, 1e-9) / GB
+        for name, (_, work) in cases.items():
+            start = time.perf_counter()
+            work()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return {name: cases[name][0] / max(t, 1e-9) / GB for name, t in best.items()}
 
 
-def _memcpy(data: bytes, repeat: int) -> float:
-    dst = bytearray(len(data))
-    view = memoryview(dst)
+def native_cases(data: bytes, threads: int) -> dict[str, Case]:
+    n = len(data)
+    view = memoryview(bytearray(n))
 
-    def copy() -> None:
+    def memcpy() -> None:
         view[:] = data
 
-    return best_rate(len(data), copy, repeat)
-
-
-def measure_native(data: bytes, threads: int, repeat: int) -> dict[str, float]:
-    n = len(data)
     return {
-        "memcpy": _memcpy(data, repeat),
-        "blake3_1t": best_rate(n, lambda: native.blake3_digest(data), repeat),
-        "cdc_1t": best_rate(n, lambda: native.cut_only(data), repeat),
-        "fused_1t": best_rate(
-            n, lambda: native.chunk_buffer(data, threads=1, whole_digest=False), repeat
+        "memcpy": (n, memcpy),
+        "blake3_1t": (n, lambda: native.blake3_digest(data)),
+        "cdc_1t": (n, lambda: native.cut_only(data)),
+        "fused_1t": (n, lambda: native.chunk_buffer(data, threads=1, whole_digest=False)),
+        f"fused_{threads}t": (
+            n,
+            lambda: native.chunk_buffer(data, threads=threads, whole_digest=False),
         ),
-        f"fused_{threads}t": best_rate(
-            n, lambda: native.chunk_buffer(data, threads=threads, whole_digest=False), repeat
-        ),
-        "fused_whole_1t": best_rate(
-            n, lambda: native.chunk_buffer(data, threads=1, whole_digest=True), repeat
-        ),
+        "fused_whole_1t": (n, lambda: native.chunk_buffer(data, threads=1, whole_digest=True)),
     }
 
 
@@ -108,10 +107,10 @@ def peer_versions() -> dict[str, str | None]:
     return found
 
 
-def measure_peers(data: bytes, repeat: int) -> dict[str, float]:
-    """Chunk-only and hash-only rates of the peer packages, when installed."""
+def peer_cases(data: bytes) -> dict[str, Case]:
+    """Chunk-only and hash-only work of the peer packages, when installed."""
     p = native.ChunkerParams()
-    rates: dict[str, float] = {}
+    cases: dict[str, Case] = {}
     pyfastcdc = _peer("pyfastcdc")
     if pyfastcdc is not None:
         cdc = pyfastcdc.FastCDC(
@@ -122,11 +121,11 @@ def measure_peers(data: bytes, repeat: int) -> dict[str, float]:
             for _ in cdc.cut_buf(data):
                 pass
 
-        rates["pyfastcdc"] = best_rate(len(data), cut, repeat)
+        cases["pyfastcdc"] = (len(data), cut)
     blake3 = _peer("blake3")
     if blake3 is not None:
-        rates["blake3_py_1t"] = best_rate(len(data), lambda: blake3.blake3(data).digest(), repeat)
-    return rates
+        cases["blake3_py_1t"] = (len(data), lambda: blake3.blake3(data).digest())
+    return cases
 
 
 def write_file(directory: Path, data: bytes, size: int) -> Path:
@@ -145,22 +144,21 @@ def write_file(directory: Path, data: bytes, size: int) -> Path:
     return Path(name)
 
 
-def measure_files(path: Path, threads: int, repeat: int) -> dict[str, float]:
+def file_cases(path: Path, threads: int) -> dict[str, Case]:
     """File -> chunk list (whole digest included), page cache warm."""
     size = path.stat().st_size
     native.chunk_file(path, threads=threads)  # warm the page cache
-    rates = {
-        f"file_mmap_{threads}t": best_rate(
-            size, lambda: native.chunk_file(path, threads=threads, mmap=True), repeat
-        ),
-        f"file_read_{threads}t": best_rate(
-            size, lambda: native.chunk_file(path, threads=threads, mmap=False), repeat
+    cases: dict[str, Case] = {
+        f"file_mmap_{threads}t": (size, lambda: native.chunk_file(path, threads=threads)),
+        f"file_read_{threads}t": (
+            size,
+            lambda: native.chunk_file(path, threads=threads, mmap=False),
         ),
     }
     hf_xet = _peer("hf_xet")
     if hf_xet is not None:
-        rates["hf_xet_file"] = best_rate(size, lambda: hf_xet.hash_files([str(path)]), repeat)
-    return rates
+        cases["hf_xet_file"] = (size, lambda: hf_xet.hash_files([str(path)]))
+    return cases
 
 
 # Runs in a fresh interpreter, so that nothing the benchmark allocated
@@ -233,12 +231,11 @@ def run_bench(
     size: int, file_size: int, threads: int, repeat: int, directory: Path
 ) -> dict[str, Any]:
     data = random_bytes(size)
-    rates = measure_native(data, threads, repeat)
-    rates.update(measure_peers(data, repeat))
     path = write_file(directory, data, file_size)
-    del data
     try:
-        rates.update(measure_files(path, threads, repeat))
+        cases = native_cases(data, threads) | peer_cases(data) | file_cases(path, threads)
+        rates = best_rates(cases, repeat)
+        del cases, data
         ratios = compute_ratios(rates, threads)
         ratios["peak_rss_growth_bytes"] = peak_rss_growth(path, threads, mmap=True)
         ratios["peak_rss_growth_read_bytes"] = peak_rss_growth(path, threads, mmap=False)
