@@ -229,4 +229,6 @@ class SealBudget:
             self.waiting -= 1
 
     async def flush_all(self) -> None:
-        await asyncio.gather(*(w.flush() for w in self.writers))
+        """Seal every open pack. A failed seal is not raised here: it already
+        failed the pack's future, so each manifest waiting on it reports it."""
+        await asyncio.gather(*(w.flush() for w in self.writers), return_exceptions=True)
