@@ -11,7 +11,6 @@ from click.testing import CliRunner
 
 from replicator.cli import main
 from replicator.config import Settings
-from replicator.errors import SupersededError
 from replicator.origins import ObjectVersion
 from replicator.origins.fs import FsOrigin, FsReader
 from replicator.pipeline.backfill import Backfill
