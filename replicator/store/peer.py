@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from replicator.config import FsDestination, S3Destination, Settings
-from replicator.errors import ConfigError, IncompatibleStoreError, NotFoundError
+from replicator.errors import IncompatibleStoreError, NotFoundError
 from replicator.store.backend import Backend, sha256_of
 from replicator.store.backends import FsBackend, S3Backend
 from replicator.store.format import CONFIG_KEY, StoreConfig
@@ -48,11 +48,6 @@ def make_backend(dest: FsDestination | S3Destination) -> Backend:
     if isinstance(dest, FsDestination):
         inner: Backend = FsBackend(dest.path, dest.name)
     else:
-        if dest.ca_bundle is not None:
-            # S3Backend has no CA option yet; refusing beats silently not verifying.
-            raise ConfigError(
-                f"destinations.{dest.name}.ca_bundle is not supported yet (use AWS_CA_BUNDLE)"
-            )
         prefix = dest.prefix if not dest.prefix or dest.prefix.endswith("/") else dest.prefix + "/"
         inner = S3Backend(
             dest.name,
@@ -61,6 +56,7 @@ def make_backend(dest: FsDestination | S3Destination) -> Backend:
             endpoint_url=dest.endpoint_url,
             region=dest.region,
             addressing_style=dest.addressing_style,
+            ca_bundle=str(dest.ca_bundle) if dest.ca_bundle is not None else None,
         )
     return RetryingBackend(inner)
 
