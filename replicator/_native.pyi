@@ -14,6 +14,7 @@ from typing_extensions import Buffer
 __all__ = [
     "ChunkList",
     "ChunkerParams",
+    "FileChangedError",
     "StreamChunker",
     "__version__",
     "blake3_digest",
@@ -23,6 +24,11 @@ __all__ = [
 ]
 
 __version__: str
+
+class FileChangedError(OSError):
+    """The file's size or mtime moved while ``chunk_file`` read it: the
+    chunks would describe no version of it. Treat the version as superseded
+    and read it again."""
 
 @final
 class ChunkerParams:
@@ -99,6 +105,12 @@ def chunk_file(
     threads: int = 1,
     mmap: bool = True,
     whole_digest: bool = True,
-) -> ChunkList: ...
+) -> ChunkList:
+    """Chunks of a regular file, mapped (``mmap=False``: read) 32 MiB at a
+    time, so memory does not grow with the file. Raises FileNotFoundError,
+    IsADirectoryError, OSError for anything but a regular file (a FIFO is
+    refused without blocking), and FileChangedError when the file's size or
+    mtime moved while it was read."""
+
 def blake3_digest(data: Buffer, threads: int = 1) -> bytes: ...
 def cut_only(data: Buffer, params: ChunkerParams | None = None) -> bytes: ...

@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 
 use pyo3::buffer::PyUntypedBuffer;
-use pyo3::exceptions::{PyBufferError, PyRuntimeError, PyValueError};
+use pyo3::create_exception;
+use pyo3::exceptions::{PyBufferError, PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyTuple};
 
@@ -12,6 +13,14 @@ use crate::cutter::Cutter;
 use crate::file;
 use crate::params::Params;
 use crate::stream::Stream;
+
+create_exception!(
+    replicator._native,
+    FileChangedError,
+    PyOSError,
+    "The file changed (size or mtime) while chunk_file read it; the chunks \
+     describe no version of it. Treat the version as superseded and retry."
+);
 
 /// Below this size the GIL is kept: releasing it costs more than hashing
 /// (the threshold hashlib and blake3-py use).
@@ -231,7 +240,15 @@ pub fn chunk_file(
         threads,
         whole_digest,
     );
-    let (batch, digest) = py.detach(|| file::chunk_file(&path, stream, mmap))?;
+    let (batch, digest) = py
+        .detach(|| file::chunk_file(&path, stream, mmap))
+        .map_err(|e| {
+            if file::is_changed(&e) {
+                FileChangedError::new_err(e.to_string())
+            } else {
+                e.into()
+            }
+        })?;
     Ok(PyChunkList { batch, digest })
 }
 

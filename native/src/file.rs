@@ -113,11 +113,27 @@ fn chunk_read(
     Ok((out, digest))
 }
 
+/// The file changed while it was chunked (grew, shrank, was rewritten):
+/// the caller should treat the version as superseded and read it again.
+#[derive(Debug)]
+pub struct Changed(pub String);
+
+impl std::fmt::Display for Changed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Changed {}
+
 fn changed(path: &Path, e: io::Error) -> io::Error {
-    io::Error::new(
-        e.kind(),
-        format!("{} changed while it was read: {e}", path.display()),
-    )
+    let msg = format!("{} changed while it was read: {e}", path.display());
+    io::Error::new(e.kind(), Changed(msg))
+}
+
+/// Whether `e` says the file changed while it was chunked.
+pub fn is_changed(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<Changed>())
 }
 
 fn chunk_mapped(

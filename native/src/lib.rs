@@ -24,6 +24,10 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(api::chunk_file, m)?)?;
     m.add_function(wrap_pyfunction!(api::blake3_digest, m)?)?;
     m.add_function(wrap_pyfunction!(api::cut_only, m)?)?;
+    m.add(
+        "FileChangedError",
+        m.py().get_type::<api::FileChangedError>(),
+    )?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

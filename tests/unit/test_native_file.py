@@ -88,3 +88,11 @@ def test_whole_digest_off_for_files(tmp_path: Path) -> None:
     cl = native.chunk_file(path, SMALL, whole_digest=False)
     assert cl.digest is None
     assert cl.lengths == native.chunk_buffer(bytes(10_000), SMALL).lengths
+
+
+def test_file_changed_error_is_an_os_error() -> None:
+    # Raised when a file's size or mtime moves while it is chunked (the race
+    # itself is tested deterministically in native/src/file_tests.rs).
+    assert issubclass(native.FileChangedError, OSError)
+    assert native.FileChangedError.__module__ == "replicator._native"
+    assert "FileChangedError" in native.__all__
