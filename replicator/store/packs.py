@@ -169,11 +169,14 @@ class PackWriter:
         # Order matters: pack, then index, then the cache hint; each durable
         # before the next, so no index or hint ever names a missing pack.
         data = bytes(pack.buf)
+        # Waiting manifests keep this OpenPack alive until they are written:
+        # drop its bytes and entries now, so they cost nothing meanwhile.
         pack.buf = bytearray()
+        entries, pack.entries = tuple(pack.entries.values()), {}
         name = blake3_digest(data)
         await self.backend.put(pack_key(name), data, sha256=hashlib.sha256(data).digest())
         failpoints.hit(failpoints.AFTER_PACK_PUT)
-        index = PackIndex(name, len(data), tuple(pack.entries.values()))
+        index = PackIndex(name, len(data), entries)
         ibytes = index.to_bytes()
         failpoints.hit(failpoints.BEFORE_INDEX_PUT)
         await self.backend.put(index_key(name), ibytes, sha256=hashlib.sha256(ibytes).digest())
