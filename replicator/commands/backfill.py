@@ -10,7 +10,7 @@ from pathlib import Path
 from types import TracebackType
 
 import click
-from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, TextColumn
+from rich.progress import BarColumn, DownloadColumn, TextColumn
 from rich.progress import Progress as RichProgress
 
 from replicator import config
@@ -22,26 +22,31 @@ _LOG_EVERY = 5.0
 
 
 class _Bar:
-    """A rich progress bar on the terminal (stderr)."""
+    """A rich progress bar on the terminal (stderr): bytes, and objects done."""
 
     def __init__(self) -> None:
         self._rich = RichProgress(
             TextColumn("backfill"),
             BarColumn(),
-            MofNCompleteColumn(),
             DownloadColumn(),
+            TextColumn("{task.fields[objects]} objects"),
             transient=True,
         )
-        self._objects = self._rich.add_task("objects", total=0)
-        self._bytes = 0
-        self._total = 0
+        self._task = self._rich.add_task("backfill", total=0, objects="0/0")
+        self._listed = self._done = self._total = 0
 
     def listed(self, objects: int, size: int) -> None:
-        self._total += objects
-        self._rich.update(self._objects, total=self._total)
+        self._listed += objects
+        self._total += size
+        self._refresh(0)
 
     def done(self, outcome: str, size: int) -> None:
-        self._rich.advance(self._objects)
+        self._done += 1
+        self._refresh(size)
+
+    def _refresh(self, advance: int) -> None:
+        objects = f"{self._done}/{self._listed}"
+        self._rich.update(self._task, total=self._total, advance=advance, objects=objects)
 
     def __enter__(self) -> _Bar:
         self._rich.start()
