@@ -33,6 +33,7 @@ from replicator.store.format import (
     Manifest,
     PackRun,
     index_key,
+    manifest_prefix,
     pack_key,
 )
 from replicator.store.reader import (
@@ -40,7 +41,6 @@ from replicator.store.reader import (
     VersionEntry,
     decode_chunks,
     fetch_run,
-    listing_prefixes,
     manifest_entries,
     parse_index,
     read_manifest,
@@ -284,10 +284,9 @@ async def verify(
     # The sample is drawn here, in listing order, so a seed replays exactly.
     rng = random.Random(seed)
     try:
-        prefixes = [MANIFESTS] if key_prefix is None else listing_prefixes(bucket, key_prefix)
-        for prefix in prefixes:
-            async for entry in manifest_entries(backend, prefix):
-                await queue.put((entry, deep and rng.random() < sample))
+        prefix = MANIFESTS if key_prefix is None else manifest_prefix(bucket, key_prefix)
+        async for entry in manifest_entries(backend, prefix):
+            await queue.put((entry, deep and rng.random() < sample))
         for _ in workers:
             await queue.put(None)
         await asyncio.gather(*workers)

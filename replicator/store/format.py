@@ -20,7 +20,7 @@ import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote, unquote
+from urllib.parse import quote, unquote_to_bytes
 
 from replicator._native import ChunkerParams, blake3_digest
 from replicator.errors import IncompatibleStoreError, IntegrityError
@@ -36,31 +36,42 @@ _SAFE = "-_.~!$&'()*,;=:@"
 
 def _dumps(obj: Any) -> bytes:
     # Sorted keys and no whitespace: identical input gives identical bytes.
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    # ASCII escapes (\uXXXX) keep non-UTF-8 file names (lone surrogates) exact.
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
 
 def _loads(data: bytes, what: str) -> Any:
     try:
         return json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise IntegrityError(f"{what} is not valid JSON: {exc}") from exc
 
+
+#: What decoding well-formed JSON of the wrong shape can raise.
+_MALFORMED = (KeyError, IndexError, TypeError, ValueError, AttributeError, OverflowError)
 
 # ----------------------------------------------------------------- names
 
 
+def _quote(text: str) -> str:
+    # Filesystem sources may hand over names that are not UTF-8 (Python
+    # keeps their bytes as lone surrogates); surrogateescape keeps them exact.
+    enc = quote(text.encode("utf-8", "surrogateescape"), safe=_SAFE)
+    # A leading '.' is escaped, so no segment is '.', '..' or a hidden name
+    # (backends reserve names starting with '.replicator-' for temp files).
+    return "%2E" + enc[1:] if enc.startswith(".") else enc
+
+
 def encode_segment(text: str) -> str:
-    """One path segment for ``text``: '/' and '%' escaped, never '.' or '..'."""
-    enc = quote(text, safe=_SAFE)
-    if enc in ("", ".", ".."):
-        # Empty and dot segments are unsafe on filesystems; '%2E' never
-        # occurs otherwise because '.' is in _SAFE.
-        enc = "%00" if enc == "" else enc.replace(".", "%2E")
-    return enc
+    """One path segment for ``text``: never empty, no '/', no leading '.'."""
+    # A lone '%' never comes out of quoting ('%' itself becomes '%25').
+    return _quote(text) or "%"
 
 
 def decode_segment(segment: str) -> str:
-    return "" if segment == "%00" else unquote(segment, errors="strict")
+    if segment == "%":
+        return ""
+    return unquote_to_bytes(segment).decode("utf-8", "surrogateescape")
 
 
 def pack_key(name: bytes) -> str:
@@ -76,13 +87,10 @@ def index_key(pack: bytes) -> str:
 def manifest_prefix(bucket: str, key_prefix: str = "") -> str:
     """Listing prefix for the manifests of keys starting with ``key_prefix``.
 
-    Escaping is per character, so the escaped prefix is a prefix of every
-    escaped key that starts with ``key_prefix``."""
-    base = f"{MANIFESTS}{encode_segment(bucket)}/"
-    if not key_prefix:
-        return base
-    enc = quote(key_prefix, safe=_SAFE)
-    return base + enc
+    Escaping is per character (the leading-dot rule applies to both), so the
+    escaped prefix is a prefix of every escaped key that starts with
+    ``key_prefix``, and of no other."""
+    return f"{MANIFESTS}{encode_segment(bucket)}/{_quote(key_prefix)}"
 
 
 def manifest_key(bucket: str, key: str, version_name: str) -> str:
@@ -192,8 +200,8 @@ class PackIndex:
                 IndexEntry(bytes.fromhex(h), o, n, s, c) for h, o, n, s, c in d["chunks"]
             )
             return cls(bytes.fromhex(d["pack"]), int(d["size"]), entries)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise IntegrityError(f"malformed pack index: {exc}") from exc
+        except _MALFORMED as exc:
+            raise IntegrityError(f"malformed pack index: {exc!r}") from exc
 
 
 # ----------------------------------------------------------------- manifests
@@ -333,6 +341,8 @@ class Manifest:
                 )
                 for r in d["runs"]
             )
+            if d["kind"] not in ("created", "removed"):
+                raise ValueError(f"unknown manifest kind {d['kind']!r}")
             return cls(
                 identity=SourceIdentity.from_json(d["object"]),
                 removed=d["kind"] == "removed",
@@ -340,8 +350,8 @@ class Manifest:
                 chunker=ChunkerParams(*d["chunker"]),
                 runs=runs,
             )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise IntegrityError(f"malformed manifest: {exc}") from exc
+        except _MALFORMED as exc:
+            raise IntegrityError(f"malformed manifest: {exc!r}") from exc
 
 
 def _chunk_json(c: ChunkRef) -> list[Any]:

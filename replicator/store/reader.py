@@ -70,19 +70,6 @@ async def read_store_config(backend: Backend) -> StoreConfig:
     return StoreConfig.from_bytes(data)
 
 
-def listing_prefixes(bucket: str, key_prefix: str) -> list[str]:
-    """Store prefixes covering every key that starts with ``key_prefix``.
-
-    The escaped prefix is a prefix of every matching escaped key, except for
-    the keys '.' and '..', which are escaped whole as '%2E' / '%2E%2E'."""
-    prefixes = [manifest_prefix(bucket, key_prefix)]
-    if key_prefix:
-        for dots in (".", ".."):
-            if dots.startswith(key_prefix):
-                prefixes.append(manifest_prefix(bucket) + encode_segment(dots) + "/")
-    return prefixes
-
-
 async def list_versions(
     backend: Backend, bucket: str, key_prefix: str = "", *, exact: bool = False
 ) -> AsyncIterator[tuple[str, list[VersionEntry]]]:
@@ -91,13 +78,12 @@ async def list_versions(
     With ``exact``, only the key equal to ``key_prefix``. The listing is in
     name order, so all versions of one key arrive together."""
     if exact:
-        prefixes = [manifest_prefix(bucket) + encode_segment(key_prefix) + "/"]
+        prefix = manifest_prefix(bucket) + encode_segment(key_prefix) + "/"
     else:
-        prefixes = listing_prefixes(bucket, key_prefix)
-    for prefix in prefixes:
-        async for key, versions in _grouped(backend, prefix):
-            if key.startswith(key_prefix) and (not exact or key == key_prefix):
-                yield key, versions
+        prefix = manifest_prefix(bucket, key_prefix)
+    async for key, versions in _grouped(backend, prefix):
+        if key.startswith(key_prefix) and (not exact or key == key_prefix):
+            yield key, versions
 
 
 async def manifest_entries(backend: Backend, prefix: str) -> AsyncIterator[VersionEntry]:
