@@ -88,6 +88,15 @@ class IndexCache:
 
     def _open_sync(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = self._connect()
+        except sqlite3.DatabaseError:
+            # A damaged cache is only a lost hint: start afresh, sync refills it.
+            for suffix in ("", "-wal", "-shm"):
+                self.path.with_name(self.path.name + suffix).unlink(missing_ok=True)
+            self._db = self._connect()
+
+    def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")  # a lost tail only costs a re-sync
@@ -97,7 +106,7 @@ class IndexCache:
             # The peer was recreated with another configuration: nothing here holds.
             db.executescript("DELETE FROM chunks; DELETE FROM packs;")
         db.execute("INSERT OR REPLACE INTO meta VALUES ('config', ?)", (self._config,))
-        self._db = db
+        return db
 
     @property
     def db(self) -> sqlite3.Connection:

@@ -105,3 +105,17 @@ def test_cache_path_is_per_peer(tmp_path: Path) -> None:
     assert a == cache_path(tmp_path, "fs:/a")
     assert a != cache_path(tmp_path, "fs:/b")
     assert a.parent == tmp_path
+
+
+async def test_damaged_cache_file_is_rebuilt_from_the_peer(tmp_path: Path, peer: FsBackend) -> None:
+    ix = _index(5)
+    await _put_index(peer, ix)
+    path = tmp_path / "damaged.sqlite"
+    path.write_bytes(b"this is not a database" * 100)
+    cache = IndexCache(path, b"config-1")
+    await cache.open()
+    assert (await cache.sync(peer)).loaded == 1
+    assert await cache.lookup([ix.entries[1].digest]) == {
+        ix.entries[1].digest: Location(ix.pack, 100, 100, 100)
+    }
+    await cache.close()
