@@ -53,6 +53,8 @@ class Backfill:
         params: ChunkerParams,
         store: Store,
         progress: Progress | None = None,
+        *,
+        waiting_manifests: int = WAITING_MANIFESTS,
     ) -> None:
         self.origin = origin
         self.peers = peers
@@ -63,13 +65,14 @@ class Backfill:
         self.targets: list[_Target] = []
         self._seen: set[str] = set()
         self._commits: set[asyncio.Task[None]] = set()
-        self._slots = asyncio.Semaphore(WAITING_MANIFESTS)
-        self._budget = SealBudget([], WAITING_MANIFESTS)
+        self.waiting_manifests = waiting_manifests
+        self._slots = asyncio.Semaphore(waiting_manifests)
+        self._budget = SealBudget([], waiting_manifests)
 
     async def run(self, prefix: str = "") -> BackfillSummary:
         started = time.monotonic()
         self.targets = list(await asyncio.gather(*(self._target(p) for p in self.peers)))
-        self._budget = SealBudget([t.writer for t in self.targets], WAITING_MANIFESTS)
+        self._budget = SealBudget([t.writer for t in self.targets], self.waiting_manifests)
         try:
             if await self._replicate_all(prefix):
                 await asyncio.gather(*(self._tombstones(t, prefix) for t in self.targets))

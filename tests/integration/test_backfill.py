@@ -138,14 +138,15 @@ async def pack_index_sizes(backend: Backend) -> int:
 
 
 async def counted_backfill(
-    settings: Settings, prefix: str = ""
+    settings: Settings, prefix: str = "", waiting: int = 256
 ) -> tuple[BackfillSummary, list[PutCounter]]:
     peers = await open_peers(settings, create=True)
     counters = [PutCounter(p.backend) for p in peers]
     wrapped = [Peer(p.name, c, p.config, p.identity) for p, c in zip(peers, counters, strict=True)]
     try:
         origin = FsOrigin(settings.source.path)  # type: ignore[union-attr]
-        job = Backfill(origin, wrapped, settings.chunking.params(), settings.store)
+        params = settings.chunking.params()
+        job = Backfill(origin, wrapped, params, settings.store, waiting_manifests=waiting)
         return await job.run(prefix), counters
     finally:
         await close_peers(peers)
@@ -294,3 +295,18 @@ async def test_run_backfill_opens_and_creates_the_stores(
     assert summary.replicated == 5
     assert summary.put_requests["peer0"] == 5 + 2 * summary.packs["peer0"]
     assert (tmp_path / "peer0" / "config").exists()
+
+
+async def test_tiny_waiting_budget_seals_early_and_never_deadlocks(tmp_path: Path) -> None:
+    """More readers (8) than manifests allowed to wait (2), two peers: every
+    object must still complete, in more and smaller packs."""
+    shared = os.urandom(5000)
+    files = {f"s/{i:03d}": os.urandom(3000) + shared for i in range(120)}
+    write_tree(tmp_path / "src", files)
+    settings = settings_for(tmp_path, peers=2, concurrency=8)
+    summary, counters = await counted_backfill(settings, waiting=2)
+    assert (summary.replicated, summary.errors) == (120, 0)
+    for c in counters:
+        assert await check_structure(c.inner) == files
+        assert c.puts["packs"] > 3, "sealed by the budget, not by size"
+    print(f"120 objects, budget 2: {[c.puts['packs'] for c in counters]} packs per peer")
