@@ -9,13 +9,16 @@ run in threads, one hop per window.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
-import stat
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 from replicator.errors import SupersededError
 from replicator.origins import ObjectVersion
+
+#: Objects listed per thread hop.
+_PAGE = 1000
 
 
 class FsOrigin:
@@ -29,9 +32,12 @@ class FsOrigin:
         self.bucket = bucket
 
     async def list(self, prefix: str = "") -> AsyncIterator[ObjectVersion]:
-        found = await asyncio.to_thread(_scan, self.root, prefix)
-        for obj in found:
-            yield obj
+        walk = _walk(self.root, "", prefix)
+        # Pages from a blocking walk, one thread hop each: memory stays one
+        # page (and one directory) however large the tree is.
+        while page := await asyncio.to_thread(_take, walk, _PAGE):
+            for obj in page:
+                yield obj
 
     def key_prefix(self, prefix: str) -> str:
         return prefix
@@ -44,29 +50,39 @@ class FsOrigin:
         return None
 
 
-def _scan(root: Path, prefix: str) -> list[ObjectVersion]:
-    """Regular files under ``root`` whose key starts with ``prefix``, in key order.
+def _take(it: Iterator[ObjectVersion], n: int) -> list[ObjectVersion]:
+    return list(itertools.islice(it, n))
 
-    Symlinks are not followed: a link could point outside the tree."""
-    head = prefix.rpartition("/")[0]
-    start = root / head if head else root
-    out: list[ObjectVersion] = []
-    for dirpath, dirnames, filenames in os.walk(start):
-        rel = Path(dirpath).relative_to(root).as_posix()
-        base = "" if rel == "." else rel + "/"
-        dirnames[:] = [d for d in dirnames if _may_hold(base + d + "/", prefix)]
-        for name in filenames:
-            key = base + name
-            if not key.startswith(prefix):
-                continue
-            try:
-                st = os.lstat(os.path.join(dirpath, name))
-            except FileNotFoundError:
-                continue  # vanished while listing
-            if stat.S_ISREG(st.st_mode):
-                out.append(ObjectVersion(key, st.st_size, st.st_mtime_ns))
-    out.sort(key=lambda o: o.key.encode())
-    return out
+
+def _walk(root: Path, base: str, prefix: str) -> Iterator[ObjectVersion]:
+    """Regular files under ``root/base`` whose key starts with ``prefix``, in
+    UTF-8 byte order of keys (the order S3 lists in).
+
+    Sorting a directory by ``name`` for files and ``name/`` for directories
+    gives the global key order. Symlinks are not followed: a link could
+    point outside the tree."""
+    try:
+        entries = list(os.scandir(root / base if base else root))
+    except (FileNotFoundError, NotADirectoryError):
+        return  # removed while listing
+    items: list[tuple[bytes, os.DirEntry[str], bool]] = []
+    for e in entries:
+        key = base + e.name
+        if e.is_dir(follow_symlinks=False):
+            if _may_hold(key + "/", prefix):
+                items.append((os.fsencode(key + "/"), e, True))
+        elif key.startswith(prefix) and e.is_file(follow_symlinks=False):
+            items.append((os.fsencode(key), e, False))
+    items.sort(key=lambda item: item[0])
+    for _, e, is_dir in items:
+        if is_dir:
+            yield from _walk(root, base + e.name + "/", prefix)
+            continue
+        try:
+            st = e.stat(follow_symlinks=False)
+        except FileNotFoundError:
+            continue  # vanished while listing
+        yield ObjectVersion(base + e.name, st.st_size, st.st_mtime_ns)
 
 
 def _may_hold(dir_key: str, prefix: str) -> bool:

@@ -114,3 +114,12 @@ async def test_changed_while_read_is_superseded(tmp_path: Path, change: str) -> 
         async for _ in windows:
             pass
     await reader.close()
+
+
+async def test_listing_pages_through_large_trees_in_byte_order(tmp_path: Path) -> None:
+    keys = [f"d{i % 3}/f{i:04d}" for i in range(1005)] + ["d0-x", "d0.y", "d1/sub/z"]
+    for k in keys:
+        _write(tmp_path / k, b"")
+    found = [o.key for o in await _listing(FsOrigin(tmp_path))]
+    assert found == sorted(keys, key=str.encode)
+    assert found.index("d0-x") < found.index("d0.y") < found.index("d0/f0000")
