@@ -131,8 +131,8 @@ class Backfill:
                 outcome = await self._object(obj)
             except SupersededError:
                 outcome = "superseded"
-            except (ReplicatorError, OSError) as exc:
-                self.summary.error(f"{obj.key!r}: {exc}")
+            except Exception as exc:  # one bad object must not stop the others
+                self.summary.error(f"{obj.key!r}: {type(exc).__name__}: {exc}")
                 outcome = "error"
             if outcome is not None:
                 self._done(outcome, obj.size)
@@ -185,8 +185,8 @@ class Backfill:
             )
             for t, w in zip(targets, written, strict=True):
                 self.summary.bump(self.summary.manifests, t.peer.name, int(w))
-        except (ReplicatorError, OSError) as exc:
-            self.summary.error(f"{ident.key!r}: {exc}")
+        except Exception as exc:  # reported per object; the run goes on
+            self.summary.error(f"{ident.key!r}: {type(exc).__name__}: {exc}")
             outcome = "error"
         finally:
             self._slots.release()

@@ -17,7 +17,8 @@ import pytest
 
 from replicator._native import blake3_digest
 from replicator.config import Chunking, FsDestination, FsSource, Settings, Store
-from replicator.origins.fs import FsOrigin
+from replicator.origins import ObjectVersion
+from replicator.origins.fs import FsOrigin, FsReader
 from replicator.pipeline.backfill import Backfill, run_backfill
 from replicator.pipeline.summary import BackfillSummary
 from replicator.store.backend import Backend, Capabilities, ObjectInfo
@@ -310,3 +311,37 @@ async def test_tiny_waiting_budget_seals_early_and_never_deadlocks(tmp_path: Pat
         assert await check_structure(c.inner) == files
         assert c.puts["packs"] > 3, "sealed by the budget, not by size"
     print(f"120 objects, budget 2: {[c.puts['packs'] for c in counters]} packs per peer")
+
+
+async def test_non_utf8_file_name_is_replicated_exactly(tmp_path: Path) -> None:
+    files = {f"ok/{i}": os.urandom(5000) for i in range(3)}
+    write_tree(tmp_path / "src", files)
+    name = os.fsdecode(b"bad-\xff")  # a lone surrogate; the file system gets 0xFF
+    (tmp_path / "src" / name).write_bytes(b"bytes of a file whose name is not UTF-8")
+    assert os.fsencode(name) in os.listdir(os.fsencode(tmp_path / "src"))
+    summary, [counter] = await counted_backfill(settings_for(tmp_path, peers=1))
+    assert (summary.objects, summary.replicated, summary.errors) == (4, 4, 0)
+    live = await check_structure(counter.inner)
+    assert live[name] == b"bytes of a file whose name is not UTF-8"
+
+
+class FailingOrigin(FsOrigin):
+    """A real FsOrigin whose open() fails unexpectedly for one key (a bug, a
+    driver fault): the run must report it and go on."""
+
+    async def open(self, obj: ObjectVersion) -> FsReader:
+        if obj.key == "ok/1":
+            raise RuntimeError("unexpected failure")
+        return await super().open(obj)
+
+
+async def test_an_unexpected_failure_is_one_error_not_a_stop(tmp_path: Path) -> None:
+    files = {f"ok/{i}": os.urandom(5000) for i in range(5)}
+    write_tree(tmp_path / "src", files)
+    settings = settings_for(tmp_path, peers=1, concurrency=1)
+    peers = await open_peers(settings, create=True)
+    job = Backfill(FailingOrigin(tmp_path / "src"), peers, CHUNKING.params(), settings.store)
+    summary = await job.run()
+    await close_peers(peers)
+    assert (summary.objects, summary.replicated, summary.errors) == (5, 4, 1)
+    assert summary.error_samples == ["'ok/1': RuntimeError: unexpected failure"]
