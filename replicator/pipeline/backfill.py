@@ -118,9 +118,11 @@ class Backfill:
             # Without a whole listing, "absent" proves nothing: no tombstones.
             self.summary.error(f"listing the source failed: {exc}")
             listed = False
-        for _ in workers:
-            await queue.put(None)
-        await asyncio.gather(*workers)
+        finally:
+            # Workers finish what they hold and stop, whatever ended the listing.
+            for _ in workers:
+                await queue.put(None)
+            await asyncio.gather(*workers)
         await self._budget.flush_all()
         await asyncio.gather(*self._commits)
         return listed
