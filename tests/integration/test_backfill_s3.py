@@ -217,3 +217,18 @@ async def test_s3_overwrite_of_unversioned_object_is_superseded(
             await _read(origin, listed)
     finally:
         await origin.close()
+
+
+async def test_access_denied_listing_is_an_error_never_a_removal(
+    moto: S3Endpoint, versioned: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    admin = moto.client()
+    admin.put_object(Bucket=versioned, Key="keep", Body=b"data")
+    settings = _settings(moto, versioned, tmp_path)
+    assert (await run_backfill(settings)).replicated == 1
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret")
+    denied = await run_backfill(settings)
+    assert denied.errors == 1 and "listing the source failed" in denied.error_samples[0]
+    assert denied.removed == 0 and denied.put_requests == {"peer": 0}
+    versions = await manifests_at(FsBackend(tmp_path / "peer", "peer"))
+    assert [m.removed for m in versions["keep"]] == [False], "403 is never a delete"
