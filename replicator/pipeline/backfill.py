@@ -96,6 +96,7 @@ class Backfill:
             name = t.peer.name
             s.shipped_bytes[name] = t.writer.stats.shipped_bytes
             s.deduplicated_bytes[name] = t.writer.stats.deduplicated_bytes
+            s.stored_bytes[name] = t.writer.stats.stored_bytes
             s.packs[name] = t.writer.stats.packs
             s.put_requests[name] = t.backend.counts["put"]
             s.manifests.setdefault(name, 0)

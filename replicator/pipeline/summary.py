@@ -40,6 +40,7 @@ class BackfillSummary:
     unchanged_bytes: int = 0  # not read: every peer already held the version
     shipped_bytes: dict[str, int] = field(default_factory=dict)
     deduplicated_bytes: dict[str, int] = field(default_factory=dict)
+    stored_bytes: dict[str, int] = field(default_factory=dict)  # shipped, after compression
     put_requests: dict[str, int] = field(default_factory=dict)
     packs: dict[str, int] = field(default_factory=dict)
     manifests: dict[str, int] = field(default_factory=dict)
@@ -69,6 +70,7 @@ class BackfillSummary:
             "unchanged_bytes": self.unchanged_bytes,
             "shipped_bytes": dict(self.shipped_bytes),
             "deduplicated_bytes": dict(self.deduplicated_bytes),
+            "stored_bytes": dict(self.stored_bytes),
             "put_requests": dict(self.put_requests),
             "packs": dict(self.packs),
             "manifests": dict(self.manifests),

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from replicator import failpoints
@@ -27,6 +27,9 @@ from replicator.errors import ConfigError
 from replicator.store.backend import Backend
 from replicator.store.format import IndexEntry, PackIndex, index_key, pack_key
 from replicator.store.index_cache import IndexCache, Location
+
+#: A chunk as stored: its bytes (a view of the window, or compressed bytes).
+Stored = bytes | memoryview
 
 
 class ChunkBatch(Protocol):
@@ -61,7 +64,8 @@ class Placement:
 
 @dataclass
 class WriterStats:
-    shipped_bytes: int = 0  # chunk bytes added to packs
+    shipped_bytes: int = 0  # chunk bytes added to packs (uncompressed)
+    stored_bytes: int = 0  # what they take in the packs (after compression)
     deduplicated_bytes: int = 0  # chunk bytes found already stored
     packs: int = 0
     packs_missing: int = 0  # cache hints whose pack was gone at the peer
@@ -78,9 +82,10 @@ class PackWriter:
         pack_size: int,
         compression: str = "none",
     ) -> None:
-        if compression != "none":
-            # zstd needs a package this build does not ship; refuse, never ignore.
-            raise ConfigError(f"store.compression = {compression!r} is not supported yet")
+        if compression not in ("none", "zstd"):
+            raise ConfigError(f"store.compression = {compression!r} is not supported")
+        self.compression = compression
+        self._zstd = _Zstd() if compression == "zstd" else None
         self.name = name
         self.backend = backend
         self.cache = cache
@@ -95,6 +100,7 @@ class PackWriter:
         """Where each chunk of ``batch`` lives at this peer, shipping new ones."""
         async with self._lock:
             known = await self._known(batch)
+            stored = await self._encode(batch, known)
             out: list[Placement] = []
             # Placements made in this batch: a repeat stays deduplicated even if
             # the open pack was sealed between its two occurrences.
@@ -103,18 +109,36 @@ class PackWriter:
                 d = batch.digest(i)
                 hit = self._open.entries.get(d)
                 if (prev := seen.get(d)) is not None:
-                    p = Placement(prev.pack, prev.offset, prev.length, prev.stored_length)
+                    p = replace(prev, new=False)
                 elif hit is not None:
                     p = _placed(self._open, hit)
                 elif (loc := known.get(d)) is not None:
-                    p = Placement(loc.pack, loc.offset, loc.length, loc.stored_length)
+                    p = Placement(
+                        loc.pack, loc.offset, loc.length, loc.stored_length, loc.compression
+                    )
                 else:
-                    seen[d] = p = await self._add(d, batch.data(i))
+                    seen[d] = p = await self._add(d, batch.length(i), *stored[i])
                     out.append(p)
                     continue
                 self.stats.deduplicated_bytes += batch.length(i)
                 out.append(p)
             return out
+
+    async def _encode(
+        self, batch: ChunkBatch, known: dict[bytes, Location]
+    ) -> dict[int, tuple[Stored, str]]:
+        """Stored form of each chunk that may be new; bytes are read for those only."""
+        fresh: dict[bytes, int] = {}
+        for i in range(len(batch)):
+            d = batch.digest(i)
+            if d not in known and d not in self._open.entries and d not in fresh:
+                fresh[d] = i
+        views = {i: batch.data(i) for i in fresh.values()}
+        if self._zstd is None:
+            return {i: (v, "none") for i, v in views.items()}
+        # One thread hop per batch: compressing a window's chunks takes ms.
+        coded = await asyncio.to_thread(self._zstd.encode, list(views.values()))
+        return dict(zip(views, coded, strict=True))
 
     async def _known(self, batch: ChunkBatch) -> dict[bytes, Location]:
         """Cache hits whose pack is confirmed present at the peer in this run."""
@@ -132,12 +156,14 @@ class PackWriter:
                     self._present.add(pack)
         return {d: loc for d, loc in hits.items() if loc.pack in self._present}
 
-    async def _add(self, digest: bytes, raw: memoryview) -> Placement:
+    async def _add(self, digest: bytes, length: int, data: Stored, compression: str) -> Placement:
         pack = self._open
-        entry = IndexEntry(digest, len(pack.buf), raw.nbytes, raw.nbytes)
-        pack.buf += raw
+        stored = memoryview(data).nbytes
+        entry = IndexEntry(digest, len(pack.buf), length, stored, compression)
+        pack.buf += data
         pack.entries[digest] = entry
-        self.stats.shipped_bytes += raw.nbytes
+        self.stats.shipped_bytes += length
+        self.stats.stored_bytes += stored
         placed = _placed(pack, entry, new=True)
         if len(pack.buf) >= self.pack_size:
             await self._seal()
@@ -147,12 +173,6 @@ class PackWriter:
         """Seal the open pack now (end of a run, or manifests are waiting)."""
         async with self._lock:
             if self._open.entries:
-                await self._seal()
-
-    async def flush_if(self, pack: OpenPack) -> None:
-        """Seal ``pack`` if it is still the open one."""
-        async with self._lock:
-            if pack is self._open and pack.entries:
                 await self._seal()
 
     async def _seal(self) -> None:
@@ -173,8 +193,9 @@ class PackWriter:
         # drop its bytes and entries now, so they cost nothing meanwhile.
         pack.buf = bytearray()
         entries, pack.entries = tuple(pack.entries.values()), {}
-        name = blake3_digest(data)
-        await self.backend.put(pack_key(name), data, sha256=hashlib.sha256(data).digest())
+        # Hashing tens of MiB takes tens of ms: not on the event loop.
+        name, sha = await asyncio.to_thread(_digests, data)
+        await self.backend.put(pack_key(name), data, sha256=sha)
         failpoints.hit(failpoints.AFTER_PACK_PUT)
         index = PackIndex(name, len(data), entries)
         ibytes = index.to_bytes()
@@ -184,6 +205,29 @@ class PackWriter:
         self._present.add(name)
         self.stats.packs += 1
         return name
+
+
+def _digests(data: bytes) -> tuple[bytes, bytes]:
+    return blake3_digest(data), hashlib.sha256(data).digest()
+
+
+class _Zstd:
+    """Per-chunk zstd; a chunk that does not shrink is stored as it is."""
+
+    def __init__(self) -> None:
+        try:
+            import zstandard  # noqa: PLC0415 - optional, only for stores that compress
+        except ImportError as exc:
+            raise ConfigError("store.compression = 'zstd' needs the 'zstandard' package") from exc
+        # One compressor per writer, used under the writer's lock only.
+        self._compressor = zstandard.ZstdCompressor(level=3)
+
+    def encode(self, chunks: list[memoryview]) -> list[tuple[Stored, str]]:
+        out: list[tuple[Stored, str]] = []
+        for c in chunks:
+            z = self._compressor.compress(c)
+            out.append((z, "zstd") if len(z) < c.nbytes else (c, "none"))
+        return out
 
 
 def _placed(pack: OpenPack, e: IndexEntry, *, new: bool = False) -> Placement:

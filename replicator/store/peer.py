@@ -109,12 +109,9 @@ def _check(data: bytes, wanted: StoreConfig, name: str) -> StoreConfig:
         found = StoreConfig.from_bytes(data)
     except IncompatibleStoreError as exc:
         raise IncompatibleStoreError(f"destination {name!r}: {exc}") from exc
+    # Only the chunker is pinned: compression is recorded per chunk, so a
+    # store may hold both forms and changing store.compression is safe.
     found.check_matches(wanted, name)
-    if found.compression != wanted.compression:
-        raise IncompatibleStoreError(
-            f"destination {name!r} stores compression {found.compression!r}, "
-            f"the configuration asks for {wanted.compression!r}"
-        )
     return found
 
 

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import zstandard
 
 from replicator._native import blake3_digest
 from replicator.config import Chunking, FsDestination, FsSource, Settings, Store
@@ -125,6 +126,8 @@ async def rebuild(backend: Backend, m: Manifest) -> bytes:
         pos = 0
         for c in run.chunks:
             piece = blob[pos : pos + c.stored_length]
+            if c.compression == "zstd":
+                piece = zstandard.ZstdDecompressor().decompress(piece, max_output_size=c.length)
             assert blake3_digest(piece) == c.digest
             parts.append(piece)
             pos += c.stored_length
