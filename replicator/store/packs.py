@@ -11,6 +11,10 @@ future, so it is written after every pack and index it names (invariant 1).
 At most one open pack per peer is held in memory; the lock that guards it
 also makes "is this chunk new?" and "add it" one step, so two objects
 sharing a new chunk store it once.
+
+Chunks are stored raw, or zstd-compressed one by one with
+``store.compression = "zstd"`` (kept raw when that does not shrink them);
+the index and manifests record each chunk's stored form.
 """
 
 from __future__ import annotations
