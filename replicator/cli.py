@@ -10,6 +10,8 @@ import sys
 import click
 
 from replicator import __version__
+from replicator.bench.cli import bench
+from replicator.commands import register
 from replicator.errors import ReplicatorError
 
 
@@ -30,15 +32,5 @@ def main() -> None:
     """Event-driven, delta-efficient disaster recovery for AI data."""
 
 
-def _register() -> None:
-    from replicator.bench.cli import bench
-
-    main.add_command(bench)
-    try:
-        from replicator.commands import register
-    except ImportError:  # pragma: no cover - the store commands arrive separately
-        return
-    register(main)
-
-
-_register()
+main.add_command(bench)
+register(main)

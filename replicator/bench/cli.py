@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from replicator.bench.chunk import chunk
+from replicator.bench.delta import delta
 
 
 @click.group()
@@ -13,3 +14,4 @@ def bench() -> None:
 
 
 bench.add_command(chunk)
+bench.add_command(delta)
