@@ -24,6 +24,7 @@ from typing import Any
 import click
 
 from replicator import _native
+from replicator.bench.chunk import parse_size
 from replicator.bench.workloads import MiB, Workload, generate
 from replicator.config import Chunking, FsDestination, FsSource, Settings, Store
 from replicator.pipeline.backfill import run_backfill
@@ -189,29 +190,30 @@ def _table(result: dict[str, Any]) -> str:
 
 
 @click.command()
-@click.option("--scale", default=64 * MiB, show_default=True, help="Bytes per workload.")
+@click.option("--scale", default="64MiB", show_default=True, help="Bytes per workload.")
 @click.option(
     "--big-size",
-    default=1024 * MiB,
+    default="1GiB",
     show_default=True,
-    help="File size for the throughput run (0 skips it).",
+    help="File size for the backfill throughput run (0 skips it).",
 )
 @click.option(
     "--rss-size",
-    default=0,
+    default="0",
     show_default=True,
-    help="File size for the peak-RSS run (0 skips it; 4 GiB shows the bound).",
+    help="File size for the peak-RSS run (0 skips it; 4GiB shows the bound).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def delta(scale: int, big_size: int, rss_size: int, as_json: bool) -> None:
+def delta(scale: str, big_size: str, rss_size: str, as_json: bool) -> None:
     """Bytes shipped vs bytes changed, vs a full-copy replicator, and metadata overhead."""
     avg = Chunking().avg_size
     result: dict[str, Any] = {
-        "workloads": {w.name: _measure(w, avg) for w in generate(scale)},
+        "workloads": {w.name: _measure(w, avg) for w in generate(parse_size(scale))},
     }
-    if big_size:
-        result["throughput"] = _throughput(big_size)
-    if rss_size:
-        result["peak_rss_growth_bytes"] = _rss_growth(rss_size)
-        result["rss_file_bytes"] = rss_size
+    big, rss = (0 if v.strip() == "0" else parse_size(v) for v in (big_size, rss_size))
+    if big:
+        result["throughput"] = _throughput(big)
+    if rss:
+        result["peak_rss_growth_bytes"] = _rss_growth(rss)
+        result["rss_file_bytes"] = rss
     click.echo(json.dumps(result, indent=2) if as_json else _table(result))

@@ -197,9 +197,11 @@ class PackWriter:
         # drop its bytes and entries now, so they cost nothing meanwhile.
         pack.buf = bytearray()
         entries, pack.entries = tuple(pack.entries.values()), {}
-        # Hashing tens of MiB takes tens of ms: not on the event loop.
-        name, sha = await asyncio.to_thread(_digests, data)
-        await self.backend.put(pack_key(name), data, sha256=sha)
+        # Hashing tens of MiB takes tens of ms: not on the event loop. No
+        # SHA-256 here: the backend computes the checksum its server verifies
+        # (S3), and one over the same memory would prove nothing more.
+        name = await asyncio.to_thread(blake3_digest, data)
+        await self.backend.put(pack_key(name), data)
         failpoints.hit(failpoints.AFTER_PACK_PUT)
         index = PackIndex(name, len(data), entries)
         ibytes = index.to_bytes()
@@ -209,10 +211,6 @@ class PackWriter:
         self._present.add(name)
         self.stats.packs += 1
         return name
-
-
-def _digests(data: bytes) -> tuple[bytes, bytes]:
-    return blake3_digest(data), hashlib.sha256(data).digest()
 
 
 class _Zstd:
