@@ -13,6 +13,7 @@ from replicator import __version__
 from replicator.bench.cli import bench
 from replicator.commands import register
 from replicator.errors import ReplicatorError
+from replicator.memory import pin_mmap_threshold
 
 
 class _Group(click.Group):
@@ -30,6 +31,7 @@ class _Group(click.Group):
 @click.version_option(__version__, prog_name="replicator")
 def main() -> None:
     """Event-driven, delta-efficient disaster recovery for AI data."""
+    pin_mmap_threshold()
 
 
 main.add_command(bench)

@@ -138,6 +138,9 @@ _RSS_CHILD = """
 import asyncio, json, sys
 from pathlib import Path
 from replicator.bench.delta import _settings, _step
+from replicator.memory import pin_mmap_threshold
+
+pin_mmap_threshold()  # as the replicator command does
 
 def hwm():
     with open("/proc/self/status") as f:

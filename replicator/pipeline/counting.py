@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import AsyncIterator
 
-from replicator.store.backend import Backend, Capabilities, ObjectInfo
+from replicator.store.backend import Backend, Capabilities, ObjectInfo, Payload
 
 
 class CountingBackend:
@@ -16,11 +16,11 @@ class CountingBackend:
         self.name = inner.name
         self.counts: Counter[str] = Counter()
 
-    async def put(self, key: str, data: bytes, *, sha256: bytes | None = None) -> None:
+    async def put(self, key: str, data: Payload, *, sha256: bytes | None = None) -> None:
         self.counts["put"] += 1
         await self.inner.put(key, data, sha256=sha256)
 
-    async def put_if_absent(self, key: str, data: bytes, *, sha256: bytes | None = None) -> bool:
+    async def put_if_absent(self, key: str, data: Payload, *, sha256: bytes | None = None) -> bool:
         self.counts["put"] += 1
         return await self.inner.put_if_absent(key, data, sha256=sha256)
 

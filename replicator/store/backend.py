@@ -19,6 +19,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+#: Bytes handed to a put: a pack is put straight from its bytearray.
+Payload = bytes | bytearray
+
 
 @dataclass(frozen=True, slots=True)
 class ObjectInfo:
@@ -50,7 +53,7 @@ class Backend(Protocol):
 
     name: str
 
-    async def put(self, key: str, data: bytes, *, sha256: bytes | None = None) -> None:
+    async def put(self, key: str, data: Payload, *, sha256: bytes | None = None) -> None:
         """Store ``data`` durably under ``key`` (replacing it).
 
         ``sha256`` is the digest the caller expects the stored bytes to have;
@@ -58,7 +61,7 @@ class Backend(Protocol):
         raises IntegrityError (or TransientStoreError) and leaves no object."""
         ...
 
-    async def put_if_absent(self, key: str, data: bytes, *, sha256: bytes | None = None) -> bool:
+    async def put_if_absent(self, key: str, data: Payload, *, sha256: bytes | None = None) -> bool:
         """Like put, but only when ``key`` does not exist: True if written.
 
         After an ambiguous failure (connection cut after the server stored

@@ -192,16 +192,21 @@ class PackWriter:
     async def _write(self, pack: OpenPack) -> bytes:
         # Order matters: pack, then index, then the cache hint; each durable
         # before the next, so no index or hint ever names a missing pack.
-        data = bytes(pack.buf)
-        # Waiting manifests keep this OpenPack alive until they are written:
-        # drop its bytes and entries now, so they cost nothing meanwhile.
-        pack.buf = bytearray()
+        # The buffer is handed over as it is (no copy: it would double the
+        # writer's memory); nothing appends to it any more, since the open
+        # pack was replaced before sealing began, under the writer's lock.
+        data = pack.buf
         entries, pack.entries = tuple(pack.entries.values()), {}
-        # Hashing tens of MiB takes tens of ms: not on the event loop. No
-        # SHA-256 here: the backend computes the checksum its server verifies
-        # (S3), and one over the same memory would prove nothing more.
-        name = await asyncio.to_thread(blake3_digest, data)
-        await self.backend.put(pack_key(name), data)
+        try:
+            # Hashing tens of MiB takes tens of ms: not on the event loop. No
+            # SHA-256 here: the backend computes the checksum its server
+            # verifies (S3); one over the same memory would prove nothing more.
+            name = await asyncio.to_thread(blake3_digest, data)
+            await self.backend.put(pack_key(name), data)
+        finally:
+            # Waiting manifests keep this OpenPack alive until they are
+            # written: drop its bytes now, so they cost nothing meanwhile.
+            pack.buf = bytearray()
         failpoints.hit(failpoints.AFTER_PACK_PUT)
         index = PackIndex(name, len(data), entries)
         ibytes = index.to_bytes()

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from replicator.errors import ReplicatorError
-from replicator.store.backend import Backend, Capabilities, ObjectInfo
+from replicator.store.backend import Backend, Capabilities, ObjectInfo, Payload
 
 T = TypeVar("T")
 
@@ -86,10 +86,10 @@ class RetryingBackend:
         self.retries += 1
         await self._sleep(self.policy.delay(retry, self._rng))
 
-    async def put(self, key: str, data: bytes, *, sha256: bytes | None = None) -> None:
+    async def put(self, key: str, data: Payload, *, sha256: bytes | None = None) -> None:
         await self._run(lambda: self.inner.put(key, data, sha256=sha256))
 
-    async def put_if_absent(self, key: str, data: bytes, *, sha256: bytes | None = None) -> bool:
+    async def put_if_absent(self, key: str, data: Payload, *, sha256: bytes | None = None) -> bool:
         # After an ambiguous failure the retry may answer False for bytes this
         # writer stored; for content-addressed keys both mean "present".
         return await self._run(lambda: self.inner.put_if_absent(key, data, sha256=sha256))

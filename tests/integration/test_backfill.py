@@ -22,7 +22,7 @@ from replicator.origins import ObjectVersion
 from replicator.origins.fs import FsOrigin, FsReader
 from replicator.pipeline.backfill import Backfill, run_backfill
 from replicator.pipeline.summary import BackfillSummary
-from replicator.store.backend import Backend, Capabilities, ObjectInfo
+from replicator.store.backend import Backend, Capabilities, ObjectInfo, Payload
 from replicator.store.format import (
     INDEX,
     MANIFESTS,
@@ -47,11 +47,11 @@ class PutCounter:
         self.name = inner.name
         self.puts: Counter[str] = Counter()
 
-    async def put(self, key: str, data: bytes, *, sha256: bytes | None = None) -> None:
+    async def put(self, key: str, data: Payload, *, sha256: bytes | None = None) -> None:
         self.puts[key.split("/", 1)[0]] += 1
         await self.inner.put(key, data, sha256=sha256)
 
-    async def put_if_absent(self, key: str, data: bytes, *, sha256: bytes | None = None) -> bool:
+    async def put_if_absent(self, key: str, data: Payload, *, sha256: bytes | None = None) -> bool:
         self.puts[key.split("/", 1)[0]] += 1
         return await self.inner.put_if_absent(key, data, sha256=sha256)
 

@@ -11,7 +11,7 @@ import pytest
 
 from replicator._native import blake3_digest
 from replicator.errors import ConfigError, TransientStoreError
-from replicator.store.backend import Backend, ObjectInfo
+from replicator.store.backend import Backend, ObjectInfo, Payload
 from replicator.store.backends import FsBackend
 from replicator.store.format import PackIndex, index_key, pack_key
 from replicator.store.index_cache import IndexCache
@@ -49,7 +49,7 @@ class Recording(FsBackend):
         self.log: list[str] = []
         self.fail_puts = False
 
-    async def put(self, key: str, data: bytes, *, sha256: bytes | None = None) -> None:
+    async def put(self, key: str, data: Payload, *, sha256: bytes | None = None) -> None:
         if self.fail_puts:
             raise TransientStoreError("peer down")
         await super().put(key, data, sha256=sha256)

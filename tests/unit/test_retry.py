@@ -23,7 +23,7 @@ from replicator.errors import (
     StoreError,
     TransientStoreError,
 )
-from replicator.store.backend import Backend, Capabilities, ObjectInfo
+from replicator.store.backend import Backend, Capabilities, ObjectInfo, Payload
 from replicator.store.retry import RetryingBackend, RetryPolicy
 
 
@@ -44,13 +44,16 @@ class FlakyBackend:
         if self.failures:
             raise self.failures.pop(0)
 
-    async def put(self, key: str, data: bytes, *, sha256: bytes | None = None) -> None:
+    async def put(self, key: str, data: Payload, *, sha256: bytes | None = None) -> None:
         self._maybe_fail()
-        self.objects[key] = data
+        self.objects[key] = bytes(data)
 
-    async def put_if_absent(self, key: str, data: bytes, *, sha256: bytes | None = None) -> bool:
+    async def put_if_absent(self, key: str, data: Payload, *, sha256: bytes | None = None) -> bool:
         self._maybe_fail()
-        return self.objects.setdefault(key, data) is data
+        if key in self.objects:
+            return False
+        self.objects[key] = bytes(data)
+        return True
 
     async def get(self, key: str, start: int = 0, length: int | None = None) -> bytes:
         self._maybe_fail()

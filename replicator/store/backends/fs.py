@@ -27,6 +27,7 @@ from replicator.store.backend import (
     RESERVED_SEGMENT_PREFIX,
     Capabilities,
     ObjectInfo,
+    Payload,
     check_key,
     check_prefix,
     sha256_of,
@@ -53,15 +54,15 @@ class FsBackend:
     def _path(self, key: str) -> Path:
         return self.root.joinpath(*check_key(key).split("/"))
 
-    async def put(self, key: str, data: bytes, *, sha256: bytes | None = None) -> None:
+    async def put(self, key: str, data: Payload, *, sha256: bytes | None = None) -> None:
         path = self._path(key)
         await asyncio.to_thread(self._write, path, data, sha256, False)
 
-    async def put_if_absent(self, key: str, data: bytes, *, sha256: bytes | None = None) -> bool:
+    async def put_if_absent(self, key: str, data: Payload, *, sha256: bytes | None = None) -> bool:
         path = self._path(key)
         return await asyncio.to_thread(self._write, path, data, sha256, True)
 
-    def _write(self, path: Path, data: bytes, sha256: bytes | None, exclusive: bool) -> bool:
+    def _write(self, path: Path, data: Payload, sha256: bytes | None, exclusive: bool) -> bool:
         try:
             if exclusive and path.exists():
                 return False  # cheap early answer; link() below is what decides
@@ -177,7 +178,7 @@ class FsBackend:
         return None
 
 
-def _write_verified(tmp: Path, data: bytes, expected: bytes | None) -> None:
+def _write_verified(tmp: Path, data: Payload, expected: bytes | None) -> None:
     """Write ``data`` to a new file; with ``expected``, hash exactly the bytes
     handed to the kernel. Without it nothing is hashed: a caller that did not
     compute a checksum when it produced the bytes gains nothing from one

@@ -43,7 +43,7 @@ from replicator.errors import (
     StoreError,
     TransientStoreError,
 )
-from replicator.store.backend import Capabilities, ObjectInfo, check_key, check_prefix
+from replicator.store.backend import Capabilities, ObjectInfo, Payload, check_key, check_prefix
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -127,7 +127,7 @@ def b64(digest: bytes) -> str:
     return base64.b64encode(digest).decode("ascii")
 
 
-def _digests(data: bytes) -> tuple[bytes, bytes]:
+def _digests(data: Payload) -> tuple[bytes, bytes]:
     return hashlib.md5(data, usedforsecurity=False).digest(), hashlib.sha256(data).digest()
 
 
@@ -250,15 +250,15 @@ class S3Backend:
                 raise
             raise mapped from exc
 
-    async def put(self, key: str, data: bytes, *, sha256: bytes | None = None) -> None:
+    async def put(self, key: str, data: Payload, *, sha256: bytes | None = None) -> None:
         await self._put(key, data, sha256, conditional=False)
 
-    async def put_if_absent(self, key: str, data: bytes, *, sha256: bytes | None = None) -> bool:
+    async def put_if_absent(self, key: str, data: Payload, *, sha256: bytes | None = None) -> bool:
         if self.capabilities is not None and not self.capabilities.put_if_absent:
             return await self._put_after_head(key, data, sha256)
         return await self._put(key, data, sha256, conditional=True)
 
-    async def _put_after_head(self, key: str, data: bytes, sha256: bytes | None) -> bool:
+    async def _put_after_head(self, key: str, data: Payload, sha256: bytes | None) -> bool:
         # The probe found no If-None-Match support: check then write. Racy
         # (two writers can both see "absent"); safe only because keys are
         # content-addressed, so both write the same bytes.
@@ -270,7 +270,9 @@ class S3Backend:
         await self._put(key, data, sha256, conditional=False)
         return True
 
-    async def _put(self, key: str, data: bytes, sha256: bytes | None, *, conditional: bool) -> bool:
+    async def _put(
+        self, key: str, data: Payload, sha256: bytes | None, *, conditional: bool
+    ) -> bool:
         full = self._key(key)
         # One thread hop for both digests: hashlib releases the GIL on large buffers.
         md5, actual = await asyncio.to_thread(_digests, data)
@@ -284,7 +286,7 @@ class S3Backend:
                 f"put {self.name}",
                 "put_object",
                 Key=full,
-                Body=data,
+                Body=data if isinstance(data, bytes) else bytes(data),  # aiohttp wants bytes
                 ContentLength=len(data),
                 ContentMD5=b64(md5),
                 ChecksumSHA256=b64(actual),
