@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from replicator._native import ChunkerParams
 from replicator.config import Settings, Store
@@ -100,6 +100,8 @@ class Backfill:
             s.packs[name] = t.writer.stats.packs
             s.put_requests[name] = t.backend.counts["put"]
             s.manifests.setdefault(name, 0)
+            if t.peer.capabilities is not None:
+                s.capabilities[name] = asdict(t.peer.capabilities)
         s.elapsed_seconds = elapsed
 
     # ------------------------------------------------------------ objects

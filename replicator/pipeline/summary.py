@@ -44,6 +44,8 @@ class BackfillSummary:
     put_requests: dict[str, int] = field(default_factory=dict)
     packs: dict[str, int] = field(default_factory=dict)
     manifests: dict[str, int] = field(default_factory=dict)
+    #: Per peer, what its start-up probe found.
+    capabilities: dict[str, dict[str, Any]] = field(default_factory=dict)
     elapsed_seconds: float = 0.0
     error_samples: list[str] = field(default_factory=list)
 
@@ -74,6 +76,7 @@ class BackfillSummary:
             "put_requests": dict(self.put_requests),
             "packs": dict(self.packs),
             "manifests": dict(self.manifests),
+            "capabilities": dict(self.capabilities),
             "elapsed_seconds": round(self.elapsed_seconds, 3),
             "error_samples": list(self.error_samples),
         }

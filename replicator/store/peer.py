@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from replicator.config import FsDestination, S3Destination, Settings
-from replicator.errors import IncompatibleStoreError, NotFoundError
-from replicator.store.backend import Backend, sha256_of
+from replicator.errors import CapabilityError, IncompatibleStoreError, NotFoundError
+from replicator.store.backend import Backend, Capabilities, sha256_of
 from replicator.store.backends import FsBackend, S3Backend
 from replicator.store.format import CONFIG_KEY, StoreConfig
 from replicator.store.retry import RetryingBackend
@@ -32,6 +32,8 @@ class Peer:
     config: StoreConfig
     #: Where the peer lives (type, endpoint, bucket/path); names its index cache.
     identity: str
+    #: What the start-up probe found (peers opened for writing only).
+    capabilities: Capabilities | None = None
 
     async def close(self) -> None:
         await self.backend.close()
@@ -81,10 +83,28 @@ async def peer_on(
     """A Peer over an already built ``backend`` (closed again if the check fails)."""
     try:
         config = await _store_config(backend, name, store_cfg, create=create)
+        capabilities = await _probe(backend, name) if create else None
     except BaseException:
         await backend.close()
         raise
-    return Peer(name, backend, config, identity)
+    return Peer(name, backend, config, identity, capabilities)
+
+
+async def _probe(backend: Backend, name: str) -> Capabilities:
+    """The start-up capability probe of a peer about to be written to.
+
+    Conditional writes are required: manifests and the store config are
+    put-if-absent, which is what makes concurrent writers and replays safe.
+    A server that does not verify checksums is allowed (moto does not), and
+    is visible in the capabilities a backfill reports."""
+    caps = await backend.probe()
+    if not caps.put_if_absent:
+        raise CapabilityError(
+            f"destination {name!r} does not refuse a second conditional write "
+            "(If-None-Match / put-if-absent): concurrent writers could replace "
+            "manifests; use a server that supports conditional writes"
+        )
+    return caps
 
 
 async def _store_config(
