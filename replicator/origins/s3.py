@@ -85,16 +85,42 @@ class S3Origin:
     async def list(self, prefix: str = "") -> AsyncIterator[ObjectVersion]:
         """Latest versions (delete markers excluded), in key order."""
         client = await self.client()
+        try:
+            if await self._versioned(client):
+                async for v in self._list_versions(client, prefix):
+                    yield v
+            else:
+                async for v in self._list_objects(client, prefix):
+                    yield v
+        except ClientError as exc:
+            raise classify(exc, self.prefix + prefix) from exc
+
+    async def _versioned(self, client: S3Client) -> bool:
+        """Whether the bucket keeps versions (enabled, or suspended with old ones).
+
+        An unversioned bucket is listed with ListObjectsV2: its ETags are the
+        ones GET answers with, which the IfMatch pin needs. (SeaweedFS 4.53
+        answers ListObjectVersions on an unversioned bucket with another
+        ETag for multipart objects, so pinning to it fails every read.)"""
+        resp = await client.get_bucket_versioning(Bucket=self.bucket)
+        return resp.get("Status") in ("Enabled", "Suspended")
+
+    async def _list_versions(self, client: S3Client, prefix: str) -> AsyncIterator[ObjectVersion]:
         pages = client.get_paginator("list_object_versions").paginate(
             Bucket=self.bucket, Prefix=self.prefix + prefix
         )
-        try:
-            async for page in pages:
-                for v in page.get("Versions", []):
-                    if v.get("IsLatest"):
-                        yield _version(v)
-        except ClientError as exc:
-            raise classify(exc, self.prefix + prefix) from exc
+        async for page in pages:
+            for v in page.get("Versions", []):
+                if v.get("IsLatest"):
+                    yield _version(v)
+
+    async def _list_objects(self, client: S3Client, prefix: str) -> AsyncIterator[ObjectVersion]:
+        pages = client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=self.prefix + prefix
+        )
+        async for page in pages:
+            for v in page.get("Contents", []):
+                yield _version(v)
 
     def key_prefix(self, prefix: str) -> str:
         return self.prefix + prefix

@@ -38,6 +38,7 @@ from tests.integration.test_backfill import (
 )
 from tests.services.moto_server import MotoServer
 from tests.services.s3client import S3Endpoint, empty_and_delete_bucket
+from tests.services.seaweedfs.server import SeaweedServer
 
 
 async def _backfill_into(store: StoreUnderTest, src: Path, cache: Path) -> tuple[int, PutCounter]:
@@ -232,3 +233,41 @@ async def test_access_denied_listing_is_an_error_never_a_removal(
     assert denied.removed == 0 and denied.put_requests == {"peer": 0}
     versions = await manifests_at(FsBackend(tmp_path / "peer", "peer"))
     assert [m.removed for m in versions["keep"]] == [False], "403 is never a delete"
+
+
+async def test_seaweedfs_origin_multipart_object_on_unversioned_bucket(
+    seaweed_server: SeaweedServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A real server's multipart object, read with reads pinned to its ETag.
+
+    SeaweedFS 4.53 reports another ETag for a multipart object in
+    ListObjectVersions than GET and ListObjectsV2 do; pinning to the former
+    made every read answer 412 (superseded), so nothing was replicated."""
+    ep = seaweed_server.endpoint
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ep.access_key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", ep.secret_access_key)
+    admin = ep.client()
+    bucket = f"src-mp-{os.urandom(4).hex()}"
+    admin.create_bucket(Bucket=bucket)
+    parts = [os.urandom(5 * MIB), os.urandom(MIB + 7)]
+    up = admin.create_multipart_upload(Bucket=bucket, Key="ckpt/model.safetensors")
+    etags = [
+        admin.upload_part(Bucket=bucket, Key="ckpt/model.safetensors", PartNumber=n,
+                          UploadId=up["UploadId"], Body=body)["ETag"]
+        for n, body in enumerate(parts, 1)
+    ]  # fmt: skip
+    admin.complete_multipart_upload(
+        Bucket=bucket,
+        Key="ckpt/model.safetensors",
+        UploadId=up["UploadId"],
+        MultipartUpload={"Parts": [{"PartNumber": n, "ETag": e} for n, e in enumerate(etags, 1)]},
+    )
+    try:
+        settings = _settings(seaweed_server.endpoint, bucket, tmp_path)
+        summary = await run_backfill(settings)
+        assert (summary.replicated, summary.superseded, summary.errors) == (1, 0, 0)
+        backend = FsBackend(tmp_path / "peer", "peer")
+        assert await check_structure(backend) == {"ckpt/model.safetensors": b"".join(parts)}
+        print(f"seaweedfs origin: multipart object of {summary.source_bytes} bytes replicated")
+    finally:
+        empty_and_delete_bucket(admin, bucket)
