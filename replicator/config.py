@@ -48,7 +48,11 @@ class S3Endpoint(_Strict):
 
 class S3Origin(S3Endpoint):
     type: Literal["s3"] = "s3"
-    read_size: int = Field(16 * 1024 * 1024, ge=1024 * 1024, description="Bytes per ranged GET.")
+    read_size: int = Field(
+        8 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="Bytes per ranged GET; two such windows are in memory per object.",
+    )
 
 
 class FsDestination(_Strict):

@@ -4,9 +4,9 @@ For each workload of :mod:`replicator.bench.workloads`, the ``before`` tree
 is backfilled to a fresh filesystem peer, then the ``after`` tree; the
 second run's shipped bytes are compared with the bytes that changed and
 with what a whole-object replicator would ship (every changed file again).
-The same run also times an fs → fs backfill of one large fresh file against
-the fused chunk+hash throughput measured on the same bytes, and the peak
-RSS growth of backfilling one large file in a child process.
+The same run also times fs → fs backfills of one large file (fresh, and
+after its mtime moved) against baselines measured on the same bytes, and
+the peak RSS growth of backfilling one large file in a child process.
 """
 
 from __future__ import annotations
@@ -104,23 +104,51 @@ def _measure(w: Workload, avg_size: int) -> dict[str, Any]:
 
 
 def _throughput(size: int) -> dict[str, float]:
-    """fs → fs backfill of one fresh file vs fused chunk+hash on its bytes."""
+    """fs → fs backfill of one file, against baselines on the same bytes.
+
+    *fresh*: the peer has nothing, so every byte is written and fsynced:
+    compared with writing the file alone (write + fsync). *changed*: the
+    file's mtime moved, so it is read and chunked in full but ships nothing
+    (the steady state of a checkpoint series): compared with fused
+    chunk+hash, and with the native file → chunk list in read mode."""
     data = os.urandom(size)
     fused = _best(lambda: _native.chunk_buffer(data, whole_digest=False))
     fused_whole = _best(lambda: _native.chunk_buffer(data))
     with tempfile.TemporaryDirectory(prefix="replicator-bench-") as tmp:
         root = Path(tmp)
+        disk = _best(lambda: _write_fsync(root / "disk.bin", data), reps=2)
+        (root / "disk.bin").unlink()
         _write_tree(root / "src", {"big.bin": data}, 1_700_000_000_000_000_000)
-        started = time.perf_counter()
-        asyncio.run(_step(_settings(root)))
-        elapsed = time.perf_counter() - started
-    backfill = size / elapsed
+        fresh = _timed_step(root)
+        path = root / "src" / "big.bin"
+        file_chunk = _best(lambda: _native.chunk_file(path, threads=2, mmap=False))
+        os.utime(path, ns=(1_700_000_100_000_000_000,) * 2)
+        changed = _timed_step(root)
+    rate = {k: size / v for k, v in (("fresh", fresh), ("changed", changed))}
     return {
-        "backfill_gbps": backfill / 1e9,
+        "backfill_fresh_gbps": rate["fresh"] / 1e9,
+        "backfill_changed_gbps": rate["changed"] / 1e9,
         "fused_gbps": size / fused / 1e9,
-        "backfill_vs_fused": backfill * fused / size,
-        "backfill_vs_fused_with_whole_digest": backfill * fused_whole / size,
+        "disk_write_fsync_gbps": size / disk / 1e9,
+        "fresh_vs_disk_write": disk / fresh,
+        "fresh_vs_fused": fused / fresh,
+        "changed_vs_fused": fused / changed,
+        "changed_vs_fused_with_whole_digest": fused_whole / changed,
+        "changed_vs_file_chunk_read_mode": file_chunk / changed,
     }
+
+
+def _timed_step(root: Path) -> float:
+    started = time.perf_counter()
+    asyncio.run(_step(_settings(root)))
+    return time.perf_counter() - started
+
+
+def _write_fsync(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _best(fn: Any, reps: int = 3) -> float:

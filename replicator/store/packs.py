@@ -97,6 +97,14 @@ class PackWriter:
         self.stats = WriterStats()
         self._lock = asyncio.Lock()
         self._open = OpenPack()
+        #: Chunks of packs being written in the background, by digest: a
+        #: repeat refers to that pack instead of shipping the chunk again.
+        self._sealing: dict[bytes, tuple[OpenPack, IndexEntry]] = {}
+        self._writes: set[asyncio.Task[None]] = set()
+        #: One pack is written while the next one fills: enough to overlap
+        #: the peer's write latency with reading and chunking, and it bounds
+        #: memory to two packs per peer.
+        self._write_slot = asyncio.Semaphore(1)
         #: Packs seen present at the peer in this run (HEAD once, then trusted).
         self._present: set[bytes] = set()
 
@@ -116,6 +124,8 @@ class PackWriter:
                     p = replace(prev, new=False)
                 elif hit is not None:
                     p = _placed(self._open, hit)
+                elif (sealing := self._sealing.get(d)) is not None:
+                    p = _placed(*sealing)
                 elif (loc := known.get(d)) is not None:
                     p = Placement(
                         loc.pack, loc.offset, loc.length, loc.stored_length, loc.compression
@@ -135,7 +145,12 @@ class PackWriter:
         fresh: dict[bytes, int] = {}
         for i in range(len(batch)):
             d = batch.digest(i)
-            if d not in known and d not in self._open.entries and d not in fresh:
+            if (
+                d not in known
+                and d not in self._open.entries
+                and d not in self._sealing
+                and d not in fresh
+            ):
                 fresh[d] = i
         views = {i: batch.data(i) for i in fresh.values()}
         if self._zstd is None:
@@ -174,20 +189,43 @@ class PackWriter:
         return placed
 
     async def flush(self) -> None:
-        """Seal the open pack now (end of a run, or manifests are waiting)."""
+        """Seal the open pack now (end of a run, or manifests are waiting) and
+        wait until every pack of this writer is durable or has failed (a
+        failure reaches the manifests waiting on that pack, not the caller)."""
         async with self._lock:
             if self._open.entries:
                 await self._seal()
+        await asyncio.gather(*self._writes, return_exceptions=True)
 
     async def _seal(self) -> None:
+        """Start writing the open pack in the background (called under the lock).
+
+        Waiting for the write slot here is the backpressure: with one pack
+        already being written, the object pipeline stops until it is done."""
         pack, self._open = self._open, OpenPack()
+        await self._write_slot.acquire()
+        for digest, entry in pack.entries.items():
+            self._sealing[digest] = (pack, entry)
+        task = asyncio.create_task(self._seal_in_background(pack, list(pack.entries)))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def _seal_in_background(self, pack: OpenPack, digests: list[bytes]) -> None:
         try:
             name = await self._write(pack)
-        except BaseException as exc:
+        except asyncio.CancelledError:
+            pack.name.cancel()
+            raise
+        except Exception as exc:  # handed to every manifest waiting on this pack
             pack.name.set_exception(exc)
             pack.name.exception()  # retrieved here; waiters re-raise it themselves
-            raise
-        pack.name.set_result(name)
+        else:
+            pack.name.set_result(name)
+        finally:
+            for d in digests:
+                if self._sealing.get(d, (None,))[0] is pack:
+                    del self._sealing[d]
+            self._write_slot.release()
 
     async def _write(self, pack: OpenPack) -> bytes:
         # Order matters: pack, then index, then the cache hint; each durable

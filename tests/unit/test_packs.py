@@ -166,10 +166,9 @@ async def test_failed_seal_fails_every_waiter_and_writer_recovers(
     writer = PackWriter("peer", peer, cache, pack_size=1024 * KIB)
     placed = await writer.place(Batch([os.urandom(4 * KIB)]))
     peer.fail_puts = True
+    await writer.flush()  # packs are written in the background: flush only waits
     with pytest.raises(TransientStoreError):
-        await writer.flush()
-    with pytest.raises(TransientStoreError):
-        await resolve(placed)
+        await resolve(placed)  # the failure reaches every manifest waiting on the pack
     peer.fail_puts = False
     chunk = os.urandom(4 * KIB)
     again = await writer.place(Batch([chunk]))
@@ -230,3 +229,42 @@ async def test_zstd_stores_compressible_chunks_smaller_and_others_raw(
     # A later run finds the compressed chunk through the cache, compression and all.
     again = await PackWriter("peer", peer, cache, 1024 * KIB).place(Batch([text]))
     assert (again[0].compression, again[0].stored_length) == ("zstd", locs[0].stored_length)
+
+
+class Gated(Recording):
+    """Pack PUTs wait for ``gate``: a peer whose writes are slow."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.gate = asyncio.Event()
+
+    async def put(self, key: str, data: Payload, *, sha256: bytes | None = None) -> None:
+        if key.startswith("packs/"):
+            await self.gate.wait()
+        await super().put(key, data, sha256=sha256)
+
+
+async def test_pack_written_in_background_while_the_next_fills(
+    tmp_path: Path, cache: IndexCache
+) -> None:
+    peer = Gated(tmp_path / "peer")
+    writer = PackWriter("peer", peer, cache, pack_size=16 * KIB)
+    a, b = os.urandom(20 * KIB), os.urandom(20 * KIB)
+    [pa] = await writer.place(Batch([a]))  # fills and seals the first pack
+    # Its PUT is still waiting, yet placing goes on into the next pack, and a
+    # repeat of ``a`` refers to the pack being written instead of shipping again.
+    [again] = await writer.place(Batch([a]))
+    assert pa.new and not again.new and again.pack is pa.pack
+    assert peer.log == [], "nothing is durable yet"
+    # The next seal waits for the write slot: at most one pack in flight.
+    second = asyncio.create_task(writer.place(Batch([b])))
+    await asyncio.sleep(0.05)
+    assert not second.done()
+    peer.gate.set()
+    [pb] = await second
+    await writer.flush()
+    [la, la2, lb] = await resolve([pa, again, pb])
+    assert la == la2 and la.pack != lb.pack
+    assert peer.log == ["put packs", "put index", "put packs", "put index"]
+    assert writer.stats.shipped_bytes == 40 * KIB
+    assert writer.stats.deduplicated_bytes == 20 * KIB
