@@ -24,6 +24,7 @@ import random
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
@@ -87,7 +88,25 @@ def native_cases(data: bytes, threads: int) -> dict[str, Case]:
             lambda: native.chunk_buffer(data, threads=threads, whole_digest=False),
         ),
         "fused_whole_1t": (n, lambda: native.chunk_buffer(data, threads=1, whole_digest=True)),
+        f"fused_{threads}x1t_split": (n, lambda: _split_1t(data, threads)),
     }
+
+
+def _split_1t(data: bytes, threads: int) -> None:
+    """The machine's parallel capacity for this work: ``threads`` independent
+    one-thread calls on equal parts, run at once (no resynchronisation, no
+    merge). Shared or SMT vCPUs give far less than ``threads`` times one."""
+    view, step = memoryview(data), len(data) // threads
+    parts = [view[i * step : (i + 1) * step if i + 1 < threads else len(data)]
+             for i in range(threads)]  # fmt: skip
+    workers = [
+        threading.Thread(target=native.chunk_buffer, args=(p,), kwargs={"whole_digest": False})
+        for p in parts
+    ]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
 
 
 def _peer(name: str) -> Any | None:
@@ -208,6 +227,10 @@ def compute_ratios(r: dict[str, float], threads: int) -> dict[str, float]:
         "fused_vs_ceiling": r["fused_1t"] * (1 / c + 1 / h),
         "fused_whole_vs_ceiling": r["fused_whole_1t"] * (1 / c + 2 / h),
         "threads_speedup": r[f"fused_{threads}t"] / r["fused_1t"],
+        # What the machine gives independent one-thread work, and how much
+        # of that the resynchronised parallel call achieves.
+        "parallel_capacity": r[f"fused_{threads}x1t_split"] / r["fused_1t"],
+        "threads_speedup_vs_capacity": r[f"fused_{threads}t"] / r[f"fused_{threads}x1t_split"],
         "fused_vs_memcpy": r["fused_1t"] / r["memcpy"],
     }
     if "pyfastcdc" in r:

@@ -19,6 +19,8 @@ ALWAYS = [
     "fused_vs_ceiling",
     "fused_whole_vs_ceiling",
     "threads_speedup",
+    "parallel_capacity",
+    "threads_speedup_vs_capacity",
     "peak_rss_growth_bytes",
 ]
 PEER_RATIOS = {"pyfastcdc": "chunk_vs_pyfastcdc", "hf_xet": "file_vs_hf_xet"}
