@@ -54,7 +54,7 @@ def _upload(ep: S3Endpoint, size: int, tmp: Path) -> None:
     client = ep.client()
     client.create_bucket(Bucket="source")
     upload = client.create_multipart_upload(Bucket="source", Key="big/model.safetensors")
-    parts, part = [], 256 << 20
+    parts, part = [], 64 << 20
     with open(blob, "rb") as f:
         for n in range(1, size // part + 2):
             body = f.read(part)
@@ -98,7 +98,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="replicator-rss-") as t:
         tmp = Path(t)
         (tmp / "weed").mkdir()
-        server = SeaweedServer(tmp / "weed")
+        server = SeaweedServer(tmp / "weed", volumes=size // (48 << 20) + 16)
         try:
             ep = server.endpoint
             _upload(ep, size, tmp)

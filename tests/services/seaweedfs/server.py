@@ -45,7 +45,8 @@ def _identities(admin: S3Endpoint, reader: S3Endpoint) -> dict[str, object]:
 
 
 class SeaweedServer:
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, *, volumes: int = 16):
+        self.volumes = volumes  # of 64 MB each: the server's capacity
         binary = weed_binary()
         if binary is None:
             raise ServiceError("weed not built: run tests/services/seaweedfs/build.sh")
@@ -74,7 +75,7 @@ class SeaweedServer:
             f"-master.port={p['master']}", f"-master.port.grpc={g['master']}",
             "-master.telemetry=false", "-master.volumeSizeLimitMB=64",
             f"-volume.port={p['volume']}", f"-volume.port.grpc={g['volume']}",
-            "-volume.max=16", "-volume.preStopSeconds=0",
+            f"-volume.max={self.volumes}", "-volume.preStopSeconds=0",
             "-filer", f"-filer.port={p['filer']}", f"-filer.port.grpc={g['filer']}",
             f"-filer.localSocket={data}/filer.sock",
             "-s3", f"-s3.port={self.port}", f"-s3.port.grpc={g['s3']}",
