@@ -38,8 +38,8 @@ def hwm():
 from replicator.cli import main  # imports done: this is the baseline
 base = hwm()
 result = CliRunner().invoke(main, ["backfill", "--config", sys.argv[1], "--json"])
-summary = json.loads(result.output)
-print(result.output, file=sys.stderr)
+summary = json.loads(result.stdout)
+print(result.stderr, file=sys.stderr)
 print(json.dumps({"baseline": base, "peak": hwm(), "source_bytes": summary["source_bytes"],
                   "errors": summary["errors"]}))
 """
@@ -109,13 +109,14 @@ def main() -> None:
             )
             proc = subprocess.run(
                 [sys.executable, "-c", CHILD, str(_config(ep, tmp))],
-                check=True,
+                check=False,
                 capture_output=True,
                 text=True,
                 env=env,
             )
-            if debug:
+            if debug or proc.returncode:
                 print(proc.stderr, file=sys.stderr)
+            proc.check_returncode()
             out = proc.stdout
         finally:
             server.stop()
