@@ -33,6 +33,7 @@ from replicator.store.backend import Backend
 from replicator.store.format import Manifest, PackRun
 from replicator.store.reader import (
     ChunkError,
+    Problem,
     VersionEntry,
     choose_version,
     fetch_run,
@@ -66,26 +67,6 @@ class NoProgress:
 
 class UnsafeKeyError(ReplicatorError):
     """A key that cannot be written under the target directory safely."""
-
-
-@dataclass(frozen=True, slots=True)
-class Problem:
-    """One object that was not restored, and why."""
-
-    key: str
-    version: str
-    message: str
-    pack: str = ""
-    chunk: str = ""
-
-    def to_json(self) -> dict[str, str]:
-        return {
-            "key": self.key,
-            "version": self.version,
-            "message": self.message,
-            "pack": self.pack,
-            "chunk": self.chunk,
-        }
 
 
 @dataclass(slots=True)

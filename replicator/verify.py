@@ -38,6 +38,7 @@ from replicator.store.format import (
 )
 from replicator.store.reader import (
     ChunkError,
+    Problem,
     VersionEntry,
     decode_chunks,
     fetch_run,
@@ -52,24 +53,6 @@ from replicator.store.reader import (
 INDEX_CACHE = 256
 
 
-@dataclass(frozen=True, slots=True)
-class Finding:
-    message: str
-    key: str = ""
-    version: str = ""
-    pack: str = ""
-    chunk: str = ""
-
-    def to_json(self) -> dict[str, str]:
-        return {
-            "key": self.key,
-            "version": self.version,
-            "pack": self.pack,
-            "chunk": self.chunk,
-            "message": self.message,
-        }
-
-
 @dataclass(slots=True)
 class VerifyReport:
     deep: bool
@@ -81,8 +64,8 @@ class VerifyReport:
     packs: int = 0
     chunks: int = 0
     bytes_rehashed: int = 0
-    problems: list[Finding] = field(default_factory=list)
-    info: list[Finding] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    info: list[Problem] = field(default_factory=list)
     elapsed_seconds: float = 0.0
 
     @property
@@ -149,7 +132,7 @@ class _Checker:
         self, entry: VersionEntry, message: str, pack: bytes = b"", chunk: bytes = b""
     ) -> None:
         self.report.problems.append(
-            Finding(message, entry.key, entry.version_name, pack.hex(), chunk.hex())
+            Problem(entry.key, entry.version_name, message, pack.hex(), chunk.hex())
         )
 
     async def worker(self, queue: asyncio.Queue[tuple[VersionEntry, bool] | None]) -> None:
@@ -307,12 +290,12 @@ async def _unreferenced(backend: Backend, referenced: set[bytes], report: Verify
         name = _hex_name(info.key)
         if name is not None and name not in referenced:
             msg = f"pack of {info.size} bytes is not referenced by any manifest"
-            report.info.append(Finding(msg, pack=name.hex()))
+            report.info.append(Problem("", "", msg, pack=name.hex()))
     async for info in backend.list(INDEX):
         name = _hex_name(info.key)
         if name is not None and name not in referenced:
             msg = "index of a pack that no manifest references"
-            report.info.append(Finding(msg, pack=name.hex()))
+            report.info.append(Problem("", "", msg, pack=name.hex()))
 
 
 def _hex_name(store_key: str) -> bytes | None:

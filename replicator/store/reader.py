@@ -59,6 +59,27 @@ class VersionEntry:
         return int(self.version_name.split("-", 1)[0])
 
 
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """What is wrong with one stored object version (restore and verify
+    report these); the pack and chunk, where known, as hex."""
+
+    key: str
+    version: str
+    message: str
+    pack: str = ""
+    chunk: str = ""
+
+    def to_json(self) -> dict[str, str]:
+        return {
+            "key": self.key,
+            "version": self.version,
+            "message": self.message,
+            "pack": self.pack,
+            "chunk": self.chunk,
+        }
+
+
 async def read_store_config(backend: Backend) -> StoreConfig:
     """The peer's ``config``; refuses a store this reader cannot understand."""
     try:
