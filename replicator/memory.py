@@ -29,3 +29,18 @@ def pin_mmap_threshold(threshold: int = LARGE_BLOCK) -> bool:
         return bool(libc.mallopt(_M_MMAP_THRESHOLD, threshold))
     except (OSError, AttributeError):  # not glibc (e.g. musl has no mallopt)
         return False
+
+
+def peak_rss_bytes() -> int:
+    """This process's resident-memory high-water mark (VmHWM); 0 off Linux.
+
+    Benchmarks read it before and after one piece of work, in a child
+    process, to report that work's peak RSS growth."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0

@@ -166,20 +166,12 @@ _RSS_CHILD = """
 import asyncio, json, sys
 from pathlib import Path
 from replicator.bench.delta import _settings, _step
-from replicator.memory import pin_mmap_threshold
+from replicator.memory import peak_rss_bytes, pin_mmap_threshold
 
 pin_mmap_threshold()  # as the replicator command does
-
-def hwm():
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-base = hwm()
+base = peak_rss_bytes()
 asyncio.run(_step(_settings(Path(sys.argv[1]))))
-print(json.dumps({"baseline": base, "peak": hwm()}))
+print(json.dumps({"baseline": base, "peak": peak_rss_bytes()}))
 """
 
 

@@ -27,15 +27,9 @@ from tests.services.seaweedfs.server import SeaweedServer
 CHILD = """
 import json, sys
 from click.testing import CliRunner
-
-def hwm():
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
 from replicator.cli import main  # imports done: this is the baseline
+from replicator.memory import peak_rss_bytes as hwm
+
 base = hwm()
 result = CliRunner().invoke(main, ["backfill", "--config", sys.argv[1], "--json"])
 summary = json.loads(result.stdout)
