@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from replicator.bench.chunk import chunk
+from replicator.bench.compare import compare
 from replicator.bench.delta import delta
 
 
@@ -15,3 +16,4 @@ def bench() -> None:
 
 bench.add_command(chunk)
 bench.add_command(delta)
+bench.add_command(compare)

@@ -1,0 +1,289 @@
+"""``replicator bench compare``: the same workloads through replicator and
+the tools operators would otherwise use (restic, borg, rclone), side by side.
+
+Each tool copies the same generated tree to its own fresh repository on the
+same disk, as a separate process (start-up cost counts for everyone).
+Reported per workload and tool: wall time and bytes at the peer; ratios are
+replicator's figure over each other tool's, all from this one run. Tools
+that are not installed are listed as skipped, never guessed.
+
+Workloads: ``small_first`` (first copy of many 1-16 KiB files),
+``small_rerun`` (the same tree again, nothing changed), ``large_first``
+(first copy of a few large files, beside a plain write + fsync of the same
+bytes), ``ai_update`` (a checkpoint with frozen tensors, an appended shard,
+bytes inserted in a blob, an unchanged file: v1 copied untimed, then v2).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from replicator.bench.trees import AiTree, Scale, du, large_tree, reset, small_tree, warm
+
+
+class Tool:
+    """One copying program; subclasses say how to set up and run it."""
+
+    name = ""
+    program = ""
+
+    def __init__(self, work: Path) -> None:
+        self.work = work / self.name
+        self.repo = self.work / "repo"
+        self.runs = 0
+
+    def available(self) -> bool:
+        return shutil.which(self.program) is not None
+
+    def env(self) -> dict[str, str]:
+        return dict(os.environ)
+
+    def init(self) -> list[str] | None:
+        return None
+
+    def copy_cmd(self, src: Path) -> list[str]:
+        raise NotImplementedError
+
+    def fresh(self) -> None:
+        reset(self.work)
+        self.repo.mkdir(exist_ok=True)
+        self.runs = 0
+        if (cmd := self.init()) is not None:
+            _run(cmd, self.env(), self.name)
+
+    def copy(self, src: Path) -> float:
+        self.runs += 1
+        started = time.perf_counter()
+        _run(self.copy_cmd(src), self.env(), self.name)
+        return time.perf_counter() - started
+
+
+def _run(cmd: list[str], env: dict[str, str], who: str) -> None:
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+        raise click.ClickException(f"{who} failed (exit {done.returncode}): {' | '.join(tail)}")
+
+
+class Replicator(Tool):
+    name = "replicator"
+
+    def available(self) -> bool:
+        return True
+
+    def init(self) -> list[str] | None:
+        self.repo.rmdir()  # the store is created by the first run
+        return None
+
+    def copy_cmd(self, src: Path) -> list[str]:
+        cfg = self.work / "replicator.toml"
+        cfg.write_text(
+            f'[source]\ntype = "fs"\npath = {json.dumps(str(src))}\n\n'
+            f'[[destinations]]\nname = "peer"\ntype = "fs"\npath = {json.dumps(str(self.repo))}\n\n'
+            f"[store]\ncache_dir = {json.dumps(str(self.work / 'cache'))}\n"
+        )
+        exe = Path(sys.executable).with_name("replicator")
+        return [str(exe), "backfill", "--config", str(cfg), "--json"]
+
+
+class Restic(Tool):
+    name = program = "restic"
+
+    def env(self) -> dict[str, str]:
+        cache = str(self.work / "cache")
+        return {**os.environ, "RESTIC_PASSWORD": "bench", "RESTIC_CACHE_DIR": cache}
+
+    def init(self) -> list[str]:
+        return ["restic", "-q", "-r", str(self.repo), "init"]
+
+    def copy_cmd(self, src: Path) -> list[str]:
+        return ["restic", "-q", "-r", str(self.repo), "backup", str(src)]
+
+
+class Borg(Tool):
+    name = program = "borg"
+
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "BORG_BASE_DIR": str(self.work / "home"),
+            "BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK": "yes",
+        }
+
+    def init(self) -> list[str]:
+        self.repo.rmdir()
+        return ["borg", "init", "--encryption=none", str(self.repo)]
+
+    def copy_cmd(self, src: Path) -> list[str]:
+        return ["borg", "create", f"{self.repo}::run{self.runs}", str(src)]
+
+
+class Rclone(Tool):
+    name = program = "rclone"
+
+    def copy_cmd(self, src: Path) -> list[str]:
+        conf = self.work / "rclone.conf"
+        conf.touch()
+        return ["rclone", "--config", str(conf), "sync", str(src), str(self.repo)]
+
+
+TOOLS: tuple[type[Tool], ...] = (Replicator, Restic, Borg, Rclone)
+
+
+def write_fsync(src: Path, dst: Path) -> float:
+    """The disk's baseline: copy every file with one write and an fsync each."""
+    reset(dst)
+    started = time.perf_counter()
+    for path in sorted(src.iterdir()):
+        data = path.read_bytes()
+        fd = os.open(dst / path.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    dfd = os.open(dst, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+    return time.perf_counter() - started
+
+
+class Comparison:
+    """Runs every workload through every installed tool, collecting figures."""
+
+    def __init__(self, root: Path, scale: Scale, seed: int) -> None:
+        self.root = root
+        self.scale = scale
+        self.seed = seed
+        all_tools = [t(root / "tools") for t in TOOLS]
+        self.tools = [t for t in all_tools if t.available()]
+        self.skipped = [t.name for t in all_tools if not t.available()]
+        self.results: dict[str, dict[str, Any]] = {}
+
+    def _each(self, workload: str, fn: Callable[[Tool], dict[str, Any]]) -> None:
+        self.results[workload] = {t.name: fn(t) for t in self.tools}
+
+    def small(self) -> None:
+        src = self.root / "small"
+        data = small_tree(src, self.scale.small_files, self.seed)
+        warm(src)
+        first: dict[str, float] = {}
+        for t in self.tools:
+            t.fresh()
+            first[t.name] = t.copy(src)
+        self.results["small_first"] = {
+            t.name: {"seconds": first[t.name], "peer_bytes": du(t.repo)} for t in self.tools
+        }
+        self.results["small_first"]["_data"] = {"files": self.scale.small_files, "bytes": data}
+        self._each("small_rerun", lambda t: {"seconds": t.copy(src), "peer_bytes": du(t.repo)})
+
+    def large(self) -> None:
+        src = self.root / "large"
+        data = large_tree(src, self.scale.large_files, self.scale.large_size, self.seed + 1)
+        warm(src)
+
+        def one(t: Tool) -> dict[str, Any]:
+            t.fresh()
+            return {"seconds": t.copy(src), "peer_bytes": du(t.repo)}
+
+        self._each("large_first", one)
+        baseline = write_fsync(src, self.root / "write_fsync")
+        shutil.rmtree(self.root / "write_fsync")
+        self.results["large_first"]["_data"] = {"bytes": data, "write_fsync_seconds": baseline}
+
+    def ai_update(self) -> None:
+        tree = AiTree(self.root / "ai", self.scale.ai_size, self.seed + 2)
+        tree.write_v1()
+        for t in self.tools:
+            t.fresh()
+            t.copy(tree.root)
+        before = {t.name: du(t.repo) for t in self.tools}
+        tree.write_v2()
+        warm(tree.root)
+        self._each(
+            "ai_update",
+            lambda t: {"seconds": t.copy(tree.root), "peer_bytes": du(t.repo) - before[t.name]},
+        )
+        self.results["ai_update"]["_data"] = {"changed_bytes": tree.changed_bytes}
+
+    def run(self) -> dict[str, Any]:
+        self.small()
+        self.large()
+        self.ai_update()
+        return {
+            "scale": vars(self.scale),
+            "seed": self.seed,
+            "skipped": self.skipped,
+            "workloads": self.results,
+            "ratios": ratios(self.results, self.scale),
+        }
+
+
+def ratios(results: dict[str, dict[str, Any]], scale: Scale) -> dict[str, float]:
+    """replicator's time over each tool's, and the targets' own figures."""
+    out: dict[str, float] = {}
+    for workload, rows in results.items():
+        mine = rows["replicator"]["seconds"]
+        for tool, row in rows.items():
+            if tool not in ("replicator", "_data") and row["seconds"] > 0:
+                out[f"{workload}.time_vs_{tool}"] = mine / row["seconds"]
+    large = results["large_first"]
+    out["large_first.throughput_vs_write_fsync"] = (
+        large["_data"]["write_fsync_seconds"] / large["replicator"]["seconds"]
+    )
+    ai = results["ai_update"]
+    out["ai_update.peer_bytes_vs_changed"] = (
+        ai["replicator"]["peer_bytes"] / ai["_data"]["changed_bytes"]
+    )
+    out["small_first.us_per_object"] = (
+        results["small_first"]["replicator"]["seconds"] / scale.small_files * 1e6
+    )
+    out["small_rerun.seconds"] = results["small_rerun"]["replicator"]["seconds"]
+    return out
+
+
+def table(result: dict[str, Any]) -> str:
+    lines = [f"{'workload':<13} {'tool':<11} {'seconds':>9} {'peer bytes':>14}"]
+    for workload, rows in result["workloads"].items():
+        for tool, row in rows.items():
+            if tool != "_data":
+                lines.append(
+                    f"{workload:<13} {tool:<11} {row['seconds']:>9.3f} {row['peer_bytes']:>14,}"
+                )
+    lines.append("")
+    lines += [f"{name:<46} {value:>10.3f}" for name, value in result["ratios"].items()]
+    if result["skipped"]:
+        lines.append(f"not installed (skipped): {', '.join(result['skipped'])}")
+    return "\n".join(lines)
+
+
+@click.command()
+@click.option(
+    "--scale", default="1", show_default=True, help="'tiny', or a factor of the full size."
+)
+@click.option("--seed", default=7, show_default=True, help="Seed of the generated trees.")
+@click.option("--dir", "workdir", type=click.Path(path_type=Path), help="Work directory (temp).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def compare(scale: str, seed: int, workdir: Path | None, as_json: bool) -> None:
+    """replicator beside restic, borg and rclone on the same trees, one run."""
+    try:
+        size = Scale.named(scale)
+    except ValueError:
+        msg = f"{scale!r} is neither 'tiny' nor a number"
+        raise click.BadParameter(msg, param_hint="--scale") from None
+    with tempfile.TemporaryDirectory(prefix="replicator-compare-", dir=workdir) as tmp:
+        result = Comparison(Path(tmp), size, seed).run()
+    click.echo(json.dumps(result, indent=2) if as_json else table(result))

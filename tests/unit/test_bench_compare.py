@@ -1,0 +1,42 @@
+"""``replicator bench compare`` runs every workload through every installed
+tool on a tiny tree. Figures come from full runs, never from this test: it
+checks the command works and that its byte counts mean what they say."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from replicator.bench.compare import TOOLS, Comparison
+from replicator.bench.trees import Scale
+from replicator.bench.workloads import MiB
+from replicator.cli import main
+
+TINY = Scale(small_files=12, large_files=1, large_size=MiB, ai_size=4 * MiB)
+
+
+def test_every_workload_every_installed_tool(tmp_path: Path) -> None:
+    result = Comparison(tmp_path, TINY, seed=3).run()
+    installed = {t.name for t in TOOLS if t.name == "replicator" or shutil.which(t.program)}
+    w = result["workloads"]
+    for workload in ("small_first", "small_rerun", "large_first", "ai_update"):
+        assert set(w[workload]) - {"_data"} == installed, workload
+    assert set(result["skipped"]) == {t.name for t in TOOLS} - installed
+    mine = {k: v["replicator"] for k, v in w.items()}
+    # A first copy holds at least the data; an unchanged re-run adds nothing.
+    assert mine["small_first"]["peer_bytes"] >= w["small_first"]["_data"]["bytes"]
+    assert mine["small_rerun"]["peer_bytes"] == mine["small_first"]["peer_bytes"]
+    assert mine["large_first"]["peer_bytes"] >= w["large_first"]["_data"]["bytes"]
+    # The update ships about what changed, far less than the tree.
+    changed = w["ai_update"]["_data"]["changed_bytes"]
+    assert changed <= mine["ai_update"]["peer_bytes"] < TINY.ai_size
+    print(json.dumps(result["ratios"], indent=1))
+
+
+def test_cli_rejects_a_bad_scale() -> None:
+    out = CliRunner().invoke(main, ["bench", "compare", "--scale", "huge"])
+    assert out.exit_code == 2
+    assert "--scale" in out.output
