@@ -98,6 +98,15 @@ class Store(_Strict):
     cache_dir: Path | None = Field(
         None, description="Local index cache; default ~/.cache/replicator."
     )
+    max_delete_fraction: float = Field(
+        0.1,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "Refuse a run that would tombstone more than this share of a peer's live keys "
+            "(any key when the source lists nothing), unless --allow-deletes is given."
+        ),
+    )
 
 
 class Settings(_Strict):

@@ -21,6 +21,11 @@ class ConfigError(ReplicatorError):
     exit_code = 2
 
 
+class SourceUnavailableError(ConfigError):
+    """The source root or bucket is missing, not a directory, or unreadable:
+    checked before anything is written, never taken for "all removed"."""
+
+
 class StoreError(ReplicatorError):
     """A peer (destination) storage operation failed."""
 

@@ -259,7 +259,7 @@ class _Job:
                         f"whole-object BLAKE3 {digest.hex() if digest else None} != "
                         f"manifest {manifest.digest.hex()}"
                     )
-                await asyncio.to_thread(_fsync, out)
+                await asyncio.to_thread(_fsync, out, manifest.identity.mtime_ns)
             await asyncio.to_thread(_publish, tmp, path)
         finally:
             # Never leave a partial or unverified file behind (after a
@@ -333,8 +333,12 @@ def _write_verified(run: PackRun, data: bytes, out: IO[bytes], hasher: StreamChu
     return n
 
 
-def _fsync(out: IO[bytes]) -> None:
+def _fsync(out: IO[bytes], mtime_ns: int | None = None) -> None:
     out.flush()
+    if mtime_ns is not None:
+        # The source file's mtime (format v2 records it), set after the last
+        # write and before the fsync that makes it durable.
+        os.utime(out.fileno(), ns=(mtime_ns, mtime_ns))
     os.fsync(out.fileno())
 
 

@@ -86,7 +86,8 @@ class _Lines:
 def _human(s: BackfillSummary) -> str:
     lines = [
         f"objects {s.objects}: {s.replicated} replicated, {s.unchanged} unchanged, "
-        f"{s.superseded} superseded, {s.errors} errors; {s.removed} tombstones",
+        f"{s.superseded} superseded, {s.errors} errors; {s.removed} tombstones"
+        + "".join(f", {n} refused at {p!r}" for p, n in s.refused_removals.items()),
         f"read {s.source_bytes} bytes from the source in {s.elapsed_seconds:.1f} s",
     ]
     for name in s.shipped_bytes:
@@ -105,17 +106,25 @@ def _human(s: BackfillSummary) -> str:
 )
 @click.option("--prefix", default="", help="Only keys starting with this prefix.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def backfill(config_path: Path | None, prefix: str, as_json: bool) -> None:
+@click.option(
+    "--allow-deletes",
+    is_flag=True,
+    help="Tombstone removed keys even past store.max_delete_fraction or when the source is empty.",
+)
+def backfill(config_path: Path | None, prefix: str, as_json: bool, allow_deletes: bool) -> None:
     """Replicate the current state of every source object to every peer.
 
     Peers receive only the chunks they lack; keys they hold that the source
-    no longer has get a tombstone. Re-running on unchanged data writes
-    nothing. Exit code 1 when some object failed."""
+    no longer has get a tombstone, unless that would be more than
+    store.max_delete_fraction of a peer's live keys (or any key while the
+    source lists nothing): then no tombstone is written and the exit code
+    is 1. Re-running on unchanged data writes nothing. Exit code 1 when some
+    object failed; 2 when the source root or bucket is missing or unreadable."""
     settings = config.load(config_path)
     bar = _Bar() if sys.stderr.isatty() and not as_json else _Lines()
     progress: Progress = bar
     with bar:
-        summary = asyncio.run(run_backfill(settings, prefix, progress))
+        summary = asyncio.run(run_backfill(settings, prefix, progress, allow_deletes=allow_deletes))
     click.echo(json.dumps(summary.to_json(), indent=2) if as_json else _human(summary))
     if summary.errors:
         sys.exit(1)

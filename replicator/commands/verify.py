@@ -23,7 +23,9 @@ from replicator.commands.restore import (
     open_for_reading,
     progress_display,
 )
+from replicator.origins import make_origin
 from replicator.verify import VerifyReport, verify
+from replicator.verify_source import SourceFinding, SourceReport, verify_against_source
 
 
 @click.command("verify")
@@ -39,6 +41,11 @@ from replicator.verify import VerifyReport, verify
 @click.option("--seed", type=int, help="Seed of the --sample draw (random and reported if unset).")
 @click.option("--parallel", default=4, show_default=True, type=click.IntRange(1, 64))
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report on stdout.")
+@click.option(
+    "--against-source",
+    is_flag=True,
+    help="Instead: compare the source listing with the peer's newest versions.",
+)
 def verify_command(
     *,
     config_path: Path | None,
@@ -49,8 +56,17 @@ def verify_command(
     seed: int | None,
     parallel: int,
     as_json: bool,
+    against_source: bool,
 ) -> None:
-    """Check that every manifest's chunks exist (and, with --deep, re-hash)."""
+    """Check that every manifest's chunks exist (and, with --deep, re-hash).
+
+    With --against-source, report every object missing at the peer, older
+    than the source, or removed at the source without a tombstone."""
+    if against_source:
+        if deep or sample is not None:
+            raise click.UsageError("--against-source cannot be combined with --deep or --sample")
+        _against_source(config_path, destination, prefix or "", as_json)
+        return
     deep = deep or sample is not None
     seed = secrets.randbelow(2**32) if seed is None else seed
     options = {"deep": deep, "sample": sample or 1.0, "seed": seed, "parallel": parallel}
@@ -94,3 +110,39 @@ def _report(report: VerifyReport, destination: str, prefix: str | None, as_json:
         f"{len(report.problems)} problems, {len(report.info)} info, "
         f"{report.elapsed_seconds:.3f}s"
     )
+
+
+def _against_source(config_path: Path | None, destination: str, prefix: str, as_json: bool) -> None:
+    with exit_codes():
+        settings = load_settings(config_path)
+        report = asyncio.run(_run_source(settings, destination, prefix, not as_json))
+    if as_json:
+        echo_json({"destination": destination, "prefix": prefix} | report.to_json())
+    click.echo(
+        f"compared {report.listed} source objects with {report.peer_keys} keys at "
+        f"{destination!r}: {report.in_sync} in sync, {len(report.findings)} problems, "
+        f"{report.elapsed_seconds:.3f}s",
+        err=as_json,
+    )
+    sys.exit(0 if report.ok else 1)
+
+
+async def _run_source(
+    settings: config.Settings, destination: str, prefix: str, echo: bool
+) -> SourceReport:
+    origin = make_origin(settings)
+    try:
+        await origin.check()
+        backend = await open_for_reading(settings, destination)
+        try:
+            return await verify_against_source(
+                origin, backend, prefix, _echo_finding if echo else None
+            )
+        finally:
+            await backend.close()
+    finally:
+        await origin.close()
+
+
+def _echo_finding(f: SourceFinding) -> None:
+    click.echo(f"problem: key={f.key!r} version={f.version} {f.kind}: {f.message}", err=True)

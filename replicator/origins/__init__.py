@@ -20,9 +20,11 @@ from replicator.config import Settings
 class ObjectVersion:
     key: str
     size: int
-    event_time_ns: int  # the storage system's time (mtime, LastModified)
+    event_time_ns: int  # the storage system's time (a file's ctime, LastModified)
     version_id: str = ""
     etag: str = ""
+    mtime_ns: int | None = None  # a file's mtime: metadata, restored onto the file
+    inode: int | None = None  # a file's inode: with size, mtime and ctime, change detection
 
 
 class ObjectReader(Protocol):
@@ -49,8 +51,15 @@ class Origin(Protocol):
     #: Bytes read per window: the memory one object in flight holds.
     window_size: int
 
+    async def check(self) -> None:
+        """Raise SourceUnavailableError (exit 2) naming the source root or
+        bucket when it is missing, not a directory, or cannot be read: an
+        empty listing must never be how a typo looks."""
+        ...
+
     def list(self, prefix: str = "") -> AsyncIterator[ObjectVersion]:
-        """Current versions under ``prefix`` (removed keys are absent)."""
+        """Current versions under ``prefix`` (removed keys are absent), in
+        UTF-8 byte order of keys."""
         ...
 
     def key_prefix(self, prefix: str) -> str:

@@ -1,6 +1,11 @@
 """The filesystem origin: a local directory tree as a bucket.
 
-Keys are relative POSIX paths; a version is (size, mtime_ns). Files are
+Keys are relative POSIX paths. A version's event time is the file's ctime,
+which no user tool can set back (``cp -p``, ``rsync -t`` and ``touch -d``
+move the mtime, backwards too); the mtime is kept as metadata. A file
+is unchanged only while its size, mtime, ctime and inode all are (borg's
+files-cache rule): a same-size edit whose mtime was put back still moves
+the ctime, and a file replaced by another one has a new inode. Files are
 read with plain reads into the caller's buffer, never mmap: a writer
 truncating a mapped file would kill the daemon with SIGBUS. Blocking calls
 run in threads, one hop per window.
@@ -14,7 +19,7 @@ import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-from replicator.errors import SupersededError
+from replicator.errors import SourceUnavailableError, SupersededError
 from replicator.origins import ObjectVersion
 
 #: Objects listed per thread hop.
@@ -44,12 +49,28 @@ class FsOrigin:
     def key_prefix(self, prefix: str) -> str:
         return prefix
 
+    async def check(self) -> None:
+        await asyncio.to_thread(check_root, self.root)
+
     async def open(self, obj: ObjectVersion) -> FsReader:
         fd = await asyncio.to_thread(_open_pinned, self.root / obj.key, obj)
         return FsReader(fd, obj)
 
     async def close(self) -> None:
         return None
+
+
+def check_root(root: Path) -> None:
+    """The source root exists, is a directory and can be listed."""
+    what = f"source path {str(root)!r}"
+    try:
+        if not root.is_dir():
+            reason = "is not a directory" if root.exists() else "does not exist"
+            raise SourceUnavailableError(f"{what} {reason} (check source.path; is it mounted?)")
+        with os.scandir(root) as entries:
+            next(entries, None)
+    except OSError as exc:
+        raise SourceUnavailableError(f"{what} cannot be read: {exc.strerror or exc}") from exc
 
 
 def _take(it: Iterator[ObjectVersion], n: int) -> list[ObjectVersion]:
@@ -84,7 +105,11 @@ def _walk(root: Path, base: str, prefix: str) -> Iterator[ObjectVersion]:
             st = e.stat(follow_symlinks=False)
         except FileNotFoundError:
             continue  # vanished while listing
-        yield ObjectVersion(base + e.name, st.st_size, st.st_mtime_ns)
+        yield version_of(base + e.name, st)
+
+
+def version_of(key: str, st: os.stat_result) -> ObjectVersion:
+    return ObjectVersion(key, st.st_size, st.st_ctime_ns, mtime_ns=st.st_mtime_ns, inode=st.st_ino)
 
 
 def _may_hold(dir_key: str, prefix: str) -> bool:
@@ -93,7 +118,12 @@ def _may_hold(dir_key: str, prefix: str) -> bool:
 
 
 def _same(st: os.stat_result, obj: ObjectVersion) -> bool:
-    return st.st_size == obj.size and st.st_mtime_ns == obj.event_time_ns
+    # A version from an event may not know the mtime or inode: compare what it knows.
+    return (
+        (st.st_size, st.st_ctime_ns) == (obj.size, obj.event_time_ns)
+        and obj.mtime_ns in (None, st.st_mtime_ns)
+        and obj.inode in (None, st.st_ino)
+    )
 
 
 def _open_pinned(path: Path, obj: ObjectVersion) -> int:
@@ -133,8 +163,9 @@ class FsReader:
 
     async def finish(self) -> None:
         st = await asyncio.to_thread(os.fstat, self._fd)
-        # mtime moves on every write, so equal size and mtime after the last
-        # read mean the bytes read are the listed version's.
+        # ctime moves on every write (and cannot be set back), so equal
+        # size, times and inode after the last read mean the bytes read are
+        # the listed version's.
         if not _same(st, self._obj) or self._pos != self._obj.size:
             raise SupersededError(f"{self._obj.key!r} changed while it was read")
 

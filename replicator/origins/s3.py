@@ -18,10 +18,15 @@ from typing import TYPE_CHECKING, Any
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from replicator.config import S3Origin as S3OriginConfig
-from replicator.errors import AccessDeniedError, StoreError, SupersededError
+from replicator.errors import (
+    AccessDeniedError,
+    SourceUnavailableError,
+    StoreError,
+    SupersededError,
+)
 from replicator.origins import ObjectVersion
 
 if TYPE_CHECKING:
@@ -81,6 +86,24 @@ class S3Origin:
             )
             self._stack = stack
         return self._client
+
+    async def check(self) -> None:
+        """HEAD the bucket: 403 and 404 end the run (exit 2) before anything
+        is written, instead of a listing that looks empty or fails later."""
+        what = f"source bucket {self.bucket!r}"
+        try:
+            client = await self.client()
+            await client.head_bucket(Bucket=self.bucket)
+        except ClientError as exc:
+            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+            code = str(exc.response.get("Error", {}).get("Code", "")) or str(status)
+            reason = {
+                403: "access denied (403): check the credentials and the bucket policy",
+                404: "does not exist (404): check source.bucket and origin.endpoint_url",
+            }.get(status, f"cannot be read ({code})")
+            raise SourceUnavailableError(f"{what} {reason}") from exc
+        except BotoCoreError as exc:
+            raise SourceUnavailableError(f"{what} cannot be reached: {exc}") from exc
 
     async def list(self, prefix: str = "") -> AsyncIterator[ObjectVersion]:
         """Latest versions (delete markers excluded), in key order."""

@@ -4,25 +4,34 @@ Each listed object is checked against every peer (``holds_version``), read
 once if any peer lacks it, and its chunks go to those peers' pack writers.
 Its manifests are written by a separate commit task once the packs they
 name are durable, so a reader slot is never held waiting for a pack to
-fill. Keys a peer holds but the source no longer lists get a tombstone.
+fill. Keys a peer holds but the source no longer lists get a tombstone,
+behind the mass-deletion guard (``removals``).
 
 Memory: ``store.concurrency`` windows in flight, one open pack per peer,
-and at most ``WAITING_MANIFESTS`` objects waiting for their packs.
+and at most ``WAITING_MANIFESTS`` objects waiting for their packs. The
+listing is spilled to a temporary file as it streams by, and the removal
+pass merges it with each peer's manifests as sorted streams: nothing grows
+with the object count.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import tempfile
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from replicator._native import ChunkerParams
 from replicator.config import Settings, Store
 from replicator.errors import ReplicatorError, SupersededError
 from replicator.origins import ObjectVersion, Origin, make_origin
-from replicator.pipeline.commit import object_manifest, put_manifest, tombstone
+from replicator.pipeline.commit import object_manifest, put_manifest
+from replicator.pipeline.compare import Spill, version_from_json, version_to_json
 from replicator.pipeline.counting import CountingBackend
-from replicator.pipeline.reconcile import holds_version, identity_of, keys_at_peer, read_manifest
+from replicator.pipeline.reconcile import held_at, identity_of
+from replicator.pipeline.removals import RemovalPlan, apply_removals, plan_removals, removal_refusal
 from replicator.pipeline.ship import Shipped, ship
 from replicator.pipeline.summary import BackfillSummary, NoProgress, Progress
 from replicator.store.format import SourceIdentity
@@ -55,6 +64,7 @@ class Backfill:
         progress: Progress | None = None,
         *,
         waiting_manifests: int = WAITING_MANIFESTS,
+        allow_deletes: bool = False,
     ) -> None:
         self.origin = origin
         self.peers = peers
@@ -63,7 +73,8 @@ class Backfill:
         self.progress = progress or NoProgress()
         self.summary = BackfillSummary()
         self.targets: list[_Target] = []
-        self._seen: set[str] = set()
+        self.allow_deletes = allow_deletes
+        self._listing: Spill[ObjectVersion] | None = None
         self._commits: set[asyncio.Task[None]] = set()
         self.waiting_manifests = waiting_manifests
         self._slots = asyncio.Semaphore(waiting_manifests)
@@ -73,10 +84,14 @@ class Backfill:
         started = time.monotonic()
         self.targets = list(await asyncio.gather(*(self._target(p) for p in self.peers)))
         self._budget = SealBudget([t.writer for t in self.targets], self.waiting_manifests)
+        fd, spill = tempfile.mkstemp(prefix="replicator-listing-")
+        os.close(fd)
+        self._listing = Spill(Path(spill), version_to_json, version_from_json)
         try:
             if await self._replicate_all(prefix):
-                await asyncio.gather(*(self._tombstones(t, prefix) for t in self.targets))
+                await self._reconcile(prefix)
         finally:
+            self._listing.remove()
             await asyncio.gather(*(t.cache.close() for t in self.targets))
         self._totals(time.monotonic() - started)
         return self.summary
@@ -113,7 +128,8 @@ class Backfill:
         listed = True
         try:
             async for obj in self.origin.list(prefix):
-                self._seen.add(obj.key)
+                assert self._listing is not None
+                self._listing.add(obj)
                 self.summary.objects += 1
                 self.progress.listed(1, obj.size)
                 await queue.put(obj)
@@ -149,10 +165,10 @@ class Backfill:
 
     async def _object(self, obj: ObjectVersion) -> str | None:
         """Outcome, or None when a commit task will report it."""
-        held = await asyncio.gather(
-            *(holds_version(t.backend, self.origin, obj) for t in self.targets)
-        )
-        targets = [t for t, h in zip(self.targets, held, strict=True) if not h]
+        held = await asyncio.gather(*(held_at(t.backend, self.origin, obj) for t in self.targets))
+        targets = [t for t, h in zip(self.targets, held, strict=True) if not h.held]
+        # One name at every peer: after each peer's manifests at that time.
+        observed = max((h.observed for h in held if not h.held), default=0)
         if not targets:
             self.summary.unchanged_bytes += obj.size
             return "unchanged"
@@ -168,7 +184,7 @@ class Backfill:
         # object while the manifest waits for its packs to be sealed.
         await self._slots.acquire()
         task = asyncio.create_task(
-            self._commit(identity_of(self.origin, obj, etag), shipped, targets)
+            self._commit(identity_of(self.origin, obj, etag, observed), shipped, targets)
         )
         self._commits.add(task)
         task.add_done_callback(self._commits.discard)
@@ -199,32 +215,66 @@ class Backfill:
 
     # ------------------------------------------------------------ removals
 
-    async def _tombstones(self, target: _Target, prefix: str) -> None:
-        """A tombstone for each key the peer holds that the source no longer lists."""
-        now = time.time_ns()
+    async def _reconcile(self, prefix: str) -> None:
+        """Plan the removals at every peer, then apply those the guard allows."""
+        assert self._listing is not None
         key_prefix = self.origin.key_prefix(prefix)
-        async for key, latest in keys_at_peer(target.backend, self.origin.bucket, key_prefix):
-            if key in self._seen:
-                continue
-            newest = await read_manifest(target.backend, latest)
-            if newest is None or newest.removed:
-                continue  # already recorded as removed: a replay writes nothing
-            # The removal must sort after the version it removes.
-            when = max(now, newest.identity.event_time_ns + 1)
-            ident = SourceIdentity(self.origin.source_id, self.origin.bucket, key, "", "", 0, when)
-            if await put_manifest(target.backend, tombstone(ident, self.params)):
-                self.summary.removed += 1
-                self.summary.bump(self.summary.manifests, target.peer.name)
+        results = await asyncio.gather(
+            *(
+                plan_removals(
+                    t.backend, t.peer.name, self._listing.replay(), self.origin.bucket, key_prefix
+                )
+                for t in self.targets
+            ),
+            return_exceptions=True,
+        )
+        for t, plan in zip(self.targets, results, strict=True):
+            if isinstance(plan, RemovalPlan):
+                await self._apply(t, plan)
+            elif isinstance(plan, ReplicatorError | OSError):
+                self.summary.error(f"destination {t.peer.name!r}: removal pass failed: {plan}")
+            else:
+                raise plan
+
+    async def _apply(self, target: _Target, plan: RemovalPlan) -> None:
+        name = target.peer.name
+        refusal = removal_refusal(plan, self.store.max_delete_fraction, allow=self.allow_deletes)
+        if refusal is not None:
+            self.summary.refused_removals[name] = plan.count
+            self.summary.error(refusal)
+            plan.discard()
+            return
+        o = self.origin
+        written = await apply_removals(
+            target.backend, plan, source_id=o.source_id, bucket=o.bucket, params=self.params
+        )
+        self.summary.removed += written
+        self.summary.bump(self.summary.manifests, name, written)
 
 
 async def run_backfill(
-    settings: Settings, prefix: str = "", progress: Progress | None = None
+    settings: Settings,
+    prefix: str = "",
+    progress: Progress | None = None,
+    *,
+    allow_deletes: bool = False,
 ) -> BackfillSummary:
-    """Open the origin and every peer (creating stores), backfill, close."""
+    """Check the source, open every peer (creating stores), backfill, close.
+
+    A missing or unreadable source raises SourceUnavailableError (exit 2)
+    before any peer is opened, so nothing is written."""
     origin = make_origin(settings)
     try:
+        await origin.check()
         async with opened_peers(settings, create=True) as peers:
-            job = Backfill(origin, peers, settings.chunking.params(), settings.store, progress)
+            job = Backfill(
+                origin,
+                peers,
+                settings.chunking.params(),
+                settings.store,
+                progress,
+                allow_deletes=allow_deletes,
+            )
             return await job.run(prefix)
     finally:
         await origin.close()

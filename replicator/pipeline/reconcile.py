@@ -1,11 +1,14 @@
 """What a peer already holds, read from its manifests.
 
-- ``holds_version``: is a listed version already replicated at a peer? A
-  cheap check made before reading the object. When the ETag is the
-  object's own (S3), the manifest name is known and one HEAD answers. A
-  filesystem version's ETag is its BLAKE3, unknown before reading, so the
-  manifests of that key at that event time are listed (names start with
-  it) and compared on size and identity, like rsync's size+mtime check.
+- ``held_at``: is a listed version already replicated at a peer? A cheap
+  check made before reading the object: the manifests of that key at that
+  event time are listed (names start with it; usually none or one) and
+  compared on identity. A filesystem version's ETag is its BLAKE3, unknown
+  before reading, so files compare on size, ctime, mtime and inode (borg's
+  files-cache rule); S3 versions compare on version id, ETag and size.
+  When it is not held, ``held_at`` also gives the observation number the new
+  manifest takes: after every manifest of that key at that same event time
+  (S3 times are whole seconds), so listing order stays version order.
 - ``keys_at_peer``: the keys a peer has manifests for, with the newest
   version name of each, streamed from the listing (bounded memory).
 """
@@ -13,6 +16,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 from replicator.errors import NotFoundError
 from replicator.origins import ObjectVersion, Origin
@@ -23,10 +27,11 @@ from replicator.store.format import (
     manifest_key,
     manifest_prefix,
     parse_manifest_key,
+    version_order,
 )
 
 
-def identity_of(origin: Origin, obj: ObjectVersion, etag: str) -> SourceIdentity:
+def identity_of(origin: Origin, obj: ObjectVersion, etag: str, observed: int = 0) -> SourceIdentity:
     return SourceIdentity(
         source=origin.source_id,
         bucket=origin.bucket,
@@ -35,29 +40,46 @@ def identity_of(origin: Origin, obj: ObjectVersion, etag: str) -> SourceIdentity
         etag=etag,
         size=obj.size,
         event_time_ns=obj.event_time_ns,
+        mtime_ns=obj.mtime_ns,
+        inode=obj.inode,
+        observed=observed,
     )
 
 
-async def holds_version(backend: Backend, origin: Origin, obj: ObjectVersion) -> bool:
-    if not origin.etag_is_digest:
-        ident = identity_of(origin, obj, obj.etag)
-        key = manifest_key(origin.bucket, obj.key, ident.version_name(False))
-        return await backend.head(key) is not None
+@dataclass(frozen=True, slots=True)
+class Held:
+    held: bool
+    #: Observation number for a new manifest of this version (when not held).
+    observed: int = 0
+
+
+async def held_at(backend: Backend, origin: Origin, obj: ObjectVersion) -> Held:
     prefix = manifest_key(origin.bucket, obj.key, f"{obj.event_time_ns:020d}-")
+    observed = -1
     async for info in backend.list(prefix):
         found = await read_manifest(backend, info.key)
-        if found is not None and _same_version(found, origin, obj):
-            return True
-    return False
+        if found is None:
+            continue
+        if same_version(found, origin, obj):
+            return Held(True)
+        observed = max(observed, found.identity.observed)
+    return Held(False, observed + 1)
 
 
-def _same_version(m: Manifest, origin: Origin, obj: ObjectVersion) -> bool:
+async def holds_version(backend: Backend, origin: Origin, obj: ObjectVersion) -> bool:
+    return (await held_at(backend, origin, obj)).held
+
+
+def same_version(m: Manifest, origin: Origin, obj: ObjectVersion) -> bool:
+    """Does manifest ``m`` record the listed version ``obj``?"""
     i = m.identity
     return (
         not m.removed
         and (i.source, i.bucket, i.key, i.version_id)
         == (origin.source_id, origin.bucket, obj.key, obj.version_id)
-        and (i.size, i.event_time_ns) == (obj.size, obj.event_time_ns)
+        and (i.size, i.event_time_ns, i.mtime_ns, i.inode)
+        == (obj.size, obj.event_time_ns, obj.mtime_ns, obj.inode)
+        and (origin.etag_is_digest or i.etag == obj.etag)
     )
 
 
@@ -71,15 +93,25 @@ async def read_manifest(backend: Backend, key: str) -> Manifest | None:
 async def keys_at_peer(
     backend: Backend, bucket: str, key_prefix: str
 ) -> AsyncIterator[tuple[str, str]]:
-    """(key, store name of its newest manifest) for every key under the prefix.
+    """(key, store name of its newest manifest) for every key under the prefix,
+    in the peer's listing order (escaped names, not key order).
 
-    A key's manifests list together (its escaped name is followed by '/'),
-    and version names sort by event time, so the newest is the last one."""
-    current: tuple[str, str] | None = None
+    A key's manifests list together (its escaped name is followed by '/');
+    the newest is the greatest by ``version_order`` (the last listed in a
+    version-2 store). Names that are not manifests are skipped."""
+    current: tuple[str, str, tuple[object, ...]] | None = None
     async for info in backend.list(manifest_prefix(bucket, key_prefix)):
-        _, key, _ = parse_manifest_key(info.key)
+        try:
+            _, key, name = parse_manifest_key(info.key)
+        except ValueError:
+            continue  # a stray object; verify reports it
+        order = version_order(name)
+        if order is None or not key.startswith(key_prefix):
+            continue
         if current is not None and current[0] != key:
-            yield current
-        current = (key, info.key)
+            yield current[0], current[1]
+            current = None
+        if current is None or order > current[2]:
+            current = (key, info.key, order)
     if current is not None:
-        yield current
+        yield current[0], current[1]

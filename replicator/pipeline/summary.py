@@ -36,6 +36,8 @@ class BackfillSummary:
     superseded: int = 0
     errors: int = 0
     removed: int = 0  # tombstones written (one per peer and removed key)
+    #: Per peer, tombstones the mass-deletion guard refused (none written).
+    refused_removals: dict[str, int] = field(default_factory=dict)
     source_bytes: int = 0  # bytes read from the source
     unchanged_bytes: int = 0  # not read: every peer already held the version
     shipped_bytes: dict[str, int] = field(default_factory=dict)
@@ -68,6 +70,7 @@ class BackfillSummary:
             "superseded": self.superseded,
             "errors": self.errors,
             "removed": self.removed,
+            "refused_removals": dict(self.refused_removals),
             "source_bytes": self.source_bytes,
             "unchanged_bytes": self.unchanged_bytes,
             "shipped_bytes": dict(self.shipped_bytes),

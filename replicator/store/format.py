@@ -1,4 +1,4 @@
-"""The replica store format (version 1): object names and serialised forms.
+"""The replica store format (version 2): object names and serialised forms.
 
 Vocabulary (see docs/store-format.md for the full specification):
 
@@ -12,11 +12,16 @@ Vocabulary (see docs/store-format.md for the full specification):
 
 Everything is content-addressed or named by the event identity, and every
 serialisation is deterministic, so a replay writes identical bytes.
+
+Version 2 (this writer) names manifests so that listing order is version
+order (event time, then sequencer, then observation number) and records the
+file mtime and inode; version 1 stores and manifests are still read.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -25,7 +30,11 @@ from urllib.parse import quote, unquote_to_bytes
 from replicator._native import ChunkerParams, blake3_digest
 from replicator.errors import IncompatibleStoreError, IntegrityError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Store and manifest format versions this code reads.
+READABLE_VERSIONS = (1, 2)
+#: The pack index did not change in version 2: its bytes stay those of 1.
+INDEX_VERSION = 1
 CONFIG_KEY = "config"
 PACKS = "packs/"
 INDEX = "index/"
@@ -136,10 +145,10 @@ class StoreConfig:
     @classmethod
     def from_bytes(cls, data: bytes) -> StoreConfig:
         d = _loads(data, "store config")
-        if d.get("format") != "replicator-store" or d.get("version") != FORMAT_VERSION:
+        if d.get("format") != "replicator-store" or d.get("version") not in READABLE_VERSIONS:
             raise IncompatibleStoreError(
                 f"store format {d.get('format')!r} version {d.get('version')!r} is not "
-                f"replicator-store version {FORMAT_VERSION}"
+                f"replicator-store version {' or '.join(map(str, READABLE_VERSIONS))}"
             )
         c = d["chunker"]
         if c.get("algorithm") != "fastcdc-2020" or d.get("digest") != "blake3":
@@ -147,7 +156,7 @@ class StoreConfig:
         params = ChunkerParams(
             c["min_size"], c["avg_size"], c["max_size"], c["normalization"], c["seed"]
         )
-        return cls(chunker=params, compression=d.get("compression", "none"))
+        return cls(chunker=params, compression=d.get("compression", "none"), version=d["version"])
 
     def check_matches(self, wanted: StoreConfig, peer: str) -> None:
         """Refuse a peer written with other parameters, loudly."""
@@ -182,7 +191,7 @@ class PackIndex:
     def to_bytes(self) -> bytes:
         return _dumps(
             {
-                "version": FORMAT_VERSION,
+                "version": INDEX_VERSION,
                 "pack": self.pack.hex(),
                 "size": self.size,
                 "chunks": [
@@ -207,9 +216,47 @@ class PackIndex:
 # ----------------------------------------------------------------- manifests
 
 
+#: Manifest names. v1: ``<time>-<hash>``; v2 adds the sequencer and the
+#: observation number, so that byte order of names is version order.
+_V1_NAME = re.compile(r"([0-9]{20})-([0-9a-f]{24})")
+_V2_NAME = re.compile(r"([0-9]{20})-([0-9]{3})([0-9A-Za-z]*)-([0-9]{20})-([0-9a-f]{24})")
+#: Longer sequencers (none seen in practice) do not take part in the order.
+_MAX_SEQUENCER = 128
+VersionOrder = tuple[int, int, str, int, str]
+
+
+def sequencer_field(sequencer: str) -> str:
+    """The sequencer as a name field that sorts like ``events.sequencer_key``:
+    leading zeros dropped, then its length (3 digits), then the text."""
+    s = sequencer.lstrip("0")
+    if len(s) > _MAX_SEQUENCER or not (s.isascii() and s.isalnum()):
+        s = ""  # not orderable by AWS's rule; the body still records it
+    return f"{len(s):03d}{s}"
+
+
+def version_order(name: str) -> VersionOrder | None:
+    """Sort key of a version name (v1 or v2); None for a name that is not one.
+
+    v2 names sort by their bytes already; this also places v1 names (no
+    sequencer, observation 0) among them in a store holding both."""
+    if m := _V2_NAME.fullmatch(name):
+        if len(m[3]) != int(m[2]):
+            return None
+        return (int(m[1]), int(m[2]), m[3], int(m[4]), m[5])
+    if m := _V1_NAME.fullmatch(name):
+        return (int(m[1]), 0, "", 0, m[2])
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class SourceIdentity:
-    """Where a version came from; the storage system's own time, never ours."""
+    """Where a version came from; the storage system's own time, never ours.
+
+    ``event_time_ns`` orders versions: S3's LastModified or event time, a
+    file's ctime (no user tool sets it back). ``sequencer`` (S3's) and then
+    ``observed`` (the order a source or a peer saw versions in) break ties.
+    ``mtime_ns`` is a file's modification time, kept as metadata and set on
+    restore; ``inode`` is a file's inode number (change detection)."""
 
     source: str
     bucket: str
@@ -219,27 +266,33 @@ class SourceIdentity:
     size: int
     event_time_ns: int
     sequencer: str = ""
+    mtime_ns: int | None = None
+    inode: int | None = None
+    observed: int = 0
 
-    def version_name(self, removed: bool) -> str:
-        """Sortable by event time; the suffix pins the rest of the identity."""
-        ident = _dumps(
-            [
-                self.source,
-                self.bucket,
-                self.key,
-                self.version_id,
-                self.etag,
-                self.size,
-                self.event_time_ns,
-                self.sequencer,
-                removed,
-            ]
-        )
-        return f"{self.event_time_ns:020d}-{blake3_digest(ident).hex()[:24]}"
+    def version_name(self, removed: bool, fmt: int = FORMAT_VERSION) -> str:
+        """Sortable in version order; the hash suffix pins the rest of the identity."""
+        ident: list[Any] = [
+            self.source,
+            self.bucket,
+            self.key,
+            self.version_id,
+            self.etag,
+            self.size,
+            self.event_time_ns,
+            self.sequencer,
+            removed,
+        ]
+        if fmt == 1:
+            return f"{self.event_time_ns:020d}-{blake3_digest(_dumps(ident)).hex()[:24]}"
+        ident += [self.mtime_ns, self.inode, self.observed]
+        digest = blake3_digest(_dumps(ident)).hex()[:24]
+        seq = sequencer_field(self.sequencer)
+        return f"{self.event_time_ns:020d}-{seq}-{self.observed:020d}-{digest}"
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, fmt: int = FORMAT_VERSION) -> dict[str, Any]:
         t = datetime.fromtimestamp(self.event_time_ns / 1e9, tz=UTC)
-        return {
+        out: dict[str, Any] = {
             "source": self.source,
             "bucket": self.bucket,
             "key": self.key,
@@ -250,9 +303,13 @@ class SourceIdentity:
             "event_time": t.isoformat().replace("+00:00", "Z"),
             "sequencer": self.sequencer,
         }
+        if fmt >= 2:
+            out |= {"mtime_ns": self.mtime_ns, "inode": self.inode, "observed": self.observed}
+        return out
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> SourceIdentity:
+        mtime, inode = d.get("mtime_ns"), d.get("inode")
         return cls(
             d["source"],
             d["bucket"],
@@ -262,6 +319,9 @@ class SourceIdentity:
             int(d["size"]),
             int(d["event_time_ns"]),
             d.get("sequencer", ""),
+            None if mtime is None else int(mtime),
+            None if inode is None else int(inode),
+            int(d.get("observed", 0)),
         )
 
 
@@ -294,10 +354,12 @@ class Manifest:
     digest: bytes  # whole-object BLAKE3 (of the empty string for tombstones)
     chunker: ChunkerParams
     runs: tuple[PackRun, ...] = field(default=())
+    #: The format this manifest is written in (1 for those read from old stores).
+    format_version: int = FORMAT_VERSION
 
     @property
     def version_name(self) -> str:
-        return self.identity.version_name(self.removed)
+        return self.identity.version_name(self.removed, self.format_version)
 
     def store_key(self) -> str:
         i = self.identity
@@ -313,9 +375,9 @@ class Manifest:
         c = self.chunker
         return _dumps(
             {
-                "version": FORMAT_VERSION,
+                "version": self.format_version,
                 "kind": "removed" if self.removed else "created",
-                "object": self.identity.to_json(),
+                "object": self.identity.to_json(self.format_version),
                 "digest": self.digest.hex(),
                 "chunker": [c.min_size, c.avg_size, c.max_size, c.normalization, c.seed],
                 "runs": [
@@ -343,12 +405,15 @@ class Manifest:
             )
             if d["kind"] not in ("created", "removed"):
                 raise ValueError(f"unknown manifest kind {d['kind']!r}")
+            if d["version"] not in READABLE_VERSIONS:
+                raise ValueError(f"unknown manifest version {d['version']!r}")
             return cls(
                 identity=SourceIdentity.from_json(d["object"]),
                 removed=d["kind"] == "removed",
                 digest=bytes.fromhex(d["digest"]),
                 chunker=ChunkerParams(*d["chunker"]),
                 runs=runs,
+                format_version=d["version"],
             )
         except _MALFORMED as exc:
             raise IntegrityError(f"malformed manifest: {exc!r}") from exc

@@ -8,7 +8,6 @@ manifests are listed page by page and grouped per key as they stream by.
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
@@ -22,13 +21,14 @@ from replicator.store.format import (
     PackIndex,
     PackRun,
     StoreConfig,
+    VersionOrder,
     encode_segment,
     manifest_prefix,
     pack_key,
     parse_manifest_key,
+    version_order,
 )
 
-_VERSION_NAME = re.compile(r"[0-9]{20}-[0-9a-f]{24}")
 #: Upper bound on one ranged GET. A run longer than this (packs may be up to
 #: 1 GiB) is split at chunk boundaries so memory stays bounded per read.
 MAX_READ = 8 * 1024 * 1024
@@ -121,15 +121,21 @@ async def _grouped(backend: Backend, prefix: str) -> AsyncIterator[tuple[str, li
     current = ""
     group: list[VersionEntry] = []
     async for entry in manifest_entries(backend, prefix):
-        if not _VERSION_NAME.fullmatch(entry.version_name):
+        if version_order(entry.version_name) is None:
             continue  # not written by replicator; verify reports such names
         if entry.key != current and group:
-            yield current, sorted(group, key=lambda v: v.version_name)
+            yield current, sorted(group, key=_order)
             group = []
         current = entry.key
         group.append(entry)
     if group:
-        yield current, sorted(group, key=lambda v: v.version_name)
+        yield current, sorted(group, key=_order)
+
+
+def _order(entry: VersionEntry) -> VersionOrder:
+    order = version_order(entry.version_name)
+    assert order is not None  # _grouped keeps only version names
+    return order
 
 
 def choose_version(versions: list[VersionEntry], at_ns: int | None) -> VersionEntry | None:

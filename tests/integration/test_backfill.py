@@ -79,7 +79,13 @@ def settings_for(tmp: Path, peers: int = 2, concurrency: int = 4) -> Settings:
         source=FsSource(path=tmp / "src"),
         destinations=[FsDestination(name=f"peer{i}", path=tmp / f"peer{i}") for i in range(peers)],
         chunking=CHUNKING,
-        store=Store(pack_size=MIB, cache_dir=tmp / "cache", concurrency=concurrency),
+        # Removals in these small trees are deliberate; test_safety covers the guard.
+        store=Store(
+            pack_size=MIB,
+            cache_dir=tmp / "cache",
+            concurrency=concurrency,
+            max_delete_fraction=1.0,
+        ),
     )
 
 

@@ -18,7 +18,7 @@ from replicator.config import (
     Settings,
     Store,
 )
-from replicator.errors import SupersededError
+from replicator.errors import SourceUnavailableError, SupersededError
 from replicator.origins import ObjectVersion
 from replicator.origins.fs import FsOrigin
 from replicator.origins.s3 import S3Origin as S3OriginReader
@@ -122,7 +122,7 @@ def _settings(moto: S3Endpoint, bucket: str, tmp: Path) -> Settings:
         origin=_origin_cfg(moto),
         destinations=[FsDestination(name="peer", path=tmp / "peer")],
         chunking=CHUNKING,
-        store=Store(pack_size=MIB, cache_dir=tmp / "cache"),
+        store=Store(pack_size=MIB, cache_dir=tmp / "cache", max_delete_fraction=1.0),
     )
 
 
@@ -228,9 +228,9 @@ async def test_access_denied_listing_is_an_error_never_a_removal(
     settings = _settings(moto, versioned, tmp_path)
     assert (await run_backfill(settings)).replicated == 1
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret")
-    denied = await run_backfill(settings)
-    assert denied.errors == 1 and "listing the source failed" in denied.error_samples[0]
-    assert denied.removed == 0 and denied.put_requests == {"peer": 0}
+    # The bucket check before any write refuses it (exit 2).
+    with pytest.raises(SourceUnavailableError, match="access denied"):
+        await run_backfill(settings)
     versions = await manifests_at(FsBackend(tmp_path / "peer", "peer"))
     assert [m.removed for m in versions["keep"]] == [False], "403 is never a delete"
 

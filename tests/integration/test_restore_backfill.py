@@ -5,8 +5,10 @@ fs source, files changed (new mtimes) and removed, backfill again; then
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
+import time
 from pathlib import Path
 
 import pytest
@@ -48,28 +50,44 @@ def remove(root: Path, key: str) -> None:
 
 
 async def backfill(store: StoreUnderTest, config: Path) -> None:
-    res = await run_cli(main, ["backfill", "--config", str(config), "--json"], store)
+    # Removals here are deliberate (a few keys of a small tree): past the guard.
+    args = ["backfill", "--config", str(config), "--json", "--allow-deletes"]
+    res = await run_cli(main, args, store)
     assert res.exit_code == 0, res.stdout + res.stderr
 
 
 async def two_backfills(
     store: StoreUnderTest, config: Path, src: Path
 ) -> list[tuple[int | None, dict[str, bytes]]]:
-    """Backfill a first state; change two files (new mtimes) and remove one;
-    backfill again. Returns (time for --at or None for "now", expected tree)."""
+    """Backfill a first state; change two files and remove one; backfill
+    again. Returns (time for --at or None for "now", expected tree).
+
+    Event times are the files' ctimes (the real clock; mtimes are only
+    metadata), so the --at times are read from the clock between the steps,
+    with a pause longer than the kernel's coarse timestamp tick."""
     rng = random.Random(5)
     v1 = first_state(rng)
     write_state(src, v1, T0)
     await backfill(store, config)
+    t1 = await _between_steps()
     model = bytearray(v1["ckpt/model.pt"])
     model[100:600] = rng.randbytes(500)  # a checkpoint save that changed one region
     changed = {"ckpt/model.pt": bytes(model), "plus+sign/a+b.txt": b"rewritten"}
     write_state(src, changed, T0 + 100 * SECOND)
+    await backfill(store, config)
+    t2 = await _between_steps()
     remove(src, "sizes/max+1")
     await backfill(store, config)
     v2 = v1 | changed
     final = {k: v for k, v in v2.items() if k != "sizes/max+1"}
-    return [(T0, v1), (T0 + 100 * SECOND, v2), (None, final)]
+    return [(t1, v1), (t2, v2), (None, final)]
+
+
+async def _between_steps() -> int:
+    await asyncio.sleep(0.05)
+    now = time.time_ns()
+    await asyncio.sleep(0.05)
+    return now
 
 
 async def test_backfilled_versions_restore_byte_for_byte(
@@ -82,7 +100,7 @@ async def test_backfilled_versions_restore_byte_for_byte(
     base = ["restore", "--config", str(config), "--destination", "peer", "--prefix", ""]
     for i, (t, expected) in enumerate(states):
         out = tmp_path / f"out-{i}"
-        at = [] if t is None else ["--at", str(t // SECOND)]
+        at = [] if t is None else ["--at", f"{t // SECOND}.{t % SECOND:09d}"]
         res = await run_cli(main, [*base, "--to", str(out), *at, "--json"], store)
         assert res.exit_code == 0, res.stderr
         assert tree(out) == expected

@@ -1,4 +1,4 @@
-"""Store format v1: round trips, deterministic bytes, key escaping, refusals."""
+"""Store format: round trips, deterministic bytes, key escaping, refusals."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def test_store_config_round_trip_is_byte_identical() -> None:
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("version", 2), ("format", "restic"), ("digest", "sha256")],
+    [("version", 3), ("format", "restic"), ("digest", "sha256")],
 )
 def test_store_config_from_another_format_is_refused(field: str, value: object) -> None:
     d = json.loads(StoreConfig(PARAMS).to_bytes())
@@ -171,7 +171,8 @@ def test_version_name_depends_on_the_whole_identity() -> None:
     )
     assert base.version_name(False) != other.version_name(False)
     assert base.version_name(False)[:20] == other.version_name(False)[:20]
-    assert len(base.version_name(False)) == 20 + 1 + 24
+    # v2: time, sequencer "00A1" as 3-digit length + "A1", observation, hash.
+    assert len(base.version_name(False)) == 20 + 1 + 3 + 2 + 1 + 20 + 1 + 24
 
 
 # ----------------------------------------------------------------- names

@@ -35,7 +35,8 @@ async def test_listing_keys_sizes_times_and_prefixes(tmp_path: Path) -> None:
     assert [o.key for o in found] == ["a b+é", "a/x.txt", "a/y/z", "ab", "b.bin"]
     b = found[-1]
     st = os.stat(tmp_path / "b.bin")
-    assert (b.size, b.event_time_ns, b.version_id) == (3, st.st_mtime_ns, "")
+    assert (b.size, b.event_time_ns, b.version_id) == (3, st.st_ctime_ns, "")
+    assert (b.mtime_ns, b.inode) == (st.st_mtime_ns, st.st_ino)
     assert [o.key for o in await _listing(origin, "a/")] == ["a/x.txt", "a/y/z"]
     assert [o.key for o in await _listing(origin, "a")] == ["a b+é", "a/x.txt", "a/y/z", "ab"]
     assert [o.key for o in await _listing(origin, "a/y")] == ["a/y/z"]

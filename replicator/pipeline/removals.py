@@ -1,0 +1,146 @@
+"""Tombstones for keys the source no longer has, behind a mass-deletion guard.
+
+A removal pass has two steps, so that a peer is never half-tombstoned:
+
+1. ``plan_removals`` walks the source listing against the peer's manifests
+   (``compare.compare``: two sorted streams, bounded memory) and counts the
+   peer's live keys and those the source no longer lists. The latter are
+   spilled to a temporary file, not kept in memory.
+2. ``removal_refusal`` (the guard, as rclone's ``--max-delete``) refuses a
+   plan that would tombstone more than ``store.max_delete_fraction`` of the
+   peer's live keys, or any key when the source listed nothing -- a typo,
+   an unmounted volume or a wrong bucket must never read as "everything was
+   deleted". Only then ``apply_removals`` writes the tombstones.
+
+The daemon's start-up reconcile calls the same three functions.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import AsyncIterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from replicator._native import ChunkerParams
+from replicator.errors import ReplicatorError
+from replicator.origins import ObjectVersion
+from replicator.pipeline.commit import put_manifest, tombstone
+from replicator.pipeline.compare import Spill, compare, peer_keys
+from replicator.pipeline.reconcile import read_manifest
+from replicator.store.backend import Backend
+from replicator.store.format import SourceIdentity
+
+
+class MassDeletionRefused(ReplicatorError):
+    """A removal pass would tombstone too much; nothing was tombstoned."""
+
+
+@dataclass
+class RemovalPlan:
+    """What a removal pass at one peer would do (before it does anything)."""
+
+    destination: str
+    listed: int = 0  # keys the source listed
+    live: int = 0  # keys live at the peer: still listed, or not listed but not tombstoned
+    #: (key, event time of the peer's newest version) of each key to tombstone.
+    removals: Spill[tuple[str, int]] | None = field(default=None, repr=False)
+
+    @property
+    def count(self) -> int:
+        return self.removals.count if self.removals is not None else 0
+
+    def discard(self) -> None:
+        if self.removals is not None:
+            self.removals.remove()
+            self.removals = None
+
+
+async def plan_removals(
+    backend: Backend,
+    destination: str,
+    source: AsyncIterable[ObjectVersion],
+    bucket: str,
+    key_prefix: str,
+) -> RemovalPlan:
+    """Compare ``source`` (a listing in key order) with the peer's manifests."""
+    fd, path = tempfile.mkstemp(prefix="replicator-removals-")
+    os.close(fd)
+    plan = RemovalPlan(destination, removals=Spill(Path(path), list, _removal))
+    try:
+        async for pair in compare(source, peer_keys(backend, bucket, key_prefix)):
+            plan.listed += pair.source is not None
+            if pair.peer is None:
+                continue
+            if pair.source is not None:
+                plan.live += 1
+                continue
+            newest = await read_manifest(backend, pair.peer)
+            if newest is None or newest.removed:
+                continue  # already recorded as removed: a replay writes nothing
+            plan.live += 1
+            assert plan.removals is not None
+            plan.removals.add((pair.key, newest.identity.event_time_ns))
+    except BaseException:
+        plan.discard()
+        raise
+    return plan
+
+
+def _removal(v: Any) -> tuple[str, int]:
+    return (str(v[0]), int(v[1]))
+
+
+def removal_refusal(plan: RemovalPlan, max_fraction: float, *, allow: bool) -> str | None:
+    """Why the plan must not be applied, or None when it may."""
+    n, live, dest = plan.count, plan.live, plan.destination
+    if allow or n == 0:
+        return None
+    advice = (
+        "nothing was tombstoned; check the source, and rerun with "
+        "`replicator backfill --allow-deletes` only if the source really removed them"
+    )
+    if plan.listed == 0:
+        return (
+            f"destination {dest!r}: the source listed no object, refusing to tombstone "
+            f"its {n} live keys; {advice}"
+        )
+    if n > max_fraction * live:
+        return (
+            f"destination {dest!r}: refusing to tombstone {n} of {live} live keys "
+            f"({n / live:.0%} > store.max_delete_fraction {max_fraction:g}); {advice}"
+        )
+    return None
+
+
+def check_removals(plan: RemovalPlan, max_fraction: float, *, allow: bool) -> None:
+    """``removal_refusal`` as an exception (exit 1), for callers that stop on it."""
+    if (why := removal_refusal(plan, max_fraction, allow=allow)) is not None:
+        raise MassDeletionRefused(why)
+
+
+async def apply_removals(
+    backend: Backend,
+    plan: RemovalPlan,
+    *,
+    source_id: str,
+    bucket: str,
+    params: ChunkerParams,
+    now_ns: int | None = None,
+) -> int:
+    """Write the plan's tombstones; how many were new. Consumes the plan."""
+    now = time.time_ns() if now_ns is None else now_ns
+    written = 0
+    try:
+        if plan.removals is not None:
+            async for key, newest_ns in plan.removals.replay():
+                # The removal must sort after the version it removes.
+                when = max(now, newest_ns + 1)
+                ident = SourceIdentity(source_id, bucket, key, "", "", 0, when)
+                written += await put_manifest(backend, tombstone(ident, params))
+    finally:
+        plan.discard()
+    return written
