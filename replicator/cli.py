@@ -1,11 +1,18 @@
 """The ``replicator`` command line (click). Exit codes: 0 ok, 1 a problem was
 found (verify/restore), 2 usage or configuration error.
 
-Each command lives in its own module; this file only assembles the group."""
+Each command lives in its own module; this file only assembles the group.
+Nothing a user or the environment can cause ends in a Python traceback: a
+ReplicatorError prints its message, an OSError its path and reason, and
+anything else one line (the traceback only with ``--debug`` or
+``REPLICATOR_DEBUG=1``).
+"""
 
 from __future__ import annotations
 
+import os
 import sys
+import traceback
 
 import click
 
@@ -15,9 +22,25 @@ from replicator.commands import register
 from replicator.errors import ReplicatorError
 from replicator.memory import pin_mmap_threshold
 
+#: Set by ``--debug`` (or REPLICATOR_DEBUG=1): unexpected errors show their traceback.
+_debug = {"on": False}
+
+
+def _debugging() -> bool:
+    return _debug["on"] or os.environ.get("REPLICATOR_DEBUG", "") not in ("", "0")
+
+
+def describe(exc: BaseException) -> str:
+    """One line for an exception replicator did not raise on purpose."""
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f"{exc.filename}: " if exc.filename is not None else ""
+        return f"{where}{exc.strerror}"
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
 
 class _Group(click.Group):
-    """Turns a ReplicatorError into its message and exit code, no traceback."""
+    """Turns any error into one line on stderr and an exit code, no traceback."""
 
     def invoke(self, ctx: click.Context) -> object:
         try:
@@ -25,12 +48,23 @@ class _Group(click.Group):
         except ReplicatorError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise  # click's own usage errors and exits, already one line
+        except Exception as exc:  # the last resort: never a traceback by default
+            if _debugging():
+                traceback.print_exc()
+            else:
+                hint = " (run with --debug or REPLICATOR_DEBUG=1 for the traceback)"
+                click.echo(f"error: {describe(exc)}{hint}", err=True)
+            sys.exit(1)
 
 
 @click.group(cls=_Group)
 @click.version_option(__version__, prog_name="replicator")
-def main() -> None:
+@click.option("--debug", is_flag=True, help="Show the traceback of an unexpected error.")
+def main(debug: bool) -> None:
     """Event-driven, delta-efficient disaster recovery for AI data."""
+    _debug["on"] = debug
     pin_mmap_threshold()
 
 

@@ -30,6 +30,7 @@ from typing import IO, Any, Protocol
 from replicator._native import StreamChunker
 from replicator.errors import ConfigError, IntegrityError, ReplicatorError
 from replicator.store.backend import Backend
+from replicator.store.backends.fs import TMP_PREFIX, remove_leftovers
 from replicator.store.format import Manifest, PackRun
 from replicator.store.reader import (
     ChunkError,
@@ -45,7 +46,6 @@ from replicator.store.reader import (
 
 #: Ranged GETs in flight per object; their results are written in order.
 READ_WINDOW = 4
-TMP_PREFIX = ".replicator-tmp-"
 
 
 class Progress(Protocol):
@@ -100,9 +100,13 @@ def parse_time(text: str) -> int:
     """``--at`` as nanoseconds since the epoch: epoch seconds (fractions kept
     exactly) or ISO-8601, taken as UTC when it names no zone."""
     try:
-        return int(Decimal(text) * 1_000_000_000)
+        number = Decimal(text)
     except InvalidOperation:
-        pass
+        number = None
+    if number is not None:
+        if not number.is_finite():
+            raise ConfigError(f"--at {text!r}: not a finite time")
+        return int(number * 1_000_000_000)
     try:
         dt = datetime.fromisoformat(text)
     except ValueError as exc:
@@ -213,6 +217,9 @@ class _Job:
     progress: Progress
     summary: RestoreSummary
     mode: int
+    #: Temporary files older than this are a killed restore's leftovers.
+    started: float = field(default_factory=time.time)
+    swept: set[Path] = field(default_factory=set)
 
     async def worker(self, queue: asyncio.Queue[tuple[str, str] | None]) -> None:
         while (item := await queue.get()) is not None:
@@ -269,6 +276,9 @@ class _Job:
 
     def _open_tmp(self, path: Path) -> tuple[int, str]:
         make_dirs(self.root, path.parent)
+        if path.parent not in self.swept:  # once per directory and run
+            self.swept.add(path.parent)
+            remove_leftovers(path.parent, self.started)
         fd, name = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path.parent)
         os.fchmod(fd, self.mode)
         return fd, name

@@ -14,6 +14,7 @@ from rich.progress import BarColumn, DownloadColumn, TextColumn
 from rich.progress import Progress as RichProgress
 
 from replicator import config
+from replicator.commands.output import echo_json
 from replicator.pipeline.backfill import run_backfill
 from replicator.pipeline.summary import BackfillSummary, Progress
 
@@ -125,6 +126,9 @@ def backfill(config_path: Path | None, prefix: str, as_json: bool, allow_deletes
     progress: Progress = bar
     with bar:
         summary = asyncio.run(run_backfill(settings, prefix, progress, allow_deletes=allow_deletes))
-    click.echo(json.dumps(summary.to_json(), indent=2) if as_json else _human(summary))
+    if as_json:
+        echo_json(summary.to_json())
+    else:
+        click.echo(_human(summary))
     if summary.errors:
         sys.exit(1)

@@ -15,7 +15,6 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import click
 from rich.progress import (
@@ -28,7 +27,8 @@ from rich.progress import (
 from rich.progress import Progress as RichBar
 
 from replicator import config
-from replicator.errors import ReplicatorError
+from replicator.commands.output import echo_json
+from replicator.errors import ConfigError, ReplicatorError
 from replicator.restore import Progress, RestoreSummary, Selection, parse_time, restore
 from replicator.store.backend import Backend
 from replicator.store.peer import make_backend
@@ -128,8 +128,17 @@ def exit_codes() -> Iterator[None]:
         sys.exit(exc.exit_code)
 
 
-def echo_json(data: dict[str, Any]) -> None:
-    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+def prepare_target(to: Path) -> Path:
+    """Create ``--to`` before any peer is contacted; one line when it cannot be."""
+    try:
+        to.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise ConfigError(f"--to {to}: exists and is not a directory") from None
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+        where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(to) else ""
+        raise ConfigError(f"--to {to}: cannot create the directory{where}: {why}") from exc
+    return to
 
 
 @click.command("restore")
@@ -158,6 +167,7 @@ def restore_command(
     with exit_codes():
         settings = load_settings(config_path)
         at_ns = parse_time(at) if at is not None else None
+        prepare_target(to)
         selection = Selection(settings.source.bucket, key or prefix or "", key is not None, at_ns)
         with progress_display("restore.progress") as progress:
             summary = asyncio.run(

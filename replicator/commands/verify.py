@@ -10,20 +10,23 @@ from __future__ import annotations
 import asyncio
 import secrets
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import click
 
 from replicator import config
+from replicator.commands.output import echo_json
 from replicator.commands.restore import (
-    echo_json,
     exit_codes,
     load_settings,
     open_for_reading,
     progress_display,
 )
 from replicator.origins import make_origin
+from replicator.store.backends.fs import LEFTOVER_GRACE, tree_leftovers
+from replicator.store.reader import Problem
 from replicator.verify import VerifyReport, verify
 from replicator.verify_source import SourceFinding, SourceReport, verify_against_source
 
@@ -83,9 +86,17 @@ async def _run(
 ) -> VerifyReport:
     backend = await open_for_reading(settings, destination)
     try:
-        return await verify(backend, settings.source.bucket, prefix, **options)
+        report = await verify(backend, settings.source.bucket, prefix, **options)
     finally:
         await backend.close()
+    dest = settings.destination(destination)
+    if isinstance(dest, config.FsDestination):
+        # Temporary files a killed backfill or daemon left (the next write removes them).
+        before = time.time() - LEFTOVER_GRACE
+        for path in await asyncio.to_thread(tree_leftovers, dest.path, before):
+            message = f"leftover temporary file {path} (removed by the next backfill)"
+            report.info.append(Problem("", "", message))
+    return report
 
 
 def _report(report: VerifyReport, destination: str, prefix: str | None, as_json: bool) -> None:
@@ -93,7 +104,7 @@ def _report(report: VerifyReport, destination: str, prefix: str | None, as_json:
         echo_json({"destination": destination, "prefix": prefix} | report.to_json())
         return
     for f in report.info:
-        click.echo(f"info: pack={f.pack}: {f.message}")
+        click.echo(f"info: pack={f.pack}: {f.message}" if f.pack else f"info: {f.message}")
     for p in report.problems:
         click.echo(
             f"problem: key={p.key!r} version={p.version} pack={p.pack} chunk={p.chunk}: "

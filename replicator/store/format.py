@@ -31,7 +31,8 @@ from replicator._native import ChunkerParams, blake3_digest
 from replicator.errors import IncompatibleStoreError, IntegrityError
 
 FORMAT_VERSION = 2
-#: Store and manifest format versions this code reads.
+#: Store and manifest format versions this code reads. Version 2 names
+#: manifests in version order and splits over-long key names (PIECE).
 READABLE_VERSIONS = (1, 2)
 #: The pack index did not change in version 2: its bytes stay those of 1.
 INDEX_VERSION = 1
@@ -71,16 +72,39 @@ def _quote(text: str) -> str:
     return "%2E" + enc[1:] if enc.startswith(".") else enc
 
 
+#: Longest escaped piece of a name kept in one path segment. Filesystems
+#: refuse names over 255 bytes; the margin leaves room for a '+' marker.
+PIECE = 200
+#: Marks a continuation piece of a long escaped name (never produced by
+#: escaping, which turns '+' into %2B, so it cannot start a plain name).
+_MORE = "+"
+
+
+def _split(escaped: str) -> str:
+    """``escaped`` cut every PIECE characters, continuations marked ``/+``.
+
+    The cut points depend only on the position in the escaped text, so the
+    split form of a prefix is a prefix of the split form of every name that
+    starts with it (``--prefix`` listing keeps working)."""
+    pieces = [escaped[i : i + PIECE] for i in range(0, len(escaped), PIECE)] or [""]
+    return ("/" + _MORE).join(pieces)
+
+
 def encode_segment(text: str) -> str:
-    """One path segment for ``text``: never empty, no '/', no leading '.'."""
+    """The stored name of ``text``: no empty segment, no leading '.'.
+
+    Up to PIECE escaped characters it is one segment without '/'; a longer
+    one is split into several segments (see ``_split``), so every segment
+    fits a filesystem's 255-byte name limit whatever the key's length."""
     # A lone '%' never comes out of quoting ('%' itself becomes '%25').
-    return _quote(text) or "%"
+    return _split(_quote(text) or "%")
 
 
 def decode_segment(segment: str) -> str:
-    if segment == "%":
+    escaped = segment.replace("/" + _MORE, "")
+    if escaped == "%":
         return ""
-    return unquote_to_bytes(segment).decode("utf-8", "surrogateescape")
+    return unquote_to_bytes(escaped).decode("utf-8", "surrogateescape")
 
 
 def pack_key(name: bytes) -> str:
@@ -96,22 +120,41 @@ def index_key(pack: bytes) -> str:
 def manifest_prefix(bucket: str, key_prefix: str = "") -> str:
     """Listing prefix for the manifests of keys starting with ``key_prefix``.
 
-    Escaping is per character (the leading-dot rule applies to both), so the
-    escaped prefix is a prefix of every escaped key that starts with
-    ``key_prefix``, and of no other."""
-    return f"{MANIFESTS}{encode_segment(bucket)}/{_quote(key_prefix)}"
+    Escaping is per character (the leading-dot rule applies to both) and
+    long names are cut at fixed positions, so the stored prefix is a prefix
+    of every stored key name that starts with ``key_prefix``, and of no other."""
+    return f"{MANIFESTS}{encode_segment(bucket)}/{_split(_quote(key_prefix))}"
 
 
 def manifest_key(bucket: str, key: str, version_name: str) -> str:
     return f"{MANIFESTS}{encode_segment(bucket)}/{encode_segment(key)}/{version_name}"
 
 
+def _take_name(parts: list[str]) -> str | None:
+    """Pop one (possibly split) escaped name off the front of ``parts``."""
+    if not parts or parts[0].startswith(_MORE) or not parts[0]:
+        return None
+    pieces = [parts.pop(0)]
+    while parts and parts[0].startswith(_MORE):
+        pieces.append(parts.pop(0)[len(_MORE) :])
+    # Only names longer than PIECE are split, always at PIECE characters.
+    if any(len(p) != PIECE for p in pieces[:-1]) or (len(pieces) > 1 and not pieces[-1]):
+        return None
+    return ("/" + _MORE).join(pieces)
+
+
 def parse_manifest_key(store_key: str) -> tuple[str, str, str]:
     """(bucket, key, version name) of a manifest object name."""
     parts = store_key.removeprefix(MANIFESTS).split("/")
-    if not store_key.startswith(MANIFESTS) or len(parts) != 3:
+    version = parts.pop() if len(parts) >= 3 else ""
+    bucket = _take_name(parts)
+    key = _take_name(parts)
+    if not store_key.startswith(MANIFESTS) or not version or bucket is None or key is None or parts:
         raise ValueError(f"not a manifest name: {store_key!r}")
-    return decode_segment(parts[0]), decode_segment(parts[1]), parts[2]
+    try:
+        return decode_segment(bucket), decode_segment(key), version
+    except UnicodeDecodeError as exc:  # '%' followed by no hex: not our escaping
+        raise ValueError(f"not a manifest name: {store_key!r}") from exc
 
 
 # ----------------------------------------------------------------- config
@@ -144,18 +187,26 @@ class StoreConfig:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> StoreConfig:
+        """Parse ``config``; anything but a readable store config raises
+        IncompatibleStoreError (the caller adds the destination's name)."""
         d = _loads(data, "store config")
+        if not isinstance(d, dict):
+            raise IncompatibleStoreError(f"'config' is a JSON {type(d).__name__}, not an object")
         if d.get("format") != "replicator-store" or d.get("version") not in READABLE_VERSIONS:
             raise IncompatibleStoreError(
-                f"store format {d.get('format')!r} version {d.get('version')!r} is not "
-                f"replicator-store version {' or '.join(map(str, READABLE_VERSIONS))}"
+                f"'config' says format {d.get('format')!r} version {d.get('version')!r}; this "
+                f"replicator reads replicator-store versions {list(READABLE_VERSIONS)}"
             )
-        c = d["chunker"]
-        if c.get("algorithm") != "fastcdc-2020" or d.get("digest") != "blake3":
-            raise IncompatibleStoreError(f"unsupported chunker/digest in store config: {d}")
-        params = ChunkerParams(
-            c["min_size"], c["avg_size"], c["max_size"], c["normalization"], c["seed"]
-        )
+        c = d.get("chunker")
+        if not isinstance(c, dict) or c.get("algorithm") != "fastcdc-2020":
+            raise IncompatibleStoreError(f"'config' has no fastcdc-2020 chunker: {c!r}")
+        if d.get("digest") != "blake3" or d.get("compression", "none") not in ("none", "zstd"):
+            raise IncompatibleStoreError("'config' names an unsupported digest or compression")
+        try:
+            fields = [c[f] for f in ("min_size", "avg_size", "max_size", "normalization", "seed")]
+            params = ChunkerParams(*fields)
+        except _MALFORMED as exc:
+            raise IncompatibleStoreError(f"'config' has bad chunker parameters: {exc}") from exc
         return cls(chunker=params, compression=d.get("compression", "none"), version=d["version"])
 
     def check_matches(self, wanted: StoreConfig, peer: str) -> None:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
+import re
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -20,9 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from replicator.errors import IntegrityError, NotFoundError
+from replicator.errors import ConfigError, IntegrityError, NotFoundError
 from replicator.store.backend import Backend
 from replicator.store.format import INDEX, PackIndex, index_key
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -58,6 +62,16 @@ class SyncStats:
     loaded: int  # index objects read from the peer
     dropped: int  # packs forgotten because their index vanished
     packs: int  # packs known after the sync
+    #: Objects under index/ that were skipped, each "<store key>: <why>".
+    skipped: tuple[str, ...] = ()
+
+
+#: The only names index/ holds: index/<hh>/<64 hex>, hh its first two.
+_INDEX_NAME = re.compile(r"index/([0-9a-f]{2})/(\1[0-9a-f]{62})")
+
+
+class CacheDirError(ConfigError):
+    """The local index cache cannot be created or opened (a setting to fix)."""
 
 
 def default_cache_dir() -> Path:
@@ -87,14 +101,24 @@ class IndexCache:
         await self._run(self._open_sync)
 
     def _open_sync(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = self._connect()
+        except sqlite3.OperationalError as exc:  # e.g. "unable to open database file"
+            raise self._unusable(str(exc)) from exc
+        except OSError as exc:
+            raise self._unusable(exc.strerror or type(exc).__name__) from exc
         except sqlite3.DatabaseError:
             # A damaged cache is only a lost hint: start afresh, sync refills it.
             for suffix in ("", "-wal", "-shm"):
                 self.path.with_name(self.path.name + suffix).unlink(missing_ok=True)
             self._db = self._connect()
+
+    def _unusable(self, why: str) -> CacheDirError:
+        return CacheDirError(
+            f"index cache {self.path}: {why}; set store.cache_dir to a writable directory "
+            f"(default {default_cache_dir()})"
+        )
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -187,33 +211,45 @@ class IndexCache:
         self._gen = await self._run(self._next_gen_sync)
         loaded = 0
         page: list[bytes] = []
+        skipped: list[str] = []
         async for info in backend.list(INDEX):
-            page.append(bytes.fromhex(info.key.rsplit("/", 1)[-1]))
+            name = _INDEX_NAME.fullmatch(info.key)
+            if name is None:
+                skipped.append(_skip(backend, info.key, "not an index name"))
+                continue
+            page.append(bytes.fromhex(name.group(2)))
             if len(page) >= _BATCH:
-                loaded += await self._sync_page(backend, page)
+                loaded += await self._sync_page(backend, page, skipped)
                 page = []
-        loaded += await self._sync_page(backend, page)
+        loaded += await self._sync_page(backend, page, skipped)
         dropped, total = await self._run(self._sweep_sync)
-        return SyncStats(loaded=loaded, dropped=dropped, packs=total)
+        return SyncStats(loaded=loaded, dropped=dropped, packs=total, skipped=tuple(skipped))
 
     def _next_gen_sync(self) -> int:
         row = self.db.execute("SELECT COALESCE(MAX(gen), 0) FROM packs").fetchone()
         return int(row[0]) + 1
 
-    async def _sync_page(self, backend: Backend, page: list[bytes]) -> int:
+    async def _sync_page(self, backend: Backend, page: list[bytes], skipped: list[str]) -> int:
         if not page:
             return 0
         missing = await self._run(lambda: self._stamp_sync(page))
         sem = asyncio.Semaphore(_SYNC_FETCHES)
 
         async def fetch(pack: bytes) -> PackIndex | None:
+            key = index_key(pack)
             async with sem:
                 try:
-                    ix = PackIndex.from_bytes(await backend.get(index_key(pack)))
+                    ix = PackIndex.from_bytes(await backend.get(key))
                 except NotFoundError:  # removed between list and get
                     return None
+                except IntegrityError as exc:
+                    # Left out of the cache, the pack's chunks are shipped
+                    # again in a new pack: safe, and verify names the damage.
+                    skipped.append(_skip(backend, key, str(exc)))
+                    return None
             if ix.pack != pack:
-                raise IntegrityError(f"{backend.name}: index {pack.hex()} names {ix.pack.hex()}")
+                skipped.append(_skip(backend, key, f"describes pack {ix.pack.hex()}"))
+                return None
             return ix
 
         found = [ix for ix in await asyncio.gather(*map(fetch, missing)) if ix]
@@ -246,3 +282,9 @@ class IndexCache:
         self._forget_sync(stale)
         total = self.db.execute("SELECT COUNT(*) FROM packs").fetchone()[0]
         return len(stale), int(total)
+
+
+def _skip(backend: Backend, key: str, why: str) -> str:
+    message = f"destination {backend.name!r}: skipped {key}: {why}"
+    log.warning("%s", message)
+    return message

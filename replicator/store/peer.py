@@ -20,7 +20,8 @@ from replicator.errors import CapabilityError, IncompatibleStoreError, NotFoundE
 from replicator.store.backend import Backend, Capabilities, sha256_of
 from replicator.store.backends import FsBackend, S3Backend
 from replicator.store.format import CONFIG_KEY, StoreConfig
-from replicator.store.retry import RetryingBackend
+from replicator.store.reader import location, parse_store_config
+from replicator.store.retry import RetryingBackend, RetryPolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +60,11 @@ def make_backend(dest: FsDestination | S3Destination) -> Backend:
             region=dest.region,
             addressing_style=dest.addressing_style,
             ca_bundle=str(dest.ca_bundle) if dest.ca_bundle is not None else None,
+            connect_timeout=dest.connect_timeout,
+            read_timeout=dest.read_timeout,
         )
+        # A dead or hung endpoint fails after max_attempts timeouts, not minutes.
+        return RetryingBackend(inner, RetryPolicy(attempts=dest.max_attempts))
     return RetryingBackend(inner)
 
 
@@ -111,24 +116,21 @@ async def _store_config(
     backend: Backend, name: str, wanted: StoreConfig, *, create: bool
 ) -> StoreConfig:
     try:
-        return _check(await backend.get(CONFIG_KEY), wanted, name)
+        return _check(await backend.get(CONFIG_KEY), wanted, backend, name)
     except NotFoundError:
         if not create:
             raise IncompatibleStoreError(
-                f"destination {name!r} has no store config: not a replicator store"
+                f"destination {name!r}: no {location(backend, CONFIG_KEY)}: not a replicator store"
             ) from None
     data = wanted.to_bytes()
     if await backend.put_if_absent(CONFIG_KEY, data, sha256=sha256_of(data)):
         return wanted
     # Someone else created it in between: theirs is the store's config.
-    return _check(await backend.get(CONFIG_KEY), wanted, name)
+    return _check(await backend.get(CONFIG_KEY), wanted, backend, name)
 
 
-def _check(data: bytes, wanted: StoreConfig, name: str) -> StoreConfig:
-    try:
-        found = StoreConfig.from_bytes(data)
-    except IncompatibleStoreError as exc:
-        raise IncompatibleStoreError(f"destination {name!r}: {exc}") from exc
+def _check(data: bytes, wanted: StoreConfig, backend: Backend, name: str) -> StoreConfig:
+    found = parse_store_config(data, backend)
     # Only the chunker is pinned: compression is recorded per chunk, so a
     # store may hold both forms and changing store.compression is safe.
     found.check_matches(wanted, name)

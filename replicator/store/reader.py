@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from replicator._native import blake3_digest
 from replicator.errors import IncompatibleStoreError, IntegrityError, NotFoundError
 from replicator.store.backend import Backend
+from replicator.store.backends import FsBackend, S3Backend
 from replicator.store.format import (
     CONFIG_KEY,
     ChunkRef,
@@ -86,9 +87,32 @@ async def read_store_config(backend: Backend) -> StoreConfig:
         data = await backend.get(CONFIG_KEY)
     except NotFoundError as exc:
         raise IncompatibleStoreError(
-            f"destination {backend.name!r} has no store config: not a replicator store"
+            f"destination {backend.name!r}: no {location(backend, CONFIG_KEY)}: "
+            "not a replicator store (wrong path, or nothing replicated there yet)"
         ) from exc
-    return StoreConfig.from_bytes(data)
+    return parse_store_config(data, backend)
+
+
+def location(backend: Backend, key: str) -> str:
+    """Where ``key`` lives at a peer, for messages: a path or an s3:// URL."""
+    inner = backend
+    while not isinstance(inner, FsBackend | S3Backend) and hasattr(inner, "inner"):
+        inner = inner.inner
+    if isinstance(inner, FsBackend):
+        return str(inner.root / key)
+    if isinstance(inner, S3Backend):
+        return f"s3://{inner.bucket}/{inner.prefix}{key}"
+    return key
+
+
+def parse_store_config(data: bytes, backend: Backend) -> StoreConfig:
+    """The peer's ``config`` bytes parsed; errors name the destination and where."""
+    try:
+        return StoreConfig.from_bytes(data)
+    except (IncompatibleStoreError, IntegrityError) as exc:
+        raise IncompatibleStoreError(
+            f"destination {backend.name!r}: {location(backend, CONFIG_KEY)}: {exc}"
+        ) from exc
 
 
 async def list_versions(

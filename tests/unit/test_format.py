@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from replicator._native import ChunkerParams, blake3_digest
 from replicator.errors import IncompatibleStoreError, IntegrityError
 from replicator.store.format import (
+    PIECE,
     ChunkRef,
     IndexEntry,
     Manifest,
@@ -31,6 +32,8 @@ PARAMS = ChunkerParams(256, 1024, 4096, 1, 7)
 # Any text: S3 keys are UTF-8, and file names that are not UTF-8 arrive as
 # lone surrogates (surrogateescape), which the escaping keeps exact.
 KEY_TEXT = st.text()
+#: Keys long enough to need split names (up to 4 pieces once escaped).
+LONG_TEXT = st.text(alphabet=st.sampled_from("ab/ .%+日本\udce9"), min_size=60, max_size=300)
 
 
 def identity(key: str = "a/b.bin", t: int = 1_700_000_000_123_456_789) -> SourceIdentity:
@@ -58,7 +61,7 @@ def test_store_config_round_trip_is_byte_identical() -> None:
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("version", 3), ("format", "restic"), ("digest", "sha256")],
+    [("version", 3), ("version", "1"), ("format", "restic"), ("digest", "sha256")],
 )
 def test_store_config_from_another_format_is_refused(field: str, value: object) -> None:
     d = json.loads(StoreConfig(PARAMS).to_bytes())
@@ -209,8 +212,9 @@ def test_encode_segment(text: str, segment: str) -> None:
 @given(KEY_TEXT, KEY_TEXT)
 def test_manifest_key_round_trips(bucket: str, key: str) -> None:
     name = manifest_key(bucket, key, "00000000000000000001-abc")
-    assert name.count("/") == 3
+    assert name.count("/") >= 3
     assert all(seg not in ("", ".", "..") for seg in name.split("/"))
+    assert all(len(seg.encode()) <= 255 for seg in name.split("/"))
     assert parse_manifest_key(name) == (bucket, key, "00000000000000000001-abc")
 
 
@@ -245,3 +249,71 @@ def test_pack_and_index_names_fan_out_by_first_byte() -> None:
     name = blake3_digest(b"pack")
     assert pack_key(name) == f"packs/{name.hex()[:2]}/{name.hex()}"
     assert index_key(name) == f"index/{name.hex()[:2]}/{name.hex()}"
+
+
+@given(LONG_TEXT, st.data())
+def test_long_names_split_into_short_segments_and_keep_prefixes(
+    key: str, data: st.DataObject
+) -> None:
+    name = manifest_key("bucket", key, "v")
+    segments = name.split("/")
+    assert all(0 < len(seg.encode()) <= PIECE + 1 for seg in segments)
+    assert not any(seg.startswith(".") for seg in segments)
+    assert parse_manifest_key(name) == ("bucket", key, "v")
+    cut = data.draw(st.integers(1, len(key)))
+    assert name.startswith(manifest_prefix("bucket", key[:cut]))
+    other = data.draw(LONG_TEXT)
+    assume(other)
+    matches = name.startswith(manifest_prefix("bucket", other))
+    assert matches == key.startswith(other)
+
+
+def test_long_keys_list_their_versions_together() -> None:
+    # Byte order of the stored names keeps each key's versions contiguous,
+    # also where one key's name is a piece boundary of a longer one.
+    base = "x" * PIECE
+    keys = [base, base + "y", base + "%", base[:-1], base + "y" * PIECE, "日本" * 50]
+    names = sorted(manifest_key("b", k, f"{t:020d}-{'0' * 24}") for k in keys for t in (1, 2, 3))
+    seen: list[str] = []
+    for name in names:
+        key = parse_manifest_key(name)[1]
+        if not seen or seen[-1] != key:
+            assert key not in seen, f"versions of {key!r} are not contiguous"
+            seen.append(key)
+    assert sorted(seen) == sorted(keys)
+
+
+def test_short_names_are_unchanged_from_version_1() -> None:
+    assert manifest_key("bkt", "a/b c", "v") == "manifests/bkt/a%2Fb%20c/v"
+    assert manifest_key("b", "x" * PIECE, "v") == f"manifests/b/{'x' * PIECE}/v"
+    assert manifest_key("b", "x" * (PIECE + 1), "v") == f"manifests/b/{'x' * PIECE}/+x/v"
+
+
+def test_version_1_store_config_is_still_read() -> None:
+    d = json.loads(StoreConfig(PARAMS).to_bytes())
+    assert d["version"] == 2
+    d["version"] = 1
+    assert StoreConfig.from_bytes(json.dumps(d).encode()).chunker == PARAMS
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"[]", b"{}", b'{"format":"replicator-store","version":1,"digest":"blake3"}', b"17"],
+)
+def test_store_config_of_the_wrong_shape_is_incompatible(data: bytes) -> None:
+    with pytest.raises(IncompatibleStoreError, match="'config'"):
+        StoreConfig.from_bytes(data)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "manifests/b/" + "x" * 10 + "/+y/v",  # a split piece that is not PIECE long
+        "manifests/b/+x/v",  # a continuation without a first piece
+        "manifests/b/" + "x" * PIECE + "/+/v",  # an empty continuation
+        "manifests/b//v",
+    ],
+)
+def test_parse_manifest_key_refuses_malformed_split_names(bad: str) -> None:
+    with pytest.raises(ValueError, match="not a manifest"):
+        parse_manifest_key(bad)

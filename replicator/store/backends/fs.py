@@ -19,6 +19,7 @@ import errno
 import hashlib
 import os
 import secrets
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -35,7 +36,11 @@ from replicator.store.backend import (
 
 #: Bytes written per os.write call (bounds the size of one syscall, not memory).
 WRITE_BLOCK = 1 << 20
-_TMP_PREFIX = RESERVED_SEGMENT_PREFIX + "tmp-"
+TMP_PREFIX = RESERVED_SEGMENT_PREFIX + "tmp-"
+#: A temporary file is a leftover (of a killed writer) when it was last
+#: written this long before the run started: a live writer writes, fsyncs
+#: and links at once, so a minute covers its slowest fsync.
+LEFTOVER_GRACE = 60.0
 
 
 class FsBackend:
@@ -47,6 +52,11 @@ class FsBackend:
         self.root = Path(root).resolve()
         self.name = name
         self.page_size = page_size
+        #: Temporary files last written before this are removed as leftovers.
+        self.leftovers_before = time.time() - LEFTOVER_GRACE
+        self._swept: set[Path] = set()
+        #: Leftover temporary files removed so far (for reports and tests).
+        self.leftovers_removed = 0
 
     def __repr__(self) -> str:
         return f"FsBackend(name={self.name!r}, root={str(self.root)!r})"
@@ -67,7 +77,8 @@ class FsBackend:
             if exclusive and path.exists():
                 return False  # cheap early answer; link() below is what decides
             self._ensure_dir(path.parent)
-            tmp = path.with_name(f"{_TMP_PREFIX}{secrets.token_hex(8)}")
+            self._sweep(path.parent)
+            tmp = path.with_name(f"{TMP_PREFIX}{secrets.token_hex(8)}")
             try:
                 _write_verified(tmp, data, sha256)
                 won = _publish(tmp, path, exclusive)
@@ -76,7 +87,32 @@ class FsBackend:
             _fsync_dir(path.parent)
             return won
         except OSError as exc:
-            raise _store_error(exc, path) from exc
+            raise self._error(exc, path) from exc
+
+    def _sweep(self, directory: Path) -> None:
+        """Remove a killed writer's temporary files, once per directory and run."""
+        if directory not in self._swept:
+            self._swept.add(directory)
+            self.leftovers_removed += len(remove_leftovers(directory, self.leftovers_before))
+
+    def _sweep_fan_out(self) -> None:
+        """Sweep the root and every packs/<hh>/ and index/<hh>/ once at start-up:
+        a killed writer's pack may sit in a directory this run never writes."""
+        self._sweep(self.root)
+        for top in ("packs", "index"):
+            with contextlib.suppress(OSError):
+                for entry in os.scandir(self.root / top):
+                    if entry.is_dir(follow_symlinks=False):
+                        self._sweep(Path(entry.path))
+
+    def _error(self, exc: OSError, path: Path) -> StoreError:
+        """The error naming this destination and the full path."""
+        if exc.errno in (errno.EISDIR, errno.ENOTDIR, errno.EEXIST):
+            # e.g. key "a" while "a/b" exists: the names collide on a filesystem.
+            why = "the name collides with a directory or file"
+        else:
+            why = exc.strerror or type(exc).__name__
+        return StoreError(f"destination {self.name!r}: {path}: {why}")
 
     def _ensure_dir(self, directory: Path) -> None:
         """Create missing directories, fsyncing each parent so the new entry is durable."""
@@ -102,9 +138,9 @@ class FsBackend:
                 f.seek(start)
                 return f.read(-1 if length is None else length)
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
-            raise NotFoundError(f"{self.name}: no object {path.relative_to(self.root)}") from exc
+            raise NotFoundError(f"destination {self.name!r}: no object {path}") from exc
         except OSError as exc:
-            raise _store_error(exc, path) from exc
+            raise self._error(exc, path) from exc
 
     async def head(self, key: str) -> ObjectInfo | None:
         path = self._path(key)
@@ -116,7 +152,7 @@ class FsBackend:
         except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as exc:
-            raise _store_error(exc, path) from exc
+            raise self._error(exc, path) from exc
         if not path.is_file():
             return None  # a directory is a key prefix, not an object
         return ObjectInfo(key, st.st_size)
@@ -124,7 +160,10 @@ class FsBackend:
     async def list(self, prefix: str = "", *, start_after: str = "") -> AsyncIterator[ObjectInfo]:
         walker = _walk(self.root, check_prefix(prefix), start_after)
         while True:
-            page = await asyncio.to_thread(_take, walker, self.page_size)
+            try:
+                page = await asyncio.to_thread(_take, walker, self.page_size)
+            except OSError as exc:  # e.g. an unreadable directory of the store
+                raise self._error(exc, Path(exc.filename or self.root)) from exc
             for info in page:
                 yield info
             if len(page) < self.page_size:
@@ -140,7 +179,7 @@ class FsBackend:
         except (FileNotFoundError, NotADirectoryError):
             return
         except OSError as exc:
-            raise _store_error(exc, path) from exc
+            raise self._error(exc, path) from exc
         # Empty directories are left in place: removing them would race a
         # concurrent put that just created the directory for its temp file.
         _fsync_dir(path.parent)
@@ -152,7 +191,11 @@ class FsBackend:
         data = b"replicator probe"
 
         def run() -> Capabilities:
-            self.root.mkdir(parents=True, exist_ok=True)
+            try:
+                self.root.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise self._error(exc, self.root) from exc
+            self._sweep_fan_out()
             try:
                 first = self._write(path, data, None, True)
                 second = self._write(path, b"other", None, True)
@@ -169,8 +212,9 @@ class FsBackend:
                     verified_algorithms=("SHA256",) if verifies else (),
                 )
             finally:
-                path.unlink(missing_ok=True)
-                path.with_name(key + "-bad").unlink(missing_ok=True)
+                for leftover in (path, path.with_name(key + "-bad")):
+                    with contextlib.suppress(OSError):  # nothing was written on a failure
+                        leftover.unlink(missing_ok=True)
 
         return await asyncio.to_thread(run)
 
@@ -225,11 +269,43 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _store_error(exc: OSError, path: Path) -> StoreError:
-    if exc.errno in (errno.EISDIR, errno.ENOTDIR, errno.EEXIST):
-        # e.g. key "a" while "a/b" exists: the names collide on a filesystem.
-        return StoreError(f"key collides with a directory or file: {path.name!r}")
-    return StoreError(f"{type(exc).__name__} on {path.name!r}: {exc.strerror}")
+def remove_leftovers(directory: Path, before: float) -> list[Path]:
+    """Remove ``.replicator-tmp-*`` files in ``directory`` last modified
+    before ``before`` (epoch seconds): what a killed put or restore left.
+    Only this project's own temporary names are touched."""
+    return [p for p in find_leftovers(directory, before) if _unlink_quietly(p)]
+
+
+def find_leftovers(directory: Path, before: float) -> list[Path]:
+    found: list[Path] = []
+    try:
+        with os.scandir(directory) as entries:
+            for e in entries:
+                if (
+                    e.name.startswith(TMP_PREFIX)
+                    and e.is_file(follow_symlinks=False)
+                    and e.stat(follow_symlinks=False).st_mtime < before
+                ):
+                    found.append(Path(e.path))
+    except OSError:
+        return found  # the write that follows reports what is wrong with the directory
+    return found
+
+
+def _unlink_quietly(path: Path) -> bool:
+    try:
+        path.unlink()
+    except OSError:
+        return False
+    return True
+
+
+def tree_leftovers(root: Path, before: float) -> list[Path]:
+    """Every leftover temporary file under ``root`` (verify reports them)."""
+    found: list[Path] = []
+    for directory, _dirs, _files in os.walk(root):
+        found += find_leftovers(Path(directory), before)
+    return sorted(found)
 
 
 def _take(it: Iterator[ObjectInfo], n: int) -> list[ObjectInfo]:

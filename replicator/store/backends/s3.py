@@ -20,7 +20,7 @@ import asyncio
 import base64
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -107,9 +107,9 @@ def map_error(exc: BaseException, what: str) -> StoreError | None:
         exc,
         HTTPClientError | BotoConnectionError | IncompleteReadError | aiohttp.ClientError,
     ):
-        return TransientStoreError(f"{what}: {type(exc).__name__}")
+        return TransientStoreError(f"{what}: {type(exc).__name__}: {exc}")
     if isinstance(exc, asyncio.TimeoutError | TimeoutError):
-        return TransientStoreError(f"{what}: timeout")
+        return TransientStoreError(f"{what}: no answer within the read timeout")
     if isinstance(exc, BotoCoreError):
         return StoreError(f"{what}: {type(exc).__name__}")
     return None
@@ -239,6 +239,10 @@ class S3Backend:
     def _key(self, key: str) -> str:
         return self.prefix + check_key(key)
 
+    def _where(self, full_key: str) -> str:
+        """The destination and the object's URL, for messages."""
+        return f"destination {self.name!r} s3://{self.bucket}/{full_key}"
+
     async def _call(self, what: str, op: str, **kwargs: Any) -> Any:
         """Run one client operation, mapping its errors to the store's tree."""
         client = await self.client()
@@ -278,12 +282,12 @@ class S3Backend:
         md5, actual = await asyncio.to_thread(_digests, data)
         if sha256 is not None and sha256 != actual:
             raise IntegrityError(
-                f"{self.name}: sha256 of data {actual.hex()} != expected {sha256.hex()}"
+                f"put {self._where(full)}: sha256 of data {actual.hex()} != expected {sha256.hex()}"
             )
         extra: dict[str, Any] = {"IfNoneMatch": "*"} if conditional else {}
         try:
             await self._call(
-                f"put {self.name}",
+                f"put {self._where(full)}",
                 "put_object",
                 Key=full,
                 Body=data if isinstance(data, bytes) else bytes(data),  # aiohttp wants bytes
@@ -305,7 +309,7 @@ class S3Backend:
         full = self._key(key)
         if length == 0:
             if await self.head(key) is None:
-                raise NotFoundError(f"get {self.name}: no object")
+                raise NotFoundError(f"get {self._where(full)}: no object")
             return b""
         ranged = bool(start) or length is not None
         kwargs: dict[str, Any] = {"Key": full}
@@ -313,32 +317,33 @@ class S3Backend:
             end = "" if length is None else str(start + length - 1)
             kwargs["Range"] = f"bytes={start}-{end}"
         try:
-            resp = await self._call(f"get {self.name}", "get_object", **kwargs)
+            resp = await self._call(f"get {self._where(full)}", "get_object", **kwargs)
         except StoreError as exc:
             cause = exc.__cause__
             if isinstance(cause, ClientError) and _status(cause) == 416:
                 return b""  # the range starts at or past the end: an empty slice
             raise
-        data = await self._read_body(resp)
+        data = await self._read_body(resp, full)
         if ranged and "ContentRange" not in resp:
             # The server ignored Range and sent the whole object: cut it here.
             return data[start:] if length is None else data[start : start + length]
         return data
 
-    async def _read_body(self, resp: Any) -> bytes:
+    async def _read_body(self, resp: Any, full: str) -> bytes:
         try:
             async with resp["Body"] as body:
                 data: bytes = await body.read()  # checks the length against Content-Length
                 return data
         except Exception as exc:
-            mapped = map_error(exc, f"get {self.name} (body)")
+            mapped = map_error(exc, f"get {self._where(full)} (body)")
             if mapped is None:
                 raise
             raise mapped from exc
 
     async def head(self, key: str) -> ObjectInfo | None:
         try:
-            resp = await self._call(f"head {self.name}", "head_object", Key=self._key(key))
+            full = self._key(key)
+            resp = await self._call(f"head {self._where(full)}", "head_object", Key=full)
         except NotFoundError:
             return None
         return ObjectInfo(key, int(resp["ContentLength"]))
@@ -352,7 +357,8 @@ class S3Backend:
             kwargs["StartAfter"] = self.prefix + start_after
         cut = len(self.prefix)
         while True:
-            resp = await self._call(f"list {self.name}", "list_objects_v2", **kwargs)
+            what = f"list {self._where(kwargs['Prefix'])}"
+            resp = await self._call(what, "list_objects_v2", **kwargs)
             for obj in resp.get("Contents", []):
                 yield ObjectInfo(obj["Key"][cut:], int(obj["Size"]))
             token = resp.get("NextContinuationToken")
@@ -362,7 +368,8 @@ class S3Backend:
 
     async def delete(self, key: str) -> None:
         try:
-            await self._call(f"delete {self.name}", "delete_object", Key=self._key(key))
+            full = self._key(key)
+            await self._call(f"delete {self._where(full)}", "delete_object", Key=full)
         except NotFoundError as exc:
             # S3 answers 204 for a missing key; some servers say NoSuchKey.
             # A missing bucket is still an error.
@@ -375,17 +382,3 @@ class S3Backend:
 
         self.capabilities = await run_probe(self)
         return self.capabilities
-
-    @classmethod
-    def from_config(cls, name: str, cfg: Mapping[str, Any]) -> S3Backend:
-        """Build from a config table; secrets only from the AWS chain or explicit keys."""
-        opts = dict(cfg)
-        bucket = opts.pop("bucket")
-        creds = None
-        if "access_key_id" in opts:
-            creds = S3Credentials(
-                opts.pop("access_key_id"),
-                opts.pop("secret_access_key"),
-                opts.pop("session_token", None),
-            )
-        return cls(name, bucket, credentials=creds, **opts)
