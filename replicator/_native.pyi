@@ -12,6 +12,7 @@ from typing import final
 from typing_extensions import Buffer
 
 __all__ = [
+    "Blake3Hasher",
     "ChunkList",
     "ChunkerParams",
     "FileChangedError",
@@ -92,6 +93,30 @@ class StreamChunker:
     def position(self) -> int: ...
     def feed(self, data: Buffer) -> ChunkList: ...
     def finish(self) -> ChunkList: ...
+
+@final
+class Blake3Hasher:
+    """Incremental BLAKE3, shaped like hashlib's objects: the digest of all
+    pieces fed equals ``blake3_digest`` of their concatenation. ``update``
+    releases the GIL for pieces of 2 KiB and more; with ``threads > 1``
+    pieces of 128 KiB and more are hashed on that many threads. A strided
+    buffer raises BufferError."""
+
+    def __new__(cls, data: Buffer | None = None, threads: int = 1) -> Blake3Hasher: ...
+    def update(self, data: Buffer, /) -> None: ...
+    def digest(self) -> bytes:
+        """The digest so far; ``update`` may go on afterwards."""
+
+    def hexdigest(self) -> str: ...
+    def copy(self) -> Blake3Hasher: ...
+    @property
+    def count(self) -> int:
+        """Bytes fed so far."""
+
+    @property
+    def digest_size(self) -> int: ...
+    @property
+    def name(self) -> str: ...
 
 def chunk_buffer(
     data: Buffer,

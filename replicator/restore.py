@@ -10,6 +10,10 @@ fsynced and renamed into place. Memory is bounded by
 A key becomes a path under the target directory segment by segment; a key
 that could name anything outside it (absolute, ``..``/``.``/empty segments,
 NUL) is refused and reported, and the restore exits 1.
+
+Chunks that ``repair`` relocated are read from their new place; a chunk
+found damaged is recorded in the peer's ``quarantine/`` (best effort), so
+no writer deduplicates onto it again (``store/quarantine.py``).
 """
 
 from __future__ import annotations
@@ -27,11 +31,12 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from replicator._native import StreamChunker
+from replicator._native import Blake3Hasher
 from replicator.errors import ConfigError, IntegrityError, ReplicatorError
 from replicator.store.backend import Backend
 from replicator.store.backends.fs import TMP_PREFIX, remove_leftovers
 from replicator.store.format import Manifest, PackRun
+from replicator.store.quarantine import DamageMap, quarantine
 from replicator.store.reader import (
     ChunkError,
     Problem,
@@ -160,7 +165,8 @@ async def restore(
     # mkstemp creates 0600 files; restored files get the usual umask mode.
     umask = os.umask(0o022)
     os.umask(umask)
-    job = _Job(backend, root, progress or NoProgress(), summary, 0o666 & ~umask)
+    damage = await DamageMap.load(backend)
+    job = _Job(backend, root, progress or NoProgress(), summary, 0o666 & ~umask, damage)
     queue: asyncio.Queue[tuple[str, str] | None] = asyncio.Queue(maxsize=parallel * 2)
     workers = [asyncio.create_task(job.worker(queue)) for _ in range(parallel)]
     try:
@@ -217,6 +223,7 @@ class _Job:
     progress: Progress
     summary: RestoreSummary
     mode: int
+    damage: DamageMap
     #: Temporary files older than this are a killed restore's leftovers.
     started: float = field(default_factory=time.time)
     swept: set[Path] = field(default_factory=set)
@@ -231,9 +238,19 @@ class _Job:
                 self.summary.errors.append(
                     Problem(key, version, str(exc), exc.pack.hex(), (exc.chunk or b"").hex())
                 )
+                await self._quarantine(exc)
             except (ReplicatorError, OSError) as exc:
                 self.summary.errors.append(Problem(key, version, str(exc)))
             self.progress.object_done(key)
+
+    async def _quarantine(self, exc: ChunkError) -> None:
+        # A missing pack names no chunk: the pack writer already HEADs each
+        # pack before deduplicating onto it, so nothing needs recording.
+        if exc.chunk is None or self.damage.is_bad(exc.pack, exc.chunk):
+            return
+        # Best effort: restoring with a read-only credential must still work.
+        with contextlib.suppress(ReplicatorError, OSError):
+            await quarantine(self.backend, exc.pack, exc.chunk, str(exc))
 
     async def one(self, key: str, store_key: str) -> None:
         entry = VersionEntry(store_key, key, store_key.rsplit("/", 1)[-1])
@@ -258,13 +275,14 @@ class _Job:
         tmp = Path(tmp_name)
         try:
             with os.fdopen(fd, "wb") as out:
-                hasher = StreamChunker()
+                # One incremental BLAKE3 over the verified chunks: each byte
+                # is hashed twice (chunk digest, whole digest), never cut.
+                hasher = Blake3Hasher()
                 await self._write_runs(manifest, out, hasher)
-                digest = hasher.finish().digest
+                digest = hasher.digest()
                 if digest != manifest.digest:
                     raise IntegrityError(
-                        f"whole-object BLAKE3 {digest.hex() if digest else None} != "
-                        f"manifest {manifest.digest.hex()}"
+                        f"whole-object BLAKE3 {digest.hex()} != manifest {manifest.digest.hex()}"
                     )
                 await asyncio.to_thread(_fsync, out, manifest.identity.mtime_ns)
             await asyncio.to_thread(_publish, tmp, path)
@@ -283,8 +301,9 @@ class _Job:
         os.fchmod(fd, self.mode)
         return fd, name
 
-    async def _write_runs(self, manifest: Manifest, out: IO[bytes], hasher: StreamChunker) -> None:
-        reads = (sub for run in manifest.runs for sub in split_run(run))
+    async def _write_runs(self, manifest: Manifest, out: IO[bytes], hasher: Blake3Hasher) -> None:
+        runs = self.damage.effective_runs(manifest.runs)
+        reads = (sub for run in runs for sub in split_run(run))
         window: deque[tuple[PackRun, asyncio.Task[bytes]]] = deque()
 
         def more() -> None:
@@ -333,12 +352,12 @@ def _check_sizes(manifest: Manifest) -> None:
         )
 
 
-def _write_verified(run: PackRun, data: bytes, out: IO[bytes], hasher: StreamChunker) -> int:
+def _write_verified(run: PackRun, data: bytes, out: IO[bytes], hasher: Blake3Hasher) -> int:
     # One thread hop per read: hashing and writing megabytes, not a chunk.
     n = 0
     for raw in verified_chunks(run, data):
         out.write(raw)
-        hasher.feed(raw)
+        hasher.update(raw)
         n += len(raw)
     return n
 

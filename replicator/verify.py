@@ -10,6 +10,11 @@ re-hash it, and check the whole-object BLAKE3.
 Without a key prefix the whole store is checked and packs that no manifest
 references are reported as information (garbage from an interrupted writer,
 or a writer in progress), never as errors.
+
+Chunks that ``repair`` relocated are checked at their new place (see
+``store/quarantine.py``); every damaged chunk copy found is recorded in the
+peer's ``quarantine/`` (best effort: a read-only credential only loses the
+record, not the finding), so no writer deduplicates onto it again.
 """
 
 from __future__ import annotations
@@ -18,10 +23,11 @@ import asyncio
 import random
 import time
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from replicator._native import StreamChunker
+from replicator._native import Blake3Hasher
 from replicator.errors import NotFoundError, ReplicatorError
 from replicator.restore import NoProgress, Progress
 from replicator.store.backend import Backend
@@ -29,6 +35,7 @@ from replicator.store.format import (
     INDEX,
     MANIFESTS,
     PACKS,
+    ChunkRef,
     IndexEntry,
     Manifest,
     PackRun,
@@ -36,6 +43,7 @@ from replicator.store.format import (
     manifest_prefix,
     pack_key,
 )
+from replicator.store.quarantine import DamageMap, Findings, quarantine
 from replicator.store.reader import (
     ChunkError,
     Problem,
@@ -64,6 +72,8 @@ class VerifyReport:
     packs: int = 0
     chunks: int = 0
     bytes_rehashed: int = 0
+    damaged_chunks: int = 0  # distinct damaged chunk copies found
+    quarantined: int = 0  # of which newly recorded in quarantine/ by this run
     problems: list[Problem] = field(default_factory=list)
     info: list[Problem] = field(default_factory=list)
     elapsed_seconds: float = 0.0
@@ -127,6 +137,8 @@ class _Checker:
     packs: _Packs
     report: VerifyReport
     progress: Progress
+    damage: DamageMap
+    findings: Findings
 
     def problem(
         self, entry: VersionEntry, message: str, pack: bytes = b"", chunk: bytes = b""
@@ -158,11 +170,18 @@ class _Checker:
                 entry, f"chunks add up to {total} bytes, object size is {manifest.identity.size}"
             )
         self.report.chunks += manifest.chunk_count()
-        for run in manifest.runs:
+        runs = self.damage.effective_runs(manifest.runs)
+        for run in runs:
             await self.structural(entry, run)
         if deep:
             self.report.deep_checked += 1
-            await self.rehash(entry, manifest)
+            await self.rehash(entry, manifest, runs)
+
+    def damaged(
+        self, entry: VersionEntry, pack: bytes, chunks: Iterable[ChunkRef], reason: str
+    ) -> None:
+        for c in chunks:
+            self.findings.add(pack, c, reason, entry.key, entry.version_name)
 
     async def structural(self, entry: VersionEntry, run: PackRun) -> None:
         first = run.chunks[0].digest if run.chunks else b""
@@ -174,6 +193,7 @@ class _Checker:
                 run.pack,
                 first,
             )
+            self.damaged(entry, run.pack, run.chunks, "pack is missing")
             return
         if run.offset + run.stored_length > size:
             self.problem(
@@ -183,10 +203,12 @@ class _Checker:
                 run.pack,
                 first,
             )
+            self.damaged(entry, run.pack, _past(run, size), "pack is too short")
         try:
             index = await self.packs.index(run.pack)
         except ReplicatorError as exc:
             self.problem(entry, str(exc), run.pack, first)
+            self.damaged(entry, run.pack, run.chunks, "pack index unusable")
             return
         pos = run.offset
         for c in run.chunks:
@@ -202,12 +224,15 @@ class _Checker:
                     run.pack,
                     c.digest,
                 )
+                self.damaged(entry, run.pack, [c], "not in the pack's index")
             pos += c.stored_length
 
-    async def rehash(self, entry: VersionEntry, manifest: Manifest) -> None:
-        hasher = StreamChunker()
+    async def rehash(self, entry: VersionEntry, manifest: Manifest, runs: list[PackRun]) -> None:
+        # The whole-object digest is one incremental BLAKE3 over the chunks
+        # already decoded (no chunker pass on top of it).
+        hasher = Blake3Hasher()
         intact = True
-        for run in manifest.runs:
+        for run in runs:
             if await self.packs.size(run.pack) is None:
                 intact = False  # already a structural problem; nothing to fetch
                 continue
@@ -222,25 +247,25 @@ class _Checker:
                 intact &= ok
                 self.report.bytes_rehashed += n
                 self.progress.advance(n)
-        digest = hasher.finish().digest
+        digest = hasher.digest()
         if intact and digest != manifest.digest:
             self.problem(
                 entry,
-                f"whole-object BLAKE3 {digest.hex() if digest else None} != "
-                f"manifest {manifest.digest.hex()}",
+                f"whole-object BLAKE3 {digest.hex()} != manifest {manifest.digest.hex()}",
             )
 
     def _hash_run(
-        self, entry: VersionEntry, run: PackRun, data: bytes, hasher: StreamChunker
+        self, entry: VersionEntry, run: PackRun, data: bytes, hasher: Blake3Hasher
     ) -> tuple[bool, int]:
         # Runs in a worker thread: megabytes of hashing per hop, never a chunk.
         intact, n = True, 0
-        for _chunk, result in decode_chunks(run, data):
+        for chunk, result in decode_chunks(run, data):
             if isinstance(result, ChunkError):
                 self.problem(entry, str(result), result.pack, result.chunk or b"")
+                self.damaged(entry, run.pack, [chunk], str(result))
                 intact = False
             else:
-                hasher.feed(result)
+                hasher.update(result)
                 n += len(result)
         return intact, n
 
@@ -255,13 +280,17 @@ async def verify(
     seed: int = 0,
     parallel: int = 4,
     progress: Progress | None = None,
+    findings: Findings | None = None,
 ) -> VerifyReport:
     """Check the manifests of ``bucket`` under ``key_prefix`` (the whole
-    store, every bucket, when ``key_prefix`` is None)."""
+    store, every bucket, when ``key_prefix`` is None). Damaged chunk copies
+    are collected in ``findings`` (with the versions they break)."""
     started = time.monotonic()
     await read_store_config(backend)
     report = VerifyReport(deep=deep, sample=sample, seed=seed)
-    checker = _Checker(backend, _Packs(backend), report, progress or NoProgress())
+    damage = await DamageMap.load(backend)
+    findings = Findings() if findings is None else findings
+    checker = _Checker(backend, _Packs(backend), report, progress or NoProgress(), damage, findings)
     queue: asyncio.Queue[tuple[VersionEntry, bool] | None] = asyncio.Queue(parallel * 2)
     workers = [asyncio.create_task(checker.worker(queue)) for _ in range(parallel)]
     # The sample is drawn here, in listing order, so a seed replays exactly.
@@ -279,6 +308,7 @@ async def verify(
     report.packs = len(checker.packs.sizes)
     if key_prefix is None:
         await _unreferenced(backend, set(checker.packs.sizes), report)
+    await _record_damage(backend, damage, findings, report)
     report.elapsed_seconds = time.monotonic() - started
     return report
 
@@ -296,6 +326,31 @@ async def _unreferenced(backend: Backend, referenced: set[bytes], report: Verify
         if name is not None and name not in referenced:
             msg = "index of a pack that no manifest references"
             report.info.append(Problem("", "", msg, pack=name.hex()))
+
+
+async def _record_damage(
+    backend: Backend, known: DamageMap, findings: Findings, report: VerifyReport
+) -> None:
+    """Quarantine every damaged copy not already recorded."""
+    report.damaged_chunks = len(findings.damaged)
+    for (pack, chunk), d in findings.damaged.items():
+        if known.is_bad(pack, chunk):
+            continue
+        try:
+            report.quarantined += await quarantine(backend, pack, chunk, d.reason)
+        except (ReplicatorError, OSError) as exc:
+            msg = f"could not record the damaged chunk in quarantine/: {exc}"
+            report.info.append(Problem("", "", msg, pack.hex(), chunk.hex()))
+
+
+def _past(run: PackRun, size: int) -> list[ChunkRef]:
+    """The chunks of ``run`` that end beyond a pack of ``size`` bytes."""
+    out, pos = [], run.offset
+    for c in run.chunks:
+        pos += c.stored_length
+        if pos > size:
+            out.append(c)
+    return out
 
 
 def _hex_name(store_key: str) -> bytes | None:

@@ -166,7 +166,7 @@ impl PyChunkList {
     }
 }
 
-fn checked_threads(threads: usize) -> PyResult<usize> {
+pub(crate) fn checked_threads(threads: usize) -> PyResult<usize> {
     if threads == 0 {
         return Err(PyValueError::new_err("threads must be at least 1, got 0"));
     }
@@ -178,7 +178,7 @@ fn params_or_default(params: Option<PyParams>) -> Params {
 }
 
 /// Runs `f` over the bytes of a contiguous buffer, without the GIL when large.
-fn with_buffer<T: Send>(
+pub(crate) fn with_buffer<T: Send>(
     py: Python<'_>,
     data: &Bound<'_, PyAny>,
     f: impl FnOnce(&[u8]) -> T + Send,

@@ -1,12 +1,14 @@
 //! `replicator._native`: content-defined chunking (FastCDC 2020) fused with
 //! BLAKE3 hashing. This file only lists the exports; the work lives in the
-//! modules below. The module does chunk + hash and nothing else.
+//! modules below. The module does chunk + hash (and the plain incremental
+//! BLAKE3 of whole objects) and nothing else.
 
 mod api;
 pub mod batch;
 pub mod cutter;
 pub mod file;
 pub mod fused;
+pub mod hasher;
 pub mod params;
 mod pool;
 pub mod stream;
@@ -20,6 +22,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<api::PyParams>()?;
     m.add_class::<api::PyChunkList>()?;
     m.add_class::<api::PyStreamChunker>()?;
+    m.add_class::<hasher::PyHasher>()?;
     m.add_function(wrap_pyfunction!(api::chunk_buffer, m)?)?;
     m.add_function(wrap_pyfunction!(api::chunk_file, m)?)?;
     m.add_function(wrap_pyfunction!(api::blake3_digest, m)?)?;

@@ -9,6 +9,7 @@ from __future__ import annotations
 import click
 
 from replicator.commands.backfill import backfill
+from replicator.commands.repair import repair_command as repair_command
 from replicator.commands.restore import restore_command as restore_command
 from replicator.commands.verify import verify_command as verify_command
 

@@ -15,6 +15,10 @@ sharing a new chunk store it once.
 Chunks are stored raw, or zstd-compressed one by one with
 ``store.compression = "zstd"`` (kept raw when that does not shrink them);
 the index and manifests record each chunk's stored form.
+
+A chunk copy that verify or restore found damaged (``quarantine/``) is never
+a deduplication target: the chunk ships again, or, once ``repair`` has
+relocated it, the good copy is used (``store/quarantine.py``).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from replicator.errors import ConfigError
 from replicator.store.backend import Backend
 from replicator.store.format import IndexEntry, PackIndex, index_key, pack_key
 from replicator.store.index_cache import IndexCache, Location
+from replicator.store.quarantine import DamageMap
 
 #: A chunk as stored: its bytes (a view of the window, or compressed bytes).
 Stored = bytes | memoryview
@@ -85,6 +90,8 @@ class PackWriter:
         cache: IndexCache,
         pack_size: int,
         compression: str = "none",
+        *,
+        damage: DamageMap | None = None,
     ) -> None:
         if compression not in ("none", "zstd"):
             raise ConfigError(f"store.compression = {compression!r} is not supported")
@@ -107,6 +114,8 @@ class PackWriter:
         self._write_slot = asyncio.Semaphore(1)
         #: Packs seen present at the peer in this run (HEAD once, then trusted).
         self._present: set[bytes] = set()
+        #: The peer's damaged copies; read from the peer on first use unless given.
+        self._damage = damage
 
     async def place(self, batch: ChunkBatch) -> list[Placement]:
         """Where each chunk of ``batch`` lives at this peer, shipping new ones."""
@@ -163,6 +172,7 @@ class PackWriter:
         """Cache hits whose pack is confirmed present at the peer in this run."""
         wanted = [batch.digest(i) for i in range(len(batch))]
         hits = await self.cache.lookup([d for d in wanted if d not in self._open.entries])
+        hits = await self._healthy(hits)
         unchecked = {loc.pack for loc in hits.values()} - self._present
         if unchecked:
             infos = await asyncio.gather(*(self.backend.head(pack_key(p)) for p in unchecked))
@@ -174,6 +184,24 @@ class PackWriter:
                 else:
                     self._present.add(pack)
         return {d: loc for d, loc in hits.items() if loc.pack in self._present}
+
+    async def _healthy(self, hits: dict[bytes, Location]) -> dict[bytes, Location]:
+        """Cache hits with every damaged copy replaced by its relocated good
+        copy, or left out (so the chunk ships again) when it has none."""
+        if self._damage is None:
+            self._damage = await DamageMap.load(self.backend)
+        damage = self._damage
+        if not damage:
+            return hits
+        out: dict[bytes, Location] = {}
+        for d, loc in hits.items():
+            if not damage.is_bad(loc.pack, d):
+                out[d] = loc
+            elif (good := damage.resolve(loc.pack, d)) is not None and not damage.is_bad(
+                good.pack, d
+            ):
+                out[d] = good
+        return out
 
     async def _add(self, digest: bytes, length: int, data: Stored, compression: str) -> Placement:
         pack = self._open

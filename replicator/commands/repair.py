@@ -1,0 +1,57 @@
+"""``replicator repair``: heal a peer's damaged or missing chunks.
+
+Exit codes: 0 the peer deep-verifies clean afterwards (or had nothing to
+repair); 1 chunks that no healthy copy holds (each named with the versions
+it breaks) or other problems left; 2 usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import click
+
+from replicator.commands.restore import echo_json, exit_codes, load_settings
+from replicator.repair import RepairReport, repair
+
+
+@click.command("repair")
+@click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--destination", required=True, help="Peer to repair.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON report on stdout.")
+def repair_command(*, config_path: Path | None, destination: str, as_json: bool) -> None:
+    """Write good copies of damaged chunks (from the source, else another peer)."""
+    with exit_codes():
+        settings = load_settings(config_path)
+        report = asyncio.run(repair(settings, destination))
+    if as_json:
+        echo_json(report.to_json())
+    else:
+        _print(report)
+    sys.exit(0 if report.ok else 1)
+
+
+def _print(report: RepairReport) -> None:
+    for d in report.unrepaired:
+        versions = ", ".join(f"key={k!r} version={v}" for k, v in sorted(d.versions))
+        click.echo(
+            f"unrepaired: chunk={d.chunk.digest.hex()} pack={d.pack.hex()} ({d.reason}); "
+            f"no healthy copy at the source or any peer; breaks {versions}",
+            err=True,
+        )
+    after = report.after
+    for p in after.problems if after else []:
+        click.echo(
+            f"problem left: key={p.key!r} version={p.version} pack={p.pack} chunk={p.chunk}: "
+            f"{p.message}",
+            err=True,
+        )
+    peers = ", ".join(f"{n}: {c}" for n, c in report.from_peers.items()) or "none asked"
+    state = "verifies clean" if report.ok else "still damaged"
+    click.echo(
+        f"repair of {report.destination!r}: {report.damaged} damaged chunk copies, "
+        f"{report.from_source} healed from the source, from peers {peers}; "
+        f"{len(report.unrepaired)} unrepaired; deep verify afterwards: {state}"
+    )
