@@ -10,6 +10,8 @@ import click
 
 from replicator.commands.backfill import backfill
 from replicator.commands.restore import restore_command as restore_command
+from replicator.commands.run import check_config_command as check_config_command
+from replicator.commands.run import run_command as run_command
 from replicator.commands.status import status_command as status_command
 from replicator.commands.verify import verify_command as verify_command
 
