@@ -37,6 +37,15 @@ def _restore(cfg: Path, peer: str, out: Path, *args: str) -> dict[str, bytes]:
     return source_state(out)
 
 
+def _wait_peers(tmp: Path, tree: dict[str, bytes], daemon: Daemon) -> None:
+    for peer in PEERS:
+
+        def there(p: str = peer) -> bool:
+            return peer_state(tmp / p) == tree
+
+        wait_until(there, f"tree at peer {peer}", daemon)
+
+
 def _job(src: Path, written: Written, rng: random.Random) -> dict[str, int]:
     """The first part of the load: returns the event times the test checks later."""
     times = {"shard": written.write(src, "data/shard-0.jsonl", b'{"tokens": [1, 2, 3]}\n' * 2000)}
@@ -65,8 +74,7 @@ def test_changes_reach_both_peers_and_every_version_restores(tmp_path: Path) -> 
     written.write(src, "ckpt/model.safetensors", model2, via_temp=True)
     os.remove(src / "ckpt/old.safetensors")
     final = source_state(src)
-    for peer in PEERS:
-        wait_until(lambda p=peer: peer_state(tmp_path / p) == final, "second part", daemon)
+    _wait_peers(tmp_path, final, daemon)
     assert daemon.stop() == 0, daemon.log_tail()
 
     durable = log_events(tmp_path / "daemon.log", "durable")
