@@ -10,6 +10,7 @@ import socket
 import sys
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -102,6 +103,31 @@ async def test_table_on_a_terminal(daemon: tuple[Telemetry, MetricsServer]) -> N
     assert "3.0 MiB" in out
     assert "ready" in out
     assert not out.lstrip().startswith("{")
+
+
+async def test_address_comes_from_the_config(
+    daemon: tuple[Telemetry, MetricsServer], tmp_path: Path
+) -> None:
+    _, server = daemon
+    cfg = tmp_path / "replicator.toml"
+    cfg.write_text(
+        f"""
+[source]
+type = "fs"
+path = "{tmp_path}"
+
+[[destinations]]
+name = "peer-a"
+type = "fs"
+path = "{tmp_path / "a"}"
+
+[service]
+metrics_address = "127.0.0.1:{server.port}"
+"""
+    )
+    code, out, err = await status("--config", str(cfg))
+    assert code == 0, err
+    assert "peer-b" in json.loads(out)["destinations"]
 
 
 def _drain(fd: int) -> str:
