@@ -64,10 +64,7 @@ def test_changes_reach_both_peers_and_every_version_restores(tmp_path: Path) -> 
     daemon.wait_ready()
     written, rng = Written(), random.Random(8)
     times = _job(src, written, rng)
-    for peer in PEERS:
-        wait_until(
-            lambda p=peer: peer_state(tmp_path / p) == source_state(src), "first part", daemon
-        )
+    _wait_peers(tmp_path, source_state(src), daemon)
     model = written.versions["ckpt/model.safetensors"][times["model1"]]
     # A new checkpoint that shares most bytes with the first; an old one removed.
     model2 = model[:150_000] + rng.randbytes(4096) + model[154_096:]
