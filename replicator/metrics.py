@@ -212,7 +212,7 @@ class Telemetry:
             "durable",
             destination=destination,
             key=event.key,
-            version=event.version_id or event.etag,
+            version=event.version_id or event.etag or None,
             kind=str(event.kind),
             event_time_ns=event.event_time_ns,
             shipped_bytes=shipped_bytes,

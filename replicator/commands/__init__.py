@@ -9,6 +9,7 @@ from __future__ import annotations
 import click
 
 from replicator.commands.backfill import backfill
+from replicator.commands.demo import demo_command as demo_command
 from replicator.commands.restore import restore_command as restore_command
 from replicator.commands.run import check_config_command as check_config_command
 from replicator.commands.run import run_command as run_command
