@@ -6,6 +6,7 @@ import click
 
 from replicator.bench.chunk import chunk
 from replicator.bench.delta import delta
+from replicator.bench.e2e import e2e
 
 
 @click.group()
@@ -15,3 +16,4 @@ def bench() -> None:
 
 bench.add_command(chunk)
 bench.add_command(delta)
+bench.add_command(e2e)
