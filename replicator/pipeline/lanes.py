@@ -93,9 +93,16 @@ class Lane:
         return now >= self.retry_at and len(self.active) < self.max_active
 
     def failed(self) -> float:
-        """Record a failure; the delay before the lane takes work again."""
+        """Record a failure; the delay before the lane takes work again.
+
+        Failures while already backing off are one outage, not several: the
+        commits waiting on one failed pack all fail together, and counting
+        each would push the very next retry to the cap."""
+        now = time.monotonic()
+        if now < self.retry_at:
+            return self.retry_at - now
         delay = self.backoff.next_delay()
-        self.retry_at = time.monotonic() + delay
+        self.retry_at = now + delay
         self.up = False
         return delay
 
