@@ -43,6 +43,13 @@ class FsSource(_Strict):
     type: Literal["fs"] = "fs"
     path: Path = Field(description="Directory tree whose files are replicated.")
     bucket: str = Field("local", description="Name recorded as the bucket in manifests.")
+    settle_seconds: float = Field(
+        2.0, gt=0, le=3600, description="A file not closed is replicated once unchanged this long."
+    )
+    ignore: list[str] = Field(
+        ["*.tmp", ".*", "*.partial", "*~"],
+        description="fnmatch patterns of names (any path segment) the watcher never replicates.",
+    )
 
     _blank = field_validator("path", "bucket", mode="before")(_not_blank)
 
@@ -83,8 +90,13 @@ class S3Origin(S3Endpoint):
     )
 
 
+#: The RPO the alert rules compare each peer's measured RPO with.
+RpoTarget = Annotated[float, Field(gt=0, description="RPO target of this peer, in seconds.")]
+
+
 class FsDestination(_Strict):
     name: str = Field(description="Peer name, used in metrics and commands.")
+    rpo_target_seconds: RpoTarget = 300.0
     type: Literal["fs"] = "fs"
     path: Path = Field(description="Root directory of the replica store.")
 
@@ -93,6 +105,7 @@ class FsDestination(_Strict):
 
 class S3Destination(S3Endpoint):
     name: str = Field(description="Peer name, used in metrics and commands.")
+    rpo_target_seconds: RpoTarget = 300.0
     type: Literal["s3"]
     bucket: str = Field(description="Bucket holding the replica store.")
     prefix: str = Field("", description="Key prefix of the replica store inside the bucket.")
@@ -130,6 +143,9 @@ class Store(_Strict):
     cache_dir: Path | None = Field(
         None, description="Local index cache; default ~/.cache/replicator."
     )
+    max_pack_delay: float = Field(
+        0.5, gt=0, le=60, description="Seconds a waiting change may sit in an open pack."
+    )
     max_delete_fraction: float = Field(
         0.1,
         ge=0.0,
@@ -151,12 +167,29 @@ class Store(_Strict):
         return value
 
 
+class ServiceSettings(_Strict):
+    """The daemon (``replicator run``)."""
+
+    metrics_address: str = Field("127.0.0.1:9464", description="host:port of /metrics.")
+    drain_timeout_seconds: float = Field(
+        30.0, ge=0, le=3600, description="On SIGTERM, time to finish what is in flight."
+    )
+    max_in_flight: int = Field(8, ge=1, le=1024, description="Objects being read at once.")
+    max_pending: int = Field(
+        100_000, ge=1, description="Changes held per peer before the source is paused."
+    )
+    retry_max_seconds: float = Field(
+        30.0, gt=0, le=3600, description="Cap of the backoff between retries of a failing peer."
+    )
+
+
 class Settings(_Strict):
     source: Source
     origin: S3Origin | None = None
     destinations: list[Destination] = Field(min_length=1)
     chunking: Chunking = Chunking()
     store: Store = Store()
+    service: ServiceSettings = ServiceSettings()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Settings:

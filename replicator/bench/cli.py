@@ -7,6 +7,7 @@ import click
 from replicator.bench.chunk import chunk
 from replicator.bench.compare import compare
 from replicator.bench.delta import delta
+from replicator.bench.e2e import e2e
 
 
 @click.group()
@@ -17,3 +18,4 @@ def bench() -> None:
 bench.add_command(chunk)
 bench.add_command(delta)
 bench.add_command(compare)
+bench.add_command(e2e)

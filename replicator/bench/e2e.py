@@ -1,0 +1,207 @@
+"""``replicator bench e2e``: a steady load through the running daemon.
+
+The real daemon (``replicator run``, a child process) watches a directory
+and keeps two directory peers. The bench writes small objects (1 KiB to
+1 MiB, log-uniform) at a steady rate and a large object now and then, each
+saved temp-then-rename under a new key, and logs each write's event time
+(ctime). Every 100 ms it scrapes ``replicator_rpo_seconds`` from /metrics.
+At the end it reports, from its own write log and the daemon's log of
+durable versions: event -> durable at both peers p50/p99/max per size
+class, objects/s and MB/s sustained, and the RPO error (exported minus the
+true age of the oldest write not yet durable at that peer).
+
+Exit 0 when every write became durable at both peers, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import random
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+from prometheus_client.parser import text_string_to_metric_families
+
+from replicator.bench.chunk import parse_size
+from replicator.bench.e2e_stats import (
+    Sample,
+    Write,
+    covered_at,
+    latencies,
+    rpo_error,
+    throughput,
+)
+from replicator.commands.restore import echo_json, exit_codes
+from replicator.demo.daemon import PEERS, DaemonProcess, free_port, write_config
+
+SMALL_MIN, SMALL_MAX = 1024, 1024 * 1024
+SAMPLE_SECONDS = 0.1
+SETTLE_SECONDS = 120.0
+
+
+@dataclass
+class Load:
+    """Writes new objects under ``root`` at a steady pace, in a thread."""
+
+    root: Path
+    rate: float
+    large_size: int
+    large_every: float
+    seed: int = 0
+    writes: list[Write] = field(default_factory=list)
+
+    def run(self, duration: float, stop: threading.Event) -> None:
+        rng = random.Random(self.seed)
+        start = time.monotonic()
+        small = large = 0
+        while not stop.is_set():
+            elapsed = time.monotonic() - start
+            if elapsed >= duration:
+                break
+            if self.large_every and elapsed >= large * self.large_every:
+                self._write(f"large/obj-{large:05d}", "large", rng.randbytes(self.large_size))
+                large += 1
+            due = int(elapsed * self.rate) + 1
+            while small < due:
+                size = int(math.exp(rng.uniform(math.log(SMALL_MIN), math.log(SMALL_MAX))))
+                self._write(
+                    f"small/{small // 1000:03d}/obj-{small:06d}", "small", rng.randbytes(size)
+                )
+                small += 1
+            stop.wait(max(0.0, (small / self.rate) - (time.monotonic() - start)))
+
+    def _write(self, key: str, size_class: str, data: bytes) -> None:
+        path = self.root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+        ctime = os.stat(path).st_ctime_ns
+        self.writes.append(Write(key, size_class, len(data), ctime))
+
+
+async def sample_rpo(daemon: DaemonProcess, stop: asyncio.Event, out: list[Sample]) -> None:
+    """Scrape /metrics every 100 ms; the instant is the request's midpoint."""
+    while not stop.is_set():
+        before = time.time_ns()
+        text = await daemon.get("/metrics")
+        at = (before + time.time_ns()) // 2
+        if text is not None:
+            for family in text_string_to_metric_families(text):
+                if family.name == "replicator_rpo_seconds":
+                    out.extend(Sample(at, s.labels["destination"], s.value) for s in family.samples)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), SAMPLE_SECONDS)
+
+
+async def run_bench(root: Path, duration: float, load: Load) -> dict[str, Any]:
+    port = free_port()
+    cfg = write_config(root, port=port)
+    daemon = DaemonProcess(cfg, root / "daemon.log", port)
+    await daemon.start()
+    samples: list[Sample] = []
+    stop_sampling, stop_load = asyncio.Event(), threading.Event()
+    sampler = asyncio.create_task(sample_rpo(daemon, stop_sampling, samples))
+    try:
+        await asyncio.to_thread(load.run, duration, stop_load)
+        settled = await daemon.wait_settled(SETTLE_SECONDS)
+    finally:
+        stop_load.set()
+        stop_sampling.set()
+        await sampler
+        code = await daemon.stop()
+    return report(load.writes, daemon, samples, settled=settled, daemon_exit=code)
+
+
+def report(
+    writes: list[Write],
+    daemon: DaemonProcess,
+    samples: list[Sample],
+    *,
+    settled: bool,
+    daemon_exit: int,
+) -> dict[str, Any]:
+    durable = daemon.durable()
+    covered = covered_at(durable)
+    latency, missing = latencies(writes, covered, PEERS)
+    return {
+        "objects": len(writes),
+        "bytes": sum(w.size for w in writes),
+        "not_durable": missing,
+        "settled": settled,
+        "daemon_exit": daemon_exit,
+        "latency_seconds": latency,
+        "throughput": throughput(writes, durable),
+        "rpo_samples": len(samples),
+        "rpo_error_seconds": rpo_error(writes, covered, samples),
+    }
+
+
+def _print(result: dict[str, Any]) -> None:
+    t = result["throughput"]
+    click.echo(
+        f"{result['objects']} objects, {result['bytes'] / 1e6:.1f} MB: "
+        f"{t['objects_per_second']:.1f} objects/s, {t['mb_per_second']:.1f} MB/s sustained"
+    )
+    for size_class, q in result["latency_seconds"].items():
+        click.echo(
+            f"event -> durable at both peers, {size_class} ({q['count']}): "
+            f"p50 {q['p50']:.3f} s, p99 {q['p99']:.3f} s, max {q['max']:.3f} s"
+        )
+    for peer, q in result["rpo_error_seconds"].items():
+        click.echo(
+            f"RPO error {peer} ({q['count']} samples): |exported - true| p50 {q['p50']:.3f} s, "
+            f"p99 {q['p99']:.3f} s, max {q['max']:.3f} s "
+            f"(most under {q['most_under']:.3f} s, most over {q['most_over']:.3f} s)"
+        )
+    if result["not_durable"]:
+        click.echo(f"NOT DURABLE at both peers: {result['not_durable']} objects", err=True)
+
+
+@click.command("e2e")
+@click.option("--duration", default=20.0, show_default=True, type=click.FloatRange(1, 3600))
+@click.option("--rate", default=50.0, show_default=True, type=click.FloatRange(0.1, 10_000))
+@click.option("--large-size", default="64MiB", show_default=True, help="Bytes per large object.")
+@click.option(
+    "--large-every",
+    default=10.0,
+    show_default=True,
+    help="Seconds between large objects (0: none).",
+)
+@click.option("--keep", type=click.Path(path_type=Path, file_okay=False), help="Keep the run here.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def e2e(
+    *,
+    duration: float,
+    rate: float,
+    large_size: str,
+    large_every: float,
+    keep: Path | None,
+    as_json: bool,
+) -> None:
+    """Event -> durable latency, throughput and RPO error through the daemon."""
+    with exit_codes():
+        root = Path(tempfile.mkdtemp(prefix="replicator-e2e-")) if keep is None else keep
+        load = Load(root / "source", rate, parse_size(large_size), large_every)
+        try:
+            result = asyncio.run(run_bench(root, duration, load))
+        finally:
+            if keep is None:
+                shutil.rmtree(root, ignore_errors=True)
+    if as_json:
+        echo_json(result)
+    else:
+        _print(result)
+    ok = result["not_durable"] == 0 and result["daemon_exit"] == 0
+    sys.exit(0 if ok else 1)

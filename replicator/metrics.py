@@ -1,0 +1,375 @@
+"""Telemetry: every metric of the daemon, declared in one place, and its HTTP endpoint.
+
+Vocabulary: a change is *pending* at a peer (destination) from the moment the
+pipeline takes it until it is *durable* there (its manifest is stored) or
+*settled* (it will not be replicated: superseded, coalesced into a newer
+version). Changes a source knows of but has not handed out yet (its
+*backlog*: Kafka records past the committed offset, files not yet stable)
+count as pending at every peer.
+
+The headline number, ``replicator_rpo_seconds{destination}``, is computed
+when scraped: now minus the event time of the oldest change still pending at
+that peer, 0 when none. The event time is the storage system's clock (S3
+eventTime, file ctime), so the RPO is the data an operator would lose if the
+source region died now.
+
+One call here emits both the metric and the log line (Vector's internal-event
+habit): callers report facts (``durable``, ``destination_error``) and never
+log them again. Labels are low-cardinality (peer, source, operation, error
+class); a key never becomes a label.
+
+The HTTP side (``serve``) lives in :mod:`replicator.metrics_http`; it is
+re-exported here so callers import one module.
+"""
+
+from __future__ import annotations
+
+import platform
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import structlog
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from replicator import __version__
+from replicator.events import ChangeEvent
+from replicator.metrics_http import MetricsServer, parse_address, serve
+from replicator.metrics_pending import PendingSet
+from replicator.sources import Backlog
+
+log = structlog.get_logger("replicator.metrics")
+
+#: Event time → durable, in seconds: sub-second for small changes, minutes
+#: for a peer that was down.
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900, 3600)
+#: Latencies kept per peer for the quantiles of ``snapshot`` (a bounded window).
+RECENT_LATENCIES = 4096
+
+
+def _quantile(sorted_values: Sequence[float], q: float) -> float:
+    if not sorted_values:
+        return 0.0
+    index = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
+    return sorted_values[index]
+
+
+class _Peer:
+    """Per-destination state that the scrape-time collector reads."""
+
+    def __init__(self, target: float | None) -> None:
+        self.pending = PendingSet()
+        self.target = target
+        self.up = False
+        self.durable_events = 0
+        self.shipped = 0
+        self.deduplicated = 0
+        self.errors = 0
+        self.last_durable_ns: int | None = None
+        self.latencies: deque[float] = deque(maxlen=RECENT_LATENCIES)
+
+
+class Telemetry:
+    """The daemon's metrics; thread-safe (a lock guards the pending sets)."""
+
+    def __init__(
+        self,
+        destinations: Sequence[str],
+        rpo_targets: Mapping[str, float],
+        *,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        own_registry = registry is None
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self._lock = threading.Lock()
+        self._peers = {d: _Peer(rpo_targets.get(d)) for d in destinations}
+        self._backlog: Callable[[], Backlog] = Backlog
+        self._ready = False
+        self._reason = "starting"
+        self._started = time.time()
+        self._outcomes: dict[tuple[str, str], int] = {}
+        self._source_bytes = 0
+        self._declare(own_registry)
+
+    def _declare(self, own_registry: bool) -> None:
+        r = self.registry
+        dest = ["destination"]
+        self._latency = Histogram(
+            "replicator_replication_latency_seconds",
+            "Event time to durable at the peer.",
+            dest,
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self._events = Counter(
+            "replicator_events", "Changes by how they ended.", ["source", "outcome"], registry=r
+        )
+        self._read = Counter(
+            "replicator_source_bytes_read", "Bytes read from the source.", registry=r
+        )
+        self._shipped = Counter(
+            "replicator_shipped_bytes", "Pack bytes sent to the peer.", dest, registry=r
+        )
+        self._dedup = Counter(
+            "replicator_deduplicated_bytes",
+            "Object bytes the peer already held (not sent).",
+            dest,
+            registry=r,
+        )
+        self._errors = Counter(
+            "replicator_destination_errors",
+            "Failed peer operations, by operation and error class.",
+            ["destination", "operation", "error"],
+            registry=r,
+        )
+        self._lag = Gauge(
+            "replicator_kafka_consumer_lag",
+            "Records between the committed offset and the log end.",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self._last = Gauge(
+            "replicator_last_durable_event_timestamp_seconds",
+            "Event time of the newest change durable at the peer.",
+            dest,
+            registry=r,
+        )
+        self._target = Gauge(
+            "replicator_rpo_target_seconds", "Configured RPO target.", dest, registry=r
+        )
+        self._up = Gauge(
+            "replicator_destination_up", "1 when the peer answers, 0 otherwise.", dest, registry=r
+        )
+        self._ready_gauge = Gauge(
+            "replicator_ready", "1 once start-up checks passed and every peer is up.", registry=r
+        )
+        build = Gauge(
+            "replicator_build_info", "Build information.", ["version", "python"], registry=r
+        )
+        build.labels(__version__, platform.python_version()).set(1)
+        for name, peer in self._peers.items():
+            if peer.target is not None:
+                self._target.labels(name).set(peer.target)
+            self._up.labels(name).set(0)
+            for counter in (self._shipped, self._dedup):
+                counter.labels(name)
+            self._latency.labels(name)
+        r.register(_ScrapeCollector(self))
+        if own_registry:  # the default registry already has these
+            ProcessCollector(registry=r)
+            PlatformCollector(registry=r)
+
+    def _peer(self, destination: str) -> _Peer:
+        try:
+            return self._peers[destination]
+        except KeyError:
+            raise KeyError(f"unknown destination {destination!r}") from None
+
+    # -- facts reported by the pipeline and the sources -----------------
+
+    def pending(self, destination: str, event: ChangeEvent, size: int) -> None:
+        """The pipeline took ``event`` for ``destination`` (idempotent)."""
+        peer = self._peer(destination)
+        with self._lock:
+            peer.pending.add(event, size)
+
+    def durable(
+        self,
+        destination: str,
+        event: ChangeEvent,
+        *,
+        shipped_bytes: int,
+        deduplicated_bytes: int,
+    ) -> None:
+        """``event``'s manifest is stored at ``destination``."""
+        peer = self._peer(destination)
+        now_ns = time.time_ns()
+        latency = max(0.0, (now_ns - event.event_time_ns) / 1e9)
+        with self._lock:
+            peer.pending.remove(event)
+            peer.durable_events += 1
+            peer.shipped += shipped_bytes
+            peer.deduplicated += deduplicated_bytes
+            peer.latencies.append(latency)
+            if peer.last_durable_ns is None or event.event_time_ns > peer.last_durable_ns:
+                peer.last_durable_ns = event.event_time_ns
+                self._last.labels(destination).set(event.event_time_ns / 1e9)
+        self._latency.labels(destination).observe(latency)
+        self._shipped.labels(destination).inc(shipped_bytes)
+        self._dedup.labels(destination).inc(deduplicated_bytes)
+        log.info(
+            "durable",
+            destination=destination,
+            key=event.key,
+            version=event.version_id or event.etag or None,
+            kind=str(event.kind),
+            event_time_ns=event.event_time_ns,
+            shipped_bytes=shipped_bytes,
+            deduplicated_bytes=deduplicated_bytes,
+            latency_seconds=round(latency, 6),
+        )
+
+    def settled(self, destination: str, event: ChangeEvent) -> None:
+        """``event`` is no longer pending at ``destination`` and was not replicated."""
+        peer = self._peer(destination)
+        with self._lock:
+            peer.pending.remove(event)
+
+    def outcome(self, source: str, outcome: str) -> None:
+        self._events.labels(source, outcome).inc()
+        with self._lock:
+            self._outcomes[(source, outcome)] = self._outcomes.get((source, outcome), 0) + 1
+
+    def source_bytes(self, n: int) -> None:
+        self._read.inc(n)
+        with self._lock:
+            self._source_bytes += n
+
+    def destination_error(self, destination: str, operation: str, error: str) -> None:
+        """A peer operation failed; ``error`` is a class name, never a message."""
+        peer = self._peer(destination)
+        with self._lock:
+            peer.errors += 1
+        self._errors.labels(destination, operation, error).inc()
+        log.warning("destination error", destination=destination, operation=operation, error=error)
+
+    def consumer_lag(self, topic: str, partition: int, lag: int) -> None:
+        self._lag.labels(topic, str(partition)).set(lag)
+
+    def set_source_backlog(self, fn: Callable[[], Backlog]) -> None:
+        """``fn`` is called at every scrape; its changes are pending at every peer."""
+        self._backlog = fn
+
+    def set_ready(self, ready: bool, reason: str = "") -> None:
+        self._ready, self._reason = ready, reason
+        self._ready_gauge.set(1 if self.ready()[0] else 0)
+
+    def set_peer_up(self, destination: str, up: bool) -> None:
+        self._peer(destination).up = up
+        self._up.labels(destination).set(1 if up else 0)
+        self._ready_gauge.set(1 if self.ready()[0] else 0)
+
+    # -- reading ---------------------------------------------------------
+
+    def ready(self) -> tuple[bool, str]:
+        """Start-up checks passed and every peer is up; else the reason."""
+        if not self._ready:
+            return False, self._reason or "start-up checks have not passed"
+        down = [name for name, peer in self._peers.items() if not peer.up]
+        if down:
+            return False, "peer down: " + ", ".join(down)
+        return True, ""
+
+    def peer_view(self, now_ns: int | None = None) -> dict[str, tuple[float, int, int]]:
+        """Per peer: (rpo seconds, pending events, pending bytes), source backlog included."""
+        now_ns = time.time_ns() if now_ns is None else now_ns
+        backlog = self._backlog()
+        out = {}
+        with self._lock:
+            for name, peer in self._peers.items():
+                oldest = _min_opt(peer.pending.oldest_ns(), backlog.oldest_time_ns)
+                rpo = 0.0 if oldest is None else max(0.0, (now_ns - oldest) / 1e9)
+                out[name] = (rpo, len(peer.pending) + backlog.events, peer.pending.bytes)
+        return out
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything ``replicator status`` and the demo show, JSON-ready."""
+        view = self.peer_view()
+        backlog = self._backlog()
+        ready, reason = self.ready()
+        with self._lock:
+            peers = {name: _peer_json(peer, *view[name]) for name, peer in self._peers.items()}
+            outcomes: dict[str, dict[str, int]] = {}
+            for (name, outcome), n in sorted(self._outcomes.items()):
+                outcomes.setdefault(name, {})[outcome] = n
+            source = {
+                "backlog_events": backlog.events,
+                "oldest_backlog_time": _seconds(backlog.oldest_time_ns),
+                "bytes_read": self._source_bytes,
+                "events": outcomes,
+            }
+        return {
+            "version": __version__,
+            "time": time.time(),
+            "uptime_seconds": round(time.time() - self._started, 3),
+            "ready": ready,
+            "reason": reason,
+            "source": source,
+            "destinations": peers,
+        }
+
+
+def _min_opt(a: int | None, b: int | None) -> int | None:
+    if a is None:
+        return b
+    return a if b is None else min(a, b)
+
+
+def _seconds(ns: int | None) -> float | None:
+    return None if ns is None else ns / 1e9
+
+
+def _peer_json(peer: _Peer, rpo: float, events: int, nbytes: int) -> dict[str, Any]:
+    recent = sorted(peer.latencies)
+    return {
+        "rpo_seconds": round(rpo, 3),
+        "rpo_target_seconds": peer.target,
+        "over_target": peer.target is not None and rpo > peer.target,
+        "pending_events": events,
+        "pending_bytes": nbytes,
+        "last_durable_event_time": _seconds(peer.last_durable_ns),
+        "durable_events": peer.durable_events,
+        "shipped_bytes": peer.shipped,
+        "deduplicated_bytes": peer.deduplicated,
+        "errors": peer.errors,
+        "up": peer.up,
+        "latency_seconds": {
+            "count": len(recent),
+            "p50": round(_quantile(recent, 0.50), 6),
+            "p99": round(_quantile(recent, 0.99), 6),
+            "max": round(recent[-1], 6) if recent else 0.0,
+        },
+    }
+
+
+class _ScrapeCollector(Collector):
+    """The gauges whose value is only true at the moment of the scrape."""
+
+    def __init__(self, telemetry: Telemetry) -> None:
+        self._t = telemetry
+
+    def collect(self) -> Iterator[Metric]:
+        rpo = GaugeMetricFamily(
+            "replicator_rpo_seconds",
+            "Age of the oldest change not yet durable at the peer (0 when none).",
+            labels=["destination"],
+        )
+        events = GaugeMetricFamily(
+            "replicator_pending_events",
+            "Changes not yet durable at the peer, source backlog included.",
+            labels=["destination"],
+        )
+        nbytes = GaugeMetricFamily(
+            "replicator_pending_bytes",
+            "Object bytes of the changes in the pipeline for the peer.",
+            labels=["destination"],
+        )
+        for name, (r, n, b) in self._t.peer_view().items():
+            rpo.add_metric([name], r)
+            events.add_metric([name], n)
+            nbytes.add_metric([name], b)
+        yield from (rpo, events, nbytes)
+
+
+__all__ = ["MetricsServer", "PendingSet", "Telemetry", "parse_address", "serve"]

@@ -1,0 +1,350 @@
+"""The pipeline as a service: changes from a source, durable at every peer.
+
+Flow: the *intake* takes each ChangeEvent from the source and makes it
+pending at every lane (:mod:`replicator.pipeline.lanes`), where it replaces
+an older version of the same key that has not started (coalescing). Up to
+``service.max_in_flight`` *workers* each take a *job*: one key's version,
+for every lane that wants exactly it and may take work. The version is read
+once (:func:`~replicator.pipeline.fanout.fan_out`) and each lane then
+*commits* on its own: its packs durable, then its manifest. A key is active
+at most once per lane, so a lane writes a key's versions in order.
+
+A lane that fails backs off and keeps the version (unless a newer one
+replaced it meanwhile); the others go on. An event goes back to the source
+(``done``) once every lane is finished with it: DURABLE when it is durable
+at every peer, SUPERSEDED when the object moved on before it was read (a
+later event carries the newer state), FAILED when it could not be read.
+
+Memory: ``max_in_flight`` objects read at once (two windows each), one open
+pack per lane, at most ``service.max_pending`` changes held per lane (the
+intake stops taking from the source beyond that) and ``Lane.max_active``
+commits per lane.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+import structlog
+
+from replicator._native import ChunkerParams
+from replicator.config import ServiceSettings
+from replicator.errors import SupersededError
+from replicator.events import ChangeEvent
+from replicator.metrics import Telemetry
+from replicator.origins import ObjectReader
+from replicator.pipeline.commit import object_manifest, put_manifest, tombstone
+from replicator.pipeline.fanout import FannedOut, byte_counts, fan_out
+from replicator.pipeline.lanes import Lane
+from replicator.pipeline.reconcile import read_manifest
+from replicator.sources import Outcome, Source
+from replicator.store.backend import Backend
+from replicator.store.format import Manifest, SourceIdentity, manifest_key
+from replicator.store.packs import Placement
+
+log = structlog.get_logger("replicator.service")
+
+#: Opens the bytes of exactly one event's version (SupersededError if gone).
+Opener = Callable[[ChangeEvent], Awaitable[ObjectReader]]
+
+
+@dataclass
+class _Track:
+    """An event handed out by the source, until every lane is done with it."""
+
+    lanes: set[str]
+    copies: int = 1  # a source may hand out an equal event twice
+    superseded: bool = False
+    failed: bool = False
+
+    def outcome(self) -> Outcome:
+        if self.failed:
+            return Outcome.FAILED
+        return Outcome.SUPERSEDED if self.superseded else Outcome.DURABLE
+
+
+@dataclass
+class _Job:
+    key: str
+    event: ChangeEvent
+    lanes: list[Lane] = field(default_factory=list)
+
+
+class Service:
+    """Runs until :meth:`drain`; the owner opens and closes source and lanes."""
+
+    def __init__(
+        self,
+        source: Source,
+        opener: Opener,
+        lanes: Sequence[Lane],
+        telemetry: Telemetry,
+        settings: ServiceSettings,
+        *,
+        params: ChunkerParams,
+        window_size: int,
+        etag_is_digest: bool,
+    ) -> None:
+        self.source = source
+        self.opener = opener
+        self.lanes = list(lanes)
+        self.telemetry = telemetry
+        self.settings = settings
+        self.params = params
+        self.window_size = window_size
+        self.etag_is_digest = etag_is_digest
+        self._tracks: dict[ChangeEvent, _Track] = {}
+        self._work = asyncio.Event()
+        self._room = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._intake: asyncio.Task[None] | None = None
+        self._workers: list[asyncio.Task[None]] = []
+        self._turn = 0
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        self._intake = asyncio.create_task(self._take_all())
+        self._workers = [
+            asyncio.create_task(self._worker()) for _ in range(self.settings.max_in_flight)
+        ]
+
+    def held(self) -> int:
+        """Changes pending or active at any lane."""
+        return sum(lane.held for lane in self.lanes)
+
+    async def drain(self, seconds: float) -> bool:
+        """Stop taking changes; finish what was taken within ``seconds``.
+        True when nothing was left; the workers are stopped either way."""
+        if self._intake is not None:
+            self._intake.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._intake
+        deadline = time.monotonic() + seconds
+        while self.held() and time.monotonic() < deadline:
+            await asyncio.gather(*(lane.writer.flush() for lane in self.lanes))
+            await asyncio.sleep(0.05)
+        drained = not self.held()
+        for task in [*self._workers, *self._tasks]:
+            task.cancel()
+        await asyncio.gather(*self._workers, *self._tasks, return_exceptions=True)
+        return drained
+
+    # ------------------------------------------------------------ intake
+
+    async def _take_all(self) -> None:
+        async for event in self.source.events():
+            while any(lane.held >= self.settings.max_pending for lane in self.lanes):
+                # Backpressure: the source keeps (and coalesces) what it has not handed out.
+                self._room.clear()
+                await self._room.wait()
+            self.take(event)
+
+    def take(self, event: ChangeEvent) -> None:
+        """Make ``event`` pending at every lane, replacing older versions not started."""
+        track = self._tracks.get(event)
+        if track is not None:
+            track.copies += 1
+            return
+        self._tracks[event] = _Track({lane.name for lane in self.lanes})
+        for lane in self.lanes:
+            old = lane.want.get(event.key)
+            lane.want[event.key] = event  # an existing key keeps its place in line
+            self.telemetry.pending(lane.name, event, event.size)
+            if old is not None:
+                self._finish(lane, old, superseded=True)
+        self._work.set()
+
+    # ------------------------------------------------------------ scheduling
+
+    async def _worker(self) -> None:
+        while True:
+            job = self._next_job()
+            if job is None:
+                await self._wait_for_work()
+                continue
+            try:
+                await self._run(job)
+            except Exception as exc:  # one bad job must not stop a worker
+                log.error("job failed", key=job.key, error=f"{type(exc).__name__}: {exc}")
+                for lane in job.lanes:
+                    self._finish(lane, job.event, failed=True)
+
+    def _next_job(self) -> _Job | None:
+        now = time.monotonic()
+        n = len(self.lanes)
+        self._turn = (self._turn + 1) % n
+        for lane in self.lanes[self._turn :] + self.lanes[: self._turn]:
+            if not lane.available(now):
+                continue
+            for key, event in lane.want.items():
+                if key not in lane.active:
+                    return self._claim(key, event, now)
+        return None
+
+    def _claim(self, key: str, event: ChangeEvent, now: float) -> _Job:
+        """Every available lane that wants exactly this version joins the job."""
+        job = _Job(key, event)
+        for lane in self.lanes:
+            if lane.available(now) and key not in lane.active and lane.want.get(key) == event:
+                del lane.want[key]
+                lane.active[key] = event
+                job.lanes.append(lane)
+        return job
+
+    async def _wait_for_work(self) -> None:
+        self._work.clear()
+        now = time.monotonic()
+        waits = [lane.retry_at - now for lane in self.lanes if lane.want and lane.retry_at > now]
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._work.wait(), min(waits, default=None))
+
+    # ------------------------------------------------------------ jobs
+
+    async def _run(self, job: _Job) -> None:
+        if job.event.removed:
+            await asyncio.gather(*(self._tombstone(lane, job.event) for lane in job.lanes))
+            return
+        try:
+            reader = await self.opener(job.event)
+        except SupersededError:
+            for lane in job.lanes:
+                self._finish(lane, job.event, superseded=True)
+            return
+        try:
+            fan = await fan_out(reader, self.params, self.window_size, job.lanes)
+        except SupersededError:
+            for lane in job.lanes:
+                self._finish(lane, job.event, superseded=True)
+            return
+        finally:
+            await reader.close()
+        self.telemetry.source_bytes(fan.size)
+        for lane in job.lanes:
+            if lane.name in fan.failures:
+                self._lane_failed(lane, job.event, fan.failures[lane.name], "put")
+            elif fan.complete:
+                self._spawn(self._commit(lane, job.event, fan, fan.placements[lane.name]))
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _commit(
+        self, lane: Lane, event: ChangeEvent, fan: FannedOut, placements: list[Placement]
+    ) -> None:
+        """Packs durable, then the manifest (invariant 1), at one lane."""
+        try:
+            locations = await lane.resolve(placements)
+            manifest = object_manifest(
+                self._identity(event, fan), fan.digest, self.params, fan.digests, locations
+            )
+            await put_manifest(lane.backend, manifest)
+        except Exception as exc:
+            self._lane_failed(lane, event, exc, "commit")
+            return
+        shipped, deduplicated = byte_counts(placements)
+        self._durable(lane, event, shipped, deduplicated)
+
+    async def _tombstone(self, lane: Lane, event: ChangeEvent) -> None:
+        """Record a removal at one lane, if the peer holds a live version."""
+        try:
+            newest = await newest_manifest(lane.backend, event.bucket, event.key)
+            if newest is not None and not newest.removed:
+                # The removal must sort after the version it removes.
+                when = max(event.event_time_ns, newest.identity.event_time_ns + 1)
+                ident = SourceIdentity(
+                    source=event.source,
+                    bucket=event.bucket,
+                    key=event.key,
+                    version_id="",
+                    etag="",
+                    size=0,
+                    event_time_ns=when,
+                )
+                await put_manifest(lane.backend, tombstone(ident, self.params))
+        except Exception as exc:
+            self._lane_failed(lane, event, exc, "tombstone")
+            return
+        self._durable(lane, event, 0, 0)
+
+    def _identity(self, event: ChangeEvent, fan: FannedOut) -> SourceIdentity:
+        return SourceIdentity(
+            source=event.source,
+            bucket=event.bucket,
+            key=event.key,
+            version_id=event.version_id,
+            etag=fan.digest.hex() if self.etag_is_digest else event.etag,
+            size=fan.size,
+            event_time_ns=event.event_time_ns,
+            sequencer=event.sequencer,
+        )
+
+    # ------------------------------------------------------------ outcomes
+
+    def _durable(self, lane: Lane, event: ChangeEvent, shipped: int, deduplicated: int) -> None:
+        if lane.succeeded():
+            self.telemetry.set_peer_up(lane.name, True)
+            log.info("peer is back", destination=lane.name)
+        self.telemetry.durable(
+            lane.name, event, shipped_bytes=shipped, deduplicated_bytes=deduplicated
+        )
+        self._finish(lane, event)
+
+    def _lane_failed(self, lane: Lane, event: ChangeEvent, exc: BaseException, op: str) -> None:
+        """Back off; keep the version wanted unless a newer one replaced it."""
+        if lane.active.get(event.key) == event:
+            del lane.active[event.key]
+        delay = lane.failed()
+        self.telemetry.destination_error(lane.name, op, type(exc).__name__)
+        self.telemetry.set_peer_up(lane.name, False)
+        log.warning(
+            "peer failed, retrying",
+            destination=lane.name,
+            operation=op,
+            error=f"{type(exc).__name__}: {exc}",
+            retry_in_seconds=round(delay, 3),
+        )
+        if event.key in lane.want:
+            self._finish(lane, event, superseded=True)
+        else:
+            lane.want[event.key] = event  # still pending at this peer
+        self._work.set()
+
+    def _finish(
+        self, lane: Lane, event: ChangeEvent, *, superseded: bool = False, failed: bool = False
+    ) -> None:
+        """``lane`` is done with ``event``; the source hears once every lane is."""
+        if lane.active.get(event.key) == event:
+            del lane.active[event.key]
+        if superseded or failed:
+            self.telemetry.settled(lane.name, event)
+        track = self._tracks.get(event)
+        if track is not None:
+            track.superseded |= superseded
+            track.failed |= failed
+            track.lanes.discard(lane.name)
+            if not track.lanes:
+                del self._tracks[event]
+                self._spawn(self._report(event, track))
+        self._room.set()
+        self._work.set()
+
+    async def _report(self, event: ChangeEvent, track: _Track) -> None:
+        outcome = track.outcome()
+        for _ in range(track.copies):
+            self.telemetry.outcome(self.source.name, str(outcome))
+            await self.source.done(event, outcome)
+
+
+async def newest_manifest(backend: Backend, bucket: str, key: str) -> Manifest | None:
+    """The newest manifest of exactly ``key`` (names sort by event time)."""
+    newest = None
+    async for info in backend.list(manifest_key(bucket, key, "")):
+        newest = info.key
+    return None if newest is None else await read_manifest(backend, newest)

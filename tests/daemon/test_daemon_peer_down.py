@@ -1,0 +1,77 @@
+"""One peer down never holds back the other, and loses nothing.
+
+The directory peer is made really unwritable: every directory of it gets
+the immutable attribute (``chattr +i``; plain permissions do not stop
+root). Changes keep reaching the healthy peer; the down one builds a
+backlog that /status shows (pending, RPO, up=false) and catches up, with
+every change, once it is writable again.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.daemon.harness import Daemon, peer_state, source_state, wait_until, write_config
+
+
+def _immutable(root: Path, on: bool) -> None:
+    dirs = [str(p) for p in [root, *root.rglob("*")] if p.is_dir()]
+    subprocess.run(["chattr", "+i" if on else "-i", *dirs], check=True, capture_output=True)
+
+
+def _can_make_immutable(tmp: Path) -> bool:
+    probe = tmp / "probe"
+    probe.mkdir()
+    if shutil.which("chattr") is None:
+        return False
+    done = subprocess.run(["chattr", "+i", str(probe)], capture_output=True, check=False)
+    if done.returncode != 0:
+        return False
+    try:
+        (probe / "x").touch()
+    except PermissionError:
+        return True
+    finally:
+        subprocess.run(["chattr", "-i", str(probe)], capture_output=True, check=False)
+    return False
+
+
+def test_a_down_peer_holds_back_nothing_and_catches_up(tmp_path: Path) -> None:
+    if not _can_make_immutable(tmp_path):
+        pytest.skip("needs chattr +i on this filesystem (root, ext4/xfs/btrfs)")
+    cfg = write_config(tmp_path, extra="retry_max_seconds = 2")
+    src = tmp_path / "src"
+    daemon = Daemon(cfg, tmp_path / "daemon.log")
+    daemon.wait_ready()
+    _immutable(tmp_path / "b", True)
+    try:
+        down_since = time.monotonic()
+        for i in range(20):
+            (src / f"f{i}.bin").write_bytes(os.urandom(40_000 + i))
+        tree = source_state(src)
+        took_a = wait_until(lambda: peer_state(tmp_path / "a") == tree, "healthy peer a", daemon)
+        time.sleep(1.5)  # b stays down a while longer
+        view = daemon.status()["destinations"]
+        a, b = view["a"], view["b"]
+        assert a["pending_events"] == 0 and a["up"]
+        assert b["pending_events"] == len(tree) and not b["up"] and b["errors"] > 0
+        assert b["rpo_seconds"] > a["rpo_seconds"]
+        assert peer_state(tmp_path / "b") == {}
+    finally:
+        _immutable(tmp_path / "b", False)
+        down_for = time.monotonic() - down_since
+    took_b = wait_until(lambda: peer_state(tmp_path / "b") == tree, "peer b after recovery", daemon)
+    wait_until(lambda: daemon.status()["destinations"]["b"]["rpo_seconds"] == 0, "b's RPO at 0")
+    assert daemon.stop() == 0, daemon.log_tail()
+    print(
+        f"a had all {len(tree)} files {took_a:.2f} s after they were written while b was down; "
+        f"b at {b['rpo_seconds']:.1f} s RPO, {b['pending_events']} pending, {b['errors']} errors "
+        f"while down ({down_for:.1f} s); caught up {took_b:.2f} s "
+        f"after it came back (backoff cap 2 s)"
+    )
