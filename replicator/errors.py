@@ -64,3 +64,9 @@ class SupersededError(ReplicatorError):
     """The origin object vanished or changed before it was read.
 
     Not a failure: a later event describes the newer state."""
+
+
+class SourceError(ReplicatorError):
+    """A source (Kafka brokers, a watched directory) cannot be reached or read."""
+
+    retriable = True

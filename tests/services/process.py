@@ -61,12 +61,13 @@ class ServerProcess:
         self.stop()
         raise ServiceError(f"{what} not ready after {STARTUP_LIMIT_S:.0f} s:\n{self.log_tail()}")
 
-    def stop(self) -> None:
+    def stop(self, *, timeout: float = 3.0, kill: bool = False) -> None:
+        """SIGTERM the group and wait ``timeout`` s before SIGKILL (at once if ``kill``)."""
         if self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
+                os.killpg(self.proc.pid, signal.SIGKILL if kill else signal.SIGTERM)
             try:
-                self.proc.wait(timeout=3)
+                self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.proc.pid, signal.SIGKILL)

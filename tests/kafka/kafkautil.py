@@ -1,0 +1,90 @@
+"""Kafka helpers for tests: topics, producing, and reading back what the broker holds."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from replicator.config import KafkaSettings
+from tests.services.kafka.server import KafkaBroker
+
+
+@dataclass
+class Topics:
+    broker: KafkaBroker
+    events: str
+    dead_letters: str
+    group: str
+
+    def settings(self, **changes: Any) -> KafkaSettings:
+        base: dict[str, Any] = {
+            "bootstrap_servers": [self.broker.bootstrap],
+            "topics": [self.events],
+            "group_id": self.group,
+            "dead_letter_topic": self.dead_letters,
+            "commit_interval_ms": 100,
+            "session_timeout_ms": 3000,
+            "heartbeat_interval_ms": 500,
+        }
+        return KafkaSettings.model_validate(base | changes)
+
+
+async def create_topic(broker: KafkaBroker, name: str, partitions: int = 1) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, partitions, 1)])
+    finally:
+        await admin.close()
+
+
+async def produce(
+    broker: KafkaBroker, topic: str, values: list[bytes], *, partition: int | None = None
+) -> list[tuple[int, int]]:
+    """Send each value; returns (partition, offset) of each, in order."""
+    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, acks="all")
+    await producer.start()
+    try:
+        out = []
+        for i, value in enumerate(values):
+            part = partition if partition is not None else None
+            meta = await producer.send_and_wait(topic, value, key=f"k{i}".encode(), partition=part)
+            out.append((meta.partition, meta.offset))
+        return out
+    finally:
+        await producer.stop()
+
+
+async def committed_offsets(broker: KafkaBroker, group: str) -> dict[tuple[str, int], int]:
+    """The group's committed offsets, read back through the admin API (A)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    return {(tp.topic, tp.partition): meta.offset for tp, meta in offsets.items()}
+
+
+async def read_all(
+    broker: KafkaBroker, topic: str, expect: int, timeout_s: float = 30
+) -> list[Any]:
+    """Every record of a topic (partition 0..n), read without a group."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=broker.bootstrap, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    records: list[Any] = []
+    try:
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while len(records) < expect and asyncio.get_running_loop().time() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            for recs in batch.values():
+                records.extend(recs)
+    finally:
+        await consumer.stop()
+    return records
