@@ -9,6 +9,7 @@ from __future__ import annotations
 import click
 
 from replicator.commands.backfill import backfill
+from replicator.commands.drill import drill_command as drill_command
 from replicator.commands.restore import restore_command as restore_command
 from replicator.commands.verify import verify_command as verify_command
 
