@@ -41,7 +41,8 @@ from replicator.bench.e2e_stats import (
     rpo_error,
     throughput,
 )
-from replicator.commands.restore import echo_json, exit_codes
+from replicator.commands.output import echo_json
+from replicator.commands.restore import exit_codes
 from replicator.demo.daemon import PEERS, DaemonProcess, free_port, write_config
 
 SMALL_MIN, SMALL_MAX = 1024, 1024 * 1024

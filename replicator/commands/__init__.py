@@ -9,9 +9,9 @@ from __future__ import annotations
 import click
 
 from replicator.commands.backfill import backfill
-from replicator.commands.repair import repair_command as repair_command
 from replicator.commands.demo import demo_command as demo_command
 from replicator.commands.drill import drill_command as drill_command
+from replicator.commands.repair import repair_command as repair_command
 from replicator.commands.restore import restore_command as restore_command
 from replicator.commands.run import check_config_command as check_config_command
 from replicator.commands.run import run_command as run_command

@@ -19,8 +19,8 @@ from typing import Any
 import click
 
 from replicator import config
+from replicator.commands.output import echo_json
 from replicator.commands.restore import (
-    echo_json,
     exit_codes,
     load_settings,
     open_for_reading,

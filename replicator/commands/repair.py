@@ -13,7 +13,8 @@ from pathlib import Path
 
 import click
 
-from replicator.commands.restore import echo_json, exit_codes, load_settings
+from replicator.commands.output import echo_json
+from replicator.commands.restore import exit_codes, load_settings
 from replicator.repair import RepairReport, repair
 
 

@@ -23,7 +23,8 @@ from rich.console import Console
 from rich.table import Table
 
 from replicator import config
-from replicator.commands.restore import echo_json, exit_codes
+from replicator.commands.output import echo_json
+from replicator.commands.restore import exit_codes
 from replicator.errors import ReplicatorError
 from replicator.metrics_http import DEFAULT_ADDRESS, parse_address
 
