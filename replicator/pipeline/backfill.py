@@ -42,6 +42,9 @@ from replicator.store.peer import Peer, opened_peers
 #: Objects read but waiting for their packs to seal (across all peers);
 #: reaching it seals every open pack. Bounds memory and pack latency.
 WAITING_MANIFESTS = 256
+#: Reads of one key before a file that changes on every read is reported
+#: (exit 1) instead of retried forever.
+SUPERSEDED_TRIES = 3
 
 
 @dataclass
@@ -144,19 +147,39 @@ class Backfill:
             await asyncio.gather(*workers)
         await self._budget.flush_all()
         await asyncio.gather(*self._commits)
+        for where, reason in self.origin.unlisted:
+            self.summary.error(
+                f"source directory {where!r} cannot be read ({reason}): nothing under it "
+                "was replicated, and nothing under it is taken as removed"
+            )
         return listed
 
     async def _worker(self, queue: asyncio.Queue[ObjectVersion | None]) -> None:
         while (obj := await queue.get()) is not None:
             try:
-                outcome = await self._object(obj)
-            except SupersededError:
-                outcome = "superseded"
+                outcome = await self._attempts(obj)
             except Exception as exc:  # one bad object must not stop the others
                 self.summary.error(f"{obj.key!r}: {type(exc).__name__}: {exc}")
                 outcome = "error"
             if outcome is not None:
                 self._done(outcome, obj.size)
+
+    async def _attempts(self, obj: ObjectVersion) -> str | None:
+        """Replicate ``obj``; when it changed before or while it was read,
+        its current version, up to SUPERSEDED_TRIES reads in all."""
+        for _ in range(SUPERSEDED_TRIES):
+            try:
+                return await self._object(obj)
+            except SupersededError:
+                newer = await self.origin.refresh(obj)
+                if newer is None:
+                    return "superseded"  # gone: the next run records the removal
+                obj = newer
+        self.summary.error(
+            f"{obj.key!r}: changed on each of {SUPERSEDED_TRIES} reads (written "
+            "continuously?): not replicated this run"
+        )
+        return "error"
 
     def _done(self, outcome: str, size: int) -> None:
         if outcome != "error":
@@ -222,7 +245,12 @@ class Backfill:
         results = await asyncio.gather(
             *(
                 plan_removals(
-                    t.backend, t.peer.name, self._listing.replay(), self.origin.bucket, key_prefix
+                    t.backend,
+                    t.peer.name,
+                    self._listing.replay(),
+                    self.origin.bucket,
+                    key_prefix,
+                    unlisted=[where for where, _ in self.origin.unlisted],
                 )
                 for t in self.targets
             ),
