@@ -32,7 +32,7 @@ from replicator.store.format import Manifest
 @dataclass(frozen=True, slots=True)
 class SourceFinding:
     key: str
-    kind: str  # "missing", "stale", "not-removed", "unreadable"
+    kind: str  # "missing", "stale", "not-removed", "unreadable", "unreadable-source"
     message: str
     version: str = ""  # the peer's newest version name, where there is one
 
@@ -80,6 +80,9 @@ async def verify_against_source(
     async for pair in compare(origin.list(prefix), peer):
         report.listed += pair.source is not None
         report.peer_keys += pair.peer is not None
+        # The walk has passed the key already, so its directory is known by now.
+        if pair.source is None and pair.key.startswith(tuple(p for p, _ in origin.unlisted)):
+            continue
         finding = await judge(backend, origin, pair)
         if finding is None:
             report.in_sync += pair.source is not None
@@ -87,6 +90,12 @@ async def verify_against_source(
         report.findings.append(finding)
         if on_finding is not None:
             on_finding(finding)
+    for where, reason in origin.unlisted:
+        report.findings.append(
+            SourceFinding(where, "unreadable-source", f"source directory cannot be read: {reason}")
+        )
+        if on_finding is not None:
+            on_finding(report.findings[-1])
     report.elapsed_seconds = time.monotonic() - started
     return report
 

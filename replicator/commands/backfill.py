@@ -97,6 +97,10 @@ def _human(s: BackfillSummary) -> str:
             f"{s.deduplicated_bytes[name]}, {s.packs[name]} packs, "
             f"{s.manifests[name]} manifests, {s.put_requests[name]} PUTs"
         )
+    lines += [
+        f"  {name}: DOWN ({why}); {s.not_sent.get(name, 0)} objects not sent to it"
+        for name, why in s.down.items()
+    ]
     lines += [f"  error: {e}" for e in s.error_samples]
     return "\n".join(lines)
 

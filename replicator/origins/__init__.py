@@ -50,6 +50,9 @@ class Origin(Protocol):
     etag_is_digest: bool
     #: Bytes read per window: the memory one object in flight holds.
     window_size: int
+    #: (key prefix, reason) of each directory the last listing could not
+    #: read: its keys were not listed, which must not be taken as removals.
+    unlisted: list[tuple[str, str]]
 
     async def check(self) -> None:
         """Raise SourceUnavailableError (exit 2) naming the source root or
@@ -67,6 +70,10 @@ class Origin(Protocol):
         ...
 
     async def open(self, obj: ObjectVersion) -> ObjectReader: ...
+
+    async def refresh(self, obj: ObjectVersion) -> ObjectVersion | None:
+        """The key's current version (after ``obj`` was superseded), None if gone."""
+        ...
 
     async def close(self) -> None: ...
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import stat
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -37,9 +38,11 @@ class FsOrigin:
     def __init__(self, root: Path, bucket: str = "local") -> None:
         self.root = Path(root)
         self.bucket = bucket
+        self.unlisted: list[tuple[str, str]] = []
 
     async def list(self, prefix: str = "") -> AsyncIterator[ObjectVersion]:
-        walk = _walk(self.root, "", prefix)
+        self.unlisted = []
+        walk = _walk(self.root, "", prefix, self.unlisted)
         # Pages from a blocking walk, one thread hop each: memory stays one
         # page (and one directory) however large the tree is.
         while page := await asyncio.to_thread(_take, walk, _PAGE):
@@ -51,6 +54,13 @@ class FsOrigin:
 
     async def check(self) -> None:
         await asyncio.to_thread(check_root, self.root)
+
+    async def refresh(self, obj: ObjectVersion) -> ObjectVersion | None:
+        try:
+            st = await asyncio.to_thread(os.stat, self.root / obj.key, follow_symlinks=False)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return version_of(obj.key, st) if stat.S_ISREG(st.st_mode) else None
 
     async def open(self, obj: ObjectVersion) -> FsReader:
         fd = await asyncio.to_thread(_open_pinned, self.root / obj.key, obj)
@@ -77,17 +87,25 @@ def _take(it: Iterator[ObjectVersion], n: int) -> list[ObjectVersion]:
     return list(itertools.islice(it, n))
 
 
-def _walk(root: Path, base: str, prefix: str) -> Iterator[ObjectVersion]:
+def _walk(
+    root: Path, base: str, prefix: str, unlisted: list[tuple[str, str]]
+) -> Iterator[ObjectVersion]:
     """Regular files under ``root/base`` whose key starts with ``prefix``, in
     UTF-8 byte order of keys (the order S3 lists in).
 
     Sorting a directory by ``name`` for files and ``name/`` for directories
     gives the global key order. Symlinks are not followed: a link could
-    point outside the tree."""
+    point outside the tree. A directory below the root that cannot be read
+    is recorded in ``unlisted`` and skipped: an error for it alone."""
     try:
         entries = list(os.scandir(root / base if base else root))
     except (FileNotFoundError, NotADirectoryError):
         return  # removed while listing
+    except OSError as exc:
+        if not base:
+            raise  # the root itself: the whole listing failed
+        unlisted.append((base, exc.strerror or str(exc)))
+        return
     items: list[tuple[bytes, os.DirEntry[str], bool]] = []
     for e in entries:
         key = base + e.name
@@ -99,7 +117,7 @@ def _walk(root: Path, base: str, prefix: str) -> Iterator[ObjectVersion]:
     items.sort(key=lambda item: item[0])
     for _, e, is_dir in items:
         if is_dir:
-            yield from _walk(root, base + e.name + "/", prefix)
+            yield from _walk(root, base + e.name + "/", prefix, unlisted)
             continue
         try:
             st = e.stat(follow_symlinks=False)

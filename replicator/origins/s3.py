@@ -66,6 +66,7 @@ class S3Origin:
         self.window_size = cfg.read_size
         self._stack: AsyncExitStack | None = None
         self._client: S3Client | None = None
+        self.unlisted: list[tuple[str, str]] = []  # a listing is whole or fails
 
     async def client(self) -> S3Client:
         if self._client is None:
@@ -147,6 +148,24 @@ class S3Origin:
 
     def key_prefix(self, prefix: str) -> str:
         return self.prefix + prefix
+
+    async def refresh(self, obj: ObjectVersion) -> ObjectVersion | None:
+        client = await self.client()
+        try:
+            head = await client.head_object(Bucket=self.bucket, Key=obj.key)
+        except ClientError as exc:
+            err = classify(exc, obj.key)
+            if isinstance(err, SupersededError):
+                return None
+            raise err from exc
+        vid = str(head.get("VersionId") or "")
+        return ObjectVersion(
+            obj.key,
+            int(head["ContentLength"]),
+            _ns(head["LastModified"]),
+            "" if vid == "null" else vid,
+            str(head.get("ETag", "")),
+        )
 
     async def open(self, obj: ObjectVersion) -> S3Reader:
         return S3Reader(await self.client(), self.bucket, obj)

@@ -22,10 +22,17 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from replicator._native import ChunkerParams
 from replicator.config import Settings, Store
-from replicator.errors import ReplicatorError, SupersededError
+from replicator.errors import (
+    IntegrityError,
+    NotFoundError,
+    ReplicatorError,
+    StoreError,
+    SupersededError,
+)
 from replicator.origins import ObjectVersion, Origin, make_origin
 from replicator.pipeline.commit import object_manifest, put_manifest
 from replicator.pipeline.compare import Spill, version_from_json, version_to_json
@@ -36,12 +43,15 @@ from replicator.pipeline.ship import Shipped, ship
 from replicator.pipeline.summary import BackfillSummary, NoProgress, Progress
 from replicator.store.format import SourceIdentity
 from replicator.store.index_cache import IndexCache, cache_path
-from replicator.store.packs import PackWriter, SealBudget
+from replicator.store.packs import PackWriter, SealBudget, resolve
 from replicator.store.peer import Peer, opened_peers
 
 #: Objects read but waiting for their packs to seal (across all peers);
 #: reaching it seals every open pack. Bounds memory and pack latency.
 WAITING_MANIFESTS = 256
+#: Reads of one key before a file that changes on every read is reported
+#: (exit 1) instead of retried forever.
+SUPERSEDED_TRIES = 3
 
 
 @dataclass
@@ -52,6 +62,16 @@ class _Target:
     backend: CountingBackend
     cache: IndexCache
     writer: PackWriter
+    #: Why the peer was marked down (its retries were spent), or None.
+    down: str | None = None
+
+
+def peer_failure(exc: BaseException) -> bool:
+    """An error that says the peer itself is failing (its retries are spent,
+    access denied, I/O error), not that one stored object is bad."""
+    return isinstance(exc, StoreError | OSError) and not isinstance(
+        exc, IntegrityError | NotFoundError
+    )
 
 
 class Backfill:
@@ -128,6 +148,10 @@ class Backfill:
         listed = True
         try:
             async for obj in self.origin.list(prefix):
+                if not self._live():
+                    self.summary.error("every destination is down: stopped reading the source")
+                    listed = False
+                    break
                 assert self._listing is not None
                 self._listing.add(obj)
                 self.summary.objects += 1
@@ -144,31 +168,89 @@ class Backfill:
             await asyncio.gather(*workers)
         await self._budget.flush_all()
         await asyncio.gather(*self._commits)
+        for where, reason in self.origin.unlisted:
+            self.summary.error(
+                f"source directory {where!r} cannot be read ({reason}): nothing under it "
+                "was replicated, and nothing under it is taken as removed"
+            )
         return listed
 
     async def _worker(self, queue: asyncio.Queue[ObjectVersion | None]) -> None:
         while (obj := await queue.get()) is not None:
             try:
-                outcome = await self._object(obj)
-            except SupersededError:
-                outcome = "superseded"
+                outcome = await self._attempts(obj)
             except Exception as exc:  # one bad object must not stop the others
                 self.summary.error(f"{obj.key!r}: {type(exc).__name__}: {exc}")
                 outcome = "error"
             if outcome is not None:
                 self._done(outcome, obj.size)
 
+    async def _attempts(self, obj: ObjectVersion) -> str | None:
+        """Replicate ``obj``; when it changed before or while it was read,
+        its current version, up to SUPERSEDED_TRIES reads in all."""
+        for _ in range(SUPERSEDED_TRIES):
+            try:
+                return await self._object(obj)
+            except SupersededError:
+                newer = await self.origin.refresh(obj)
+                if newer is None:
+                    return "superseded"  # gone: the next run records the removal
+                obj = newer
+        self.summary.error(
+            f"{obj.key!r}: changed on each of {SUPERSEDED_TRIES} reads (written "
+            "continuously?): not replicated this run"
+        )
+        return "error"
+
     def _done(self, outcome: str, size: int) -> None:
         if outcome != "error":
             self.summary.count(outcome)
         self.progress.done(outcome, size)
 
+    def _live(self) -> list[_Target]:
+        return [t for t in self.targets if t.down is None]
+
+    def _mark_down(self, target: _Target, exc: BaseException) -> None:
+        """Stop sending to a peer whose retries are spent; the others go on.
+
+        Nothing more is packed for it, so a dead peer costs at most the one
+        open pack it already had. That pack stays in the seal budget: sealing
+        it (and failing) is what releases the manifests waiting on it."""
+        self.summary.bump(self.summary.not_sent, target.peer.name)
+        if target.down is not None:
+            return
+        target.down = f"{type(exc).__name__}: {exc}"
+        self.summary.down[target.peer.name] = target.down
+        self.summary.error(
+            f"destination {target.peer.name!r} is down, nothing more is sent to it "
+            f"this run: {target.down}"
+        )
+
+    async def _held(self, obj: ObjectVersion) -> tuple[list[_Target], int]:
+        """The live peers lacking ``obj``, and the observation number its
+        manifest takes (one name at every peer: after each one's manifests
+        at that event time)."""
+        live = self._live()
+        for t in self.targets:
+            if t.down is not None:
+                self.summary.bump(self.summary.not_sent, t.peer.name)
+        held = await asyncio.gather(
+            *(held_at(t.backend, self.origin, obj) for t in live), return_exceptions=True
+        )
+        targets, observed = [], 0
+        for t, h in zip(live, held, strict=True):
+            if isinstance(h, BaseException):
+                if not peer_failure(h):
+                    raise h
+                self._mark_down(t, h)
+            elif not h.held:
+                targets.append(t)
+                observed = max(observed, h.observed)
+        return targets, observed
+
     async def _object(self, obj: ObjectVersion) -> str | None:
         """Outcome, or None when a commit task will report it."""
-        held = await asyncio.gather(*(held_at(t.backend, self.origin, obj) for t in self.targets))
-        targets = [t for t, h in zip(self.targets, held, strict=True) if not h.held]
-        # One name at every peer: after each peer's manifests at that time.
-        observed = max((h.observed for h in held if not h.held), default=0)
+        targets, observed = await self._held(obj)
         if not targets:
             self.summary.unchanged_bytes += obj.size
             return "unchanged"
@@ -196,16 +278,19 @@ class Backfill:
         outcome = "replicated"
         try:
             places = [shipped.placements[t.peer.name] for t in targets]
-            locations = await self._budget.wait(places)
-            manifests = [
-                object_manifest(ident, shipped.digest, self.params, shipped.digests, locs)
-                for locs in locations
-            ]
-            written = await asyncio.gather(
-                *(put_manifest(t.backend, m) for t, m in zip(targets, manifests, strict=True))
+            try:
+                locations: list[Any] = list(await self._budget.wait(places))
+            except Exception:  # find out which peer's pack failed
+                locations = await asyncio.gather(
+                    *(resolve(p) for p in places), return_exceptions=True
+                )
+            done = await asyncio.gather(
+                *(
+                    self._manifest_at(t, ident, shipped, loc)
+                    for t, loc in zip(targets, locations, strict=True)
+                )
             )
-            for t, w in zip(targets, written, strict=True):
-                self.summary.bump(self.summary.manifests, t.peer.name, int(w))
+            outcome = "replicated" if any(done) else "error"
         except Exception as exc:  # reported per object; the run goes on
             self.summary.error(f"{ident.key!r}: {type(exc).__name__}: {exc}")
             outcome = "error"
@@ -213,22 +298,45 @@ class Backfill:
             self._slots.release()
         self._done(outcome, ident.size)
 
+    async def _manifest_at(
+        self, t: _Target, ident: SourceIdentity, shipped: Shipped, locs: Any
+    ) -> bool:
+        """Write the manifest at one peer; False when that peer failed."""
+        try:
+            if isinstance(locs, BaseException):
+                raise locs
+            m = object_manifest(ident, shipped.digest, self.params, shipped.digests, locs)
+            written = await put_manifest(t.backend, m)
+        except Exception as exc:
+            if not peer_failure(exc):
+                raise
+            self._mark_down(t, exc)
+            return False
+        self.summary.bump(self.summary.manifests, t.peer.name, int(written))
+        return True
+
     # ------------------------------------------------------------ removals
 
     async def _reconcile(self, prefix: str) -> None:
         """Plan the removals at every peer, then apply those the guard allows."""
         assert self._listing is not None
         key_prefix = self.origin.key_prefix(prefix)
+        live = self._live()
         results = await asyncio.gather(
             *(
                 plan_removals(
-                    t.backend, t.peer.name, self._listing.replay(), self.origin.bucket, key_prefix
+                    t.backend,
+                    t.peer.name,
+                    self._listing.replay(),
+                    self.origin.bucket,
+                    key_prefix,
+                    unlisted=[where for where, _ in self.origin.unlisted],
                 )
-                for t in self.targets
+                for t in live
             ),
             return_exceptions=True,
         )
-        for t, plan in zip(self.targets, results, strict=True):
+        for t, plan in zip(live, results, strict=True):
             if isinstance(plan, RemovalPlan):
                 await self._apply(t, plan)
             elif isinstance(plan, ReplicatorError | OSError):

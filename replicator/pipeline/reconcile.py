@@ -27,8 +27,8 @@ from replicator.store.format import (
     manifest_key,
     manifest_prefix,
     parse_manifest_key,
-    version_order,
 )
+from replicator.store.versions import version_order
 
 
 def identity_of(origin: Origin, obj: ObjectVersion, etag: str, observed: int = 0) -> SourceIdentity:

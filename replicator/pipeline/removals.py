@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,8 +65,13 @@ async def plan_removals(
     source: AsyncIterable[ObjectVersion],
     bucket: str,
     key_prefix: str,
+    *,
+    unlisted: Sequence[str] = (),
 ) -> RemovalPlan:
-    """Compare ``source`` (a listing in key order) with the peer's manifests."""
+    """Compare ``source`` (a listing in key order) with the peer's manifests.
+
+    Keys under an ``unlisted`` prefix (a source directory that could not be
+    read) are never planned for removal."""
     fd, path = tempfile.mkstemp(prefix="replicator-removals-")
     os.close(fd)
     plan = RemovalPlan(destination, removals=Spill(Path(path), list, _removal))
@@ -75,7 +80,7 @@ async def plan_removals(
             plan.listed += pair.source is not None
             if pair.peer is None:
                 continue
-            if pair.source is not None:
+            if pair.source is not None or pair.key.startswith(tuple(unlisted)):
                 plan.live += 1
                 continue
             newest = await read_manifest(backend, pair.peer)

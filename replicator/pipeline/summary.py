@@ -38,6 +38,10 @@ class BackfillSummary:
     removed: int = 0  # tombstones written (one per peer and removed key)
     #: Per peer, tombstones the mass-deletion guard refused (none written).
     refused_removals: dict[str, int] = field(default_factory=dict)
+    #: Peers marked down during the run (retries spent), and why.
+    down: dict[str, str] = field(default_factory=dict)
+    #: Per peer, objects not replicated to it because it was down.
+    not_sent: dict[str, int] = field(default_factory=dict)
     source_bytes: int = 0  # bytes read from the source
     unchanged_bytes: int = 0  # not read: every peer already held the version
     shipped_bytes: dict[str, int] = field(default_factory=dict)
@@ -71,6 +75,8 @@ class BackfillSummary:
             "errors": self.errors,
             "removed": self.removed,
             "refused_removals": dict(self.refused_removals),
+            "down": dict(self.down),
+            "not_sent": dict(self.not_sent),
             "source_bytes": self.source_bytes,
             "unchanged_bytes": self.unchanged_bytes,
             "shipped_bytes": dict(self.shipped_bytes),

@@ -22,13 +22,12 @@ from replicator.store.format import (
     PackIndex,
     PackRun,
     StoreConfig,
-    VersionOrder,
     encode_segment,
     manifest_prefix,
     pack_key,
     parse_manifest_key,
-    version_order,
 )
+from replicator.store.versions import VersionOrder, version_order
 
 #: Upper bound on one ranged GET. A run longer than this (packs may be up to
 #: 1 GiB) is split at chunk boundaries so memory stays bounded per read.

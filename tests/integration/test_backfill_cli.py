@@ -13,7 +13,7 @@ from replicator.cli import main
 from replicator.config import Settings
 from replicator.origins import ObjectVersion
 from replicator.origins.fs import FsOrigin, FsReader
-from replicator.pipeline.backfill import Backfill
+from replicator.pipeline.backfill import SUPERSEDED_TRIES, Backfill
 from replicator.store.backends import FsBackend
 from replicator.store.peer import close_peers, open_peers
 from tests.integration.test_backfill import MIB, manifests_at, settings_for, write_tree
@@ -76,11 +76,13 @@ class VanishingOrigin(FsOrigin):
         super().__init__(root)
         self.victim = victim
         self.action = action
+        self.opened = 0
 
     async def open(self, obj: ObjectVersion) -> FsReader:
         if obj.key == self.victim and self.action == "delete-before-open":
             os.remove(self.root / obj.key)
         reader = await super().open(obj)
+        self.opened += obj.key == self.victim
         if obj.key == self.victim and self.action == "rewrite-while-reading":
             with (self.root / obj.key).open("r+b") as f:
                 f.write(b"changed!")
@@ -89,7 +91,11 @@ class VanishingOrigin(FsOrigin):
         return reader
 
 
-async def test_superseded_objects_are_reported_not_failed(tmp_path: Path) -> None:
+async def test_superseded_objects_are_retried_then_reported(tmp_path: Path) -> None:
+    """A file deleted before it is read is superseded (not an error); one
+    rewritten during every read is tried SUPERSEDED_TRIES times, then
+    reported as an error (exit 1), never a silent success."""
+    expected = {"delete-before-open": (3, 1, 0), "rewrite-while-reading": (3, 0, 1)}
     for action in ("delete-before-open", "rewrite-while-reading"):
         tmp = tmp_path / action
         write_tree(tmp / "src", {f"f{i}": os.urandom(200_000) for i in range(4)})
@@ -99,10 +105,14 @@ async def test_superseded_objects_are_reported_not_failed(tmp_path: Path) -> Non
         job = Backfill(origin, peers, settings.chunking.params(), settings.store)
         summary = await job.run()
         await close_peers(peers)
-        assert (summary.replicated, summary.superseded, summary.errors) == (3, 1, 0)
+        outcome = (summary.replicated, summary.superseded, summary.errors)
+        assert outcome == expected[action], summary.error_samples
+        if action == "rewrite-while-reading":
+            assert "'f1': changed on each of 3 reads" in summary.error_samples[0]
+            assert origin.opened == SUPERSEDED_TRIES
         held = await manifests_at(FsBackend(tmp / "peer0", "p"))
         assert sorted(held) == ["f0", "f2", "f3"], "a superseded version is never recorded"
-        print(f"{action}: {summary.replicated} replicated, 1 superseded, 0 errors")
+        print(f"{action}: (replicated, superseded, errors) = {outcome}")
 
 
 def test_cli_zstd_store_restores_byte_for_byte(tmp_path: Path) -> None:

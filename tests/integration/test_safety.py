@@ -7,6 +7,7 @@ read back through the CLI (restore, verify) as an operator would."""
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import itertools
 import json
 import os
@@ -245,3 +246,56 @@ def test_verify_against_source_finds_what_restore_would_get_wrong(tmp_path: Path
     assert _backfill(cfg).exit_code == 0
     assert _cli(*args).exit_code == 0, "a backfill repairs each finding"
     print(f"verify --against-source found {found}")
+
+
+# ------------------------------------------------------------ unreadable directory
+
+_CLI = [sys.executable, "-c", "from replicator.cli import main; main()"]
+_PR_CAPBSET_DROP = 24
+_CAP_DAC_OVERRIDE, _CAP_DAC_READ_SEARCH = 1, 2
+
+
+def _without_dac_override() -> None:
+    """In the child: drop the capabilities that let root read any directory."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in (_CAP_DAC_OVERRIDE, _CAP_DAC_READ_SEARCH):
+        if libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+def test_one_unreadable_directory_fails_alone(tmp_path: Path) -> None:
+    """The CLI in a child process that cannot read a mode-000 directory (root
+    without CAP_DAC_OVERRIDE): the rest of the tree is replicated, the run
+    exits 1 naming the directory, and no key under it is tombstoned."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root, to drop CAP_DAC_OVERRIDE in the child")
+    src = tmp_path / "src"
+    write_tree(src, {"a/1": b"1", "b/2": b"2", "b/3": b"3", "c/4": b"4"})
+    cfg = _config(tmp_path, fraction=1.0)
+    assert _backfill(cfg).exit_code == 0
+    write_tree(src, {"c/5": b"5"})
+    (src / "b").chmod(0o000)
+    try:
+        proc = subprocess.run(
+            [*_CLI, "backfill", "--config", str(cfg), "--json"],
+            capture_output=True,
+            text=True,
+            check=False,
+            preexec_fn=_without_dac_override,
+        )
+    finally:
+        (src / "b").chmod(0o755)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    summary = json.loads(proc.stdout)
+    assert (summary["objects"], summary["replicated"], summary["removed"]) == (3, 1, 0)
+    [error] = summary["error_samples"]
+    assert "'b/'" in error and "Permission denied" in error
+    held = asyncio.run(manifests_at(FsBackend(tmp_path / "a", "a")))
+    assert {k: [m.removed for m in v] for k, v in held.items()} == {
+        "a/1": [False],
+        "b/2": [False],
+        "b/3": [False],
+        "c/4": [False],
+        "c/5": [False],
+    }
+    print(f"unreadable b/: exit 1, {error!r}")

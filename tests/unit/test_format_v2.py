@@ -18,8 +18,8 @@ from replicator.store.format import (
     PackRun,
     SourceIdentity,
     StoreConfig,
-    version_order,
 )
+from replicator.store.versions import version_order
 
 PARAMS = ChunkerParams(256, 1024, 4096, 1, 7)
 T = 1_700_000_000_000_000_000
