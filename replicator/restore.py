@@ -46,6 +46,9 @@ from replicator.store.reader import (
 
 #: Ranged GETs in flight per object; their results are written in order.
 READ_WINDOW = 4
+#: File times come from the kernel's coarse clock, which lags time.time() by
+#: up to a tick: a file this run creates can look older than its start.
+CLOCK_SLACK = 2.0
 
 
 class Progress(Protocol):
@@ -218,7 +221,7 @@ class _Job:
     summary: RestoreSummary
     mode: int
     #: Temporary files older than this are a killed restore's leftovers.
-    started: float = field(default_factory=time.time)
+    started: float = field(default_factory=lambda: time.time() - CLOCK_SLACK)
     swept: set[Path] = field(default_factory=set)
 
     async def worker(self, queue: asyncio.Queue[tuple[str, str] | None]) -> None:
