@@ -217,7 +217,7 @@ def _message(err: dict[str, object]) -> str:
         ctx = err.get("ctx")
         tag = ctx.get("tag") if isinstance(ctx, dict) else None
         return f"type = {tag!r} is not allowed: use {_TYPES}"
-    return str(err["msg"])
+    return str(err["msg"]).removeprefix("Value error, ")
 
 
 def _where(loc: tuple[int | str, ...]) -> str:

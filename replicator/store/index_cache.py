@@ -106,6 +106,8 @@ class IndexCache:
             self._db = self._connect()
         except sqlite3.OperationalError as exc:  # e.g. "unable to open database file"
             raise self._unusable(str(exc)) from exc
+        except (FileExistsError, NotADirectoryError) as exc:
+            raise self._unusable(f"{exc.filename} is not a directory") from exc
         except OSError as exc:
             raise self._unusable(exc.strerror or type(exc).__name__) from exc
         except sqlite3.DatabaseError:
