@@ -191,6 +191,9 @@ def test_existing_store_on_a_read_only_filesystem(replicated: Path) -> None:
     (tmp / "src" / "two.txt").write_bytes(b"changed")
     ran = replicator("backfill", "--config", replicated, readonly=[tmp / "a"])
     refused(ran, 1, "destination 'a'", str(tmp / "a"), "Read-only file system")
+    # Reading needs no write: verify and restore work on the read-only store.
+    ran = replicator("verify", "--config", replicated, "--destination", "a", readonly=[tmp / "a"])
+    assert ran.code == 0, ran.stderr
 
 
 def test_unusable_cache_dir(tmp_path: Path) -> None:
