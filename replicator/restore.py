@@ -30,7 +30,7 @@ from typing import IO, Any, Protocol
 from replicator._native import StreamChunker
 from replicator.errors import ConfigError, IntegrityError, ReplicatorError
 from replicator.store.backend import Backend
-from replicator.store.backends.fs import TMP_PREFIX, remove_leftovers
+from replicator.store.backends.fs import TMP_PREFIX, Sweeper
 from replicator.store.format import Manifest, PackRun
 from replicator.store.reader import (
     ChunkError,
@@ -220,9 +220,8 @@ class _Job:
     progress: Progress
     summary: RestoreSummary
     mode: int
-    #: Temporary files older than this are a killed restore's leftovers.
-    started: float = field(default_factory=lambda: time.time() - CLOCK_SLACK)
-    swept: set[Path] = field(default_factory=set)
+    #: Removes a killed restore's temporary files (older than this run).
+    sweeper: Sweeper = field(default_factory=lambda: Sweeper(time.time() - CLOCK_SLACK))
 
     async def worker(self, queue: asyncio.Queue[tuple[str, str] | None]) -> None:
         while (item := await queue.get()) is not None:
@@ -279,9 +278,7 @@ class _Job:
 
     def _open_tmp(self, path: Path) -> tuple[int, str]:
         make_dirs(self.root, path.parent)
-        if path.parent not in self.swept:  # once per directory and run
-            self.swept.add(path.parent)
-            remove_leftovers(path.parent, self.started)
+        self.sweeper.sweep(path.parent)
         fd, name = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path.parent)
         os.fchmod(fd, self.mode)
         return fd, name
