@@ -70,15 +70,6 @@ class S3Endpoint(_Strict):
     region: str = Field("us-east-1", description="Signing region.")
     addressing_style: Literal["auto", "path", "virtual"] = Field("auto")
     ca_bundle: Path | None = Field(None, description="CA bundle for TLS verification.")
-    connect_timeout: float = Field(
-        5.0, gt=0, le=600, description="Seconds to wait for a TCP/TLS connection."
-    )
-    read_timeout: float = Field(
-        10.0, gt=0, le=3600, description="Seconds to wait for the server's next bytes."
-    )
-    max_attempts: int = Field(
-        3, ge=1, le=20, description="Tries per request (timeouts, 5xx) before the peer fails."
-    )
 
 
 class S3Origin(S3Endpoint):
@@ -109,6 +100,16 @@ class S3Destination(S3Endpoint):
     type: Literal["s3"]
     bucket: str = Field(description="Bucket holding the replica store.")
     prefix: str = Field("", description="Key prefix of the replica store inside the bucket.")
+    # A dead or hung endpoint fails after max_attempts * timeout, seconds not minutes.
+    connect_timeout: float = Field(
+        5.0, gt=0, le=600, description="Seconds to wait for a TCP/TLS connection."
+    )
+    read_timeout: float = Field(
+        10.0, gt=0, le=3600, description="Seconds to wait for the server's next bytes."
+    )
+    max_attempts: int = Field(
+        3, ge=1, le=20, description="Tries per request (timeouts, 5xx) before the peer fails."
+    )
 
     _blank = field_validator("name", "bucket", mode="before")(_not_blank)
 
@@ -332,7 +333,7 @@ def _message(err: dict[str, object]) -> str:
         ctx = err.get("ctx")
         tag = ctx.get("tag") if isinstance(ctx, dict) else None
         return f"type = {tag!r} is not allowed: use {_TYPES}"
-    return str(err["msg"])
+    return str(err["msg"]).removeprefix("Value error, ")
 
 
 def _where(loc: tuple[int | str, ...]) -> str:

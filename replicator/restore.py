@@ -34,7 +34,7 @@ from typing import IO, Any, Protocol
 from replicator._native import Blake3Hasher
 from replicator.errors import ConfigError, IntegrityError, ReplicatorError
 from replicator.store.backend import Backend
-from replicator.store.backends.fs import TMP_PREFIX, remove_leftovers
+from replicator.store.backends.fs import TMP_PREFIX, Sweeper
 from replicator.store.format import Manifest, PackRun
 from replicator.store.quarantine import DamageMap, quarantine
 from replicator.store.reader import (
@@ -51,6 +51,9 @@ from replicator.store.reader import (
 
 #: Ranged GETs in flight per object; their results are written in order.
 READ_WINDOW = 4
+#: File times come from the kernel's coarse clock, which lags time.time() by
+#: up to a tick: a file this run creates can look older than its start.
+CLOCK_SLACK = 2.0
 
 
 class Progress(Protocol):
@@ -224,9 +227,8 @@ class _Job:
     summary: RestoreSummary
     mode: int
     damage: DamageMap
-    #: Temporary files older than this are a killed restore's leftovers.
-    started: float = field(default_factory=time.time)
-    swept: set[Path] = field(default_factory=set)
+    #: Removes a killed restore's temporary files (older than this run).
+    sweeper: Sweeper = field(default_factory=lambda: Sweeper(time.time() - CLOCK_SLACK))
 
     async def worker(self, queue: asyncio.Queue[tuple[str, str] | None]) -> None:
         while (item := await queue.get()) is not None:
@@ -294,9 +296,7 @@ class _Job:
 
     def _open_tmp(self, path: Path) -> tuple[int, str]:
         make_dirs(self.root, path.parent)
-        if path.parent not in self.swept:  # once per directory and run
-            self.swept.add(path.parent)
-            remove_leftovers(path.parent, self.started)
+        self.sweeper.sweep(path.parent)
         fd, name = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path.parent)
         os.fchmod(fd, self.mode)
         return fd, name

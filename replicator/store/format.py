@@ -192,7 +192,12 @@ class StoreConfig:
         d = _loads(data, "store config")
         if not isinstance(d, dict):
             raise IncompatibleStoreError(f"'config' is a JSON {type(d).__name__}, not an object")
-        if d.get("format") != "replicator-store" or d.get("version") not in READABLE_VERSIONS:
+        version = d.get("version")
+        if (
+            d.get("format") != "replicator-store"
+            or type(version) is not int  # not True, not 1.0
+            or version not in READABLE_VERSIONS
+        ):
             raise IncompatibleStoreError(
                 f"'config' says format {d.get('format')!r} version {d.get('version')!r}; this "
                 f"replicator reads replicator-store versions {list(READABLE_VERSIONS)}"
@@ -207,7 +212,7 @@ class StoreConfig:
             params = ChunkerParams(*fields)
         except _MALFORMED as exc:
             raise IncompatibleStoreError(f"'config' has bad chunker parameters: {exc}") from exc
-        return cls(chunker=params, compression=d.get("compression", "none"), version=d["version"])
+        return cls(chunker=params, compression=d.get("compression", "none"), version=version)
 
     def check_matches(self, wanted: StoreConfig, peer: str) -> None:
         """Refuse a peer written with other parameters, loudly."""

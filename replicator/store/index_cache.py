@@ -62,8 +62,30 @@ class SyncStats:
     loaded: int  # index objects read from the peer
     dropped: int  # packs forgotten because their index vanished
     packs: int  # packs known after the sync
-    #: Objects under index/ that were skipped, each "<store key>: <why>".
-    skipped: tuple[str, ...] = ()
+    #: Objects under index/ that were skipped (stray or unreadable).
+    skipped: int = 0
+    #: The first MAX_SKIP_REPORTS of them, each "destination …: skipped <key>: <why>".
+    skip_reports: tuple[str, ...] = ()
+
+
+#: Skipped index objects reported one by one (the rest are only counted).
+MAX_SKIP_REPORTS = 20
+
+
+class _Skips:
+    """Skipped objects of one sync: counted, the first few reported."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.count = 0
+        self.reports: list[str] = []
+
+    def add(self, key: str, why: str) -> None:
+        self.count += 1
+        if len(self.reports) < MAX_SKIP_REPORTS:
+            message = f"destination {self.backend.name!r}: skipped {key}: {why}"
+            log.warning("%s", message)
+            self.reports.append(message)
 
 
 #: The only names index/ holds: index/<hh>/<64 hex>, hh its first two.
@@ -106,6 +128,8 @@ class IndexCache:
             self._db = self._connect()
         except sqlite3.OperationalError as exc:  # e.g. "unable to open database file"
             raise self._unusable(str(exc)) from exc
+        except (FileExistsError, NotADirectoryError) as exc:
+            raise self._unusable(f"{exc.filename} is not a directory") from exc
         except OSError as exc:
             raise self._unusable(exc.strerror or type(exc).__name__) from exc
         except sqlite3.DatabaseError:
@@ -211,11 +235,11 @@ class IndexCache:
         self._gen = await self._run(self._next_gen_sync)
         loaded = 0
         page: list[bytes] = []
-        skipped: list[str] = []
+        skipped = _Skips(backend)
         async for info in backend.list(INDEX):
             name = _INDEX_NAME.fullmatch(info.key)
             if name is None:
-                skipped.append(_skip(backend, info.key, "not an index name"))
+                skipped.add(info.key, "not an index name")
                 continue
             page.append(bytes.fromhex(name.group(2)))
             if len(page) >= _BATCH:
@@ -223,13 +247,16 @@ class IndexCache:
                 page = []
         loaded += await self._sync_page(backend, page, skipped)
         dropped, total = await self._run(self._sweep_sync)
-        return SyncStats(loaded=loaded, dropped=dropped, packs=total, skipped=tuple(skipped))
+        if skipped.count > MAX_SKIP_REPORTS:
+            log.warning("destination %r: skipped %d index objects", backend.name, skipped.count)
+        reports = tuple(skipped.reports)
+        return SyncStats(loaded, dropped, total, skipped.count, reports)
 
     def _next_gen_sync(self) -> int:
         row = self.db.execute("SELECT COALESCE(MAX(gen), 0) FROM packs").fetchone()
         return int(row[0]) + 1
 
-    async def _sync_page(self, backend: Backend, page: list[bytes], skipped: list[str]) -> int:
+    async def _sync_page(self, backend: Backend, page: list[bytes], skipped: _Skips) -> int:
         if not page:
             return 0
         missing = await self._run(lambda: self._stamp_sync(page))
@@ -245,10 +272,10 @@ class IndexCache:
                 except IntegrityError as exc:
                     # Left out of the cache, the pack's chunks are shipped
                     # again in a new pack: safe, and verify names the damage.
-                    skipped.append(_skip(backend, key, str(exc)))
+                    skipped.add(key, str(exc))
                     return None
             if ix.pack != pack:
-                skipped.append(_skip(backend, key, f"describes pack {ix.pack.hex()}"))
+                skipped.add(key, f"describes pack {ix.pack.hex()}")
                 return None
             return ix
 
@@ -282,9 +309,3 @@ class IndexCache:
         self._forget_sync(stale)
         total = self.db.execute("SELECT COUNT(*) FROM packs").fetchone()[0]
         return len(stale), int(total)
-
-
-def _skip(backend: Backend, key: str, why: str) -> str:
-    message = f"destination {backend.name!r}: skipped {key}: {why}"
-    log.warning("%s", message)
-    return message

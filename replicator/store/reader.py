@@ -8,6 +8,7 @@ manifests are listed page by page and grouped per key as they stream by.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
@@ -29,6 +30,7 @@ from replicator.store.format import (
 )
 from replicator.store.versions import VersionOrder, version_order
 
+log = logging.getLogger(__name__)
 #: Upper bound on one ranged GET. A run longer than this (packs may be up to
 #: 1 GiB) is split at chunk boundaries so memory stays bounded per read.
 MAX_READ = 8 * 1024 * 1024
@@ -136,7 +138,9 @@ async def manifest_entries(backend: Backend, prefix: str) -> AsyncIterator[Versi
         try:
             bucket, key, version = parse_manifest_key(info.key)
         except ValueError:
-            continue  # not a manifest name (e.g. a stray object)
+            # A stray object (not written by replicator): reported, skipped.
+            log.warning("destination %r: skipped %s: not a manifest name", backend.name, info.key)
+            continue
         yield VersionEntry(info.key, key, version, bucket)
 
 

@@ -137,7 +137,11 @@ def write_config(
     path: Path, store: StoreUnderTest, params: ChunkerParams = SMALL, source: Path | None = None
 ) -> Path:
     """A replicator.toml whose destination "peer" is the store under test
-    (and whose fs source, bucket "src", is ``source``)."""
+    (and whose fs source, bucket "src", is ``source``; by default an empty
+    directory beside the config, never one that holds the store)."""
+    if source is None:
+        source = path.parent / "source"
+        source.mkdir(exist_ok=True)
     if store.root is not None:
         dest = f'type = "fs"\npath = "{store.root}"'
     else:
@@ -147,7 +151,7 @@ def write_config(
             f'region = "{store.endpoint.region}"\naddressing_style = "path"'
         )
     path.write_text(
-        f'[source]\ntype = "fs"\npath = "{source or path.parent}"\nbucket = "src"\n\n'
+        f'[source]\ntype = "fs"\npath = "{source}"\nbucket = "src"\n\n'
         f'[[destinations]]\nname = "peer"\n{dest}\n\n'
         f"[chunking]\nmin_size = {params.min_size}\navg_size = {params.avg_size}\n"
         f"max_size = {params.max_size}\n"

@@ -73,6 +73,7 @@ def _s3_config(tmp: Path, port: int, timeouts: str) -> Path:
     ("server", "timeouts"),
     [
         ("stopped", ""),  # the defaults
+        ("hung", ""),
         ("hung", "connect_timeout = 1\nread_timeout = 1\nmax_attempts = 2"),
     ],
 )
@@ -85,7 +86,7 @@ def test_dead_or_hung_s3_peer_fails_within_its_timeouts(
         ran = replicator(*args, "--config", cfg, env=AWS_ENV, timeout=120)
         line = refused(ran, 1, "destination 'far'", "s3://dr/")
         assert "config" in line or ".replicator-probe-" in line
-        print(f"{server} server, {args[0]}: failed after {ran.seconds:.1f} s")
+        print(f"{server} server ({timeouts or 'defaults'}), {args[0]}: {ran.seconds:.1f} s")
 
 
 # ----------------------------------------------------------------- long keys

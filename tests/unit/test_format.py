@@ -61,7 +61,13 @@ def test_store_config_round_trip_is_byte_identical() -> None:
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("version", 3), ("version", "1"), ("format", "restic"), ("digest", "sha256")],
+    [
+        ("version", 3),
+        ("version", "1"),
+        ("version", True),
+        ("format", "restic"),
+        ("digest", "sha256"),
+    ],
 )
 def test_store_config_from_another_format_is_refused(field: str, value: object) -> None:
     d = json.loads(StoreConfig(PARAMS).to_bytes())

@@ -11,7 +11,7 @@ import pytest
 from replicator._native import blake3_digest
 from replicator.store.backends import FsBackend
 from replicator.store.format import IndexEntry, PackIndex, index_key
-from replicator.store.index_cache import IndexCache, Location, cache_path
+from replicator.store.index_cache import MAX_SKIP_REPORTS, IndexCache, Location, cache_path
 
 
 def _index(seed: int, chunks: int = 3) -> PackIndex:
@@ -119,3 +119,27 @@ async def test_damaged_cache_file_is_rebuilt_from_the_peer(tmp_path: Path, peer:
         ix.entries[1].digest: Location(ix.pack, 100, 100, 100)
     }
     await cache.close()
+
+
+async def test_sync_skips_stray_and_garbage_index_objects(
+    peer: FsBackend, cache: IndexCache
+) -> None:
+    good = _index(1)
+    await _put_index(peer, good)
+    await peer.put("index/zz/stray.txt", b"not an index")
+    garbage = index_key(blake3_digest(b"garbage"))
+    await peer.put(garbage, b"{garbage")
+    lying = _index(2)
+    await peer.put(index_key(blake3_digest(b"other")), lying.to_bytes())
+    stats = await cache.sync(peer)
+    assert stats.packs == 1 and stats.loaded == 1 and stats.skipped == 3
+    reports = "\n".join(stats.skip_reports)
+    assert f"destination '{peer.name}': skipped {garbage}: pack index is not valid JSON" in reports
+    assert "describes pack" in reports
+    assert "skipped index/zz/stray.txt: not an index name" in reports
+    assert await cache.lookup([e.digest for e in good.entries])
+    for i in range(MAX_SKIP_REPORTS + 5):
+        await peer.put(f"index/{i:02x}/stray", b"")
+    stats = await cache.sync(peer)
+    assert stats.skipped == MAX_SKIP_REPORTS + 5 + 3
+    assert len(stats.skip_reports) == MAX_SKIP_REPORTS  # bounded, whatever the peer holds

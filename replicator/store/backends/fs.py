@@ -19,7 +19,9 @@ import errno
 import hashlib
 import os
 import secrets
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -52,11 +54,8 @@ class FsBackend:
         self.root = Path(root).resolve()
         self.name = name
         self.page_size = page_size
-        #: Temporary files last written before this are removed as leftovers.
-        self.leftovers_before = time.time() - LEFTOVER_GRACE
-        self._swept: set[Path] = set()
-        #: Leftover temporary files removed so far (for reports and tests).
-        self.leftovers_removed = 0
+        #: Removes temporary files last written a minute before this run.
+        self.sweeper = Sweeper(time.time() - LEFTOVER_GRACE)
 
     def __repr__(self) -> str:
         return f"FsBackend(name={self.name!r}, root={str(self.root)!r})"
@@ -90,10 +89,7 @@ class FsBackend:
             raise self._error(exc, path) from exc
 
     def _sweep(self, directory: Path) -> None:
-        """Remove a killed writer's temporary files, once per directory and run."""
-        if directory not in self._swept:
-            self._swept.add(directory)
-            self.leftovers_removed += len(remove_leftovers(directory, self.leftovers_before))
+        self.sweeper.sweep(directory)
 
     def _sweep_fan_out(self) -> None:
         """Sweep the root and every packs/<hh>/ and index/<hh>/ once at start-up:
@@ -267,6 +263,33 @@ def _fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class Sweeper:
+    """Removes a killed writer's temporary files from each directory written
+    to, once per directory while it is among the last ``remember`` ones: a
+    set of every directory would grow with the key count (a manifest
+    directory per key), and sweeping one again is only a scandir."""
+
+    def __init__(self, before: float, remember: int = 1024) -> None:
+        self.before = before
+        self.remember = remember
+        self._recent: OrderedDict[Path, None] = OrderedDict()
+        self._lock = threading.Lock()  # puts run on several threads at once
+        #: Leftover temporary files removed so far (for reports and tests).
+        self.removed = 0
+
+    def sweep(self, directory: Path) -> None:
+        with self._lock:
+            if directory in self._recent:
+                self._recent.move_to_end(directory)
+                return
+            self._recent[directory] = None
+            if len(self._recent) > self.remember:
+                self._recent.popitem(last=False)
+        removed = len(remove_leftovers(directory, self.before))
+        with self._lock:
+            self.removed += removed
 
 
 def remove_leftovers(directory: Path, before: float) -> list[Path]:

@@ -56,7 +56,7 @@ async def run_probe(backend: S3Backend) -> Capabilities:
         part_copy = await _probe_part_copy(backend, base, written)
     finally:
         for key in written:
-            await backend._call("probe cleanup", "delete_object", Key=key)
+            await backend._call(f"probe cleanup {backend._where(key)}", "delete_object", Key=key)
     return Capabilities(
         put_if_absent=conditional,
         checksum_algorithms=accepted,
@@ -69,7 +69,9 @@ async def run_probe(backend: S3Backend) -> Capabilities:
 async def _put(backend: S3Backend, key: str, written: list[str], **kwargs: Any) -> None:
     if key not in written:
         written.append(key)  # before the call: a failed put may still have stored
-    await backend._call("probe put", "put_object", Key=key, Body=_BODY, **kwargs)
+    await backend._call(
+        f"probe put {backend._where(key)}", "put_object", Key=key, Body=_BODY, **kwargs
+    )
 
 
 async def _probe_conditional(backend: S3Backend, key: str, written: list[str]) -> bool:
@@ -112,7 +114,9 @@ async def _refuses_wrong(
         await _put(backend, key, written, **{param: _b64(digest(_WRONG))})
     except IntegrityError:
         # Refused as a checksum mismatch; it only counts if nothing was stored.
-        listing = await backend._call("probe list", "list_objects_v2", Prefix=key)
+        listing = await backend._call(
+            f"probe list {backend._where(key)}", "list_objects_v2", Prefix=key
+        )
         return not listing.get("KeyCount")
     except StoreError:
         return False  # refused for another reason: not evidence of verification
@@ -125,13 +129,15 @@ async def _probe_part_copy(backend: S3Backend, base: str, written: list[str]) ->
     try:
         await _put(backend, source, written)
         written.append(target)
-        mpu = await backend._call("probe mpu", "create_multipart_upload", Key=target)
+        mpu = await backend._call(
+            f"probe mpu {backend._where(target)}", "create_multipart_upload", Key=target
+        )
     except StoreError:
         return False
     upload_id = mpu["UploadId"]
     try:
         part = await backend._call(
-            "probe part copy",
+            f"probe part copy {backend._where(target)}",
             "upload_part_copy",
             Key=target,
             UploadId=upload_id,
@@ -140,7 +146,7 @@ async def _probe_part_copy(backend: S3Backend, base: str, written: list[str]) ->
             CopySourceRange="bytes=10-29",
         )
         await backend._call(
-            "probe complete",
+            f"probe complete {backend._where(target)}",
             "complete_multipart_upload",
             Key=target,
             UploadId=upload_id,
@@ -149,7 +155,7 @@ async def _probe_part_copy(backend: S3Backend, base: str, written: list[str]) ->
     except StoreError:
         await _abort(backend, target, upload_id)
         return False
-    resp = await backend._call("probe get", "get_object", Key=target)
+    resp = await backend._call(f"probe get {backend._where(target)}", "get_object", Key=target)
     async with resp["Body"] as body:
         got: bytes = await body.read()
     return got == _BODY[10:30]
@@ -158,4 +164,9 @@ async def _probe_part_copy(backend: S3Backend, base: str, written: list[str]) ->
 async def _abort(backend: S3Backend, key: str, upload_id: str) -> None:
     # Nothing was completed; if the abort fails too, the server expires the upload.
     with contextlib.suppress(StoreError):
-        await backend._call("probe abort", "abort_multipart_upload", Key=key, UploadId=upload_id)
+        await backend._call(
+            f"probe abort {backend._where(key)}",
+            "abort_multipart_upload",
+            Key=key,
+            UploadId=upload_id,
+        )
