@@ -138,6 +138,10 @@ def test_repair_takes_good_copies_from_the_source_first(tmp_path: Path) -> None:
     code, text = restore_all(cfg, "a", tmp_path / "out")
     assert code == 0, text
     assert {k: (tmp_path / "out" / k).read_bytes() for k in files} == files
+    code, _, text = cli("repair", "--config", cfg, "--destination", "nope")
+    assert code == 2 and text.strip().splitlines() == [
+        "error: no destination named 'nope' (configured: a)"
+    ]
     print(f"repair from the source: {report['damaged_chunks']} chunks of a deleted pack")
 
 
