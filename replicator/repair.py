@@ -45,6 +45,7 @@ class RepairReport:
     damaged: int = 0  # damaged chunk copies found
     from_source: int = 0  # chunks healed from the source
     from_peers: dict[str, int] = field(default_factory=dict)
+    peer_errors: dict[str, str] = field(default_factory=dict)  # peers that could not help
     unrepaired: list[Damage] = field(default_factory=list)
     before: VerifyReport | None = None
     after: VerifyReport | None = None
@@ -59,6 +60,7 @@ class RepairReport:
             "damaged_chunks": self.damaged,
             "healed_from_source": self.from_source,
             "healed_from_peers": self.from_peers,
+            "peer_errors": self.peer_errors,
             "unrepaired": [damage_json(d) for d in self.unrepaired],
             "problems_before": [p.to_json() for p in self.before.problems] if self.before else [],
             "problems_after": [p.to_json() for p in self.after.problems] if self.after else [],
@@ -123,6 +125,7 @@ async def repair(settings: Settings, destination: str) -> RepairReport:
     )
     report = RepairReport(destination)
     try:
+        await _clear_stale(peer)
         findings = Findings()
         report.before = await verify(peer.backend, settings.source.bucket, None, deep=True,
                                      findings=findings)  # fmt: skip
@@ -135,6 +138,14 @@ async def repair(settings: Settings, destination: str) -> RepairReport:
     finally:
         await peer.close()
     return report
+
+
+async def _clear_stale(peer: Peer) -> None:
+    """Quarantine records of copies already relocated (a repair interrupted
+    between writing the relocation and clearing the record)."""
+    damage = await DamageMap.load(peer.backend)
+    for pack, chunk in damage.quarantined & damage.relocated.keys():
+        await clear(peer.backend, pack, chunk)
 
 
 async def _heal(settings: Settings, peer: Peer, findings: Findings, report: RepairReport) -> None:
@@ -159,7 +170,11 @@ async def _heal(settings: Settings, peer: Peer, findings: Findings, report: Repa
         report.from_source = await _from_source(settings, peer.config.chunker, keys, healer)
         for other in settings.destinations:
             if other.name != peer.name and healer.missing():
-                report.from_peers[other.name] = await _from_peer(settings, other.name, healer)
+                try:
+                    report.from_peers[other.name] = await _from_peer(settings, other.name, healer)
+                except (ReplicatorError, OSError) as exc:
+                    # One source less; the chunks it could have given stay listed.
+                    report.peer_errors[other.name] = str(exc)
         await writer.flush()
         await _record(peer, findings, healer)
     finally:
@@ -225,8 +240,6 @@ async def _from_peer(settings: Settings, name: str, healer: _Healer) -> int:
             good = damage.resolve(loc.pack, digest) or loc
             if (raw := await _fetch_copy(backend, digest, good)) is not None:
                 found += await healer.offer([(digest, memoryview(raw))])
-    except (ReplicatorError, OSError):
-        pass  # an unreachable peer is one source less, reported as 0 healed
     finally:
         await backend.close()
     return found

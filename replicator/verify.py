@@ -210,6 +210,11 @@ class _Checker:
             self.problem(entry, str(exc), run.pack, first)
             self.damaged(entry, run.pack, run.chunks, "pack index unusable")
             return
+        self.in_index(entry, run, index)
+
+    def in_index(
+        self, entry: VersionEntry, run: PackRun, index: dict[tuple[bytes, int], IndexEntry]
+    ) -> None:
         pos = run.offset
         for c in run.chunks:
             e = index.get((c.digest, pos))
@@ -291,20 +296,8 @@ async def verify(
     damage = await DamageMap.load(backend)
     findings = Findings() if findings is None else findings
     checker = _Checker(backend, _Packs(backend), report, progress or NoProgress(), damage, findings)
-    queue: asyncio.Queue[tuple[VersionEntry, bool] | None] = asyncio.Queue(parallel * 2)
-    workers = [asyncio.create_task(checker.worker(queue)) for _ in range(parallel)]
-    # The sample is drawn here, in listing order, so a seed replays exactly.
-    rng = random.Random(seed)
-    try:
-        prefix = MANIFESTS if key_prefix is None else manifest_prefix(bucket, key_prefix)
-        async for entry in manifest_entries(backend, prefix):
-            await queue.put((entry, deep and rng.random() < sample))
-        for _ in workers:
-            await queue.put(None)
-        await asyncio.gather(*workers)
-    finally:
-        for w in workers:
-            w.cancel()
+    prefix = MANIFESTS if key_prefix is None else manifest_prefix(bucket, key_prefix)
+    await _check_all(checker, prefix, deep=deep, sample=sample, seed=seed, parallel=parallel)
     report.packs = len(checker.packs.sizes)
     if key_prefix is None:
         await _unreferenced(backend, set(checker.packs.sizes), report)
@@ -326,6 +319,24 @@ async def _unreferenced(backend: Backend, referenced: set[bytes], report: Verify
         if name is not None and name not in referenced:
             msg = "index of a pack that no manifest references"
             report.info.append(Problem("", "", msg, pack=name.hex()))
+
+
+async def _check_all(
+    checker: _Checker, prefix: str, *, deep: bool, sample: float, seed: int, parallel: int
+) -> None:
+    queue: asyncio.Queue[tuple[VersionEntry, bool] | None] = asyncio.Queue(parallel * 2)
+    workers = [asyncio.create_task(checker.worker(queue)) for _ in range(parallel)]
+    # The sample is drawn here, in listing order, so a seed replays exactly.
+    rng = random.Random(seed)
+    try:
+        async for entry in manifest_entries(checker.backend, prefix):
+            await queue.put((entry, deep and rng.random() < sample))
+        for _ in workers:
+            await queue.put(None)
+        await asyncio.gather(*workers)
+    finally:
+        for w in workers:
+            w.cancel()
 
 
 async def _record_damage(

@@ -42,6 +42,8 @@ def _print(report: RepairReport) -> None:
             f"no healthy copy at the source or any peer; breaks {versions}",
             err=True,
         )
+    for name, why in report.peer_errors.items():
+        click.echo(f"peer {name!r} could not be used as a source: {why}", err=True)
     after = report.after
     for p in after.problems if after else []:
         click.echo(

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
@@ -37,6 +38,8 @@ from replicator.store.format import IndexEntry, PackIndex, index_key, pack_key
 from replicator.store.index_cache import IndexCache, Location
 from replicator.store.quarantine import DamageMap
 
+#: How often a writer re-reads the peer's quarantine (two LISTs).
+DAMAGE_REFRESH_SECONDS = 300.0
 #: A chunk as stored: its bytes (a view of the window, or compressed bytes).
 Stored = bytes | memoryview
 
@@ -114,8 +117,12 @@ class PackWriter:
         self._write_slot = asyncio.Semaphore(1)
         #: Packs seen present at the peer in this run (HEAD once, then trusted).
         self._present: set[bytes] = set()
-        #: The peer's damaged copies; read from the peer on first use unless given.
+        #: The peer's damaged copies: given (repair), or read from the peer
+        #: and read again every DAMAGE_REFRESH_SECONDS, so a long-running
+        #: daemon sees what a later verify quarantined.
         self._damage = damage
+        self._damage_fixed = damage is not None
+        self._damage_read = 0.0
 
     async def place(self, batch: ChunkBatch) -> list[Placement]:
         """Where each chunk of ``batch`` lives at this peer, shipping new ones."""
@@ -188,9 +195,7 @@ class PackWriter:
     async def _healthy(self, hits: dict[bytes, Location]) -> dict[bytes, Location]:
         """Cache hits with every damaged copy replaced by its relocated good
         copy, or left out (so the chunk ships again) when it has none."""
-        if self._damage is None:
-            self._damage = await DamageMap.load(self.backend)
-        damage = self._damage
+        damage = await self._current_damage()
         if not damage:
             return hits
         out: dict[bytes, Location] = {}
@@ -202,6 +207,13 @@ class PackWriter:
             ):
                 out[d] = good
         return out
+
+    async def _current_damage(self) -> DamageMap:
+        now = time.monotonic()
+        stale = not self._damage_fixed and now - self._damage_read > DAMAGE_REFRESH_SECONDS
+        if self._damage is None or stale:
+            self._damage, self._damage_read = await DamageMap.load(self.backend), now
+        return self._damage
 
     async def _add(self, digest: bytes, length: int, data: Stored, compression: str) -> Placement:
         pack = self._open

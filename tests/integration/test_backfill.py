@@ -12,6 +12,7 @@ import os
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import zstandard
@@ -23,6 +24,7 @@ from replicator.origins.fs import FsOrigin, FsReader
 from replicator.pipeline.backfill import Backfill, run_backfill
 from replicator.pipeline.summary import BackfillSummary
 from replicator.store.backend import Backend, Capabilities, ObjectInfo, Payload
+from replicator.store.backends import FsBackend
 from replicator.store.format import (
     INDEX,
     MANIFESTS,
@@ -33,7 +35,14 @@ from replicator.store.format import (
     pack_key,
     parse_manifest_key,
 )
-from replicator.store.peer import Peer, close_peers, open_peers
+from replicator.store.peer import (
+    close_peers,
+    make_backend,
+    open_peers,
+    peer_identity,
+    peer_on,
+    store_config,
+)
 
 MIB = 1024 * 1024
 CHUNKING = Chunking(min_size=4096, avg_size=16384, max_size=65536)
@@ -46,6 +55,9 @@ class PutCounter:
         self.inner = inner
         self.name = inner.name
         self.puts: Counter[str] = Counter()
+        #: Requests of the start-up probe (its own test objects, written and
+        #: removed below put()): counted apart from ``puts``.
+        self.probe_requests = 0
 
     async def put(self, key: str, data: Payload, *, sha256: bytes | None = None) -> None:
         self.puts[key.split("/", 1)[0]] += 1
@@ -68,10 +80,34 @@ class PutCounter:
         await self.inner.delete(key)
 
     async def probe(self) -> Capabilities:
-        return await self.inner.probe()
+        base: Any = self.inner
+        while hasattr(base, "inner"):  # through the retry wrapper
+            base = base.inner
+        # Every probe request of the S3 backend goes through _call; the fs
+        # backend's probe writes each test file through _write.
+        name = "_call" if hasattr(base, "_call") else "_write"
+        original = getattr(base, name)
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.probe_requests += 1
+            return original(*args, **kwargs)
+
+        setattr(base, name, counted)
+        try:
+            return await self.inner.probe()
+        finally:
+            delattr(base, name)
 
     async def close(self) -> None:
         await self.inner.close()
+
+
+async def fs_probe_requests(root: Path) -> int:
+    """How many requests the start-up probe of a filesystem peer makes (the
+    run summaries' put_requests leave them out)."""
+    counter = PutCounter(FsBackend(root, "probe-count"))
+    await counter.probe()
+    return counter.probe_requests
 
 
 def settings_for(tmp: Path, peers: int = 2, concurrency: int = 4) -> Settings:
@@ -150,13 +186,18 @@ async def pack_index_sizes(backend: Backend) -> int:
 async def counted_backfill(
     settings: Settings, prefix: str = "", waiting: int = 256
 ) -> tuple[BackfillSummary, list[PutCounter]]:
-    peers = await open_peers(settings, create=True)
-    counters = [PutCounter(p.backend) for p in peers]
-    wrapped = [Peer(p.name, c, p.config, p.identity) for p, c in zip(peers, counters, strict=True)]
+    # The counters wrap the backends before the peers are opened, so the
+    # start-up probe's requests are counted too (in probe_requests).
+    counters = [PutCounter(make_backend(d)) for d in settings.destinations]
+    wanted = store_config(settings)
+    peers = [
+        await peer_on(d.name, c, wanted, peer_identity(d), create=True)
+        for d, c in zip(settings.destinations, counters, strict=True)
+    ]
     try:
         origin = FsOrigin(settings.source.path)  # type: ignore[union-attr]
         params = settings.chunking.params()
-        job = Backfill(origin, wrapped, params, settings.store, waiting_manifests=waiting)
+        job = Backfill(origin, peers, params, settings.store, waiting_manifests=waiting)
         return await job.run(prefix), counters
     finally:
         await close_peers(peers)
@@ -193,7 +234,10 @@ async def test_backfill_replicates_every_object_to_every_peer(
         assert await pack_index_sizes(c.inner) == unique, "each chunk stored once"
         assert c.puts["manifests"] == 5
         assert c.puts["packs"] == c.puts["index"] == summary.packs[c.name]
-        assert summary.put_requests[c.name] == sum(c.puts.values())
+        # The store config is written while the peer is opened, before the
+        # pipeline's own request counting starts.
+        assert c.puts["config"] == 1
+        assert summary.put_requests[c.name] == sum(c.puts.values()) - c.puts["config"]
     print(
         f"backfill: {summary.objects} objects, {total} source bytes, shipped "
         f"{summary.shipped_bytes} deduplicated {summary.deduplicated_bytes}, "
@@ -215,7 +259,13 @@ async def test_replay_puts_nothing_and_keeps_manifest_bytes(
     after = {p: sorted((tmp_path / p).rglob("*")) for p in ("peer0", "peer1")}
     assert after == before
     assert {f: f.read_bytes() for f in snapshot} == snapshot
-    print(f"replay: {summary.objects} objects unchanged, 0 PUTs, {len(snapshot)} files identical")
+    probe = [c.probe_requests for c in counters]
+    assert all(n > 0 for n in probe)  # the probe ran, and is counted apart
+    print(
+        f"replay: {summary.objects} objects unchanged, 0 PUTs besides the start-up probe's "
+        f"{probe} requests per peer (test objects written and removed), "
+        f"{len(snapshot)} files identical"
+    )
 
 
 async def test_replay_with_lost_cache_reads_but_ships_nothing(

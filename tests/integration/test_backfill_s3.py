@@ -33,6 +33,7 @@ from tests.integration.test_backfill import (
     MIB,
     PutCounter,
     check_structure,
+    fs_probe_requests,
     manifests_at,
     write_tree,
 )
@@ -65,6 +66,8 @@ async def test_backfill_to_each_backend_then_replay_and_edit(
 
     again, counter = await _backfill_into(store, tmp_path / "src", tmp_path / "cache")
     assert again == 0 and sum(counter.puts.values()) == 0
+    probe = counter.probe_requests
+    assert probe > 0  # the start-up probe ran; its requests are counted apart
 
     big[MIB : MIB + 10] = b"0123456789"
     write_tree(tmp_path / "src", {"a/big.bin": bytes(big)})
@@ -72,7 +75,10 @@ async def test_backfill_to_each_backend_then_replay_and_edit(
     assert 0 < edited <= 2 * CHUNKING.max_size
     assert dict(counter.puts) == {"packs": 1, "index": 1, "manifests": 1}
     assert (await check_structure(store.backend))["a/big.bin"] == bytes(big)
-    print(f"{store.kind}: first run PUTs {first}, replay 0 PUTs, 10-byte edit shipped {edited}")
+    print(
+        f"{store.kind}: first run PUTs {first}, replay 0 PUTs besides the start-up probe's "
+        f"{probe} requests (its own test objects), 10-byte edit shipped {edited}"
+    )
 
 
 # ------------------------------------------------------------ S3 origin
@@ -177,7 +183,9 @@ async def test_s3_origin_backfill_versions_and_removals(
     assert live == {"ckpt/model.bin": objects["ckpt/model.bin"], "ckpt/cfg.json": b'{"lr": 1}'}
     print(
         f"s3 origin: 3 objects ({sum(map(len, objects.values()))} bytes) in windows of 1 MiB, "
-        f"replay 0 PUTs, then 1 overwrite + 1 delete marker -> {third.put_requests} PUTs"
+        f"replay 0 PUTs (put_requests excludes the fs peer's start-up probe, "
+        f"{await fs_probe_requests(tmp_path / 'probe')} requests), "
+        f"then 1 overwrite + 1 delete marker -> {third.put_requests} PUTs"
     )
 
 

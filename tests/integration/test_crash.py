@@ -18,7 +18,13 @@ import pytest
 from replicator import failpoints
 from replicator.store.backends import FsBackend
 from replicator.store.format import MANIFESTS, PACKS
-from tests.integration.test_backfill import MIB, check_structure, manifests_at, write_tree
+from tests.integration.test_backfill import (
+    MIB,
+    check_structure,
+    fs_probe_requests,
+    manifests_at,
+    write_tree,
+)
 
 #: The installed entry point, without relying on the venv's bin/ being on PATH.
 _MAIN = "from replicator.cli import main; main()"
@@ -133,5 +139,7 @@ def test_crash_at_failpoint_leaves_peers_consistent_and_rerun_completes(
     print(
         f"crash at {point}: {packs} packs and {manifests} manifests left behind; "
         f"re-run shipped {summary['shipped_bytes']} with {summary['put_requests']} PUTs, "
-        f"{len(tree)} objects verified at 2 peers; third run 0 PUTs"
+        f"{len(tree)} objects verified at 2 peers; third run 0 PUTs (put_requests excludes "
+        f"each peer's start-up probe: {asyncio.run(fs_probe_requests(tmp_path / 'probe'))} "
+        "requests on its own test objects)"
     )

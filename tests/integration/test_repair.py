@@ -16,9 +16,12 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from replicator._native import ChunkerParams
 from replicator.cli import main
 from replicator.store.backends import FsBackend
-from replicator.store.format import Manifest
+from replicator.store.format import Manifest, pack_key
+from tests.integration.conftest import StoreUnderTest
+from tests.integration.store_builder import run_cli, write_config
 from tests.integration.test_backfill import MIB, manifests_at, write_tree
 
 pytestmark = pytest.mark.integration
@@ -138,6 +141,10 @@ def test_repair_takes_good_copies_from_the_source_first(tmp_path: Path) -> None:
     code, text = restore_all(cfg, "a", tmp_path / "out")
     assert code == 0, text
     assert {k: (tmp_path / "out" / k).read_bytes() for k in files} == files
+    code, _, text = cli("repair", "--config", cfg, "--destination", "nope")
+    assert code == 2 and text.strip().splitlines() == [
+        "error: no destination named 'nope' (configured: a)"
+    ]
     print(f"repair from the source: {report['damaged_chunks']} chunks of a deleted pack")
 
 
@@ -188,3 +195,43 @@ def test_a_damaged_chunk_is_never_deduplicated_onto_again(tmp_path: Path) -> Non
     print(
         f"dedup onto a quarantined chunk refused: {summary['shipped_bytes']['a']} bytes re-shipped"
     )
+
+
+async def test_repair_heals_a_peer_on_every_backend(store: StoreUnderTest, tmp_path: Path) -> None:
+    """Peer "a" is the backend under test (fs, moto, SeaweedFS), peer "b" a
+    filesystem; damage is done through the backend itself."""
+    files = originals(tmp_path, n=3)
+    small = ChunkerParams(4096, 16384, 65536)
+    cfg = write_config(tmp_path / "base.toml", store, params=small, source=tmp_path / "src")
+    text = cfg.read_text().replace('name = "peer"', 'name = "a"')
+    text += (
+        f'\n[[destinations]]\nname = "b"\ntype = "fs"\npath = "{tmp_path / "b"}"\n\n'
+        f'[store]\ncache_dir = "{tmp_path / "cache"}"\npack_size = {MIB}\n'
+    )
+    cfg.write_text(text)
+    assert (await run_cli(main, ["backfill", "--config", str(cfg)], store)).exit_code == 0
+    write_tree(tmp_path / "src", {k: os.urandom(len(v)) for k, v in files.items()})
+    backend = store.backend
+    found = await manifests_at(backend)
+    used = sorted({p for ms in found.values() for m in ms for p in m.packs()})
+    flip, cut, gone = (pack_key(p) for p in used[:3])
+    data = bytearray(await backend.get(flip))
+    data[len(data) // 2] ^= 0x10
+    await backend.put(flip, bytes(data))
+    await backend.put(cut, (await backend.get(cut))[: len(data) // 3])
+    await backend.delete(gone)
+
+    res = await run_cli(
+        main, ["repair", "--config", str(cfg), "--destination", "a", "--json"], store
+    )
+    assert res.exit_code == 0, res.stdout + res.stderr
+    report = res.json()
+    assert report["healed_from_peers"]["b"] == report["damaged_chunks"] > 0
+    deep = ["verify", "--config", str(cfg), "--destination", "a", "--deep"]
+    assert (await run_cli(main, deep, store)).exit_code == 0
+    out = tmp_path / "out"
+    restore = ["restore", "--config", str(cfg), "--destination", "a", "--prefix", ""]
+    res = await run_cli(main, [*restore, "--to", str(out)], store)
+    assert res.exit_code == 0, res.stderr
+    assert {k: (out / k).read_bytes() for k in files} == files
+    print(f"[{store.kind}] repair healed {report['damaged_chunks']} chunks from peer b")

@@ -25,8 +25,12 @@ def test_bench_delta_json() -> None:
     for name, r in doc["workloads"].items():
         # Random new content cannot be deduplicated away.
         assert r["shipped_bytes"] >= r["changed_bytes"], name
-        # Never more than a whole-object replicator would send.
-        assert r["shipped_bytes"] <= r["full_copy_bytes"], name
+        # Shipped is the whole wire: chunk data plus index and manifest bytes.
+        assert r["shipped_bytes"] == r["shipped_data_bytes"] + r["shipped_metadata_bytes"]
+        assert r["shipped_metadata_bytes"] > 0, name
+        # Never more chunk data than a whole-object replicator would send.
+        assert r["shipped_data_bytes"] <= r["full_copy_bytes"], name
+        assert r["meets_target"] == (r["shipped_bytes"] <= r["target_bytes"]), name
         assert 0 < r["metadata_vs_data"] < 0.05, name
     print({n: round(r["shipped_vs_changed"], 3) for n, r in doc["workloads"].items()})
     t = doc["throughput"]

@@ -16,8 +16,11 @@ from replicator.bench.chunk import parse_size, random_bytes
 from replicator.cli import main
 
 ALWAYS = [
-    "fused_vs_ceiling",
-    "fused_whole_vs_ceiling",
+    "fused_vs_bound",
+    "fused_whole_vs_bound",
+    "fused_vs_sequential_model",
+    "fused_vs_sequential_model_min",
+    "fused_vs_sequential_model_max",
     "threads_speedup",
     "parallel_capacity",
     "threads_speedup_vs_capacity",
@@ -44,6 +47,8 @@ def test_bench_chunk_json(tmp_path: Path) -> None:
         value = ratios[key]
         assert isinstance(value, int | float) and math.isfinite(value) and value > 0, key
     assert all(v > 0 for v in doc["rates_gbps"].values())
+    assert ratios["fused_vs_sequential_model_min"] <= ratios["fused_vs_sequential_model_max"]
+    assert set(doc["notes"]) <= set(ratios)
     assert list(tmp_path.iterdir()) == [], "the temporary file was left behind"
 
 
@@ -51,7 +56,7 @@ def test_bench_chunk_table(tmp_path: Path) -> None:
     args = ["bench", "chunk", "--size", "1MiB", "--repeat", "1", "--dir", str(tmp_path)]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
-    assert "fused_vs_ceiling" in result.output
+    assert "fused_vs_bound" in result.output
     assert "GB/s" in result.output
 
 
