@@ -92,11 +92,14 @@ class Load:
 
 
 async def sample_rpo(daemon: DaemonProcess, stop: asyncio.Event, out: list[Sample]) -> None:
-    """Scrape /metrics every 100 ms; the instant is the request's midpoint."""
+    """Scrape /metrics every 100 ms.
+
+    The instant of a sample is when the answer arrived: the value is
+    computed just before it leaves, however long the request waited for a
+    busy daemon (a midpoint would date it too early)."""
     while not stop.is_set():
-        before = time.time_ns()
         text = await daemon.get("/metrics")
-        at = (before + time.time_ns()) // 2
+        at = time.time_ns()
         if text is not None:
             for family in text_string_to_metric_families(text):
                 if family.name == "replicator_rpo_seconds":
