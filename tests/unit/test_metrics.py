@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
+from structlog.testing import capture_logs
 
 from replicator.errors import ConfigError
 from replicator.events import ChangeEvent, Kind
@@ -232,3 +233,25 @@ def test_pending_set_heap_stays_proportional_to_what_is_pending() -> None:
         pending.remove(e)
     assert pending.oldest_ns() == 0
     assert len(pending._heap) < 2 * 1024 + 10
+
+
+def test_durable_and_errors_emit_one_log_event_each() -> None:
+    telemetry = Telemetry(PEERS, {})
+    e = event(age=1.0)
+    with capture_logs() as logs:
+        telemetry.pending("peer-a", e, 100)
+        telemetry.durable("peer-a", e, shipped_bytes=30, deduplicated_bytes=70)
+        telemetry.destination_error("peer-b", "put_pack", "AccessDeniedError")
+    durable, error = logs
+    assert durable["event"] == "durable"
+    assert durable["destination"] == "peer-a"
+    assert durable["key"] == SECRET_KEY
+    assert durable["event_time_ns"] == e.event_time_ns
+    assert (durable["shipped_bytes"], durable["deduplicated_bytes"]) == (30, 70)
+    assert durable["latency_seconds"] >= 1.0
+    assert error["log_level"] == "warning"
+    assert (error["destination"], error["operation"], error["error"]) == (
+        "peer-b",
+        "put_pack",
+        "AccessDeniedError",
+    )
