@@ -38,6 +38,7 @@ from replicator.bench.e2e_stats import (
     Write,
     covered_at,
     latencies,
+    quantiles,
     rpo_error,
     throughput,
 )
@@ -100,12 +101,16 @@ async def sample_rpo(daemon: DaemonProcess, stop: asyncio.Event, out: list[Sampl
     computed just before it leaves, however long the request waited for a
     busy daemon (a midpoint would date it too early)."""
     while not stop.is_set():
+        before = time.time_ns()
         text = await daemon.get("/metrics")
         at = time.time_ns()
+        took = (at - before) / 1e9
         if text is not None:
             for family in text_string_to_metric_families(text):
                 if family.name == "replicator_rpo_seconds":
-                    out.extend(Sample(at, s.labels["destination"], s.value) for s in family.samples)
+                    out.extend(
+                        Sample(at, s.labels["destination"], s.value, took) for s in family.samples
+                    )
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), SAMPLE_SECONDS)
 
@@ -182,6 +187,7 @@ def report(
         "latency_seconds": latency,
         "throughput": throughput(writes, durable),
         "rpo_samples": len(samples),
+        "scrape_seconds": quantiles([s.took_seconds for s in samples if s.destination == PEERS[0]]),
         "rpo_error_seconds": rpo_error(writes, covered, samples),
     }
 
@@ -203,6 +209,10 @@ def _print(result: dict[str, Any]) -> None:
             f"p99 {q['p99']:.3f} s, max {q['max']:.3f} s "
             f"(most under {q['most_under']:.3f} s, most over {q['most_over']:.3f} s)"
         )
+    sc = result["scrape_seconds"]
+    click.echo(
+        f"/metrics scrape took p50 {sc['p50']:.3f} s, p99 {sc['p99']:.3f} s, max {sc['max']:.3f} s"
+    )
     lb = result.get("large_vs_backfill")
     if lb:
         click.echo(
