@@ -119,7 +119,9 @@ async def test_counters_histogram_and_static_gauges(
     telemetry.outcome("src", "durable")
     telemetry.source_bytes(100)
     telemetry.destination_error("peer-a", "put", "TransientStoreError")
-    telemetry.consumer_lag("events", 3, 12)
+    lag = {("events", 3): 12}
+    telemetry.set_consumer_lag(lambda: lag)
+    telemetry.kafka_gap("events", 3)
     s = await scrape(server)
     assert value(s, "replicator_shipped_bytes_total", destination="peer-b") == 40
     assert value(s, "replicator_deduplicated_bytes_total", destination="peer-b") == 60
@@ -137,6 +139,10 @@ async def test_counters_histogram_and_static_gauges(
         == 1
     )
     assert value(s, "replicator_kafka_consumer_lag", topic="events", partition="3") == 12
+    assert value(s, "replicator_kafka_gaps_total", topic="events", partition="3") == 1
+    lag[("events", 3)] = 5  # read at scrape time
+    later = await scrape(server)
+    assert value(later, "replicator_kafka_consumer_lag", topic="events", partition="3") == 5
     name = "replicator_replication_latency_seconds"
     assert value(s, name + "_count", destination="peer-b") == 1
     assert value(s, name + "_bucket", destination="peer-b", le="1.0") == 0
