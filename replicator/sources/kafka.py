@@ -187,6 +187,8 @@ class KafkaSource:
             mark, record = self._buffer.popleft()
             if self._marks.mark((record.topic, record.partition)) is not mark:
                 continue  # revoked (and perhaps reassigned) since it was fetched
+            if record.offset < mark.next_offset:
+                continue  # fetched before a seek to the assignment's start: read again
             for event in await self._take(mark, record):
                 self.handed_out += 1
                 yield event
@@ -209,10 +211,12 @@ class KafkaSource:
                 record.value, self.settings.format, source=self.source_id, position=position
             )
         except ParseError as exc:
-            if await self._dead_letter(
+            produced = await self._dead_letter(
                 position, record.timestamp, record.key, record.value, exc.reason
-            ):
-                self._marks.add(tp, record.offset, ())
+            )
+            # The partition may have been revoked while the dead letter was produced.
+            if produced and self._marks.mark(tp) is mark:
+                mark.add(record.offset, ())
             return []
         events = [replace(e, observed=next(self._tokens)) for e in parsed.events]
         self.skipped += parsed.skipped
@@ -287,6 +291,7 @@ class KafkaSource:
         offsets = self._marks.commits(only)
         if not offsets or self._consumer is None:
             return {}
+        log.debug("kafka source: committing %s", offsets)
         try:
             await self._consumer.commit({TopicPartition(t, p): o for (t, p), o in offsets.items()})
         except CommitFailedError:
@@ -333,12 +338,21 @@ class KafkaSource:
         ends = await consumer.end_offsets(assigned)
         for tp in assigned:
             committed = await consumer.committed(tp)
-            position = await consumer.position(tp)
+            start = committed
+            if start is None:
+                start = starts[tp] if self.settings.auto_offset_reset == "earliest" else ends[tp]
+            # Seek explicitly: getmany() runs while this callback awaits, so the
+            # consumer's own position may already have moved past records that
+            # had no watermark yet to be registered with.
+            consumer.seek(tp, start)
             key = (tp.topic, tp.partition)
-            self._marks.assign(key, position)
+            self._marks.assign(key, start)
             self._log_end[key] = ends[tp]
-            self._check_gap(key, committed, starts[tp], position)
-        log.info("kafka source: assigned %s", sorted((t.topic, t.partition) for t in assigned))
+            self._check_gap(key, committed, starts[tp], start)
+            log.info(
+                "kafka source: assigned %s[%d] at %d (committed %s, log %d..%d)",
+                tp.topic, tp.partition, start, committed, starts[tp], ends[tp],
+            )  # fmt: skip
 
     def _check_gap(self, tp: TP, committed: int | None, log_start: int, position: int) -> None:
         lost = committed < log_start if committed is not None else position > 0

@@ -38,6 +38,12 @@ async def create_topic(broker: KafkaBroker, name: str, partitions: int = 1) -> N
     await admin.start()
     try:
         await admin.create_topics([NewTopic(name, partitions, 1)])
+        # The broker learns of a new topic from the controller a moment later.
+        for _ in range(100):
+            if name in await admin.list_topics():
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"topic {name} did not appear")
     finally:
         await admin.close()
 
