@@ -10,6 +10,7 @@ import json
 import os
 import random
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,8 +19,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from replicator.cli import main
 from replicator.store.backends import FsBackend
+from tests.deploy.conftest import unavailable
 from tests.deploy.metric_names import families
 from tests.integration.store_builder import StoreBuilder
+from tests.services.process import ServiceError
+from tests.services.prometheus import PushgatewayServer
 
 pytestmark = pytest.mark.integration
 
@@ -185,3 +189,51 @@ def test_operator_errors_exit_2(backfilled: tuple[Path, Path, int], tmp_path: Pa
     code, _out, err = _cli(*base, "--textfile", str(missing / "x.prom"))
     assert code == 2 and "--textfile" in err
     assert "Traceback" not in err
+
+
+@pytest.fixture
+def pushgateway(tmp_path: Path) -> Iterator[PushgatewayServer]:
+    try:
+        server = PushgatewayServer(tmp_path)
+    except ServiceError as exc:
+        unavailable(str(exc))
+    yield server
+    server.stop()
+
+
+def _pushed(gateway: PushgatewayServer) -> dict[str, float]:
+    out = {}
+    for family in text_string_to_metric_families(gateway.metrics()):
+        for sample in family.samples:
+            if sample.labels.get("job") == "replicator-drill":
+                assert sample.labels["destination"] == "dr-eu"
+                out[sample.name] = sample.value
+    return out
+
+
+def test_pushgateway_keeps_last_success_after_a_failure(
+    backfilled: tuple[Path, Path, int], tmp_path: Path, pushgateway: PushgatewayServer
+) -> None:
+    config, peer, _total = backfilled
+    args = ["drill", "--config", str(config), "--destination", "dr-eu", "--sample", "0.1"]
+    code, out, err = _cli(*args, "--pushgateway", pushgateway.url)
+    assert code == 0, out + err
+    good = _pushed(pushgateway)
+    assert good["replicator_drill_success"] == 1.0 and good["replicator_drill_rto_seconds"] > 0
+
+    # The same drill against an empty peer fails; the last success stays.
+    empty = tmp_path / "empty-peer"
+    shutil.copytree(peer, empty, ignore=shutil.ignore_patterns("manifests"))
+    bad_config = _write_config(tmp_path, tmp_path / "unused", empty)
+    bad = ["drill", "--config", str(bad_config), "--destination", "dr-eu"]
+    code, out, err = _cli(*bad, "--pushgateway", pushgateway.url)
+    assert code == 1 and "no manifests" in err
+    after = _pushed(pushgateway)
+    assert after["replicator_drill_success"] == 0.0
+    for kept in ("replicator_drill_rto_seconds", "replicator_drill_last_success_timestamp_seconds"):
+        assert after[kept] == good[kept], kept
+
+    code, out, err = _cli(*bad, "--pushgateway", "http://127.0.0.1:1")
+    assert code == 1 and "--pushgateway http://127.0.0.1:1: cannot push" in err
+    code, out, err = _cli(*bad, "--pushgateway", "ftp://x")
+    assert code == 2 and "not an http:// or https:// URL" in err
