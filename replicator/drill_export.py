@@ -99,10 +99,16 @@ def _write_textfile(path: Path, report: DrillReport) -> None:
         previous = path.read_text(encoding="utf-8")
     except (FileNotFoundError, UnicodeDecodeError):
         previous = ""
+    publish(path, textfile(report, previous))
+
+
+def publish(path: Path, text: str) -> None:
+    """Replace the textfile ``path`` with ``text``: atomically (node-exporter
+    never reads half a file) and readable by all (it runs as another user)."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(textfile(report, previous))
+            out.write(text)
             os.fchmod(out.fileno(), 0o644)
         os.replace(tmp, path)
     except BaseException:

@@ -10,6 +10,7 @@ import click
 
 from replicator.commands.backfill import backfill
 from replicator.commands.drill import drill_command as drill_command
+from replicator.commands.heartbeat import heartbeat_command as heartbeat_command
 from replicator.commands.restore import restore_command as restore_command
 from replicator.commands.verify import verify_command as verify_command
 
