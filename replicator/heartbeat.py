@@ -2,7 +2,7 @@
 whose age at each peer measures the whole path end to end (storage event →
 notification → daemon → peer), the way pt-heartbeat measures MySQL lag.
 
-Vocabulary: a *beat* is one write of the heartbeat object (``.replicator/
+Vocabulary: a *beat* is one write of the heartbeat object (``_replicator/
 heartbeat`` under the source by default). Its *age at a peer* is now minus
 the event time of the newest heartbeat version durable there, read from the
 manifest names alone (they start with the event time), so measuring costs
@@ -27,7 +27,9 @@ from replicator.origins.s3 import S3Origin
 from replicator.store.backend import Backend
 from replicator.store.reader import list_versions
 
-DEFAULT_KEY = ".replicator/heartbeat"
+#: Not under a dot directory: the directory watcher ignores names starting
+#: with a dot (its temporary-file patterns), and the beat must be replicated.
+DEFAULT_KEY = "_replicator/heartbeat"
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +64,8 @@ async def beat(settings: config.Settings, key: str = DEFAULT_KEY) -> None:
 
 def _replace(path: Path, body: bytes) -> None:
     # A rename gives the beat a new inode and ctime: a new version, never an
-    # in-place rewrite a reader could catch half-written.
+    # in-place rewrite a reader could catch half-written. The temporary name
+    # starts with a dot, which the directory watcher ignores.
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".heartbeat-", dir=path.parent)
     try:
