@@ -19,11 +19,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from replicator._native import ChunkerParams
 from replicator.cli import main
+from replicator.drill import DrillReport, _Run
+from replicator.restore import NoProgress, Selection, restore
 from replicator.store.backends import FsBackend
 from tests.deploy.conftest import unavailable
 from tests.deploy.metric_names import families
 from tests.integration.conftest import StoreUnderTest
-from tests.integration.store_builder import StoreBuilder, run_cli, write_config
+from tests.integration.store_builder import SECOND, T0, StoreBuilder, run_cli, write_config
 from tests.services.process import ServiceError
 from tests.services.prometheus import PushgatewayServer
 
@@ -265,3 +267,35 @@ async def test_drill_on_every_backend(store: StoreUnderTest, tmp_path: Path) -> 
         f"drill from {store.kind}: {report['objects']} objects, {sum(sizes) / MiB:.1f} MiB, "
         f"RTO {report['rto_seconds']:.3f} s"
     )
+
+
+async def test_read_back_check(tmp_path: Path) -> None:
+    """The check after the restore: a file may be any stored version of its
+    key (the daemon stores newer ones while a drill runs), but bytes that
+    match no version, and files that belong to no key, are problems."""
+    backend = FsBackend(tmp_path / "peer")
+    builder = StoreBuilder(backend)
+    await builder.init()
+    await builder.put("a.bin", b"old" * 1000, T0)
+    await builder.put("a.bin", b"new" * 1000, T0 + SECOND)
+    await builder.put("b.bin", b"bbb" * 1000, T0)
+    scratch = tmp_path / "scratch"
+    # As if a.bin's newer version arrived after the drill restored the older one.
+    summary = await restore(backend, Selection("src", "", False, T0), scratch)
+    assert summary.ok and (scratch / "a.bin").read_bytes() == b"old" * 1000
+
+    clean = DrillReport("p", 1.0, 0)
+    await _Run(backend, "src", scratch, clean, 1, NoProgress()).check_tree()
+    assert clean.problems == [] and clean.checked_files == 2
+
+    (scratch / "b.bin").write_bytes(b"x" * 3000)  # same length, other bytes
+    (scratch / "stray").write_bytes(b"")
+    damaged = DrillReport("p", 1.0, 0)
+    await _Run(backend, "src", scratch, damaged, 1, NoProgress()).check_tree()
+    messages = sorted(p.message for p in damaged.problems)
+    assert messages == [
+        "1 files in the restored tree match no restored key",
+        "restored file (3000 bytes) matches no version's length and BLAKE3",
+    ]
+    assert [p.key for p in damaged.problems if p.key] == ["b.bin"]
+    await backend.close()
