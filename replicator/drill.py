@@ -13,14 +13,13 @@ takes. The read-back check is reported apart (``check_seconds``). For a
 sample, ``estimated_full_rto_seconds`` scales the RTO by the bytes of every
 latest version over the bytes restored: an estimate, named as one.
 
-The result is exported as a node-exporter textfile, because a drill is a
-separate process from the daemon: ``replicator_drill_*{destination}``.
+A drill is a separate process from the daemon, so its result is exported by
+:mod:`replicator.drill_export` (a node-exporter textfile, or a Pushgateway).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import shutil
 import tempfile
@@ -239,7 +238,7 @@ class _Run:
             except UnsafeKeyError:
                 continue  # the restore refused it and reported it already
             if not is_dir and await asyncio.to_thread(path.is_file):
-                await self._check_file(versions[-1], path)
+                await self._check_file(versions, path)
         on_disk = await asyncio.to_thread(_count_files, self.scratch)
         if on_disk != self.report.checked_files:
             extra = on_disk - self.report.checked_files
@@ -247,18 +246,26 @@ class _Run:
                 Problem("", "", f"{extra} files in the restored tree match no restored key")
             )
 
-    async def _check_file(self, entry: VersionEntry, path: Path) -> None:
-        manifest = await read_manifest(self.backend, entry)
+    async def _check_file(self, versions: list[VersionEntry], path: Path) -> None:
+        """The file must be the bytes of one of the key's versions: the one
+        restored was the newest then, but the daemon may have stored a newer
+        one since (drills run beside it). Newest first, so one manifest is
+        read in the usual case."""
         size, digest = await asyncio.to_thread(_hash_file, path)
         self.report.checked_files += 1
         self.report.checked_bytes += size
-        if size != manifest.identity.size:
-            message = f"restored file has {size} bytes, manifest says {manifest.identity.size}"
-        elif digest != manifest.digest:
-            message = "restored file's BLAKE3 differs from the manifest's"
-        else:
-            return
-        self.report.problems.append(Problem(entry.key, entry.version_name, message))
+        for entry in reversed(versions):
+            manifest = await read_manifest(self.backend, entry)
+            if not manifest.removed and (manifest.identity.size, manifest.digest) == (size, digest):
+                return
+        newest = versions[-1]
+        self.report.problems.append(
+            Problem(
+                newest.key,
+                newest.version_name,
+                f"restored file ({size} bytes) matches no version's length and BLAKE3",
+            )
+        )
 
 
 def _count_files(root: Path) -> int:
@@ -275,79 +282,4 @@ def _hash_file(path: Path) -> tuple[int, bytes]:
     return size, hasher.finish().digest or b""
 
 
-# ----------------------------------------------------------- textfile export
-
-_HELP = {
-    "rto_seconds": "Wall-clock time of the last successful drill's restore.",
-    "last_success_timestamp_seconds": "When the last successful drill started (Unix time).",
-    "last_run_timestamp_seconds": "When the last drill started, successful or not (Unix time).",
-    "success": "1 when the last drill restored and verified everything, 0 otherwise.",
-    "restored_bytes": "Object bytes the last drill restored and verified.",
-    "restored_objects": "Objects the last drill restored and verified.",
-}
-
-
-def textfile(report: DrillReport, previous: str = "") -> str:
-    """The node-exporter textfile for ``report``. A failed drill keeps the
-    previous file's last success time and RTO (``previous``: its text), so a
-    failure never looks like a recent success, nor erases the last one."""
-    values: dict[str, float | None] = {
-        "rto_seconds": report.rto_seconds if report.ok else _previous(previous, "rto_seconds"),
-        "last_success_timestamp_seconds": (
-            report.started_at
-            if report.ok
-            else _previous(previous, "last_success_timestamp_seconds")
-        ),
-        "last_run_timestamp_seconds": report.started_at,
-        "success": 1.0 if report.ok else 0.0,
-        "restored_bytes": float(report.bytes),
-        "restored_objects": float(report.objects),
-    }
-    label = _escape(report.destination)
-    lines = []
-    for name, value in values.items():
-        if value is None:
-            continue
-        lines += [
-            f"# HELP replicator_drill_{name} {_HELP[name]}",
-            f"# TYPE replicator_drill_{name} gauge",
-            f'replicator_drill_{name}{{destination="{label}"}} {value!r}',
-        ]
-    return "\n".join(lines) + "\n"
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _previous(text: str, name: str) -> float | None:
-    prefix = f"replicator_drill_{name}{{"
-    for line in text.splitlines():
-        if line.startswith(prefix):
-            try:
-                return float(line.rsplit(" ", 1)[1])
-            except (IndexError, ValueError):
-                return None
-    return None
-
-
-def write_textfile(path: Path, report: DrillReport) -> None:
-    """Replace ``path`` atomically (node-exporter never reads half a file),
-    readable by all: the collector runs as another user."""
-    try:
-        previous = path.read_text(encoding="utf-8")
-    except (FileNotFoundError, UnicodeDecodeError):
-        previous = ""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(textfile(report, previous))
-            os.fchmod(out.fileno(), 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-__all__ = ["DrillReport", "drill", "sampled", "textfile", "write_textfile"]
+__all__ = ["DrillReport", "drill", "sampled"]

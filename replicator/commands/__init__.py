@@ -11,6 +11,7 @@ import click
 from replicator.commands.backfill import backfill
 from replicator.commands.demo import demo_command as demo_command
 from replicator.commands.drill import drill_command as drill_command
+from replicator.commands.heartbeat import heartbeat_command as heartbeat_command
 from replicator.commands.repair import repair_command as repair_command
 from replicator.commands.restore import restore_command as restore_command
 from replicator.commands.run import check_config_command as check_config_command

@@ -4,8 +4,9 @@ byte, and report the measured RTO.
 Exit codes: 0 the drill restored at least one object and every restored byte
 matched its manifest; 1 any problem (a chunk or object that does not verify,
 a missing pack, nothing to restore); 2 usage or configuration error. With
-``--textfile`` the result is also written for node-exporter's textfile
-collector (``replicator_drill_*{destination}``), also when the drill fails.
+``--textfile`` (node-exporter's textfile collector) or ``--pushgateway`` the
+result is also exported as ``replicator_drill_*{destination}``, also when the
+drill fails; a failed export exits 1 after the report.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from replicator.commands.restore import (
     open_for_reading,
     progress_display,
 )
-from replicator.drill import DrillReport, drill, write_textfile
+from replicator.drill import DrillReport, drill
+from replicator.drill_export import push, write_textfile
 from replicator.errors import ConfigError
 from replicator.restore import Progress
 
@@ -52,6 +54,11 @@ from replicator.restore import Progress
     type=click.Path(path_type=Path, dir_okay=False),
     help="Write the result here in Prometheus text format (node-exporter textfile collector).",
 )
+@click.option(
+    "--pushgateway",
+    metavar="URL",
+    help="Push the result to this Prometheus Pushgateway (job replicator-drill).",
+)
 @click.option("--parallel", default=4, show_default=True, type=click.IntRange(1, 64))
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report on stdout.")
 def drill_command(
@@ -62,6 +69,7 @@ def drill_command(
     seed: int | None,
     scratch: Path | None,
     textfile: Path | None,
+    pushgateway: str | None,
     parallel: int,
     as_json: bool,
 ) -> None:
@@ -70,18 +78,23 @@ def drill_command(
     seed = secrets.randbelow(2**32) if seed is None else seed
     with exit_codes():
         settings = load_settings(config_path)
-        _check_paths(scratch, textfile)
+        _check_outputs(scratch, textfile, pushgateway)
         with progress_display("drill.progress") as progress:
             options = {"sample": sample, "seed": seed, "parallel": parallel}
             report = asyncio.run(_run(settings, destination, scratch, progress, **options))
+    _report(report, as_json)
+    with exit_codes():  # the drill's own result is printed even if exporting fails
         if textfile is not None:
             write_textfile(textfile, report)
-    _report(report, as_json)
+        if pushgateway is not None:
+            push(pushgateway, report)
     sys.exit(0 if report.ok else 1)
 
 
-def _check_paths(scratch: Path | None, textfile: Path | None) -> None:
+def _check_outputs(scratch: Path | None, textfile: Path | None, pushgateway: str | None) -> None:
     """Fail before the restore, not after an hour of it."""
+    if pushgateway is not None and not pushgateway.startswith(("http://", "https://")):
+        raise ConfigError(f"--pushgateway {pushgateway}: not an http:// or https:// URL")
     if scratch is not None and not scratch.is_dir():
         raise ConfigError(f"--scratch {scratch}: not an existing directory")
     if textfile is not None and not textfile.parent.is_dir():

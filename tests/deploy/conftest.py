@@ -13,6 +13,13 @@ from pathlib import Path
 import pytest
 
 from tests.deploy.standin_exporter import StandinExporter
+from tests.integration.conftest import (  # noqa: F401 (fixtures: drills on every backend)
+    moto_server,
+    s3_endpoint,
+    seaweed_server,
+    store,
+    store_kind,
+)
 from tests.services.alertmanager import AlertmanagerServer, WebhookReceiver, fast_copy
 from tests.services.process import ServiceError
 from tests.services.prometheus import PrometheusServer

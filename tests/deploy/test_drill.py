@@ -10,16 +10,24 @@ import json
 import os
 import random
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 
+from replicator._native import ChunkerParams
 from replicator.cli import main
+from replicator.drill import DrillReport, _Run
+from replicator.restore import NoProgress, Selection, restore
 from replicator.store.backends import FsBackend
+from tests.deploy.conftest import unavailable
 from tests.deploy.metric_names import families
-from tests.integration.store_builder import StoreBuilder
+from tests.integration.conftest import StoreUnderTest
+from tests.integration.store_builder import SECOND, T0, StoreBuilder, run_cli, write_config
+from tests.services.process import ServiceError
+from tests.services.prometheus import PushgatewayServer
 
 pytestmark = pytest.mark.integration
 
@@ -84,7 +92,8 @@ def test_full_drill_restores_verifies_and_exports(
     samples = _textfile(textfile)
     assert samples["replicator_drill_success"] == 1.0
     assert samples["replicator_drill_restored_bytes"] == total
-    assert samples["replicator_drill_rto_seconds"] == pytest.approx(report["rto_seconds"])
+    # The JSON report rounds to microseconds; the textfile keeps every digit.
+    assert samples["replicator_drill_rto_seconds"] == pytest.approx(report["rto_seconds"], abs=1e-5)
     assert samples["replicator_drill_last_success_timestamp_seconds"] == report["started_at"]
     assert os.stat(textfile).st_mode & 0o777 == 0o644
 
@@ -185,3 +194,108 @@ def test_operator_errors_exit_2(backfilled: tuple[Path, Path, int], tmp_path: Pa
     code, _out, err = _cli(*base, "--textfile", str(missing / "x.prom"))
     assert code == 2 and "--textfile" in err
     assert "Traceback" not in err
+
+
+@pytest.fixture
+def pushgateway(tmp_path: Path) -> Iterator[PushgatewayServer]:
+    try:
+        server = PushgatewayServer(tmp_path)
+    except ServiceError as exc:
+        unavailable(str(exc))
+    yield server
+    server.stop()
+
+
+def _pushed(gateway: PushgatewayServer) -> dict[str, float]:
+    out = {}
+    for family in text_string_to_metric_families(gateway.metrics()):
+        for sample in family.samples:
+            if sample.labels.get("job") == "replicator-drill":
+                assert sample.labels["destination"] == "dr-eu"
+                out[sample.name] = sample.value
+    return out
+
+
+def test_pushgateway_keeps_last_success_after_a_failure(
+    backfilled: tuple[Path, Path, int], tmp_path: Path, pushgateway: PushgatewayServer
+) -> None:
+    config, peer, _total = backfilled
+    args = ["drill", "--config", str(config), "--destination", "dr-eu", "--sample", "0.1"]
+    code, out, err = _cli(*args, "--pushgateway", pushgateway.url)
+    assert code == 0, out + err
+    good = _pushed(pushgateway)
+    assert good["replicator_drill_success"] == 1.0 and good["replicator_drill_rto_seconds"] > 0
+
+    # The same drill against an empty peer fails; the last success stays.
+    empty = tmp_path / "empty-peer"
+    shutil.copytree(peer, empty, ignore=shutil.ignore_patterns("manifests"))
+    bad_config = _write_config(tmp_path, tmp_path / "unused", empty)
+    bad = ["drill", "--config", str(bad_config), "--destination", "dr-eu"]
+    code, out, err = _cli(*bad, "--pushgateway", pushgateway.url)
+    assert code == 1 and "no manifests" in err
+    after = _pushed(pushgateway)
+    assert after["replicator_drill_success"] == 0.0
+    for kept in ("replicator_drill_rto_seconds", "replicator_drill_last_success_timestamp_seconds"):
+        assert after[kept] == good[kept], kept
+
+    code, out, err = _cli(*bad, "--pushgateway", "http://127.0.0.1:1")
+    assert code == 1 and "--pushgateway http://127.0.0.1:1: cannot push" in err
+    code, out, err = _cli(*bad, "--pushgateway", "ftp://x")
+    assert code == 2 and "not an http:// or https:// URL" in err
+
+
+async def test_drill_on_every_backend(store: StoreUnderTest, tmp_path: Path) -> None:
+    """The same drill over the filesystem and both S3 servers (moto,
+    SeaweedFS), after a real backfill into that peer."""
+    source = tmp_path / "source"
+    rng = random.Random(3)
+    sizes = [0, 1, 70_000, 3 * MiB, 5 * MiB + 17]
+    for i, size in enumerate(sizes):
+        path = source / f"dir {i}" / f"obj+{i}.bin"
+        path.parent.mkdir(parents=True)
+        path.write_bytes(rng.randbytes(size))
+    config = write_config(tmp_path / "r.toml", store, ChunkerParams(16384, 65536, 262144), source)
+    result = await run_cli(main, ["backfill", "--config", str(config)], store)
+    assert result.exit_code == 0, result.stdout + result.stderr
+    drill = ["drill", "--config", str(config), "--destination", "peer", "--json"]
+    result = await run_cli(main, drill, store)
+    assert result.exit_code == 0, result.stdout + result.stderr
+    report = result.json()
+    assert report["objects"] == len(sizes) and report["bytes"] == sum(sizes)
+    assert report["checked_bytes"] == sum(sizes)
+    print(
+        f"drill from {store.kind}: {report['objects']} objects, {sum(sizes) / MiB:.1f} MiB, "
+        f"RTO {report['rto_seconds']:.3f} s"
+    )
+
+
+async def test_read_back_check(tmp_path: Path) -> None:
+    """The check after the restore: a file may be any stored version of its
+    key (the daemon stores newer ones while a drill runs), but bytes that
+    match no version, and files that belong to no key, are problems."""
+    backend = FsBackend(tmp_path / "peer")
+    builder = StoreBuilder(backend)
+    await builder.init()
+    await builder.put("a.bin", b"old" * 1000, T0)
+    await builder.put("a.bin", b"new" * 1000, T0 + SECOND)
+    await builder.put("b.bin", b"bbb" * 1000, T0)
+    scratch = tmp_path / "scratch"
+    # As if a.bin's newer version arrived after the drill restored the older one.
+    summary = await restore(backend, Selection("src", "", False, T0), scratch)
+    assert summary.ok and (scratch / "a.bin").read_bytes() == b"old" * 1000
+
+    clean = DrillReport("p", 1.0, 0)
+    await _Run(backend, "src", scratch, clean, 1, NoProgress()).check_tree()
+    assert clean.problems == [] and clean.checked_files == 2
+
+    (scratch / "b.bin").write_bytes(b"x" * 3000)  # same length, other bytes
+    (scratch / "stray").write_bytes(b"")
+    damaged = DrillReport("p", 1.0, 0)
+    await _Run(backend, "src", scratch, damaged, 1, NoProgress()).check_tree()
+    messages = sorted(p.message for p in damaged.problems)
+    assert messages == [
+        "1 files in the restored tree match no restored key",
+        "restored file (3000 bytes) matches no version's length and BLAKE3",
+    ]
+    assert [p.key for p in damaged.problems if p.key] == ["b.bin"]
+    await backend.close()

@@ -93,3 +93,11 @@ def test_referenced_names_parser() -> None:
         "> on (destination) group_left() max(b_total offset 1h) and absent(up == 1)"
     )
     assert referenced_names(expr) == {"a_bucket", "b_total", "up"}
+
+
+def test_promtool_checks_the_example_prometheus_config() -> None:
+    promtool = need("promtool", "prometheus")
+    example = DEPLOY / "prometheus" / "prometheus.example.yml"
+    result = _run([promtool, "check", "config", str(example)])
+    assert result.returncode == 0
+    assert f"SUCCESS: {len(_alerts())} rules found" in result.stdout

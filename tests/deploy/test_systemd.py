@@ -17,7 +17,12 @@ import pytest
 from tests.deploy.conftest import DEPLOY, need
 
 SYSTEMD = DEPLOY / "systemd"
-UNITS = ["replicator.service", "replicator-drill@.service", "replicator-drill@.timer"]
+UNITS = [
+    "replicator.service",
+    "replicator-drill@.service",
+    "replicator-drill@.timer",
+    "replicator-heartbeat.service",
+]
 #: Where docs/install.md installs the console script; the test points the
 #: units at this environment's script instead (verify checks it exists).
 INSTALLED = "/opt/replicator/bin/replicator"
@@ -46,7 +51,12 @@ def _staged(tmp_path: Path, extra: dict[str, str] | None = None) -> Path:
 def _verify(directory: Path) -> subprocess.CompletedProcess[str]:
     tool = need("systemd-analyze", "systemd")
     # An instance name loads the template; the timer pulls in the service.
-    units = ["replicator.service", "replicator-drill@dr-eu.service", "replicator-drill@.timer"]
+    units = [
+        "replicator.service",
+        "replicator-drill@dr-eu.service",
+        "replicator-drill@.timer",
+        "replicator-heartbeat.service",
+    ]
     return subprocess.run(
         [tool, "verify", "--man=no", "--generators=no", *(f"./{u}" for u in units)],
         cwd=directory,
@@ -98,7 +108,10 @@ def _recorded() -> dict[str, float]:
     return out
 
 
-@pytest.mark.parametrize("unit", ["replicator.service", "replicator-drill@.service"])
+SERVICES = ["replicator.service", "replicator-drill@.service", "replicator-heartbeat.service"]
+
+
+@pytest.mark.parametrize("unit", SERVICES)
 def test_security_exposure_does_not_regress(tmp_path: Path, unit: str) -> None:
     score = _exposure(_staged(tmp_path), unit)
     print(f"systemd-analyze security --offline=true {unit}: exposure {score}")
@@ -111,7 +124,7 @@ def test_removing_hardening_raises_the_exposure(tmp_path: Path) -> None:
     assert _exposure(tmp_path, "replicator.service") > _recorded()["replicator.service"]
 
 
-@pytest.mark.parametrize("unit", ["replicator.service", "replicator-drill@.service"])
+@pytest.mark.parametrize("unit", SERVICES)
 def test_secrets_only_through_credentials(unit: str) -> None:
     text = (SYSTEMD / unit).read_text()
     assert "LoadCredential=aws-credentials:" in text

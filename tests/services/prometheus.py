@@ -1,4 +1,5 @@
-"""Debian's Prometheus (``apt-get install prometheus``) on a free 127.0.0.1 port.
+"""Debian's Prometheus (``apt-get install prometheus``) and Pushgateway
+(``prometheus-pushgateway``), each on a free 127.0.0.1 port.
 
 The configuration is written to a temporary directory with short scrape and
 evaluation intervals (1 s), so a test sees a scraped value or a rule's
@@ -112,3 +113,30 @@ def _config(
     if alertmanager is not None:
         config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]}
     return config
+
+
+class PushgatewayServer:
+    """A Pushgateway without persistence (its state dies with it)."""
+
+    def __init__(self, workdir: Path) -> None:
+        binary = shutil.which("prometheus-pushgateway") or shutil.which("pushgateway")
+        if binary is None:
+            raise ServiceError("pushgateway not installed (apt-get install prometheus-pushgateway)")
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = ServerProcess(
+            [binary, f"--web.listen-address=127.0.0.1:{self.port}", "--persistence.file="],
+            workdir / "pushgateway.log",
+        )
+        self.process.wait_ready(self._ready, "pushgateway")
+
+    def _ready(self) -> bool:
+        with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as resp:
+            return bool(resp.status == 200)
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"{self.url}/metrics", timeout=10) as resp:
+            return str(resp.read().decode())
+
+    def stop(self) -> None:
+        self.process.stop()
