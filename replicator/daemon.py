@@ -25,6 +25,7 @@ import contextlib
 import os
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import structlog
 import uvloop
@@ -42,6 +43,8 @@ from replicator.store.peer import Peer, close_peers, open_peers
 
 log = structlog.get_logger("replicator.daemon")
 
+#: Threads of the default executor (blocking file and fsync calls).
+IO_THREADS = 32
 #: After a failed reconcile, try again this much later.
 RECONCILE_RETRY_SECONDS = 30.0
 
@@ -79,6 +82,12 @@ class Daemon:
 
     async def main(self) -> int:
         self._install_signals()
+        # Blocking calls (file reads, fsyncs of peer writes, stats) run in the
+        # default executor; its stock size (CPUs + 4) lets a few slow fsyncs
+        # stall every read behind them. They wait on the disk, not the CPU.
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="io")
+        )
         address = self.settings.service.metrics_address
         try:
             server = await serve(self.telemetry, address)

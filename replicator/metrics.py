@@ -95,6 +95,7 @@ class Telemetry:
         self._lock = threading.Lock()
         self._peers = {d: _Peer(rpo_targets.get(d)) for d in destinations}
         self._backlog: Callable[[], Backlog] = Backlog
+        self._lag: Callable[[], Mapping[tuple[str, int], int]] = dict
         self._ready = False
         self._reason = "starting"
         self._started = time.time()
@@ -133,9 +134,9 @@ class Telemetry:
             ["destination", "operation", "error"],
             registry=r,
         )
-        self._lag = Gauge(
-            "replicator_kafka_consumer_lag",
-            "Records between the committed offset and the log end.",
+        self._gaps = Counter(
+            "replicator_kafka_gaps",
+            "Times records were lost to retention before being read (a reconcile follows).",
             ["topic", "partition"],
             registry=r,
         )
@@ -244,8 +245,14 @@ class Telemetry:
         self._errors.labels(destination, operation, error).inc()
         log.warning("destination error", destination=destination, operation=operation, error=error)
 
-    def consumer_lag(self, topic: str, partition: int, lag: int) -> None:
-        self._lag.labels(topic, str(partition)).set(lag)
+    def set_consumer_lag(self, fn: Callable[[], Mapping[tuple[str, int], int]]) -> None:
+        """``fn`` -> {(topic, partition): records behind the log end}, read at every scrape."""
+        self._lag = fn
+
+    def kafka_gap(self, topic: str, partition: int) -> None:
+        """Records expired (retention, offset expiry) before the consumer read them."""
+        self._gaps.labels(topic, str(partition)).inc()
+        log.warning("kafka gap: records lost before read", topic=topic, partition=partition)
 
     def set_source_backlog(self, fn: Callable[[], Backlog]) -> None:
         """``fn`` is called at every scrape; its changes are pending at every peer."""
@@ -270,6 +277,9 @@ class Telemetry:
         if down:
             return False, "peer down: " + ", ".join(down)
         return True, ""
+
+    def consumer_lag(self) -> Mapping[tuple[str, int], int]:
+        return self._lag()
 
     def peer_view(self, now_ns: int | None = None) -> dict[str, tuple[float, int, int]]:
         """Per peer: (rpo seconds, pending events, pending bytes), source backlog included."""
@@ -369,7 +379,14 @@ class _ScrapeCollector(Collector):
             rpo.add_metric([name], r)
             events.add_metric([name], n)
             nbytes.add_metric([name], b)
-        yield from (rpo, events, nbytes)
+        lag = GaugeMetricFamily(
+            "replicator_kafka_consumer_lag",
+            "Records between the consumer's position and the log end.",
+            labels=["topic", "partition"],
+        )
+        for (topic, partition), behind in sorted(self._t.consumer_lag().items()):
+            lag.add_metric([topic, str(partition)], behind)
+        yield from (rpo, events, nbytes, lag)
 
 
 __all__ = ["MetricsServer", "PendingSet", "Telemetry", "parse_address", "serve"]

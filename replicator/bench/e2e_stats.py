@@ -34,6 +34,9 @@ class Sample:
     at_ns: int
     destination: str
     exported: float
+    #: How long the scrape took: a busy event loop in the daemon shows here,
+    #: and it bounds how precisely ``at_ns`` dates the value.
+    took_seconds: float = 0.0
 
 
 def quantiles(values: Sequence[float]) -> dict[str, float]:

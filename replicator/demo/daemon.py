@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import signal
 import socket
 import sys
@@ -96,7 +95,6 @@ class DaemonProcess:
 
     async def start(self, within: float = 60.0) -> None:
         """Spawn ``replicator run`` and wait until /readyz answers 200."""
-        env = dict(os.environ, REPLICATOR_LOG_LEVEL="info")
         with _append(self.log) as out:
             self.proc = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -108,7 +106,6 @@ class DaemonProcess:
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=out,
                 stderr=out,
-                env=env,
             )
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
         deadline = time.monotonic() + within

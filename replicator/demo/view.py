@@ -52,17 +52,21 @@ class LiveView:
                 next_line = time.monotonic() + LINE_SECONDS
 
     async def _tick(self, stop: asyncio.Event) -> bool:
-        """One poll; True once ``stop`` is set."""
+        """One poll; True once ``stop`` is set (after a last poll: the final state)."""
+        await self._poll()
+        try:
+            await asyncio.wait_for(stop.wait(), POLL_SECONDS)
+        except TimeoutError:
+            return False
+        await self._poll()
+        return True
+
+    async def _poll(self) -> None:
         status = await self.daemon.status()
         if status is not None:
             self.last = status
             for name, peer in status["destinations"].items():
                 self.max_rpo[name] = max(self.max_rpo.get(name, 0.0), peer["rpo_seconds"])
-        try:
-            await asyncio.wait_for(stop.wait(), POLL_SECONDS)
-        except TimeoutError:
-            return False
-        return True
 
     def _job_line(self) -> str:
         step, versions, written = self.job.progress()

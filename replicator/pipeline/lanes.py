@@ -76,6 +76,9 @@ class Lane:
         self.want: dict[str, ChangeEvent] = {}
         #: key -> version being shipped or committed here.
         self.active: dict[str, ChangeEvent] = {}
+        #: key -> oldest version superseded before it was durable here: still
+        #: pending for the RPO until a newer version of the key is durable.
+        self.covered: dict[str, ChangeEvent] = {}
         self.backoff = Backoff(retry_cap)
         self.retry_at = 0.0  # monotonic; the lane takes no new work before it
         self.up = True

@@ -35,6 +35,7 @@ def test_bench_e2e_tiny_scale_json() -> None:
     assert result["rpo_samples"] > 0
     assert set(result["rpo_error_seconds"]) == {"peer-a", "peer-b"}
     assert result["throughput"]["objects_per_second"] > 0
+    assert result["large_vs_backfill"]["backfill_mb_per_second"] > 0
 
 
 def _durable(peer: str, key: str, t: int, done: int) -> Durable:

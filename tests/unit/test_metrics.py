@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
+from structlog.testing import capture_logs
 
 from replicator.errors import ConfigError
 from replicator.events import ChangeEvent, Kind
@@ -118,7 +119,9 @@ async def test_counters_histogram_and_static_gauges(
     telemetry.outcome("src", "durable")
     telemetry.source_bytes(100)
     telemetry.destination_error("peer-a", "put", "TransientStoreError")
-    telemetry.consumer_lag("events", 3, 12)
+    lag = {("events", 3): 12}
+    telemetry.set_consumer_lag(lambda: lag)
+    telemetry.kafka_gap("events", 3)
     s = await scrape(server)
     assert value(s, "replicator_shipped_bytes_total", destination="peer-b") == 40
     assert value(s, "replicator_deduplicated_bytes_total", destination="peer-b") == 60
@@ -136,6 +139,10 @@ async def test_counters_histogram_and_static_gauges(
         == 1
     )
     assert value(s, "replicator_kafka_consumer_lag", topic="events", partition="3") == 12
+    assert value(s, "replicator_kafka_gaps_total", topic="events", partition="3") == 1
+    lag[("events", 3)] = 5  # read at scrape time
+    later = await scrape(server)
+    assert value(later, "replicator_kafka_consumer_lag", topic="events", partition="3") == 5
     name = "replicator_replication_latency_seconds"
     assert value(s, name + "_count", destination="peer-b") == 1
     assert value(s, name + "_bucket", destination="peer-b", le="1.0") == 0
@@ -232,3 +239,25 @@ def test_pending_set_heap_stays_proportional_to_what_is_pending() -> None:
         pending.remove(e)
     assert pending.oldest_ns() == 0
     assert len(pending._heap) < 2 * 1024 + 10
+
+
+def test_durable_and_errors_emit_one_log_event_each() -> None:
+    telemetry = Telemetry(PEERS, {})
+    e = event(age=1.0)
+    with capture_logs() as logs:
+        telemetry.pending("peer-a", e, 100)
+        telemetry.durable("peer-a", e, shipped_bytes=30, deduplicated_bytes=70)
+        telemetry.destination_error("peer-b", "put_pack", "AccessDeniedError")
+    durable, error = logs
+    assert durable["event"] == "durable"
+    assert durable["destination"] == "peer-a"
+    assert durable["key"] == SECRET_KEY
+    assert durable["event_time_ns"] == e.event_time_ns
+    assert (durable["shipped_bytes"], durable["deduplicated_bytes"]) == (30, 70)
+    assert durable["latency_seconds"] >= 1.0
+    assert error["log_level"] == "warning"
+    assert (error["destination"], error["operation"], error["error"]) == (
+        "peer-b",
+        "put_pack",
+        "AccessDeniedError",
+    )
