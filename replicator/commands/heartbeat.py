@@ -20,7 +20,8 @@ from pathlib import Path
 import click
 
 from replicator import config
-from replicator.commands.restore import echo_json, exit_codes, load_settings, open_for_reading
+from replicator.commands.output import echo_json
+from replicator.commands.restore import exit_codes, load_settings, open_for_reading
 from replicator.drill_export import ExportError, publish
 from replicator.errors import ConfigError
 from replicator.heartbeat import DEFAULT_KEY, PeerAge, age_at, beat, heartbeat_key, textfile
