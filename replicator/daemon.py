@@ -219,12 +219,16 @@ class Daemon:
         finally:
             with contextlib.suppress(Exception):
                 await origin.close()
-        log.info(
+        # A reconcile with errors (an unreadable directory, a refused mass
+        # deletion) is not a quiet success: say so, with what went wrong.
+        report = log.warning if summary.errors else log.info
+        report(
             "reconciled",
             reason=why,
             objects=summary.objects,
             replicated=summary.replicated,
             removed=summary.removed,
             errors=summary.errors,
+            error_samples=summary.error_samples[:5],
             seconds=round(time.monotonic() - started, 3),
         )

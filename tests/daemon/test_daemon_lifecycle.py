@@ -86,6 +86,10 @@ def test_changes_made_while_down_reach_every_peer(tmp_path: Path) -> None:
     src = tmp_path / "src"
     for name in ("keep.bin", "edit.bin", "gone.bin", "old-name.bin"):
         (src / name).write_bytes(os.urandom(50_000))
+    # Enough untouched keys that two removals stay within the default
+    # mass-deletion guard (store.max_delete_fraction = 0.1 of a peer's keys).
+    for i in range(16):
+        (src / f"keep-{i:02d}.bin").write_bytes(os.urandom(1000))
     daemon = Daemon(cfg, tmp_path / "daemon-1.log")
     daemon.wait_ready()  # the start-up reconcile replicates what was already there
     for peer in PEERS:

@@ -114,7 +114,7 @@ async def test_address_comes_from_the_config(
         f"""
 [source]
 type = "fs"
-path = "{tmp_path}"
+path = "{tmp_path / "src"}"
 
 [[destinations]]
 name = "peer-a"
