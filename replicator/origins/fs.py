@@ -17,6 +17,7 @@ import asyncio
 import itertools
 import os
 import stat
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -25,6 +26,15 @@ from replicator.origins import ObjectVersion
 
 #: Objects listed per thread hop.
 _PAGE = 1000
+#: How long after its ctime a file's timestamps could still be repeated by
+#: another write: Linux stamps files from a coarse clock (one tick, 1-10 ms);
+#: a filesystem keeping whole seconds (ctime a multiple of 1 s) needs 2 s.
+RACY_NS = 20_000_000
+RACY_COARSE_NS = 2_000_000_000
+
+
+def racy_window_ns(ctime_ns: int) -> int:
+    return RACY_COARSE_NS if ctime_ns % 1_000_000_000 == 0 else RACY_NS
 
 
 class FsOrigin:
@@ -180,6 +190,19 @@ class FsReader:
         return got
 
     async def finish(self) -> None:
+        await self._unchanged()
+        # Racy-clean (git's name for it): a write in the same timestamp tick
+        # as the version read would leave size, times and inode as they are,
+        # and the next run would take the file for unchanged. Once the tick
+        # is over, any later write gets a later ctime: wait for it, look again.
+        # (At most one window: a ctime ahead of our clock must not stall us.)
+        window = racy_window_ns(self._obj.event_time_ns)
+        wait_ns = min(window, window - (time.time_ns() - self._obj.event_time_ns))
+        if wait_ns > 0:
+            await asyncio.sleep(wait_ns / 1e9)
+            await self._unchanged()
+
+    async def _unchanged(self) -> None:
         st = await asyncio.to_thread(os.fstat, self._fd)
         # ctime moves on every write (and cannot be set back), so equal
         # size, times and inode after the last read mean the bytes read are

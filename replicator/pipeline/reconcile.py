@@ -77,8 +77,11 @@ def same_version(m: Manifest, origin: Origin, obj: ObjectVersion) -> bool:
         not m.removed
         and (i.source, i.bucket, i.key, i.version_id)
         == (origin.source_id, origin.bucket, obj.key, obj.version_id)
-        and (i.size, i.event_time_ns, i.mtime_ns, i.inode)
-        == (obj.size, obj.event_time_ns, obj.mtime_ns, obj.inode)
+        and (i.size, i.event_time_ns) == (obj.size, obj.event_time_ns)
+        # A manifest written without them (format 1, or from an event that
+        # did not stat the file) still matches on size and ctime.
+        and i.mtime_ns in (None, obj.mtime_ns)
+        and i.inode in (None, obj.inode)
         and (origin.etag_is_digest or i.etag == obj.etag)
     )
 

@@ -65,6 +65,9 @@ def test_a_missing_source_exits_2_naming_it_and_writes_nothing(tmp_path: Path, c
     assert str(bad) in run.output and "Traceback" not in run.output
     after = sorted(p.relative_to(tmp_path) for p in (tmp_path / "a").rglob("*"))
     assert after == before, "nothing written at the peer"
+    args = ["verify", "--config", str(_config(tmp_path, source=bad)), "--destination", "a"]
+    checked = _cli(*args, "--against-source")
+    assert checked.exit_code == 2 and str(bad) in checked.output
     fresh = tmp_path / "fresh"
     fresh.mkdir()
     assert _backfill(_config(fresh, source=bad)).exit_code == 2

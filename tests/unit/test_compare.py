@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from replicator._native import ChunkerParams
 from replicator.origins import ObjectVersion
+from replicator.origins.fs import FsOrigin
 from replicator.pipeline.commit import put_manifest, tombstone
 from replicator.pipeline.compare import (
     ListingOrderError,
@@ -22,6 +23,7 @@ from replicator.pipeline.compare import (
     peer_keys,
     sorted_by_key,
 )
+from replicator.pipeline.reconcile import same_version
 from replicator.pipeline.removals import (
     MassDeletionRefused,
     apply_removals,
@@ -114,3 +116,28 @@ async def test_an_empty_source_never_tombstones_without_allow(tmp_path: Path) ->
     why = removal_refusal(plan, 1.0, allow=False)
     assert why is not None and "listed no object" in why and "1 live keys" in why
     plan.discard()
+
+
+def test_same_version_compares_size_ctime_mtime_and_inode() -> None:
+    origin = FsOrigin(Path("/nonexistent"), "src")
+    obj = ObjectVersion("k", 5, 100, mtime_ns=50, inode=7)
+
+    def recorded(**kw: int | None) -> Manifest:
+        fields: dict[str, int | None] = {
+            "size": 5,
+            "event_time_ns": 100,
+            "mtime_ns": 50,
+            "inode": 7,
+        }
+        f = fields | kw
+        ident = SourceIdentity(
+            "fs", "src", "k", "", "d", int(f["size"] or 0), int(f["event_time_ns"] or 0),
+            mtime_ns=f["mtime_ns"], inode=f["inode"],
+        )  # fmt: skip
+        return Manifest(ident, False, b"\0" * 32, PARAMS)
+
+    assert same_version(recorded(), origin, obj)
+    for changed in ({"size": 6}, {"event_time_ns": 101}, {"mtime_ns": 49}, {"inode": 8}):
+        assert not same_version(recorded(**changed), origin, obj), changed
+    # Written without a stat (format 1, or an event): size and ctime decide.
+    assert same_version(recorded(mtime_ns=None, inode=None), origin, obj)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 from replicator._native import ChunkerParams, blake3_digest, chunk_buffer
 from replicator.errors import SupersededError
 from replicator.origins import ObjectVersion
+from replicator.origins import fs as fs_origin
 from replicator.origins.fs import FsOrigin
 from replicator.pipeline.windows import Chunked, chunk_windows
 
@@ -124,3 +126,38 @@ async def test_listing_pages_through_large_trees_in_byte_order(tmp_path: Path) -
     found = [o.key for o in await _listing(FsOrigin(tmp_path))]
     assert found == sorted(keys, key=str.encode)
     assert found.index("d0-x") < found.index("d0.y") < found.index("d0/f0000")
+
+
+async def test_a_write_in_the_racy_window_after_a_read_is_caught(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A same-size write right after the read, mtime put back: with the ctime
+    in the same clock tick it would look unchanged to the next run, so
+    ``finish`` waits out the tick and looks again."""
+    monkeypatch.setattr(fs_origin, "RACY_NS", 400_000_000)  # a tick long enough to act in
+    monkeypatch.setattr(fs_origin, "RACY_COARSE_NS", 400_000_000)
+    path = tmp_path / "hot"
+    _write(path, b"a" * 1000)
+    [obj] = await _listing(FsOrigin(tmp_path))
+    reader = await FsOrigin(tmp_path).open(obj)
+    try:
+        assert await reader.readinto(memoryview(bytearray(4096))) == 1000
+        finishing = asyncio.ensure_future(reader.finish())
+        await asyncio.sleep(0.05)
+        assert not finishing.done(), "finish waits while the ctime is this recent"
+        _write(path, b"b" * 1000)
+        os.utime(path, ns=(obj.mtime_ns or 0, obj.mtime_ns or 0))
+        with pytest.raises(SupersededError, match="changed while it was read"):
+            await finishing
+    finally:
+        await reader.close()
+    old = tmp_path / "old"
+    _write(old, b"c")
+    os.utime(old, ns=(1, 1))
+    [cold] = [o for o in await _listing(FsOrigin(tmp_path)) if o.key == "old"]
+    monkeypatch.setattr(fs_origin, "RACY_NS", 0)
+    monkeypatch.setattr(fs_origin, "RACY_COARSE_NS", 0)
+    quiet = await FsOrigin(tmp_path).open(cold)
+    await quiet.readinto(memoryview(bytearray(8)))
+    await quiet.finish()  # no wait, no change: the version stands
+    await quiet.close()

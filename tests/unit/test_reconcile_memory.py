@@ -10,7 +10,7 @@ from tests.bench.reconcile_rss import measure
 
 
 def test_streaming_comparison_pairs_every_key_in_bounded_memory() -> None:
-    for n in (50_000, 150_000):
+    for n in (20_000, 60_000):
         got = measure("stream", n)
         assert (got["pairs"], got["both"]) == (n, n)
         print(
