@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -257,11 +259,7 @@ def test_no_space_left_names_the_destination_and_path(tmp_path: Path) -> None:
     small = tmp_path / "small"
     small.mkdir()
     cfg = fs_config(tmp_path, peers=[("tiny", small)], cache_dir=tmp_path / "cache")
-    import sys  # noqa: PLC0415
-
     cmd = f'mount -t tmpfs -o size=1m tmpfs "{small}" && exec "$@"'
-    import subprocess  # noqa: PLC0415
-
     proc = subprocess.run(
         ["unshare", "-m", "sh", "-c", cmd, "sh", sys.executable, "-m", "replicator",
          "backfill", "--config", str(cfg)],
