@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,8 +61,6 @@ def replicator(
     timeout: float = 180,
 ) -> Ran:
     """``python -m replicator ARGS`` in a fresh process."""
-    import time  # noqa: PLC0415
-
     cmd = [sys.executable, "-m", "replicator", *map(str, args)]
     full_env = {**os.environ, **(env or {})}
     full_env.pop("REPLICATOR_DEBUG", None)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -54,6 +56,7 @@ CONFIG_MISTAKES = {
     "two destinations on one path": ("twins", "is the same place as destination 'a'"),
     "nested destinations": ("nested", "is inside destination 'a'"),
     "two destinations on one bucket+prefix": ("s3-twins", "destination 'a'"),
+    "s3 destination inside the s3 source": ("s3-inside", "is inside the source (s3:http"),
     "type left out": ("no-type", "destinations[0]: 'type' is missing: set type = 'fs' or 's3'"),
     "unknown type": ("bad-type", "type = 'gcs' is not allowed: use 'fs' or 's3'"),
 }
@@ -78,6 +81,10 @@ def _mistake(tmp: Path, kind: str) -> str:
         return '[source]\ntype = "fs"\npath = " "\n\n' + peer.format(n="a", p=a)
     if kind == "empty-bucket":
         return base + _s3_dest("a", "")
+    if kind == "s3-inside":
+        source = '[source]\ntype = "s3"\nbucket = "dr"\n\n'
+        origin = '[origin]\nendpoint_url = "http://127.0.0.1:9"\n\n'
+        return source + origin + _s3_dest("a", "dr", "replica/")
     if kind == "s3-twins":
         return base + _s3_dest("a", "dr", "x/") + _s3_dest("b", "dr", "x")
     if kind == "no-type":
@@ -252,11 +259,7 @@ def test_no_space_left_names_the_destination_and_path(tmp_path: Path) -> None:
     small = tmp_path / "small"
     small.mkdir()
     cfg = fs_config(tmp_path, peers=[("tiny", small)], cache_dir=tmp_path / "cache")
-    import sys  # noqa: PLC0415
-
     cmd = f'mount -t tmpfs -o size=1m tmpfs "{small}" && exec "$@"'
-    import subprocess  # noqa: PLC0415
-
     proc = subprocess.run(
         ["unshare", "-m", "sh", "-c", cmd, "sh", sys.executable, "-m", "replicator",
          "backfill", "--config", str(cfg)],

@@ -4,6 +4,7 @@ leftover temporary files are cleaned, and --json is strict JSON."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -15,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from replicator.errors import TransientStoreError
+from replicator.store.backends import S3Backend, S3Credentials
 from tests.integration.cli_cases import fs_config, refused, replicator
 
 pytestmark = pytest.mark.integration
@@ -87,6 +90,28 @@ def test_dead_or_hung_s3_peer_fails_within_its_timeouts(
         line = refused(ran, 1, "destination 'far'", "s3://dr/")
         assert "config" in line or ".replicator-probe-" in line
         print(f"{server} server ({timeouts or 'defaults'}), {args[0]}: {ran.seconds:.1f} s")
+
+
+async def test_a_server_that_stops_reading_mid_upload_fails_the_put(hung_server: int) -> None:
+    # 32 MiB is more than the loopback socket buffers hold: the upload stalls
+    # with the server reading nothing, and the read timeout never starts.
+    backend = S3Backend(
+        "far",
+        "dr",
+        endpoint_url=f"http://127.0.0.1:{hung_server}",
+        region="us-east-1",
+        credentials=S3Credentials("x", "y"),
+        connect_timeout=1,
+        read_timeout=1,
+        min_put_rate=8 * 1024 * 1024,
+    )
+    started = time.monotonic()
+    try:
+        with pytest.raises(TransientStoreError, match=r"s3://dr/packs/ab/abcd: 33554432 bytes"):
+            await asyncio.wait_for(backend.put("packs/ab/abcd", os.urandom(32 << 20)), 120)
+    finally:
+        await backend.close()
+    print(f"stalled 32 MiB put failed after {time.monotonic() - started:.1f} s (budget 6 s)")
 
 
 # ----------------------------------------------------------------- long keys

@@ -69,6 +69,9 @@ _DENIED_CODES = frozenset(
     {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled"}
 )
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "NoSuchBucket", "NotFound"})
+#: Slowest upload accepted (bytes/s): a put of N bytes fails after
+#: connect + read timeout + N / MIN_PUT_RATE seconds (80 s for a 16 MiB pack).
+MIN_PUT_RATE = 256 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +173,7 @@ class S3Backend:
         connect_timeout: float = 10.0,
         read_timeout: float = 60.0,
         max_pool_connections: int = 32,
+        min_put_rate: float = MIN_PUT_RATE,
         ca_bundle: str | None = None,
     ) -> None:
         if prefix and not prefix.endswith("/"):
@@ -185,6 +189,9 @@ class S3Backend:
         self._credentials = credentials
         self._profile = profile
         self._ca_bundle = ca_bundle
+        # The read timeout only starts once a body is sent: a server that
+        # stops reading mid-upload would stall a put for ever without this.
+        self._put_budget = (connect_timeout + read_timeout, min_put_rate)
         self._config = client_config(
             region, addressing_style, connect_timeout, read_timeout, max_pool_connections
         )
@@ -285,17 +292,24 @@ class S3Backend:
                 f"put {self._where(full)}: sha256 of data {actual.hex()} != expected {sha256.hex()}"
             )
         extra: dict[str, Any] = {"IfNoneMatch": "*"} if conditional else {}
+        fixed, rate = self._put_budget
+        deadline = fixed + len(data) / rate
         try:
-            await self._call(
-                f"put {self._where(full)}",
-                "put_object",
-                Key=full,
-                Body=data if isinstance(data, bytes) else bytes(data),  # aiohttp wants bytes
-                ContentLength=len(data),
-                ContentMD5=b64(md5),
-                ChecksumSHA256=b64(actual),
-                **extra,
-            )
+            async with asyncio.timeout(deadline):
+                await self._call(
+                    f"put {self._where(full)}",
+                    "put_object",
+                    Key=full,
+                    Body=data if isinstance(data, bytes) else bytes(data),  # aiohttp wants bytes
+                    ContentLength=len(data),
+                    ContentMD5=b64(md5),
+                    ChecksumSHA256=b64(actual),
+                    **extra,
+                )
+        except TimeoutError as exc:
+            raise TransientStoreError(
+                f"put {self._where(full)}: {len(data)} bytes not accepted within {deadline:.0f} s"
+            ) from exc
         except StoreError as exc:
             cause = exc.__cause__
             if conditional and isinstance(cause, ClientError) and _status(cause) == 412:
