@@ -32,6 +32,7 @@ import itertools
 import os
 import stat
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +64,10 @@ _DIR_MASK = (
 _FINAL = Mask.CLOSE_WRITE | Mask.MOVED_TO | Mask.DELETE | Mask.MOVED_FROM | Mask.ATTRIB
 #: While the watch limit keeps directories unwatched, reconcile this often.
 UNWATCHED_RECONCILE_SECONDS = 60.0
+#: Pause between stat'ing keys and handing them out (see ``events``).
+CATCH_UP_SECONDS = 0.005
+#: Keys whose last handed-out state is remembered (for ``_transient``).
+LAST_STATES = 100_000
 #: A key whose replication failed (e.g. unreadable file) is offered again after this.
 RETRY_FAILED_SECONDS = 10.0
 
@@ -95,6 +100,10 @@ class DirectorySource:
         self._inotify: Inotify | None = None
         self._reader: asyncio.Task[None] | None = None
         self._unwatched = 0
+        #: (ctime, size) last handed out per key, and states held back as
+        #: probably transient (see ``_transient``); bounded, oldest dropped.
+        self._last: OrderedDict[str, tuple[int, int]] = OrderedDict()
+        self._suspect: dict[str, tuple[int, int]] = {}
 
     # ------------------------------------------------------------ Source
 
@@ -114,8 +123,40 @@ class DirectorySource:
             if not keys:
                 await self._sleep_until_due()
                 continue
-            for event in await asyncio.to_thread(self._describe, keys):
+            described = await asyncio.to_thread(self._describe, keys)
+            # A stat can land inside another write of the file; that write's
+            # inotify event was queued by then (a truncate's) or follows at
+            # once: let the reader take it, so the key shows up dirty again.
+            await asyncio.sleep(CATCH_UP_SECONDS)
+            for event in described:
+                if event.key in self._dirty or self._transient(event):
+                    continue  # described again once it is stable
                 yield event
+
+    def _transient(self, event: ChangeEvent) -> bool:
+        """Is this probably a write seen half done? Then look again later.
+
+        A file rewritten in place passes through states that are not
+        versions: truncated to 0 (keeping the previous version's ctime when
+        it comes within a clock tick: seen on Linux 6.x), or partly written.
+        Such a state is smaller than the version before it, so a state that
+        shrank (or is empty) is handed out only if it is still there
+        ``settle_seconds`` later; growing and new files go at once."""
+        if event.removed:
+            return False
+        seen = (event.event_time_ns, event.size)
+        last = self._last.get(event.key)
+        suspect = self._suspect.pop(event.key, None)
+        shrank = event.size == 0 or (last is not None and event.size < last[1])
+        if shrank and suspect != seen:
+            self._suspect[event.key] = seen
+            self._mark(event.key, time.monotonic() + self.settle)
+            return True
+        self._last[event.key] = seen
+        self._last.move_to_end(event.key)
+        if len(self._last) > LAST_STATES:
+            self._last.popitem(last=False)
+        return False
 
     async def done(self, event: ChangeEvent, outcome: Outcome) -> None:
         # Nothing to acknowledge for a directory; a failed version is offered

@@ -228,7 +228,11 @@ class Written:
     def check_manifest(self, m: Manifest) -> bytes:
         """A manifest names a version that was written, with its digest."""
         data = self.bytes_of(m.identity.key, m.identity.event_time_ns)
-        assert blake3_digest(data) == m.digest, f"{m.identity.key!r}: digest differs"
+        assert blake3_digest(data) == m.digest, (
+            f"{m.identity.key!r} at {m.identity.event_time_ns}: digest differs from the "
+            f"version written then ({data[:16]!r}...); versions at: "
+            f"{sorted(self.versions[m.identity.key])[-3:]}"
+        )
         return data
 
 
