@@ -124,6 +124,7 @@ class Daemon:
     def wait_ready(self) -> None:
         def ready() -> bool:
             if self.proc.poll() is not None:
+                self._log.close()
                 raise AssertionError(f"daemon exited {self.proc.returncode}:\n{self.log_tail()}")
             try:
                 return self.get("/readyz")[0] == 200
