@@ -146,11 +146,17 @@ class Service:
     # ------------------------------------------------------------ intake
 
     async def _take_all(self) -> None:
-        async for event in self.source.events():
+        events = aiter(self.source.events())
+        while True:
+            # Backpressure before asking for the next event: what the source
+            # has not handed out it keeps, coalesces and counts in its backlog.
             while any(lane.held >= self.settings.max_pending for lane in self.lanes):
-                # Backpressure: the source keeps (and coalesces) what it has not handed out.
                 self._room.clear()
                 await self._room.wait()
+            try:
+                event = await anext(events)
+            except StopAsyncIteration:
+                return
             self.take(event)
 
     def take(self, event: ChangeEvent) -> None:

@@ -64,6 +64,8 @@ _DIR_MASK = (
 _FINAL = Mask.CLOSE_WRITE | Mask.MOVED_TO | Mask.DELETE | Mask.MOVED_FROM | Mask.ATTRIB
 #: While the watch limit keeps directories unwatched, reconcile this often.
 UNWATCHED_RECONCILE_SECONDS = 60.0
+#: Keys stat'ed per thread hop.
+BATCH = 1000
 #: Pause between stat'ing keys and handing them out (see ``events``).
 CATCH_UP_SECONDS = 0.005
 #: Keys whose last handed-out state is remembered (for ``_transient``).
@@ -92,6 +94,7 @@ class DirectorySource:
         #: Set when inotify may have missed changes; the daemon reconciles.
         self.gaps = asyncio.Event()
         self._dirty: dict[str, _Dirty] = {}
+        self._in_hand: dict[str, int] = {}  # taken from _dirty, not handed out yet
         self._due: list[tuple[float, int, str]] = []  # heap; stale entries skipped
         self._seq = itertools.count()
         self._observed = itertools.count(1)
@@ -129,9 +132,11 @@ class DirectorySource:
             # once: let the reader take it, so the key shows up dirty again.
             await asyncio.sleep(CATCH_UP_SECONDS)
             for event in described:
+                self._in_hand.pop(event.key, None)
                 if event.key in self._dirty or self._transient(event):
                     continue  # described again once it is stable
                 yield event
+            self._in_hand.clear()  # keys that were directories
 
     def _transient(self, event: ChangeEvent) -> bool:
         """Is this probably a write seen half done? Then look again later.
@@ -165,8 +170,10 @@ class DirectorySource:
             self._mark(event.key, time.monotonic() + RETRY_FAILED_SECONDS)
 
     def backlog(self) -> Backlog:
-        oldest = min((d.first_ns for d in self._dirty.values()), default=None)
-        return Backlog(len(self._dirty), oldest)
+        """Dirty keys, and those taken but not handed out yet (the pipeline
+        may be holding the source back: they still count for the RPO)."""
+        times = [d.first_ns for d in self._dirty.values()] + list(self._in_hand.values())
+        return Backlog(len(times), min(times, default=None))
 
     async def close(self) -> None:
         self._closed = True
@@ -197,12 +204,14 @@ class DirectorySource:
         self._wake.set()
 
     def _take_due(self) -> list[str]:
-        now, keys = time.monotonic(), []
-        while self._due and self._due[0][0] <= now:
+        """Up to ``BATCH`` due keys; they stay in the backlog until handed out."""
+        now, keys = time.monotonic(), list[str]()
+        while self._due and self._due[0][0] <= now and len(keys) < BATCH:
             due, _, key = heapq.heappop(self._due)
             d = self._dirty.get(key)
             if d is not None and d.due == due:
                 del self._dirty[key]
+                self._in_hand[key] = d.first_ns
                 keys.append(key)
         return keys
 
