@@ -219,6 +219,10 @@ class Daemon:
         finally:
             with contextlib.suppress(Exception):
                 await origin.close()
+        if summary.errors:
+            # A peer that failed here (down, full) has no event to retry:
+            # only another reconcile brings it what it missed.
+            asyncio.get_running_loop().call_later(RECONCILE_RETRY_SECONDS, source.gaps.set)
         log.info(
             "reconciled",
             reason=why,
