@@ -45,8 +45,9 @@ log = structlog.get_logger("replicator.daemon")
 
 #: Threads of the default executor (blocking file and fsync calls).
 IO_THREADS = 32
-#: After a failed reconcile, try again this much later.
+#: After a failed reconcile, try again this much later (doubling up to the max).
 RECONCILE_RETRY_SECONDS = 30.0
+RECONCILE_RETRY_MAX_SECONDS = 1800.0
 
 
 class StartupError(ReplicatorError):
@@ -79,6 +80,7 @@ class Daemon:
         self.telemetry = Telemetry(names, targets)
         self._stop = asyncio.Event()
         self._signals = 0
+        self._reconcile_delay = RECONCILE_RETRY_SECONDS
 
     async def main(self) -> int:
         self._install_signals()
@@ -205,6 +207,12 @@ class Daemon:
             source.gaps.clear()
             await self._reconcile(source, peers, "gap")
 
+    def _retry_reconcile(self, source: DirectorySource) -> None:
+        """Another reconcile later; the delay doubles while they keep failing
+        (a whole-tree walk is not something to repeat every few seconds)."""
+        asyncio.get_running_loop().call_later(self._reconcile_delay, source.gaps.set)
+        self._reconcile_delay = min(RECONCILE_RETRY_MAX_SECONDS, 2 * self._reconcile_delay)
+
     async def _reconcile(self, source: DirectorySource, peers: list[Peer], why: str) -> None:
         """The backfill over the source; on failure, another attempt later."""
         started = time.monotonic()
@@ -214,11 +222,17 @@ class Daemon:
             summary = await job.run()
         except (ReplicatorError, OSError) as exc:
             log.error("reconcile failed, retrying later", reason=why, error=str(exc))
-            asyncio.get_running_loop().call_later(RECONCILE_RETRY_SECONDS, source.gaps.set)
+            self._retry_reconcile(source)
             return
         finally:
             with contextlib.suppress(Exception):
                 await origin.close()
+        if summary.errors:
+            # A peer that failed here (down, full) has no event to retry:
+            # only another reconcile brings it what it missed.
+            self._retry_reconcile(source)
+        else:
+            self._reconcile_delay = RECONCILE_RETRY_SECONDS
         # A reconcile with errors (an unreadable directory, a refused mass
         # deletion) is not a quiet success: say so, with what went wrong.
         report = log.warning if summary.errors else log.info

@@ -104,6 +104,9 @@ class Service:
         self.window_size = window_size
         self.etag_is_digest = etag_is_digest
         self._tracks: dict[ChangeEvent, _Track] = {}
+        #: Active versions found to be a write seen half done (see ``take``),
+        #: with the lanes that must not write their manifest.
+        self._torn: dict[ChangeEvent, set[str]] = {}
         self._work = asyncio.Event()
         self._room = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -143,11 +146,17 @@ class Service:
     # ------------------------------------------------------------ intake
 
     async def _take_all(self) -> None:
-        async for event in self.source.events():
+        events = aiter(self.source.events())
+        while True:
+            # Backpressure before asking for the next event: what the source
+            # has not handed out it keeps, coalesces and counts in its backlog.
             while any(lane.held >= self.settings.max_pending for lane in self.lanes):
-                # Backpressure: the source keeps (and coalesces) what it has not handed out.
                 self._room.clear()
                 await self._room.wait()
+            try:
+                event = await anext(events)
+            except StopAsyncIteration:
+                return
             self.take(event)
 
     def take(self, event: ChangeEvent) -> None:
@@ -158,6 +167,12 @@ class Service:
             return
         self._tracks[event] = _Track({lane.name for lane in self.lanes})
         for lane in self.lanes:
+            active = lane.active.get(event.key)
+            if active is not None and active.event_time_ns == event.event_time_ns:
+                # Two states with one event time: the first was seen mid-write
+                # (a write sets the ctime before its bytes land). Its manifest
+                # would tie with this one's, so it is not written.
+                self._torn.setdefault(active, set()).add(lane.name)
             old = lane.want.get(event.key)
             lane.want[event.key] = event  # an existing key keeps its place in line
             self.telemetry.pending(lane.name, event, event.size)
@@ -254,6 +269,9 @@ class Service:
         """Packs durable, then the manifest (invariant 1), at one lane."""
         try:
             locations = await lane.resolve(placements)
+            if lane.name in self._torn.get(event, ()):
+                self._finish(lane, event, superseded=True)
+                return
             manifest = object_manifest(
                 self._identity(event, fan), fan.digest, self.params, fan.digests, locations
             )
@@ -339,6 +357,11 @@ class Service:
         """``lane`` is done with ``event``; the source hears once every lane is."""
         if lane.active.get(event.key) == event:
             del lane.active[event.key]
+        torn = self._torn.get(event)
+        if torn is not None:
+            torn.discard(lane.name)
+            if not torn:
+                del self._torn[event]
         if failed:
             self.telemetry.settled(lane.name, event)
         elif superseded:

@@ -196,3 +196,25 @@ def test_metrics_address_in_use_exits_2(tmp_path: Path) -> None:
         busy.listen()
         cfg = write_config(tmp_path, port=busy.getsockname()[1])
         print(_fails_naming(replicator("run", "--config", str(cfg)), "service.metrics_address"))
+
+
+def test_a_directory_moved_out_of_the_tree_is_reconciled(tmp_path: Path) -> None:
+    """inotify reports only the directory: its files leave without an event
+    each. The watcher reports a gap and the daemon reconciles the tree."""
+    cfg = write_config(tmp_path)
+    src = tmp_path / "src"
+    daemon = Daemon(cfg, tmp_path / "daemon.log")
+    daemon.wait_ready()
+    (src / "run-1").mkdir()
+    for i in range(3):
+        (src / "run-1" / f"step-{i}.bin").write_bytes(os.urandom(20_000))
+    (src / "keep.bin").write_bytes(os.urandom(1000))
+    for peer in PEERS:
+        wait_until(lambda p=peer: peer_state(tmp_path / p) == source_state(src), "written")  # type: ignore[misc]
+    os.rename(src / "run-1", tmp_path / "archived-run-1")
+    for peer in PEERS:
+        wait_until(lambda p=peer: peer_state(tmp_path / p) == source_state(src), "moved out")  # type: ignore[misc]
+    assert daemon.stop() == 0
+    gaps = [r for r in log_events(tmp_path / "daemon.log", "reconciled") if r["reason"] == "gap"]
+    assert gaps, "no reconcile after the gap"
+    print(f"directory moved out: 3 tombstones per peer via a reconcile: {gaps[0]}")
