@@ -25,53 +25,36 @@ import asyncio
 import contextlib
 import inspect
 import itertools
-import json
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from dataclasses import replace
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, KafkaError
 
-from replicator.config import KafkaSettings
+from replicator.config import KafkaSettings, S3Source, Settings
 from replicator.errors import ConfigError, SourceError
 from replicator.events import ChangeEvent, Position
+from replicator.origins.s3 import S3Origin
 from replicator.sources import Backlog, Outcome
 from replicator.sources.kafka_clients import (
+    Record,
     dead_letter_headers,
+    event_dead_letter,
     make_consumer,
     make_producer,
     produce_until_acked,
+    stop_clients,
 )
 from replicator.sources.s3events import ParseError, parse_message
-from replicator.sources.watermark import PartitionMark, Watermarks
+from replicator.sources.watermark import Gap, PartitionMark, Watermarks, find_gap
 from replicator.sources.watermark import TopicPartition as TP
 
+__all__ = ["Gap", "GapHook", "KafkaSource", "kafka_source"]
+
 log = logging.getLogger(__name__)
-
-
-class Record(Protocol):
-    """What is used of an aiokafka ConsumerRecord (aiokafka ships no type marker)."""
-
-    topic: str
-    partition: int
-    offset: int
-    timestamp: int  # ms: the producer's or the broker's time
-    key: bytes | None
-    value: bytes | None
-
-
-@dataclass(frozen=True, slots=True)
-class Gap:
-    """Events of a partition that no consumer of the group will ever read."""
-
-    topic: str
-    partition: int
-    committed: int | None  # the group's offset (None: the group had none)
-    log_start: int  # the first offset the broker still holds
 
 
 GapHook = Callable[[Gap], Awaitable[None] | None]
@@ -94,10 +77,20 @@ class KafkaSource:
     name = "kafka"
 
     def __init__(
-        self, settings: KafkaSettings, *, source_id: str = "s3", on_gap: GapHook | None = None
+        self,
+        settings: KafkaSettings,
+        *,
+        source_id: str = "s3",
+        bucket: str | None = None,
+        prefix: str = "",
+        on_gap: GapHook | None = None,
     ):
         self.settings = settings
         self.source_id = source_id  # SourceIdentity.source of the S3 origin
+        # Only events of this bucket (and prefix) are handed out: a topic may
+        # carry several buckets' notifications, and the origin reads just one.
+        self.bucket = bucket
+        self.prefix = prefix
         self.on_gap = on_gap
         # Counters the daemon exports (replicator_events_total{outcome}, gaps).
         self.handed_out = 0
@@ -130,12 +123,12 @@ class KafkaSource:
             await producer.start()
             topics = await consumer.topics()
         except KafkaError as exc:
-            await self._stop_clients(consumer, producer)
+            await stop_clients(consumer, producer)
             servers = ",".join(s.bootstrap_servers)
             raise SourceError(f"kafka.bootstrap_servers: cannot use {servers}: {exc}") from None
         missing = [t for t in (*s.topics, s.dead_letter_topic) if t not in topics]
         if missing:
-            await self._stop_clients(consumer, producer)
+            await stop_clients(consumer, producer)
             raise ConfigError(f"kafka: topic(s) {', '.join(missing)} do not exist on the brokers")
         self._consumer, self._producer = consumer, producer
         consumer.subscribe(topics=list(s.topics), listener=_Listener(self))
@@ -154,16 +147,7 @@ class KafkaSource:
                 await self._ticker
         with contextlib.suppress(KafkaError):
             await self.commit()
-        await self._stop_clients(self._consumer, self._producer)
-
-    @staticmethod
-    async def _stop_clients(
-        consumer: AIOKafkaConsumer | None, producer: AIOKafkaProducer | None
-    ) -> None:
-        for client in (consumer, producer):
-            if client is not None:
-                with contextlib.suppress(KafkaError):
-                    await client.stop()
+        await stop_clients(self._consumer, self._producer)
 
     def _client(self) -> AIOKafkaConsumer:
         if self._consumer is None:
@@ -218,10 +202,16 @@ class KafkaSource:
             if produced and self._marks.mark(tp) is mark:
                 mark.add(record.offset, ())
             return []
-        events = [replace(e, observed=next(self._tokens)) for e in parsed.events]
-        self.skipped += parsed.skipped
+        mine = [e for e in parsed.events if self._wanted(e)]
+        events = [replace(e, observed=next(self._tokens)) for e in mine]
+        self.skipped += parsed.skipped + len(parsed.events) - len(mine)
         self._marks.add(tp, record.offset, [e.observed for e in events])
         return events
+
+    def _wanted(self, event: ChangeEvent) -> bool:
+        if self.bucket is not None and event.bucket != self.bucket:
+            return False
+        return event.key.startswith(self.prefix)
 
     async def _wait_for_room(self, consumer: AIOKafkaConsumer) -> None:
         """Backpressure: pause fetching while max_in_flight events are out."""
@@ -246,7 +236,7 @@ class KafkaSource:
             self.failed += 1  # stays in flight: the watermark must not pass it
             return
         if outcome is Outcome.DEAD_LETTER:
-            value = json.dumps(_describe(event)).encode()
+            value = event_dead_letter(event)
             reason = "the pipeline could not handle this event"
             if not await self._dead_letter(event.position, 0, None, value, reason):
                 return
@@ -354,11 +344,10 @@ class KafkaSource:
                 tp.topic, tp.partition, start, committed, starts[tp], ends[tp],
             )  # fmt: skip
 
-    def _check_gap(self, tp: TP, committed: int | None, log_start: int, position: int) -> None:
-        lost = committed < log_start if committed is not None else position > 0
-        if not lost:
+    def _check_gap(self, tp: TP, committed: int | None, log_start: int, start: int) -> None:
+        gap = find_gap(tp, committed, log_start, start)
+        if gap is None:
             return
-        gap = Gap(tp[0], tp[1], committed, log_start)
         self.gaps += 1
         self._pending_gaps.append(gap)
         log.warning(
@@ -397,39 +386,35 @@ class KafkaSource:
 
     def backlog(self) -> Backlog:
         """Records not yet handed out: fetched and waiting, or still in Kafka."""
-        events = 0
-        for tp in self._marks.partitions():
-            mark = self._marks.mark(tp)
-            assert mark is not None
-            events += max(0, self._end(tp) - mark.next_offset)
+        ends = {tp: self._end(tp) for tp in self._marks.partitions()}
         buffered = [
             r.timestamp for m, r in self._buffer if self._marks.mark((r.topic, r.partition)) is m
         ]
         oldest = min(buffered) * 1_000_000 if buffered else None
-        return Backlog(events, oldest)
+        return Backlog(self._marks.not_handed_out(ends), oldest)
 
     def lag(self) -> dict[TP, int]:
         """Per partition: log end minus the watermark (what is not yet acknowledged)."""
-        out = {}
-        for tp in self._marks.partitions():
-            mark = self._marks.mark(tp)
-            assert mark is not None
-            out[tp] = max(0, self._end(tp) - mark.watermark())
-        return out
+        return self._marks.lag({tp: self._end(tp) for tp in self._marks.partitions()})
 
     @property
     def in_flight(self) -> int:
         return self._marks.in_flight
 
 
-def _describe(event: ChangeEvent) -> dict[str, Any]:
-    return {
-        "bucket": event.bucket,
-        "key": event.key,
-        "kind": str(event.kind),
-        "version_id": event.version_id,
-        "etag": event.etag,
-        "size": event.size,
-        "sequencer": event.sequencer,
-        "event_time_ns": event.event_time_ns,
-    }
+def kafka_source(settings: Settings, *, on_gap: GapHook | None = None) -> KafkaSource:
+    """The daemon's entry: a KafkaSource for a validated configuration.
+
+    Events name objects of the ``[source]`` bucket (under its prefix), read
+    through the S3 origin, so manifests record the origin's source id."""
+    if settings.kafka is None:
+        raise ConfigError("the configuration has no [kafka] table")
+    if not isinstance(settings.source, S3Source):
+        raise ConfigError("source.type: a [kafka] table needs an s3 source")
+    return KafkaSource(
+        settings.kafka,
+        source_id=S3Origin.source_id,
+        bucket=settings.source.bucket,
+        prefix=settings.source.prefix,
+        on_gap=on_gap,
+    )
