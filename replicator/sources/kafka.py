@@ -1,22 +1,12 @@
-"""KafkaSource: S3 change events from a Kafka consumer group.
+"""KafkaSource: S3 change events from a Kafka consumer group (docs/kafka.md).
 
-Each record is parsed (``s3events``) into ChangeEvents that are handed out
-with a unique ``observed`` token; the record's offset is committed only once
-every one of its events came back through :meth:`KafkaSource.done` with an
-outcome other than FAILED (``watermark``). What cannot be parsed goes to the
-dead-letter topic with its reason, original bytes and origin headers, and the
-consumer goes on. Several daemons in one group share the partitions: a
-rebalance commits the watermark of the partitions leaving and drops their
-events in flight (they are read again by the new owner; content addressing
-makes the repeat harmless).
-
-Also here: the backlog (records between what was handed out and the log end,
-with the oldest fetched record's time), per-partition lag, gap detection
-(a committed offset below the log start, or no committed offset while the
-log no longer starts at 0: events were lost to retention or expiry, and the
-``on_gap`` hook lets the daemon reconcile against a listing -- the consumer
-never jumps to the latest offset on its own) and backpressure (partitions
-are paused while ``max_in_flight`` events are handed out and not done).
+Each record is parsed (``s3events``) into ChangeEvents handed out with a
+unique ``observed`` token; its offset is committed only once every one of its
+events came back through :meth:`KafkaSource.done` with an outcome other than
+FAILED (``watermark``). Unparseable records go to the dead-letter topic. A
+rebalance commits what is done and drops the rest (the new owner reads it
+again). Also: backlog and lag, gap detection with an ``on_gap`` hook (never a
+jump to the latest offset), and backpressure (pausing at ``max_in_flight``).
 """
 
 from __future__ import annotations
@@ -105,6 +95,8 @@ class KafkaSource:
         self._buffer: deque[tuple[PartitionMark, Record]] = deque()
         self._log_end: dict[TP, int] = {}
         self._pending_gaps: list[Gap] = []
+        self._unready: set[TopicPartition] = set()  # assigned, no watermark yet
+        self._ready_lock = asyncio.Lock()
         self._room = asyncio.Event()
         self._closing = asyncio.Event()
         self._commit_lock = asyncio.Lock()
@@ -159,6 +151,8 @@ class KafkaSource:
     async def events(self) -> AsyncIterator[ChangeEvent]:
         consumer = self._client()
         while not self._closing.is_set():
+            if self._unready:
+                await self._ready_up()
             await self._report_gaps()
             if not self._buffer:
                 await self._fetch(consumer, timeout_ms=200)
@@ -227,7 +221,7 @@ class KafkaSource:
             # Keep polling (paused partitions return nothing): a consumer that
             # stops polling for max_poll_interval_ms is thrown out of the group.
             await self._fetch(consumer, timeout_ms=0)
-        consumer.resume(*consumer.assignment())
+        consumer.resume(*[tp for tp in consumer.assignment() if tp not in self._unready])
 
     # -- acknowledging ----------------------------------------------------
 
@@ -312,6 +306,7 @@ class KafkaSource:
                 await self._commit_locked(tps)
             except KafkaError as exc:
                 log.warning("kafka source: commit on revoke failed (%s)", type(exc).__name__)
+        self._unready.difference_update(revoked)
         for tp in tps:
             dropped = self._marks.revoke(tp)
             self._log_end.pop(tp, None)
@@ -321,28 +316,49 @@ class KafkaSource:
         self._room.set()
 
     async def _assigned(self, assigned: list[TopicPartition]) -> None:
-        consumer = self._client()
-        if not assigned:
+        # Paused until each partition has its watermark: a record fetched
+        # before that could not be registered and would be skipped.
+        self._unready.update(assigned)
+        self._client().pause(*assigned)
+        await self._ready_up()
+
+    async def _ready_up(self) -> None:
+        """Seek each new partition to its committed offset and give it a watermark.
+
+        Retried from the events loop while the brokers cannot answer."""
+        async with self._ready_lock:  # the listener and the events loop both call this
+            await self._ready_up_locked(self._client())
+
+    async def _ready_up_locked(self, consumer: AIOKafkaConsumer) -> None:
+        todo = [tp for tp in self._unready if tp in consumer.assignment()]
+        self._unready = set(todo)
+        if not todo:
             return
-        starts = await consumer.beginning_offsets(assigned)
-        ends = await consumer.end_offsets(assigned)
-        for tp in assigned:
-            committed = await consumer.committed(tp)
-            start = committed
+        try:
+            starts = await consumer.beginning_offsets(todo)
+            ends = await consumer.end_offsets(todo)
+            committed = {tp: await consumer.committed(tp) for tp in todo}
+        except KafkaError as exc:
+            log.warning("kafka source: offsets of new partitions unknown (%s)", type(exc).__name__)
+            return
+        for tp in todo:
+            start = committed[tp]
             if start is None:
                 start = starts[tp] if self.settings.auto_offset_reset == "earliest" else ends[tp]
             # Seek explicitly: getmany() runs while this callback awaits, so the
-            # consumer's own position may already have moved past records that
-            # had no watermark yet to be registered with.
+            # consumer's own position may already have moved on.
             consumer.seek(tp, start)
             key = (tp.topic, tp.partition)
             self._marks.assign(key, start)
             self._log_end[key] = ends[tp]
-            self._check_gap(key, committed, starts[tp], start)
+            self._check_gap(key, committed[tp], starts[tp], start)
             log.info(
                 "kafka source: assigned %s[%d] at %d (committed %s, log %d..%d)",
-                tp.topic, tp.partition, start, committed, starts[tp], ends[tp],
+                tp.topic, tp.partition, start, committed[tp], starts[tp], ends[tp],
             )  # fmt: skip
+        self._unready.difference_update(todo)
+        if self._marks.in_flight < self.settings.max_in_flight:
+            consumer.resume(*todo)
 
     def _check_gap(self, tp: TP, committed: int | None, log_start: int, start: int) -> None:
         gap = find_gap(tp, committed, log_start, start)
