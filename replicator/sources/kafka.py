@@ -29,6 +29,7 @@ from replicator.errors import ConfigError, SourceError
 from replicator.events import ChangeEvent, Position
 from replicator.origins.s3 import S3Origin
 from replicator.sources import Backlog, Outcome
+from replicator.sources.kafka_backlog import BacklogClock
 from replicator.sources.kafka_clients import (
     Record,
     dead_letter_headers,
@@ -93,7 +94,7 @@ class KafkaSource:
         self._marks = Watermarks()
         self._tokens = itertools.count(1)
         self._buffer: deque[tuple[PartitionMark, Record]] = deque()
-        self._log_end: dict[TP, int] = {}
+        self._clock = BacklogClock(settings)
         self._pending_gaps: list[Gap] = []
         self._unready: set[TopicPartition] = set()  # assigned, no watermark yet
         self._ready_lock = asyncio.Lock()
@@ -140,6 +141,7 @@ class KafkaSource:
         with contextlib.suppress(KafkaError):
             await self.commit()
         await stop_clients(self._consumer, self._producer)
+        await self._clock.stop()
 
     def _client(self) -> AIOKafkaConsumer:
         if self._consumer is None:
@@ -154,14 +156,14 @@ class KafkaSource:
             if self._unready:
                 await self._ready_up()
             await self._report_gaps()
-            if not self._buffer:
-                await self._fetch(consumer, timeout_ms=200)
-                continue
-            # Backpressure before a record's events are registered, so the
-            # bound counts only what the pipeline really holds.
+            # Backpressure before fetching or registering a record's events:
+            # nothing more is taken in while the pipeline holds the bound.
             await self._wait_for_room(consumer)
             if self._closing.is_set():
                 return
+            if not self._buffer:
+                await self._fetch(consumer, timeout_ms=200)
+                continue
             mark, record = self._buffer.popleft()
             if self._marks.mark((record.topic, record.partition)) is not mark:
                 continue  # revoked (and perhaps reassigned) since it was fetched
@@ -293,7 +295,8 @@ class KafkaSource:
             await asyncio.sleep(period)
             try:
                 await self.commit()
-                await self._refresh_log_ends()
+                fetched = {tp for tp, _ in self._fetched()}
+                await self._clock.refresh(self._client(), self._marks, fetched)
             except KafkaError as exc:
                 log.warning("kafka source: commit failed (%s); retrying", type(exc).__name__)
 
@@ -309,7 +312,7 @@ class KafkaSource:
         self._unready.difference_update(revoked)
         for tp in tps:
             dropped = self._marks.revoke(tp)
-            self._log_end.pop(tp, None)
+            self._clock.forget(tp)
             self.dropped_on_revoke += dropped
             if dropped:
                 log.info("kafka source: %s[%d] revoked, %d events in flight dropped", *tp, dropped)
@@ -350,7 +353,7 @@ class KafkaSource:
             consumer.seek(tp, start)
             key = (tp.topic, tp.partition)
             self._marks.assign(key, start)
-            self._log_end[key] = ends[tp]
+            self._clock.log_end[key] = ends[tp]
             self._check_gap(key, committed[tp], starts[tp], start)
             log.info(
                 "kafka source: assigned %s[%d] at %d (committed %s, log %d..%d)",
@@ -383,35 +386,21 @@ class KafkaSource:
 
     # -- backlog and lag --------------------------------------------------
 
-    async def _refresh_log_ends(self) -> None:
-        consumer = self._client()
-        assigned = list(consumer.assignment())
-        if assigned:
-            ends = await consumer.end_offsets(assigned)
-            for tp, end in ends.items():
-                if self._marks.mark((tp.topic, tp.partition)) is not None:
-                    self._log_end[(tp.topic, tp.partition)] = end
-
-    def _end(self, tp: TP) -> int:
-        end = self._log_end.get(tp, 0)
-        if self._consumer is not None:
-            high = self._consumer.highwater(TopicPartition(*tp))
-            if high is not None:
-                end = max(end, high)
-        return end
-
     def backlog(self) -> Backlog:
         """Records not yet handed out: fetched and waiting, or still in Kafka."""
-        ends = {tp: self._end(tp) for tp in self._marks.partitions()}
-        buffered = [
-            r.timestamp for m, r in self._buffer if self._marks.mark((r.topic, r.partition)) is m
-        ]
-        oldest = min(buffered) * 1_000_000 if buffered else None
-        return Backlog(self._marks.not_handed_out(ends), oldest)
+        return self._clock.backlog(self._consumer, self._marks, self._fetched())
 
     def lag(self) -> dict[TP, int]:
         """Per partition: log end minus the watermark (what is not yet acknowledged)."""
-        return self._marks.lag({tp: self._end(tp) for tp in self._marks.partitions()})
+        return self._clock.lag(self._consumer, self._marks)
+
+    def _fetched(self) -> list[tuple[TP, int]]:
+        """(partition, Kafka timestamp) of records fetched and not handed out yet."""
+        out = []
+        for mark, r in self._buffer:
+            if self._marks.mark((r.topic, r.partition)) is mark:
+                out.append(((r.topic, r.partition), r.timestamp))
+        return out
 
     @property
     def in_flight(self) -> int:

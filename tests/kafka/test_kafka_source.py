@@ -172,7 +172,10 @@ async def test_backpressure_pauses_instead_of_buffering(topics: Topics) -> None:
     total, bound = 40, 5
     values = [aws_message(aws_record("b", f"k{i}")) for i in range(total)]
     await produce(topics.broker, topics.events, values)
-    settings = topics.settings(max_in_flight=bound, fetch_records=10)
+    stamps = {r.offset: r.timestamp for r in await read_all(topics.broker, topics.events, total)}
+    # One fetch takes exactly `bound` records: when fetching pauses nothing is
+    # buffered, so the backlog's age must come from the brokers (the probe).
+    settings = topics.settings(max_in_flight=bound, fetch_records=bound)
     async with running(KafkaSource(settings)) as source:
         taken = await take(source, bound)
         # The next event does not come while `bound` are out: fetching pauses.
@@ -180,11 +183,13 @@ async def test_backpressure_pauses_instead_of_buffering(topics: Topics) -> None:
         await wait_for(lambda: source._client().paused(), "the partition to pause")
         await asyncio.sleep(1.0)
         assert not blocked.done() and source.in_flight == bound
+        await wait_for(lambda: source.backlog().oldest_time_ns is not None, "the backlog's age")
         backlog, lag = source.backlog(), source.lag()
-        assert backlog.events + len(source._buffer) >= total - bound - 10
+        assert backlog.events == total - bound and not source._buffer
         assert lag == {(topics.events, 0): total}
-        assert backlog.oldest_time_ns is not None
-        print(f"paused at {bound} in flight: backlog {backlog.events} records, lag {lag}")
+        assert backlog.oldest_time_ns == stamps[bound] * 1_000_000
+        print(f"paused at {bound} in flight: backlog {backlog.events} records, lag {lag}, "
+              f"oldest waiting record's time read from the broker")  # fmt: skip
         await source.done(taken[0], Outcome.DURABLE)
         taken += await blocked
         peak = source.in_flight
