@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from replicator.config import KafkaSettings
+from replicator.events import ChangeEvent
+from replicator.sources.kafka import KafkaSource
 from tests.services.kafka.server import KafkaBroker
 
 
@@ -94,3 +100,35 @@ async def read_all(
     finally:
         await consumer.stop()
     return records
+
+
+@asynccontextmanager
+async def running(source: KafkaSource) -> AsyncIterator[KafkaSource]:
+    await source.start()
+    try:
+        yield source
+    finally:
+        await source.close()
+
+
+async def take(source: KafkaSource, n: int, timeout_s: float = 60) -> list[ChangeEvent]:
+    """The next ``n`` events (fails the test if they do not come)."""
+    out: list[ChangeEvent] = []
+
+    async def collect() -> None:
+        async for event in source.events():
+            out.append(event)
+            if len(out) == n:
+                return
+
+    await asyncio.wait_for(collect(), timeout_s)
+    return out
+
+
+async def wait_for(check: Callable[[], Any], what: str, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if await check() if asyncio.iscoroutinefunction(check) else check():
+            return
+        await asyncio.sleep(0.1)
+    pytest.fail(f"timed out waiting for {what}")

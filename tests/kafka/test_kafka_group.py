@@ -144,3 +144,66 @@ async def test_broker_restart_mid_stream(topics: Topics) -> None:
         task.cancel()
         await source.close()
     assert await committed_offsets(topics.broker, topics.group) == {(topics.events, 0): 20}
+
+
+@pytest.mark.parametrize("partitions", [6])
+async def test_rebalance_commits_what_is_done_and_drops_the_rest(topics: Topics) -> None:
+    """A member joining takes partitions with events still in flight here: the
+    watermark of what was done is committed on revocation, the rest is dropped
+    here and read again by the new owner (never committed past)."""
+    settings = topics.settings()
+    local = KafkaSource(settings)
+    await local.start()
+    values = [aws_message(aws_record("b", f"p{p}-{i}")) for p in range(6) for i in range(4)]
+    for p in range(6):
+        await produce(topics.broker, topics.events, values[p * 4 : p * 4 + 4], partition=p)
+    taken: list[ChangeEvent] = []
+
+    async def take_all() -> None:
+        async for event in local.events():
+            taken.append(event)
+
+    task = asyncio.ensure_future(take_all())
+    other: Member | None = None
+    try:
+        await until(lambda: len(taken) == 24, "all 24 events here")
+        for ev in taken:  # offsets 0 and 1 of every partition done, 2 and 3 in flight
+            if ev.position.offset < 2:
+                await local.done(ev, Outcome.DURABLE)
+        other = await start_member(settings.model_dump_json(), hold_from=99)
+        await until(lambda: len(other.partitions) == 3 and len(local.lag()) == 3, "a 3/3 split")
+        moved = {p for _, p in other.partitions}
+        # aiokafka's group protocol is eager: every partition is revoked, so
+        # all 12 events in flight here are dropped (those of partitions that
+        # stay are re-read here, those that moved by the new owner).
+        assert local.dropped_on_revoke == 12
+        at_split = await committed_offsets(topics.broker, topics.group)
+        kept = set(range(6)) - moved
+        assert {p: at_split[(topics.events, p)] for p in kept} == dict.fromkeys(kept, 2)
+        for ev in taken[:24]:  # too late: ignored, nothing is committed past them
+            if ev.position.offset >= 2:
+                await local.done(ev, Outcome.DURABLE)
+        await until(lambda: len(other.events) == 3 * 2, "the new owner to re-read offsets 2-3")
+        await until(lambda: len(taken) == 24 + 6, "the kept partitions' offsets 2-3 again")
+        for ev in taken[24:]:
+            await local.done(ev, Outcome.DURABLE)
+        assert sorted((p, o) for p, o, _ in other.events) == [
+            (p, o) for p in sorted(moved) for o in (2, 3)
+        ]
+        await local.commit()
+        await until(lambda: all(n == 0 for n in local.lag().values()), "local partitions done")
+        await local.commit()
+        committed = await committed_offsets(topics.broker, topics.group)
+        other.kill()
+        await other.proc.wait()
+        assert committed == {(topics.events, p): 4 for p in range(6)}
+        print(f"\nrebalance moved partitions {sorted(moved)}: 12 in-flight events dropped here, "
+              "re-read by their new owners; none committed before they were done")  # fmt: skip
+    finally:
+        task.cancel()
+        await local.close()
+        if other is not None:
+            if other.proc.returncode is None:
+                other.kill()
+                await other.proc.wait()
+            other.reader.cancel()

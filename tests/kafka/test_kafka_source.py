@@ -8,57 +8,31 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 
+from replicator.config import Settings
 from replicator.errors import ConfigError, SourceError
 from replicator.events import ChangeEvent, Kind
 from replicator.sources import Outcome
-from replicator.sources.kafka import Gap, KafkaSource
+from replicator.sources.kafka import Gap, KafkaSource, kafka_source
 from tests.kafka.corpus import MALFORMED, aws_message, aws_record, ceph_message, minio_message
-from tests.kafka.kafkautil import Topics, committed_offsets, produce, read_all
+from tests.kafka.kafkautil import (
+    Topics,
+    committed_offsets,
+    produce,
+    read_all,
+    running,
+    take,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
 KEYS = ["plain.bin", "with space/and+plus.txt", "100%/ratio=1.0", "ünï/日本/🚀.pt", "a%2Fb"]
-
-
-@asynccontextmanager
-async def running(source: KafkaSource) -> AsyncIterator[KafkaSource]:
-    await source.start()
-    try:
-        yield source
-    finally:
-        await source.close()
-
-
-async def take(source: KafkaSource, n: int, timeout_s: float = 60) -> list[ChangeEvent]:
-    """The next ``n`` events (fails the test if they do not come)."""
-    out: list[ChangeEvent] = []
-
-    async def collect() -> None:
-        async for event in source.events():
-            out.append(event)
-            if len(out) == n:
-                return
-
-    await asyncio.wait_for(collect(), timeout_s)
-    return out
-
-
-async def wait_for(check: Callable[[], Any], what: str, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if await check() if asyncio.iscoroutinefunction(check) else check():
-            return
-        await asyncio.sleep(0.1)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 def write_objects(client: Any, bucket: str) -> dict[str, dict[str, Any]]:
@@ -198,7 +172,10 @@ async def test_backpressure_pauses_instead_of_buffering(topics: Topics) -> None:
     total, bound = 40, 5
     values = [aws_message(aws_record("b", f"k{i}")) for i in range(total)]
     await produce(topics.broker, topics.events, values)
-    settings = topics.settings(max_in_flight=bound, fetch_records=10)
+    stamps = {r.offset: r.timestamp for r in await read_all(topics.broker, topics.events, total)}
+    # One fetch takes exactly `bound` records: when fetching pauses nothing is
+    # buffered, so the backlog's age must come from the brokers (the probe).
+    settings = topics.settings(max_in_flight=bound, fetch_records=bound)
     async with running(KafkaSource(settings)) as source:
         taken = await take(source, bound)
         # The next event does not come while `bound` are out: fetching pauses.
@@ -206,11 +183,13 @@ async def test_backpressure_pauses_instead_of_buffering(topics: Topics) -> None:
         await wait_for(lambda: source._client().paused(), "the partition to pause")
         await asyncio.sleep(1.0)
         assert not blocked.done() and source.in_flight == bound
+        await wait_for(lambda: source.backlog().oldest_time_ns is not None, "the backlog's age")
         backlog, lag = source.backlog(), source.lag()
-        assert backlog.events + len(source._buffer) >= total - bound - 10
+        assert backlog.events == total - bound and not source._buffer
         assert lag == {(topics.events, 0): total}
-        assert backlog.oldest_time_ns is not None
-        print(f"paused at {bound} in flight: backlog {backlog.events} records, lag {lag}")
+        assert backlog.oldest_time_ns == stamps[bound] * 1_000_000
+        print(f"paused at {bound} in flight: backlog {backlog.events} records, lag {lag}, "
+              f"oldest waiting record's time read from the broker")  # fmt: skip
         await source.done(taken[0], Outcome.DURABLE)
         taken += await blocked
         peak = source.in_flight
@@ -272,3 +251,35 @@ async def test_retention_gap_is_reported_and_consumption_goes_on(topics: Topics)
         await take(source, 2)
     assert other == [Gap(topics.events, 0, None, 8)]
     print("gap: committed 3, log start 8 -> reported, consumption resumed at 8")
+
+
+async def test_factory_hands_out_only_the_configured_bucket_and_prefix(
+    topics: Topics, tmp_path: Any
+) -> None:
+    settings = Settings.model_validate(
+        {
+            "source": {"type": "s3", "bucket": "mine", "prefix": "ckpt/"},
+            "origin": {"endpoint_url": "http://127.0.0.1:1"},
+            "destinations": [{"name": "peer", "type": "fs", "path": str(tmp_path)}],
+            "kafka": topics.settings().model_dump(),
+        }
+    )
+    values = [
+        aws_message(aws_record("mine", "ckpt/a.pt", size=1)),
+        aws_message(aws_record("other", "ckpt/b.pt", size=1)),
+        aws_message(aws_record("mine", "logs/c.txt", size=1)),
+        aws_message(
+            aws_record("mine", "ckpt/d.pt", size=1), aws_record("theirs", "ckpt/e", size=1)
+        ),
+    ]
+    await produce(topics.broker, topics.events, values)
+    async with running(kafka_source(settings)) as source:
+        events = await take(source, 2)
+        assert [(e.bucket, e.key, e.source) for e in events] == [
+            ("mine", "ckpt/a.pt", "s3"),
+            ("mine", "ckpt/d.pt", "s3"),
+        ]
+        assert source.skipped == 3
+        for ev in events:
+            await source.done(ev, Outcome.DURABLE)
+    assert await committed_offsets(topics.broker, topics.group) == {(topics.events, 0): 4}
