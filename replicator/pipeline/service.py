@@ -41,11 +41,9 @@ from replicator.metrics import Telemetry
 from replicator.origins import ObjectReader
 from replicator.pipeline.commit import object_manifest, put_manifest, tombstone
 from replicator.pipeline.fanout import FannedOut, byte_counts, fan_out
+from replicator.pipeline.identity import newest_manifest, removal_identity, version_identity
 from replicator.pipeline.lanes import Lane
-from replicator.pipeline.reconcile import read_manifest
 from replicator.sources import Outcome, Source
-from replicator.store.backend import Backend
-from replicator.store.format import Manifest, SourceIdentity, manifest_key
 from replicator.store.packs import Placement
 
 log = structlog.get_logger("replicator.service")
@@ -273,7 +271,11 @@ class Service:
                 self._finish(lane, event, superseded=True)
                 return
             manifest = object_manifest(
-                self._identity(event, fan), fan.digest, self.params, fan.digests, locations
+                version_identity(event, fan.size, fan.digest, etag_is_digest=self.etag_is_digest),
+                fan.digest,
+                self.params,
+                fan.digests,
+                locations,
             )
             await put_manifest(lane.backend, manifest)
         except Exception as exc:
@@ -289,32 +291,12 @@ class Service:
             if newest is not None and not newest.removed:
                 # The removal must sort after the version it removes.
                 when = max(event.event_time_ns, newest.identity.event_time_ns + 1)
-                ident = SourceIdentity(
-                    source=event.source,
-                    bucket=event.bucket,
-                    key=event.key,
-                    version_id="",
-                    etag="",
-                    size=0,
-                    event_time_ns=when,
-                )
+                ident = removal_identity(event, when)
                 await put_manifest(lane.backend, tombstone(ident, self.params))
         except Exception as exc:
             self._lane_failed(lane, event, exc, "tombstone")
             return
         self._durable(lane, event, 0, 0)
-
-    def _identity(self, event: ChangeEvent, fan: FannedOut) -> SourceIdentity:
-        return SourceIdentity(
-            source=event.source,
-            bucket=event.bucket,
-            key=event.key,
-            version_id=event.version_id,
-            etag=fan.digest.hex() if self.etag_is_digest else event.etag,
-            size=fan.size,
-            event_time_ns=event.event_time_ns,
-            sequencer=event.sequencer,
-        )
 
     # ------------------------------------------------------------ outcomes
 
@@ -394,11 +376,3 @@ class Service:
         for _ in range(track.copies):
             self.telemetry.outcome(self.source.name, str(outcome))
             await self.source.done(event, outcome)
-
-
-async def newest_manifest(backend: Backend, bucket: str, key: str) -> Manifest | None:
-    """The newest manifest of exactly ``key`` (names sort by event time)."""
-    newest = None
-    async for info in backend.list(manifest_key(bucket, key, "")):
-        newest = info.key
-    return None if newest is None else await read_manifest(backend, newest)
