@@ -52,6 +52,9 @@ log = structlog.get_logger("replicator.service")
 #: origin's window (the +1 byte lets the first read see the end of the file).
 SMALL_WINDOW = 64 * 1024
 
+#: At the end of a drain, how long the source's ``done`` calls may take.
+REPORT_WAIT_SECONDS = 10.0
+
 #: Opens the bytes of exactly one event's version (SupersededError if gone).
 Opener = Callable[[ChangeEvent], Awaitable[ObjectReader]]
 
@@ -107,7 +110,8 @@ class Service:
         self._torn: dict[ChangeEvent, set[str]] = {}
         self._work = asyncio.Event()
         self._room = asyncio.Event()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()  # commits
+        self._reports: set[asyncio.Task[None]] = set()  # source.done calls
         self._intake: asyncio.Task[None] | None = None
         self._workers: list[asyncio.Task[None]] = []
         self._turn = 0
@@ -139,6 +143,10 @@ class Service:
         for task in [*self._workers, *self._tasks]:
             task.cancel()
         await asyncio.gather(*self._workers, *self._tasks, return_exceptions=True)
+        if self._reports:
+            # The source hears of every durable event (a Kafka source commits
+            # its offsets from these); they are quick, so they are awaited.
+            await asyncio.wait(set(self._reports), timeout=REPORT_WAIT_SECONDS)
         return drained
 
     # ------------------------------------------------------------ intake
@@ -256,10 +264,11 @@ class Service:
         fits = -(-(event.size + 1) // SMALL_WINDOW) * SMALL_WINDOW
         return min(self.window_size, fits)
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
+    def _spawn(self, coro: Awaitable[None], into: set[asyncio.Task[None]] | None = None) -> None:
+        tasks = self._tasks if into is None else into
         task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
 
     async def _commit(
         self, lane: Lane, event: ChangeEvent, fan: FannedOut, placements: list[Placement]
@@ -355,7 +364,7 @@ class Service:
             track.lanes.discard(lane.name)
             if not track.lanes:
                 del self._tracks[event]
-                self._spawn(self._report(event, track))
+                self._spawn(self._report(event, track), self._reports)
         self._room.set()
         self._work.set()
 
