@@ -43,6 +43,8 @@ from replicator.store.peer import Peer, close_peers, open_peers
 
 log = structlog.get_logger("replicator.daemon")
 
+#: Period of the STATUS= line (per peer RPO) sent to systemd.
+STATUS_EVERY_SECONDS = 10.0
 #: Threads of the default executor (blocking file and fsync calls).
 IO_THREADS = 32
 #: After a failed reconcile, try again this much later (doubling up to the max).
@@ -162,6 +164,7 @@ class Daemon:
         self.notifier.ready("reconciling the tree against every peer")
         background = [
             asyncio.create_task(self._watchdog()),
+            asyncio.create_task(self._status_lines()),
             asyncio.create_task(self._reconciles(source, service, peers)),
         ]
         try:
@@ -194,6 +197,19 @@ class Daemon:
         while True:
             self.notifier.watchdog()
             await asyncio.sleep(period)
+
+    async def _status_lines(self) -> None:
+        """Each peer's RPO and backlog in ``systemctl status`` (STATUS=)."""
+        if not self.notifier.enabled:
+            return
+        while True:
+            await asyncio.sleep(STATUS_EVERY_SECONDS)
+            view = self.telemetry.peer_view()
+            self.notifier.status(
+                "; ".join(
+                    f"{name}: RPO {rpo:.1f} s, {n} pending" for name, (rpo, n, _) in view.items()
+                )
+            )
 
     async def _reconciles(
         self, source: DirectorySource, service: Service, peers: list[Peer]

@@ -41,11 +41,9 @@ from replicator.metrics import Telemetry
 from replicator.origins import ObjectReader
 from replicator.pipeline.commit import object_manifest, put_manifest, tombstone
 from replicator.pipeline.fanout import FannedOut, byte_counts, fan_out
+from replicator.pipeline.identity import newest_manifest, removal_identity, version_identity
 from replicator.pipeline.lanes import Lane
-from replicator.pipeline.reconcile import read_manifest
 from replicator.sources import Outcome, Source
-from replicator.store.backend import Backend
-from replicator.store.format import Manifest, SourceIdentity, manifest_key
 from replicator.store.packs import Placement
 
 log = structlog.get_logger("replicator.service")
@@ -53,6 +51,9 @@ log = structlog.get_logger("replicator.service")
 #: Read windows are sized in multiples of this for objects smaller than the
 #: origin's window (the +1 byte lets the first read see the end of the file).
 SMALL_WINDOW = 64 * 1024
+
+#: At the end of a drain, how long the source's ``done`` calls may take.
+REPORT_WAIT_SECONDS = 10.0
 
 #: Opens the bytes of exactly one event's version (SupersededError if gone).
 Opener = Callable[[ChangeEvent], Awaitable[ObjectReader]]
@@ -109,7 +110,8 @@ class Service:
         self._torn: dict[ChangeEvent, set[str]] = {}
         self._work = asyncio.Event()
         self._room = asyncio.Event()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()  # commits
+        self._reports: set[asyncio.Task[None]] = set()  # source.done calls
         self._intake: asyncio.Task[None] | None = None
         self._workers: list[asyncio.Task[None]] = []
         self._turn = 0
@@ -141,6 +143,10 @@ class Service:
         for task in [*self._workers, *self._tasks]:
             task.cancel()
         await asyncio.gather(*self._workers, *self._tasks, return_exceptions=True)
+        if self._reports:
+            # The source hears of every durable event (a Kafka source commits
+            # its offsets from these); they are quick, so they are awaited.
+            await asyncio.wait(set(self._reports), timeout=REPORT_WAIT_SECONDS)
         return drained
 
     # ------------------------------------------------------------ intake
@@ -258,10 +264,11 @@ class Service:
         fits = -(-(event.size + 1) // SMALL_WINDOW) * SMALL_WINDOW
         return min(self.window_size, fits)
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
+    def _spawn(self, coro: Awaitable[None], into: set[asyncio.Task[None]] | None = None) -> None:
+        tasks = self._tasks if into is None else into
         task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
 
     async def _commit(
         self, lane: Lane, event: ChangeEvent, fan: FannedOut, placements: list[Placement]
@@ -273,7 +280,11 @@ class Service:
                 self._finish(lane, event, superseded=True)
                 return
             manifest = object_manifest(
-                self._identity(event, fan), fan.digest, self.params, fan.digests, locations
+                version_identity(event, fan.size, fan.digest, etag_is_digest=self.etag_is_digest),
+                fan.digest,
+                self.params,
+                fan.digests,
+                locations,
             )
             await put_manifest(lane.backend, manifest)
         except Exception as exc:
@@ -289,32 +300,12 @@ class Service:
             if newest is not None and not newest.removed:
                 # The removal must sort after the version it removes.
                 when = max(event.event_time_ns, newest.identity.event_time_ns + 1)
-                ident = SourceIdentity(
-                    source=event.source,
-                    bucket=event.bucket,
-                    key=event.key,
-                    version_id="",
-                    etag="",
-                    size=0,
-                    event_time_ns=when,
-                )
+                ident = removal_identity(event, when)
                 await put_manifest(lane.backend, tombstone(ident, self.params))
         except Exception as exc:
             self._lane_failed(lane, event, exc, "tombstone")
             return
         self._durable(lane, event, 0, 0)
-
-    def _identity(self, event: ChangeEvent, fan: FannedOut) -> SourceIdentity:
-        return SourceIdentity(
-            source=event.source,
-            bucket=event.bucket,
-            key=event.key,
-            version_id=event.version_id,
-            etag=fan.digest.hex() if self.etag_is_digest else event.etag,
-            size=fan.size,
-            event_time_ns=event.event_time_ns,
-            sequencer=event.sequencer,
-        )
 
     # ------------------------------------------------------------ outcomes
 
@@ -373,7 +364,7 @@ class Service:
             track.lanes.discard(lane.name)
             if not track.lanes:
                 del self._tracks[event]
-                self._spawn(self._report(event, track))
+                self._spawn(self._report(event, track), self._reports)
         self._room.set()
         self._work.set()
 
@@ -394,11 +385,3 @@ class Service:
         for _ in range(track.copies):
             self.telemetry.outcome(self.source.name, str(outcome))
             await self.source.done(event, outcome)
-
-
-async def newest_manifest(backend: Backend, bucket: str, key: str) -> Manifest | None:
-    """The newest manifest of exactly ``key`` (names sort by event time)."""
-    newest = None
-    async for info in backend.list(manifest_key(bucket, key, "")):
-        newest = info.key
-    return None if newest is None else await read_manifest(backend, newest)

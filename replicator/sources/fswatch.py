@@ -34,7 +34,7 @@ import stat
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import structlog
@@ -237,18 +237,19 @@ class DirectorySource:
             if st is not None and stat.S_ISDIR(st.st_mode):
                 continue  # directories are not objects
             seq = next(self._observed)
-            pos = Position(offset=seq)
             if st is None or not stat.S_ISREG(st.st_mode):
                 # Gone (or no longer a regular file, which listings skip too).
-                kind, size, when = Kind.REMOVED, 0, time.time_ns()
-            else:
-                kind, size, when = Kind.CREATED, st.st_size, st.st_ctime_ns
-            out.append(
-                ChangeEvent(
-                    self.source_id, self.bucket, key, kind, when, size, observed=seq, position=pos
-                )
-            )
+                out.append(self._event(key, Kind.REMOVED, time.time_ns(), 0, seq))
+                continue
+            event = self._event(key, Kind.CREATED, st.st_ctime_ns, st.st_size, seq)
+            out.append(replace(event, mtime_ns=st.st_mtime_ns, inode=st.st_ino))
         return out
+
+    def _event(self, key: str, kind: Kind, when: int, size: int, seq: int) -> ChangeEvent:
+        pos = Position(offset=seq)
+        return ChangeEvent(
+            self.source_id, self.bucket, key, kind, when, size, observed=seq, position=pos
+        )
 
     # ------------------------------------------------------------ inotify
 

@@ -65,6 +65,11 @@ def test_systemd_notify_ready_watchdog_stopping_in_order(tmp_path: Path) -> None
         env = {"NOTIFY_SOCKET": str(systemd.path), "WATCHDOG_USEC": "400000"}
         daemon = Daemon(cfg, tmp_path / "daemon.log", env=env)
         wait_until(lambda: systemd.fields().count("WATCHDOG=1") >= 3, "watchdog pings", daemon)
+
+        def rpo_status() -> bool:
+            return any(f.startswith("STATUS=a: RPO") for f in systemd.fields())
+
+        wait_until(rpo_status, "a STATUS= line with each peer's RPO (every 10 s)", daemon)
         daemon.signal(signal.SIGTERM)
         assert daemon.wait() == 0, daemon.log_tail()
         wait_until(lambda: "STOPPING=1" in systemd.fields(), "STOPPING=1")
@@ -78,7 +83,9 @@ def test_systemd_notify_ready_watchdog_stopping_in_order(tmp_path: Path) -> None
     assert any(f.startswith("STATUS=") for f in fields)
     pings = [t for t, m in systemd.messages if m == "WATCHDOG=1"]
     gaps = [round(b - a, 3) for a, b in itertools.pairwise(pings)]
-    print(f"{len(systemd.messages)} datagrams: {kinds}; watchdog intervals {gaps} s (0.2 s asked)")
+    status = next(f for f in fields if f.startswith("STATUS=a: RPO"))
+    print(f"{len(systemd.messages)} datagrams: {kinds[:3]}...{kinds[-2:]}; {status}")
+    print(f"watchdog intervals {gaps[:5]}... s (0.2 s asked)")
 
 
 def test_changes_made_while_down_reach_every_peer(tmp_path: Path) -> None:
