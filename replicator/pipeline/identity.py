@@ -8,19 +8,10 @@ a second copy.
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any
-
 from replicator.events import ChangeEvent
 from replicator.pipeline.reconcile import read_manifest
 from replicator.store.backend import Backend
 from replicator.store.format import Manifest, SourceIdentity, manifest_key
-
-#: SourceIdentity gains ``mtime_ns`` and ``inode`` with the data-safety work
-#: (store format v2); until that is merged here, they are passed only when
-#: the class has them. Once both are in, pass them directly.
-_IDENTITY_FIELDS = frozenset(f.name for f in dataclasses.fields(SourceIdentity))
-
 
 def version_identity(
     event: ChangeEvent, size: int, digest: bytes, *, etag_is_digest: bool
@@ -34,7 +25,8 @@ def version_identity(
         size=size,
         event_time_ns=event.event_time_ns,
         sequencer=event.sequencer,
-        **_file_metadata(event),
+        mtime_ns=event.mtime_ns,
+        inode=event.inode,
     )
 
 
@@ -49,11 +41,6 @@ def removal_identity(event: ChangeEvent, when_ns: int) -> SourceIdentity:
         size=0,
         event_time_ns=when_ns,
     )
-
-
-def _file_metadata(event: ChangeEvent) -> dict[str, Any]:
-    found = {"mtime_ns": event.mtime_ns, "inode": event.inode}
-    return {k: v for k, v in found.items() if k in _IDENTITY_FIELDS and v is not None}
 
 
 async def newest_manifest(backend: Backend, bucket: str, key: str) -> Manifest | None:
