@@ -13,6 +13,7 @@ from replicator.pipeline.reconcile import read_manifest
 from replicator.store.backend import Backend
 from replicator.store.format import Manifest, SourceIdentity, manifest_key
 
+
 def version_identity(
     event: ChangeEvent, size: int, digest: bytes, *, etag_is_digest: bool
 ) -> SourceIdentity:
