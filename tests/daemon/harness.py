@@ -21,7 +21,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from replicator._native import blake3_digest
 from replicator.store.backends import FsBackend
@@ -89,7 +89,13 @@ def replicator(*args: str, env: dict[str, str] | None = None) -> subprocess.Comp
 
 
 class Daemon:
-    """One `replicator run` process; its stderr (JSON log lines) goes to a file."""
+    """One `replicator run` process; its stderr (JSON log lines) goes to a file.
+
+    Every one started is listed in ``Daemon.started``: the autouse fixture in
+    tests/daemon/conftest.py kills whatever a failed test left running, so a
+    failure never leaks a process (and a ResourceWarning) into the next test."""
+
+    started: ClassVar[list[Daemon]] = []
 
     def __init__(self, cfg: Path, log: Path, env: dict[str, str] | None = None) -> None:
         self.cfg = cfg
@@ -104,6 +110,7 @@ class Daemon:
             stdin=subprocess.DEVNULL,
             env={**os.environ, **(env or {})},
         )
+        Daemon.started.append(self)
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -153,6 +160,17 @@ class Daemon:
     def kill(self) -> None:
         self.proc.kill()
         self.wait()
+
+    @classmethod
+    def reap(cls) -> int:
+        """Kill every daemon still running; how many there were."""
+        alive = [d for d in cls.started if d.proc.poll() is None]
+        for d in alive:
+            d.kill()
+        for d in cls.started:
+            d._log.close()
+        cls.started.clear()
+        return len(alive)
 
 
 def log_events(log: Path, event: str) -> list[dict[str, Any]]:

@@ -216,6 +216,10 @@ def test_a_directory_moved_out_of_the_tree_is_reconciled(tmp_path: Path) -> None
     for i in range(3):
         (src / "run-1" / f"step-{i}.bin").write_bytes(os.urandom(20_000))
     (src / "keep.bin").write_bytes(os.urandom(1000))
+    # Enough other keys that three removals stay within the default
+    # mass-deletion guard (store.max_delete_fraction = 0.1).
+    for i in range(30):
+        (src / f"other-{i:02d}.bin").write_bytes(os.urandom(500))
     for peer in PEERS:
         wait_until(lambda p=peer: peer_state(tmp_path / p) == source_state(src), "written")  # type: ignore[misc]
     os.rename(src / "run-1", tmp_path / "archived-run-1")
