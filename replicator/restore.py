@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import tempfile
 import time
 from collections import deque
 from collections.abc import AsyncIterator
@@ -34,7 +33,6 @@ from typing import IO, Any, Protocol
 from replicator._native import Blake3Hasher
 from replicator.errors import ConfigError, IntegrityError, ReplicatorError
 from replicator.store.backend import Backend
-from replicator.store.backends.fs import TMP_PREFIX, Sweeper
 from replicator.store.format import Manifest, PackRun
 from replicator.store.quarantine import DamageMap, quarantine
 from replicator.store.reader import (
@@ -48,6 +46,7 @@ from replicator.store.reader import (
     split_run,
     verified_chunks,
 )
+from replicator.store.tempfiles import Sweeper, TempFile
 
 #: Ranged GETs in flight per object; their results are written in order.
 READ_WINDOW = 4
@@ -165,7 +164,7 @@ async def restore(
     started = time.monotonic()
     summary = RestoreSummary()
     root = await asyncio.to_thread(_prepare_root, target)
-    # mkstemp creates 0600 files; restored files get the usual umask mode.
+    # Restored files get the usual mode: 0666 less the umask (read, not set).
     umask = os.umask(0o022)
     os.umask(umask)
     damage = await DamageMap.load(backend)
@@ -273,33 +272,29 @@ class _Job:
 
     async def restore_file(self, manifest: Manifest, path: Path) -> None:
         _check_sizes(manifest)
-        fd, tmp_name = await asyncio.to_thread(self._open_tmp, path)
-        tmp = Path(tmp_name)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                # One incremental BLAKE3 over the verified chunks: each byte
-                # is hashed twice (chunk digest, whole digest), never cut.
-                hasher = Blake3Hasher()
-                await self._write_runs(manifest, out, hasher)
-                digest = hasher.digest()
-                if digest != manifest.digest:
-                    raise IntegrityError(
-                        f"whole-object BLAKE3 {digest.hex()} != manifest {manifest.digest.hex()}"
-                    )
-                await asyncio.to_thread(_fsync, out, manifest.identity.mtime_ns)
-            await asyncio.to_thread(_publish, tmp, path)
-        finally:
-            # Never leave a partial or unverified file behind (after a
-            # successful rename the name is gone and this is a no-op).
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp_name)
+        tmp = await asyncio.to_thread(self._open_tmp, path)
+        # Held open until it is renamed: while it is, no sweeper (of this
+        # restore, a concurrent one, or another process) removes it, though
+        # _fsync has given it the source's old mtime. Closing removes a
+        # partial or unverified file (after the rename, a no-op).
+        with tmp, os.fdopen(tmp.fd, "wb", closefd=False) as out:
+            # One incremental BLAKE3 over the verified chunks: each byte
+            # is hashed twice (chunk digest, whole digest), never cut.
+            hasher = Blake3Hasher()
+            await self._write_runs(manifest, out, hasher)
+            digest = hasher.digest()
+            if digest != manifest.digest:
+                raise IntegrityError(
+                    f"whole-object BLAKE3 {digest.hex()} != manifest {manifest.digest.hex()}"
+                )
+            await asyncio.to_thread(_fsync, out, manifest.identity.mtime_ns)
+            await asyncio.to_thread(_publish, tmp.path, path)
 
-    def _open_tmp(self, path: Path) -> tuple[int, str]:
+    def _open_tmp(self, path: Path) -> TempFile:
         make_dirs(self.root, path.parent)
         self.sweeper.sweep(path.parent)
-        fd, name = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path.parent)
-        os.fchmod(fd, self.mode)
-        return fd, name
+        # Created with the restored file's mode (the umask is in it).
+        return TempFile(path.parent, self.mode)
 
     async def _write_runs(self, manifest: Manifest, out: IO[bytes], hasher: Blake3Hasher) -> None:
         runs = self.damage.effective_runs(manifest.runs)

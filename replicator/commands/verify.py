@@ -25,8 +25,9 @@ from replicator.commands.restore import (
     progress_display,
 )
 from replicator.origins import make_origin
-from replicator.store.backends.fs import LEFTOVER_GRACE, tree_leftovers
+from replicator.store.backends.fs import LEFTOVER_GRACE
 from replicator.store.reader import Problem
+from replicator.store.tempfiles import tree_leftovers
 from replicator.verify import VerifyReport, verify
 from replicator.verify_source import SourceFinding, SourceReport, verify_against_source
 

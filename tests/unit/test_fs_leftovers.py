@@ -6,7 +6,8 @@ import os
 import time
 from pathlib import Path
 
-from replicator.store.backends.fs import FsBackend, Sweeper
+from replicator.store.backends.fs import FsBackend
+from replicator.store.tempfiles import Sweeper
 
 
 def _file(path: Path, age: float) -> Path:

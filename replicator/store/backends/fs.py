@@ -19,9 +19,7 @@ import errno
 import hashlib
 import os
 import secrets
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -36,12 +34,23 @@ from replicator.store.backend import (
     sha256_of,
 )
 
+# TMP_PREFIX and the leftover functions are re-exported (see __all__): this
+# module was their home before the writers' liveness record moved them.
+from replicator.store.tempfiles import (
+    TMP_PREFIX,
+    Sweeper,
+    TempFile,
+    find_leftovers,
+    remove_leftovers,
+    tree_leftovers,
+)
+
 #: Bytes written per os.write call (bounds the size of one syscall, not memory).
 WRITE_BLOCK = 1 << 20
-TMP_PREFIX = RESERVED_SEGMENT_PREFIX + "tmp-"
-#: A temporary file is a leftover (of a killed writer) when it was last
-#: written this long before the run started: a live writer writes, fsyncs
-#: and links at once, so a minute covers its slowest fsync.
+#: A temporary file is swept when it was last written this long before the
+#: run started and no live writer holds it (store/tempfiles.py): the lock
+#: decides liveness; the age keeps verify from listing a file whose writer
+#: is between creating and locking it, or on a filesystem without locks.
 LEFTOVER_GRACE = 60.0
 
 
@@ -77,12 +86,9 @@ class FsBackend:
                 return False  # cheap early answer; link() below is what decides
             self._ensure_dir(path.parent)
             self._sweep(path.parent)
-            tmp = path.with_name(f"{TMP_PREFIX}{secrets.token_hex(8)}")
-            try:
-                _write_verified(tmp, data, sha256)
-                won = _publish(tmp, path, exclusive)
-            finally:
-                tmp.unlink(missing_ok=True)
+            with TempFile(path.parent, 0o644) as tmp:
+                _write_verified(tmp.fd, data, sha256)
+                won = _publish(tmp.path, path, exclusive)
             _fsync_dir(path.parent)
             return won
         except OSError as exc:
@@ -218,25 +224,21 @@ class FsBackend:
         return None
 
 
-def _write_verified(tmp: Path, data: Payload, expected: bytes | None) -> None:
-    """Write ``data`` to a new file; with ``expected``, hash exactly the bytes
+def _write_verified(fd: int, data: Payload, expected: bytes | None) -> None:
+    """Write ``data`` to the new file ``fd``; with ``expected``, hash exactly the bytes
     handed to the kernel. Without it nothing is hashed: a caller that did not
     compute a checksum when it produced the bytes gains nothing from one
     computed here over the same memory, and packs are tens of MiB."""
     digest = hashlib.sha256() if expected is not None else None
     view = memoryview(data)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-    try:
-        pos = 0
-        while pos < len(view):
-            block = view[pos : pos + WRITE_BLOCK]
-            written = os.write(fd, block)
-            if digest is not None:
-                digest.update(block[:written])
-            pos += written
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    pos = 0
+    while pos < len(view):
+        block = view[pos : pos + WRITE_BLOCK]
+        written = os.write(fd, block)
+        if digest is not None:
+            digest.update(block[:written])
+        pos += written
+    os.fsync(fd)
     if digest is None or expected is None:
         return
     actual = digest.digest()
@@ -263,72 +265,6 @@ def _fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-class Sweeper:
-    """Removes a killed writer's temporary files from each directory written
-    to, once per directory while it is among the last ``remember`` ones: a
-    set of every directory would grow with the key count (a manifest
-    directory per key), and sweeping one again is only a scandir."""
-
-    def __init__(self, before: float, remember: int = 1024) -> None:
-        self.before = before
-        self.remember = remember
-        self._recent: OrderedDict[Path, None] = OrderedDict()
-        self._lock = threading.Lock()  # puts run on several threads at once
-        #: Leftover temporary files removed so far (for reports and tests).
-        self.removed = 0
-
-    def sweep(self, directory: Path) -> None:
-        with self._lock:
-            if directory in self._recent:
-                self._recent.move_to_end(directory)
-                return
-            self._recent[directory] = None
-            if len(self._recent) > self.remember:
-                self._recent.popitem(last=False)
-        removed = len(remove_leftovers(directory, self.before))
-        with self._lock:
-            self.removed += removed
-
-
-def remove_leftovers(directory: Path, before: float) -> list[Path]:
-    """Remove ``.replicator-tmp-*`` files in ``directory`` last modified
-    before ``before`` (epoch seconds): what a killed put or restore left.
-    Only this project's own temporary names are touched."""
-    return [p for p in find_leftovers(directory, before) if _unlink_quietly(p)]
-
-
-def find_leftovers(directory: Path, before: float) -> list[Path]:
-    found: list[Path] = []
-    try:
-        with os.scandir(directory) as entries:
-            for e in entries:
-                if (
-                    e.name.startswith(TMP_PREFIX)
-                    and e.is_file(follow_symlinks=False)
-                    and e.stat(follow_symlinks=False).st_mtime < before
-                ):
-                    found.append(Path(e.path))
-    except OSError:
-        return found  # the write that follows reports what is wrong with the directory
-    return found
-
-
-def _unlink_quietly(path: Path) -> bool:
-    try:
-        path.unlink()
-    except OSError:
-        return False
-    return True
-
-
-def tree_leftovers(root: Path, before: float) -> list[Path]:
-    """Every leftover temporary file under ``root`` (verify reports them)."""
-    found: list[Path] = []
-    for directory, _dirs, _files in os.walk(root):
-        found += find_leftovers(Path(directory), before)
-    return sorted(found)
 
 
 def _take(it: Iterator[ObjectInfo], n: int) -> list[ObjectInfo]:
@@ -374,3 +310,15 @@ def _walk_dir(
             yield from _walk_dir(Path(entry.path), key, "", start_after)
         elif entry.is_file(follow_symlinks=False) and key > start_after:
             yield ObjectInfo(key, entry.stat(follow_symlinks=False).st_size)
+
+
+__all__ = [
+    "LEFTOVER_GRACE",
+    "TMP_PREFIX",
+    "WRITE_BLOCK",
+    "FsBackend",
+    "Sweeper",
+    "find_leftovers",
+    "remove_leftovers",
+    "tree_leftovers",
+]
