@@ -242,11 +242,19 @@ async def test_retention_gap_is_reported_and_consumption_goes_on(topics: Topics)
     finally:
         await admin.close()
     gaps: list[Gap] = []
-    async with running(KafkaSource(topics.settings(), on_gap=gaps.append)) as source:
+    handed_out_during_hook: list[int] = []
+
+    async def reconcile(gap: Gap) -> None:  # the daemon's listing reconcile, awaited
+        gaps.append(gap)
+        await asyncio.sleep(0.5)
+        handed_out_during_hook.append(source.handed_out)
+
+    async with running(KafkaSource(topics.settings(), on_gap=reconcile)) as source:
         events = await take(source, 2)
         assert [e.key for e in events] == ["k8", "k9"]  # from the log start, not the end
         assert source.gaps == 1
         assert gaps == [Gap(topics.events, 0, 3, 8)]
+        assert handed_out_during_hook == [0]  # nothing went on before the reconcile
     # A new group on a log that no longer starts at 0 has missed events too.
     other: list[Gap] = []
     fresh = KafkaSource(topics.settings(group_id=topics.group + "-new"), on_gap=other.append)
