@@ -57,7 +57,12 @@ async def create_topic(
 
 
 async def produce(
-    broker: KafkaBroker, topic: str, values: list[bytes], *, partition: int | None = None
+    broker: KafkaBroker,
+    topic: str,
+    values: list[bytes],
+    *,
+    partition: int | None = None,
+    keys: list[bytes | None] | None = None,
 ) -> list[tuple[int, int]]:
     """Send each value; returns (partition, offset) of each, in order."""
     producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, acks="all")
@@ -65,8 +70,8 @@ async def produce(
     try:
         out = []
         for i, value in enumerate(values):
-            part = partition if partition is not None else None
-            meta = await producer.send_and_wait(topic, value, key=f"k{i}".encode(), partition=part)
+            key = keys[i] if keys is not None else f"k{i}".encode()
+            meta = await producer.send_and_wait(topic, value, key=key, partition=partition)
             out.append((meta.partition, meta.offset))
         return out
     finally:
