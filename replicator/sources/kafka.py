@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import itertools
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import replace
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from replicator.config import KafkaSettings, S3Source, Settings
@@ -39,8 +37,9 @@ from replicator.sources.kafka_clients import (
     produce_until_acked,
     stop_clients,
 )
+from replicator.sources.kafka_group import GapHook, GroupMember, Listener
 from replicator.sources.s3events import ParseError, parse_message
-from replicator.sources.watermark import Gap, PartitionMark, Watermarks, find_gap
+from replicator.sources.watermark import Gap, PartitionMark, Watermarks
 from replicator.sources.watermark import TopicPartition as TP
 
 __all__ = ["Gap", "GapHook", "KafkaSource", "kafka_source"]
@@ -48,21 +47,7 @@ __all__ = ["Gap", "GapHook", "KafkaSource", "kafka_source"]
 log = logging.getLogger(__name__)
 
 
-GapHook = Callable[[Gap], Awaitable[None] | None]
-
-
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, source: KafkaSource):
-        self.source = source
-
-    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        await self.source._revoked(revoked)
-
-    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        await self.source._assigned(assigned)
-
-
-class KafkaSource:
+class KafkaSource(GroupMember):
     """The Source of S3 notifications read from Kafka (see the module docstring)."""
 
     name = "kafka"
@@ -124,7 +109,7 @@ class KafkaSource:
             await stop_clients(consumer, producer)
             raise ConfigError(f"kafka: topic(s) {', '.join(missing)} do not exist on the brokers")
         self._consumer, self._producer = consumer, producer
-        consumer.subscribe(topics=list(s.topics), listener=_Listener(self))
+        consumer.subscribe(topics=list(s.topics), listener=Listener(self))
         self._ticker = asyncio.create_task(self._tick(), name="kafka-commit")
         log.info("kafka source: group %s on %s", s.group_id, ", ".join(s.topics))
 
@@ -299,90 +284,6 @@ class KafkaSource:
                 await self._clock.refresh(self._client(), self._marks, fetched)
             except KafkaError as exc:
                 log.warning("kafka source: commit failed (%s); retrying", type(exc).__name__)
-
-    # -- rebalance --------------------------------------------------------
-
-    async def _revoked(self, revoked: list[TopicPartition]) -> None:
-        tps = [(tp.topic, tp.partition) for tp in revoked]
-        async with self._commit_lock:
-            try:
-                await self._commit_locked(tps)
-            except KafkaError as exc:
-                log.warning("kafka source: commit on revoke failed (%s)", type(exc).__name__)
-        self._unready.difference_update(revoked)
-        for tp in tps:
-            dropped = self._marks.revoke(tp)
-            self._clock.forget(tp)
-            self.dropped_on_revoke += dropped
-            if dropped:
-                log.info("kafka source: %s[%d] revoked, %d events in flight dropped", *tp, dropped)
-        self._room.set()
-
-    async def _assigned(self, assigned: list[TopicPartition]) -> None:
-        # Paused until each partition has its watermark: a record fetched
-        # before that could not be registered and would be skipped.
-        self._unready.update(assigned)
-        self._client().pause(*assigned)
-        await self._ready_up()
-
-    async def _ready_up(self) -> None:
-        """Seek each new partition to its committed offset and give it a watermark.
-
-        Retried from the events loop while the brokers cannot answer."""
-        async with self._ready_lock:  # the listener and the events loop both call this
-            await self._ready_up_locked(self._client())
-
-    async def _ready_up_locked(self, consumer: AIOKafkaConsumer) -> None:
-        todo = [tp for tp in self._unready if tp in consumer.assignment()]
-        self._unready = set(todo)
-        if not todo:
-            return
-        try:
-            starts = await consumer.beginning_offsets(todo)
-            ends = await consumer.end_offsets(todo)
-            committed = {tp: await consumer.committed(tp) for tp in todo}
-        except KafkaError as exc:
-            log.warning("kafka source: offsets of new partitions unknown (%s)", type(exc).__name__)
-            return
-        for tp in todo:
-            start = committed[tp]
-            if start is None:
-                start = starts[tp] if self.settings.auto_offset_reset == "earliest" else ends[tp]
-            # Seek explicitly: getmany() runs while this callback awaits, so the
-            # consumer's own position may already have moved on.
-            consumer.seek(tp, start)
-            key = (tp.topic, tp.partition)
-            self._marks.assign(key, start)
-            self._clock.log_end[key] = ends[tp]
-            self._check_gap(key, committed[tp], starts[tp], start)
-            log.info(
-                "kafka source: assigned %s[%d] at %d (committed %s, log %d..%d)",
-                tp.topic, tp.partition, start, committed[tp], starts[tp], ends[tp],
-            )  # fmt: skip
-        self._unready.difference_update(todo)
-        if self._marks.in_flight < self.settings.max_in_flight:
-            consumer.resume(*todo)
-
-    def _check_gap(self, tp: TP, committed: int | None, log_start: int, start: int) -> None:
-        gap = find_gap(tp, committed, log_start, start)
-        if gap is None:
-            return
-        self.gaps += 1
-        self._pending_gaps.append(gap)
-        log.warning(
-            "kafka source: GAP on %s[%d]: committed offset %s, log starts at %d: events were "
-            "lost to retention or offset expiry; a listing reconcile is needed",
-            tp[0], tp[1], committed, log_start,
-        )  # fmt: skip
-
-    async def _report_gaps(self) -> None:
-        """Run the gap hook before more events are handed out."""
-        while self._pending_gaps:
-            gap = self._pending_gaps.pop(0)
-            if self.on_gap is not None:
-                result = self.on_gap(gap)
-                if inspect.isawaitable(result):
-                    await result
 
     # -- backlog and lag --------------------------------------------------
 

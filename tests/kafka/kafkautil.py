@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from replicator.config import KafkaSettings
@@ -39,11 +39,13 @@ class Topics:
         return KafkaSettings.model_validate(base | changes)
 
 
-async def create_topic(broker: KafkaBroker, name: str, partitions: int = 1) -> None:
+async def create_topic(
+    broker: KafkaBroker, name: str, partitions: int = 1, configs: dict[str, str] | None = None
+) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(name, partitions, 1)])
+        await admin.create_topics([NewTopic(name, partitions, 1, topic_configs=configs or {})])
         # The broker learns of a new topic from the controller a moment later.
         for _ in range(100):
             if name in await admin.list_topics():
@@ -55,7 +57,12 @@ async def create_topic(broker: KafkaBroker, name: str, partitions: int = 1) -> N
 
 
 async def produce(
-    broker: KafkaBroker, topic: str, values: list[bytes], *, partition: int | None = None
+    broker: KafkaBroker,
+    topic: str,
+    values: list[bytes],
+    *,
+    partition: int | None = None,
+    keys: list[bytes | None] | None = None,
 ) -> list[tuple[int, int]]:
     """Send each value; returns (partition, offset) of each, in order."""
     producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, acks="all")
@@ -63,8 +70,8 @@ async def produce(
     try:
         out = []
         for i, value in enumerate(values):
-            part = partition if partition is not None else None
-            meta = await producer.send_and_wait(topic, value, key=f"k{i}".encode(), partition=part)
+            key = keys[i] if keys is not None else f"k{i}".encode()
+            meta = await producer.send_and_wait(topic, value, key=key, partition=partition)
             out.append((meta.partition, meta.offset))
         return out
     finally:
@@ -132,3 +139,14 @@ async def wait_for(check: Callable[[], Any], what: str, timeout_s: float = 60) -
             return
         await asyncio.sleep(0.1)
     pytest.fail(f"timed out waiting for {what}")
+
+
+async def log_start(broker: KafkaBroker, topic: str, partition: int = 0) -> int:
+    """The first offset the broker still holds (moved on by retention)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap)
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, partition)
+        return int((await consumer.beginning_offsets([tp]))[tp])
+    finally:
+        await consumer.stop()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from typing import Any
 
 import pytest
@@ -23,6 +24,8 @@ from tests.kafka.corpus import MALFORMED, aws_message, aws_record, ceph_message,
 from tests.kafka.kafkautil import (
     Topics,
     committed_offsets,
+    create_topic,
+    log_start,
     produce,
     read_all,
     running,
@@ -65,7 +68,9 @@ async def test_three_formats_real_objects_and_exact_acknowledgement(
     client, bucket = source_bucket
     heads = write_objects(client, bucket)
     messages = notifications(bucket, heads)
-    await produce(topics.broker, topics.events, messages)
+    # AWS (through a bridge) and MinIO key their records; Ceph RGW sends no key.
+    keys = [f"{bucket}/{k}".encode() for k in KEYS] * 2 + [None] * len(KEYS)
+    await produce(topics.broker, topics.events, messages, keys=keys)
     async with running(KafkaSource(topics.settings())) as source:
         events = await take(source, len(messages))
         for ev in events:  # every event names a real object, byte-for-byte key
@@ -239,11 +244,19 @@ async def test_retention_gap_is_reported_and_consumption_goes_on(topics: Topics)
     finally:
         await admin.close()
     gaps: list[Gap] = []
-    async with running(KafkaSource(topics.settings(), on_gap=gaps.append)) as source:
+    handed_out_during_hook: list[int] = []
+
+    async def reconcile(gap: Gap) -> None:  # the daemon's listing reconcile, awaited
+        gaps.append(gap)
+        await asyncio.sleep(0.5)
+        handed_out_during_hook.append(source.handed_out)
+
+    async with running(KafkaSource(topics.settings(), on_gap=reconcile)) as source:
         events = await take(source, 2)
         assert [e.key for e in events] == ["k8", "k9"]  # from the log start, not the end
         assert source.gaps == 1
         assert gaps == [Gap(topics.events, 0, 3, 8)]
+        assert handed_out_during_hook == [0]  # nothing went on before the reconcile
     # A new group on a log that no longer starts at 0 has missed events too.
     other: list[Gap] = []
     fresh = KafkaSource(topics.settings(group_id=topics.group + "-new"), on_gap=other.append)
@@ -283,3 +296,32 @@ async def test_factory_hands_out_only_the_configured_bucket_and_prefix(
         for ev in events:
             await source.done(ev, Outcome.DURABLE)
     assert await committed_offsets(topics.broker, topics.group) == {(topics.events, 0): 4}
+
+
+async def test_real_retention_gap(topics: Topics) -> None:
+    """The broker's own retention (not an admin call) deletes unacknowledged events."""
+    topic = topics.events + "-retained"
+    # Segments roll after 200 ms and are deleted 1 s after their last record
+    # (the test broker checks retention every second).
+    configs = {"segment.ms": "200", "retention.ms": "1000", "file.delete.delay.ms": "0"}
+    await create_topic(topics.broker, topic, 1, configs)
+    settings = topics.settings(topics=[topic])
+    await produce(
+        topics.broker, topic, [aws_message(aws_record("b", f"old-{i}")) for i in range(5)]
+    )
+    async with running(KafkaSource(settings)) as source:
+        for ev in await take(source, 2):
+            await source.done(ev, Outcome.DURABLE)
+    assert await committed_offsets(topics.broker, topics.group) == {(topic, 0): 2}
+    started = time.monotonic()
+    while await log_start(topics.broker, topic) < 5:  # the daemon is down meanwhile
+        await asyncio.sleep(0.5)
+        # A record after segment.ms rolls the segment holding the old ones.
+        await produce(topics.broker, topic, [aws_message(aws_record("b", "roll"))])
+        assert time.monotonic() - started < 120, "retention never ran"
+    gaps: list[Gap] = []
+    async with running(KafkaSource(settings, on_gap=gaps.append)) as source:
+        (event,) = await take(source, 1)
+        assert event.key == "roll" and event.position.offset >= 5
+    assert [(g.committed, g.log_start >= 5) for g in gaps] == [(2, True)]
+    print(f"retention deleted offsets 2..{gaps[0].log_start - 1} unacknowledged: gap reported")
