@@ -22,8 +22,9 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from replicator.errors import IntegrityError, NotFoundError, StoreError
 from replicator.store.backend import (
@@ -35,6 +36,10 @@ from replicator.store.backend import (
     check_prefix,
     sha256_of,
 )
+from replicator.store.backends import fs_batch
+
+if TYPE_CHECKING:
+    from replicator.store.bulk import PutItem, PutOutcome
 
 #: Bytes written per os.write call (bounds the size of one syscall, not memory).
 WRITE_BLOCK = 1 << 20
@@ -87,6 +92,17 @@ class FsBackend:
             return won
         except OSError as exc:
             raise self._error(exc, path) from exc
+
+    async def put_many_if_absent(self, items: Sequence[PutItem]) -> list[PutOutcome]:
+        """put_if_absent of each item in one thread hop, durable together."""
+        return await asyncio.to_thread(fs_batch.write_many, self, items)
+
+    async def get_under(self, prefixes: Sequence[str]) -> list[list[tuple[str, bytes]]]:
+        """Every object under each prefix, with its bytes, in one thread hop."""
+        try:
+            return await asyncio.to_thread(fs_batch.read_under, self, prefixes)
+        except OSError as exc:
+            raise self._error(exc, Path(exc.filename or self.root)) from exc
 
     def _sweep(self, directory: Path) -> None:
         self.sweeper.sweep(directory)
@@ -218,7 +234,7 @@ class FsBackend:
         return None
 
 
-def _write_verified(tmp: Path, data: Payload, expected: bytes | None) -> None:
+def _write_verified(tmp: Path, data: Payload, expected: bytes | None, *, sync: bool = True) -> None:
     """Write ``data`` to a new file; with ``expected``, hash exactly the bytes
     handed to the kernel. Without it nothing is hashed: a caller that did not
     compute a checksum when it produced the bytes gains nothing from one
@@ -234,7 +250,8 @@ def _write_verified(tmp: Path, data: Payload, expected: bytes | None) -> None:
             if digest is not None:
                 digest.update(block[:written])
             pos += written
-        os.fsync(fd)
+        if sync:  # a group commit syncs the whole batch at once instead
+            os.fsync(fd)
     finally:
         os.close(fd)
     if digest is None or expected is None:
