@@ -61,6 +61,11 @@ async def put_many_if_absent(backend: Backend, items: Sequence[PutItem]) -> list
     if callable(batch):
         done: list[PutOutcome] = await batch(items)
         return done
+    return await put_each(backend, items)
+
+
+async def put_each(backend: Backend, items: Sequence[PutItem]) -> list[PutOutcome]:
+    """The puts of a batch as concurrent single puts (a backend without batches)."""
     results: list[Any] = await asyncio.gather(
         *(backend.put_if_absent(k, d, sha256=h) for k, d, h in items), return_exceptions=True
     )

@@ -97,7 +97,7 @@ class RetryingBackend:
 
     async def put_many_if_absent(self, items: Sequence[bulk.PutItem]) -> list[bulk.PutOutcome]:
         if not bulk.has_batch(self.inner, "put_many_if_absent"):
-            return await bulk.put_many_if_absent(self, items)  # each put retried alone
+            return await bulk.put_each(self, items)  # each put retried alone
         return await self._run(lambda: bulk.put_many_if_absent(self.inner, items))
 
     async def get_under(self, prefixes: Sequence[str]) -> list[list[tuple[str, bytes]]]:

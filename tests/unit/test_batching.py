@@ -99,3 +99,25 @@ def test_backfill_start_up_loads_neither_s3_nor_other_commands() -> None:
     assert "replicator.commands.backfill" in loaded
     for heavy in ("aiobotocore", "botocore", "replicator.bench.delta", "replicator.daemon"):
         assert heavy not in loaded, heavy
+
+
+class _SingleOnly:
+    """A peer offering only the single-object methods (as S3 does)."""
+
+    def __init__(self, inner: FsBackend) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.put_if_absent = inner.put_if_absent
+        self.get = inner.get
+        self.list = inner.list
+
+
+async def test_batches_fall_back_to_single_requests_through_the_wrappers(
+    tmp_path: Path,
+) -> None:
+    fs = FsBackend(tmp_path / "peer", "peer")
+    backend = CountingBackend(RetryingBackend(_SingleOnly(fs)))  # type: ignore[arg-type]
+    items = [(f"k/{i}", b"v%d" % i, _sha(b"v%d" % i)) for i in range(5)]
+    assert await backend.put_many_if_absent(items) == [True] * 5
+    assert await backend.put_many_if_absent(items[:2]) == [False, False]
+    assert await backend.get_under(["k/1", "k/9"]) == [[("k/1", b"v1")], []]

@@ -18,12 +18,13 @@ import ctypes
 import functools
 import os
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from replicator import failpoints
-from replicator.errors import IntegrityError, NotFoundError
+from replicator.errors import IntegrityError
+from replicator.store.backend import RESERVED_SEGMENT_PREFIX, ObjectInfo, check_prefix
 
 if TYPE_CHECKING:
     from replicator.store.backends.fs import FsBackend
@@ -33,19 +34,69 @@ if TYPE_CHECKING:
 SYNCFS_MIN = 4
 
 
-def read_under(backend: FsBackend, prefixes: Sequence[str]) -> list[list[tuple[str, bytes]]]:
+def fs_walk(root: Path, prefix: str, start_after: str) -> Iterator[ObjectInfo]:
     from replicator.store.backends.fs import _walk  # noqa: PLC0415 - one module's helper
 
-    out: list[list[tuple[str, bytes]]] = []
-    for prefix in prefixes:
-        found: list[tuple[str, bytes]] = []
-        for info in _walk(backend.root, prefix, ""):
-            try:
-                found.append((info.key, backend._read(backend._path(info.key), 0, None)))
-            except NotFoundError:
-                continue  # removed between the listing and the read
-        out.append(found)
-    return out
+    return _walk(root, prefix, start_after)
+
+
+def read_under(backend: FsBackend, prefixes: Sequence[str]) -> list[list[tuple[str, bytes]]]:
+    return [_under(backend, prefix) for prefix in prefixes]
+
+
+def _under(backend: FsBackend, prefix: str) -> list[tuple[str, bytes]]:
+    """The objects under one prefix with their bytes. A prefix ending in a
+    partial name (a manifest prefix: ``<key dir>/<event time>-``) is one
+    scandir of that directory, without the listing's sort and stat, and
+    plain string paths (pathlib costs more than the read); any other prefix
+    goes through the ordinary walk."""
+    base, _, partial = check_prefix(prefix).rpartition("/")
+    root = str(backend.root)
+    names = _files_in(f"{root}/{base}" if base else root, partial)
+    if names is None:
+        keys = [info.key for info in fs_walk(backend.root, prefix, "")]
+    else:
+        keys = [f"{base}/{name}" if base else name for name in names]
+    found: list[tuple[str, bytes]] = []
+    for key in keys:
+        try:
+            found.append((key, _read_all(f"{root}/{key}")))
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # removed between the listing and the read
+        except OSError as exc:
+            raise backend._error(exc, backend._path(key)) from exc
+    return found
+
+
+def _read_all(path: str) -> bytes:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        parts = []
+        while block := os.read(fd, 1 << 16):
+            parts.append(block)
+        return b"".join(parts)
+    finally:
+        os.close(fd)
+
+
+def _files_in(directory: str, partial: str) -> list[str] | None:
+    """Sorted names of the files in ``directory`` starting with ``partial``;
+    None when a directory matches too (its keys need the full walk)."""
+    if not partial:
+        return None
+    names: list[str] = []
+    try:
+        with os.scandir(directory) as entries:
+            for e in entries:
+                if not e.name.startswith(partial) or e.name.startswith(RESERVED_SEGMENT_PREFIX):
+                    continue  # another key's, or a temporary file
+                if e.is_dir(follow_symlinks=False):
+                    return None
+                if e.is_file(follow_symlinks=False):
+                    names.append(e.name)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return sorted(names)
 
 
 def write_many(backend: FsBackend, items: Sequence[PutItem]) -> list[PutOutcome]:
