@@ -191,11 +191,7 @@ class Backfill:
             )
         return listed
 
-    async def _dispatch(
-        self,
-        batch: list[ObjectVersion],
-        queue: Work,
-    ) -> None:
+    async def _dispatch(self, batch: list[ObjectVersion], queue: Work) -> None:
         """Check a batch against every peer at once; only what some peer
         lacks goes to the workers (an unchanged object is never read)."""
         try:

@@ -110,16 +110,19 @@ def write_many(backend: FsBackend, items: Sequence[PutItem]) -> list[PutOutcome]
         for i, (key, data, sha256) in enumerate(items):
             path = backend._path(key)
             try:
-                if path.exists():
+                made = _make_dirs(path.parent)
+                if made:  # a new key directory: nothing in it to find or sweep
+                    dirs.update(dict.fromkeys(made))
+                elif path.exists():
                     continue  # present: False, as put_if_absent answers
-                dirs.update(dict.fromkeys(_make_dirs(path.parent)))
-                backend._sweep(path.parent)
+                else:
+                    backend._sweep(path.parent)
                 tmp = path.with_name(f"{backend_tmp_prefix()}{secrets.token_hex(8)}")
                 staged.append((i, tmp, path))
                 _write_verified(tmp, data, sha256, sync=False)
             except (OSError, IntegrityError) as exc:
                 answers[i] = _item_error(backend, exc, path)
-        sync_files(backend.root, [tmp for _, tmp, _ in staged if tmp.exists()])
+        sync_files(backend.root, [t for i, t, _ in staged if not isinstance(answers[i], Exception)])
         failpoints.hit(failpoints.GROUP_COMMIT_BEFORE_LINK)
         for i, tmp, path in staged:
             if isinstance(answers[i], Exception):
