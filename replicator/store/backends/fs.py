@@ -9,6 +9,9 @@ verified one; leftover temporary files are never listed.
 
 Every operation is one ``asyncio.to_thread`` hop: a hop costs far more than
 writing a block, so the blocking work of an operation is batched into it.
+The batch methods (``put_many_if_absent``, ``get_under``; see
+``store/backends/fs_batch.py``) go further: one hop, and one group commit,
+for many small objects.
 """
 
 from __future__ import annotations
