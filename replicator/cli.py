@@ -17,8 +17,7 @@ import traceback
 import click
 
 from replicator import __version__
-from replicator.bench.cli import bench
-from replicator.commands import register
+from replicator.commands import LazyGroup
 from replicator.errors import ReplicatorError
 from replicator.memory import pin_mmap_threshold
 
@@ -39,7 +38,7 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-class _Group(click.Group):
+class _Group(LazyGroup):
     """Turns any error into one line on stderr and an exit code, no traceback."""
 
     def invoke(self, ctx: click.Context) -> object:
@@ -66,7 +65,3 @@ def main(debug: bool) -> None:
     """Event-driven, delta-efficient disaster recovery for AI data."""
     _debug["on"] = debug
     pin_mmap_threshold()
-
-
-main.add_command(bench)
-register(main)

@@ -17,6 +17,8 @@ AFTER_PACK_PUT = "after-pack-put"
 BEFORE_INDEX_PUT = "before-index-put"
 BEFORE_MANIFEST_PUT = "before-manifest-put"
 AFTER_MANIFEST_PUT = "after-manifest-put"
+#: In a filesystem group commit: temporary files synced, none linked yet.
+GROUP_COMMIT_BEFORE_LINK = "group-commit-before-link"
 
 _ACTIVE = frozenset(
     p.strip() for p in os.environ.get("REPLICATOR_FAILPOINT", "").split(",") if p.strip()

@@ -7,6 +7,7 @@ order packs -> index -> manifest holds by construction (invariant 1).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Sequence
 
@@ -14,6 +15,7 @@ from replicator import failpoints
 from replicator._native import ChunkerParams, blake3_digest
 from replicator.chunking import DIGEST_SIZE
 from replicator.store.backend import Backend
+from replicator.store.bulk import PutItem, put_many_if_absent
 from replicator.store.format import ChunkRef, Manifest, PackRun, SourceIdentity
 from replicator.store.index_cache import Location
 
@@ -65,3 +67,54 @@ async def put_manifest(backend: Backend, manifest: Manifest) -> bool:
     )
     failpoints.hit(failpoints.AFTER_MANIFEST_PUT)
     return written
+
+
+class ManifestCommits:
+    """Group commit of the manifests going to one peer.
+
+    Manifests handed in while a batch is being written go together in the
+    next one: a filesystem peer makes a whole batch durable with a couple of
+    syncs in one thread hop, an S3 peer gets the batch's PUTs in flight at
+    once. Each caller is answered (written, present, or its own error) only
+    once its manifest is durable."""
+
+    def __init__(self, backend: Backend, limit: int = 512) -> None:
+        self.backend = backend
+        self.limit = limit
+        self._pending: list[tuple[Manifest, asyncio.Future[bool]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def put(self, manifest: Manifest) -> bool:
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._pending.append((manifest, done))
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._drain())
+        return await done
+
+    async def _drain(self) -> None:
+        try:
+            await asyncio.sleep(0)  # let the manifests released together join
+            while self._pending:
+                batch, self._pending = self._pending[: self.limit], self._pending[self.limit :]
+                await self._write(batch)
+        finally:
+            self._writer = None
+
+    async def _write(self, batch: list[tuple[Manifest, asyncio.Future[bool]]]) -> None:
+        items: list[PutItem] = []
+        for m, _ in batch:
+            data = m.to_bytes()
+            items.append((m.store_key(), data, hashlib.sha256(data).digest()))
+        try:
+            failpoints.hit(failpoints.BEFORE_MANIFEST_PUT)
+            answers = await put_many_if_absent(self.backend, items)
+            failpoints.hit(failpoints.AFTER_MANIFEST_PUT)
+        except Exception as exc:  # the whole batch failed (a sync, the peer)
+            answers = [exc] * len(batch)
+        for (_, done), answer in zip(batch, answers, strict=True):
+            if done.done():
+                continue  # its caller was cancelled
+            if isinstance(answer, Exception):
+                done.set_exception(answer)
+            else:
+                done.set_result(answer)

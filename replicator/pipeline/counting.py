@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
+from replicator.store import bulk
 from replicator.store.backend import Backend, Capabilities, ObjectInfo, Payload
 
 
@@ -23,6 +24,16 @@ class CountingBackend:
     async def put_if_absent(self, key: str, data: Payload, *, sha256: bytes | None = None) -> bool:
         self.counts["put"] += 1
         return await self.inner.put_if_absent(key, data, sha256=sha256)
+
+    async def put_many_if_absent(self, items: Sequence[bulk.PutItem]) -> list[bulk.PutOutcome]:
+        self.counts["put"] += len(items)
+        return await bulk.put_many_if_absent(self.inner, items)
+
+    async def get_under(self, prefixes: Sequence[str]) -> list[list[tuple[str, bytes]]]:
+        found = await bulk.get_under(self.inner, prefixes)
+        self.counts["list"] += len(prefixes)
+        self.counts["get"] += sum(len(f) for f in found)
+        return found
 
     async def get(self, key: str, start: int = 0, length: int | None = None) -> bytes:
         self.counts["get"] += 1

@@ -18,7 +18,7 @@ from pathlib import Path
 from replicator.config import FsDestination, S3Destination, Settings
 from replicator.errors import CapabilityError, IncompatibleStoreError, NotFoundError
 from replicator.store.backend import Backend, Capabilities, sha256_of
-from replicator.store.backends import FsBackend, S3Backend
+from replicator.store.backends.fs import FsBackend
 from replicator.store.format import CONFIG_KEY, StoreConfig
 from replicator.store.reader import location, parse_store_config
 from replicator.store.retry import RetryingBackend, RetryPolicy
@@ -51,6 +51,9 @@ def make_backend(dest: FsDestination | S3Destination) -> Backend:
     if isinstance(dest, FsDestination):
         inner: Backend = FsBackend(dest.path, dest.name)
     else:
+        # Imported here: aiobotocore costs ~1 s of start-up to runs without S3.
+        from replicator.store.backends.s3 import S3Backend  # noqa: PLC0415
+
         prefix = dest.prefix if not dest.prefix or dest.prefix.endswith("/") else dest.prefix + "/"
         inner = S3Backend(
             dest.name,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from replicator._native import blake3_digest
 from replicator.errors import IncompatibleStoreError, IntegrityError, NotFoundError
 from replicator.store.backend import Backend
-from replicator.store.backends import FsBackend, S3Backend
+from replicator.store.backends.fs import FsBackend
 from replicator.store.format import (
     CONFIG_KEY,
     ChunkRef,
@@ -97,12 +97,15 @@ async def read_store_config(backend: Backend) -> StoreConfig:
 def location(backend: Backend, key: str) -> str:
     """Where ``key`` lives at a peer, for messages: a path or an s3:// URL."""
     inner = backend
-    while not isinstance(inner, FsBackend | S3Backend) and hasattr(inner, "inner"):
+    while not isinstance(inner, FsBackend) and hasattr(inner, "inner"):
         inner = inner.inner
     if isinstance(inner, FsBackend):
         return str(inner.root / key)
-    if isinstance(inner, S3Backend):
-        return f"s3://{inner.bucket}/{inner.prefix}{key}"
+    # S3Backend, told by its attributes: importing it would load aiobotocore
+    # into every filesystem-only run.
+    bucket, prefix = getattr(inner, "bucket", None), getattr(inner, "prefix", None)
+    if isinstance(bucket, str) and isinstance(prefix, str):
+        return f"s3://{bucket}/{prefix}{key}"
     return key
 
 

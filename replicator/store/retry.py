@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
 from replicator.errors import ReplicatorError
+from replicator.store import bulk
 from replicator.store.backend import Backend, Capabilities, ObjectInfo, Payload
 
 T = TypeVar("T")
@@ -93,6 +94,16 @@ class RetryingBackend:
         # After an ambiguous failure the retry may answer False for bytes this
         # writer stored; for content-addressed keys both mean "present".
         return await self._run(lambda: self.inner.put_if_absent(key, data, sha256=sha256))
+
+    async def put_many_if_absent(self, items: Sequence[bulk.PutItem]) -> list[bulk.PutOutcome]:
+        if not bulk.has_batch(self.inner, "put_many_if_absent"):
+            return await bulk.put_each(self, items)  # each put retried alone
+        return await self._run(lambda: bulk.put_many_if_absent(self.inner, items))
+
+    async def get_under(self, prefixes: Sequence[str]) -> list[list[tuple[str, bytes]]]:
+        if not bulk.has_batch(self.inner, "get_under"):
+            return list(await asyncio.gather(*(bulk.under_one(self, p) for p in prefixes)))
+        return await self._run(lambda: bulk.get_under(self.inner, prefixes))
 
     async def get(self, key: str, start: int = 0, length: int | None = None) -> bytes:
         return await self._run(lambda: self.inner.get(key, start, length))

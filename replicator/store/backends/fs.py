@@ -9,6 +9,9 @@ verified one; leftover temporary files are never listed.
 
 Every operation is one ``asyncio.to_thread`` hop: a hop costs far more than
 writing a block, so the blocking work of an operation is batched into it.
+The batch methods (``put_many_if_absent``, ``get_under``; see
+``store/backends/fs_batch.py``) go further: one hop, and one group commit,
+for many small objects.
 """
 
 from __future__ import annotations
@@ -20,8 +23,9 @@ import hashlib
 import os
 import secrets
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from replicator.errors import IntegrityError, NotFoundError, StoreError
 from replicator.store.backend import (
@@ -33,6 +37,10 @@ from replicator.store.backend import (
     check_prefix,
     sha256_of,
 )
+from replicator.store.backends import fs_batch
+
+if TYPE_CHECKING:
+    from replicator.store.bulk import PutItem, PutOutcome
 
 # TMP_PREFIX and the leftover functions are re-exported (see __all__): this
 # module was their home before the writers' liveness record moved them.
@@ -93,6 +101,17 @@ class FsBackend:
             return won
         except OSError as exc:
             raise self._error(exc, path) from exc
+
+    async def put_many_if_absent(self, items: Sequence[PutItem]) -> list[PutOutcome]:
+        """put_if_absent of each item in one thread hop, durable together."""
+        return await asyncio.to_thread(fs_batch.write_many, self, items)
+
+    async def get_under(self, prefixes: Sequence[str]) -> list[list[tuple[str, bytes]]]:
+        """Every object under each prefix, with its bytes, in one thread hop."""
+        try:
+            return await asyncio.to_thread(fs_batch.read_under, self, prefixes)
+        except OSError as exc:
+            raise self._error(exc, Path(exc.filename or self.root)) from exc
 
     def _sweep(self, directory: Path) -> None:
         self.sweeper.sweep(directory)
@@ -224,7 +243,7 @@ class FsBackend:
         return None
 
 
-def _write_verified(fd: int, data: Payload, expected: bytes | None) -> None:
+def _write_verified(fd: int, data: Payload, expected: bytes | None, *, sync: bool = True) -> None:
     """Write ``data`` to the new file ``fd``; with ``expected``, hash exactly the bytes
     handed to the kernel. Without it nothing is hashed: a caller that did not
     compute a checksum when it produced the bytes gains nothing from one
@@ -238,7 +257,8 @@ def _write_verified(fd: int, data: Payload, expected: bytes | None) -> None:
         if digest is not None:
             digest.update(block[:written])
         pos += written
-    os.fsync(fd)
+    if sync:  # a group commit syncs the whole batch at once instead
+        os.fsync(fd)
     if digest is None or expected is None:
         return
     actual = digest.digest()
