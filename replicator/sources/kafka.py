@@ -75,6 +75,9 @@ class Gap:
 
 
 GapHook = Callable[[Gap], Awaitable[None] | None]
+#: Told of each outcome settled inside the source (dead letters of records
+#: that did not parse, skipped test events), which the pipeline never sees.
+OutcomeHook = Callable[[Outcome], None]
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -94,11 +97,17 @@ class KafkaSource:
     name = "kafka"
 
     def __init__(
-        self, settings: KafkaSettings, *, source_id: str = "s3", on_gap: GapHook | None = None
+        self,
+        settings: KafkaSettings,
+        *,
+        source_id: str = "s3",
+        on_gap: GapHook | None = None,
+        on_outcome: OutcomeHook | None = None,
     ):
         self.settings = settings
         self.source_id = source_id  # SourceIdentity.source of the S3 origin
         self.on_gap = on_gap
+        self.on_outcome = on_outcome or (lambda outcome: None)
         # Counters the daemon exports (replicator_events_total{outcome}, gaps).
         self.handed_out = 0
         self.dead_letters = 0
@@ -213,9 +222,12 @@ class KafkaSource:
                 position, record.timestamp, record.key, record.value, exc.reason
             ):
                 self._marks.add(tp, record.offset, ())
+                self.on_outcome(Outcome.DEAD_LETTER)
             return []
         events = [replace(e, observed=next(self._tokens)) for e in parsed.events]
         self.skipped += parsed.skipped
+        for _ in range(parsed.skipped):
+            self.on_outcome(Outcome.SKIPPED)
         self._marks.add(tp, record.offset, [e.observed for e in events])
         return events
 
