@@ -346,6 +346,14 @@ class KafkaSource:
         for tp in assigned:
             committed = await consumer.committed(tp)
             position = await consumer.position(tp)
+            if committed is not None:
+                # Inside the listener, the position of a partition taken over
+                # from a dead member can already be its log end (seen with
+                # aiokafka 0.14): reading on from there would skip every event
+                # between the group's watermark and the end. Start where the
+                # group committed (or the log start, past a gap).
+                position = max(committed, starts[tp])
+                consumer.seek(tp, position)
             key = (tp.topic, tp.partition)
             self._marks.assign(key, position)
             self._log_end[key] = ends[tp]

@@ -35,8 +35,18 @@ PEERS = ("a", "b")
 
 
 def write_config(
-    tmp: Path, topics: Topics, moto: MotoServer, bucket: str, *, extra: str = "", kafka: str = ""
+    tmp: Path,
+    topics: Topics,
+    moto: MotoServer,
+    bucket: str,
+    *,
+    extra: str = "",
+    kafka: str = "",
+    peers: Path | None = None,
 ) -> Path:
+    """One daemon's config in ``tmp``; its peers under ``peers`` (default ``tmp``)."""
+    peers = peers or tmp
+    tmp.mkdir(parents=True, exist_ok=True)
     cfg = tmp / "replicator.toml"
     cfg.write_text(
         f"""
@@ -62,13 +72,13 @@ heartbeat_interval_ms = 500
 [[destinations]]
 name = "a"
 type = "fs"
-path = "{tmp / "a"}"
+path = "{peers / "a"}"
 rpo_target_seconds = 60
 
 [[destinations]]
 name = "b"
 type = "fs"
-path = "{tmp / "b"}"
+path = "{peers / "b"}"
 rpo_target_seconds = 3
 
 [chunking]
@@ -221,8 +231,8 @@ async def wait_committed_to_end(topics: Topics, daemon: Daemon | None = None) ->
         if all(committed.get(tp, 0) >= end for tp, end in ends.items()):
             return time.monotonic() - started
         await asyncio.sleep(0.2)
-    tail = daemon.log_tail() if daemon is not None else ""
-    raise AssertionError(f"committed offsets never reached the log end\n{tail}")
+    tail = daemon.log_tail(8) if daemon is not None else ""
+    raise AssertionError(f"committed {committed} never reached the log end {ends}\n{tail}")
 
 
 async def peer_state(peer: Path) -> dict[str, bytes]:
@@ -274,3 +284,14 @@ def differences(got: dict[str, bytes], want: dict[str, bytes]) -> dict[str, list
 
 
 NO_DIFFERENCES: dict[str, list[str]] = {"missing": [], "unexpected": [], "different": []}
+
+
+def assigned(daemon: Daemon) -> set[int]:
+    """Partitions a daemon consumes now (its replicator_kafka_consumer_lag series)."""
+    code, body = daemon.get("/metrics")
+    assert code == 200
+    out = set()
+    for line in body.decode().splitlines():
+        if line.startswith("replicator_kafka_consumer_lag{"):
+            out.add(int(line.split('partition="')[1].split('"')[0]))
+    return out

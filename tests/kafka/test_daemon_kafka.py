@@ -27,6 +27,7 @@ from tests.kafka.kafkad import (
     PEERS,
     Announcer,
     Put,
+    assigned,
     differences,
     log_ends,
     missing_at,
@@ -360,3 +361,47 @@ async def test_retention_gap_counts_and_reconciles_the_missed_objects(
     for peer in PEERS:
         assert await peer_state(tmp_path / peer) == want, f"peer {peer} misses what the gap hid"
     print(f"\ngap: log start moved to {end} while down; reconcile replicated {len(missed)} objects")
+
+
+@pytest.mark.parametrize("partitions", [6])
+async def test_two_daemons_share_six_partitions_and_survive_losing_one(
+    tmp_path: Path, topics: Topics, moto_source: MotoServer, versioned: tuple[Any, str]
+) -> None:
+    client, bucket = versioned
+    env = s3_env(moto_source)
+    daemons = [
+        Daemon(cfg, tmp_path / f"d{n}.log", env=env)
+        for n, cfg in enumerate(
+            write_config(tmp_path / f"d{n}", topics, moto_source, bucket, peers=tmp_path)
+            for n in range(2)
+        )
+    ]
+    try:
+        for d in daemons:
+            await asyncio.to_thread(d.wait_ready)
+        await asyncio.to_thread(
+            wait_until,
+            lambda: (
+                all(assigned(d) for d in daemons) and sum(len(assigned(d)) for d in daemons) == 6
+            ),
+            "both daemons assigned",
+        )
+        shares = [sorted(assigned(d)) for d in daemons]
+        async with Announcer(client, bucket, topics) as ann:
+            for i in range(60):
+                await ann.announce(f"shared/{i:03d}.bin", os.urandom(5_000 + i))
+            await wait_committed_to_end(topics, daemons[0])
+            work = [d.status()["destinations"]["a"]["durable_events"] for d in daemons]
+            daemons[0].kill()  # its partitions move to the survivor
+            for i in range(60, 120):
+                await ann.announce(f"shared/{i:03d}.bin", os.urandom(5_000 + i))
+        await wait_committed_to_end(topics, daemons[1])
+        survivor = sorted(assigned(daemons[1]))
+    finally:
+        for d in daemons:
+            if d.proc.poll() is None:
+                assert d.stop() == 0, d.log_tail()
+    print(f"\npartitions {shares}, durable events per daemon {work}; survivor took {survivor}")
+    assert all(work) and survivor == list(range(6))
+    for peer in PEERS:
+        assert not await missing_at(tmp_path / peer, ann.puts), f"peer {peer} lost a write"
