@@ -42,10 +42,13 @@ from replicator.store.peer import Peer, close_peers, open_peers
 
 log = structlog.get_logger("replicator.daemon")
 
+#: Period of the STATUS= line (per peer RPO) sent to systemd.
+STATUS_EVERY_SECONDS = 10.0
 #: Threads of the default executor (blocking file and fsync calls).
 IO_THREADS = 32
-#: After a failed reconcile, try again this much later.
+#: After a failed reconcile, try again this much later (doubling up to the max).
 RECONCILE_RETRY_SECONDS = 30.0
+RECONCILE_RETRY_MAX_SECONDS = 1800.0
 
 
 class StartupError(ReplicatorError):
@@ -69,6 +72,7 @@ class Daemon:
         self.telemetry = Telemetry(names, targets)
         self._stop = asyncio.Event()
         self._signals = 0
+        self._reconcile_delay = RECONCILE_RETRY_SECONDS
 
     async def main(self) -> int:
         self._install_signals()
@@ -153,6 +157,7 @@ class Daemon:
         self.notifier.ready("reconciling the tree against every peer")
         background = [
             asyncio.create_task(self._watchdog()),
+            asyncio.create_task(self._status_lines()),
             asyncio.create_task(self._reconciles(feed, service, peers)),
         ]
         try:
@@ -186,6 +191,19 @@ class Daemon:
             self.notifier.watchdog()
             await asyncio.sleep(period)
 
+    async def _status_lines(self) -> None:
+        """Each peer's RPO and backlog in ``systemctl status`` (STATUS=)."""
+        if not self.notifier.enabled:
+            return
+        while True:
+            await asyncio.sleep(STATUS_EVERY_SECONDS)
+            view = self.telemetry.peer_view()
+            self.notifier.status(
+                "; ".join(
+                    f"{name}: RPO {rpo:.1f} s, {n} pending" for name, (rpo, n, _) in view.items()
+                )
+            )
+
     async def _reconciles(self, feed: Feed, service: Service, peers: list[Peer]) -> None:
         """The start-up reconcile (a directory), the service, one per reported gap."""
         if feed.reconcile_at_start:
@@ -197,6 +215,12 @@ class Daemon:
             feed.gaps.clear()
             await self._reconcile(feed, peers, "gap")
 
+    def _retry_reconcile(self, feed: Feed) -> None:
+        """Another reconcile later; the delay doubles while they keep failing
+        (a whole-tree walk is not something to repeat every few seconds)."""
+        asyncio.get_running_loop().call_later(self._reconcile_delay, feed.gaps.set)
+        self._reconcile_delay = min(RECONCILE_RETRY_MAX_SECONDS, 2 * self._reconcile_delay)
+
     async def _reconcile(self, feed: Feed, peers: list[Peer], why: str) -> None:
         """The backfill over the source; on failure, another attempt later."""
         started = time.monotonic()
@@ -206,11 +230,17 @@ class Daemon:
             summary = await job.run()
         except (ReplicatorError, OSError) as exc:
             log.error("reconcile failed, retrying later", reason=why, error=str(exc))
-            asyncio.get_running_loop().call_later(RECONCILE_RETRY_SECONDS, feed.gaps.set)
+            self._retry_reconcile(feed)
             return
         finally:
             with contextlib.suppress(Exception):
                 await origin.close()
+        if summary.errors:
+            # A peer that failed here (down, full) has no event to retry:
+            # only another reconcile brings it what it missed.
+            self._retry_reconcile(feed)
+        else:
+            self._reconcile_delay = RECONCILE_RETRY_SECONDS
         log.info(
             "reconciled",
             reason=why,
@@ -220,4 +250,6 @@ class Daemon:
             errors=summary.errors,
             seconds=round(time.monotonic() - started, 3),
         )
+        # A Kafka gap waits for this; errors (a peer down) are retried later,
+        # while the other peers go on with the events after the gap.
         feed.settled.set()

@@ -61,6 +61,10 @@ class ChangeEvent:
     #: Observation order within a source, for ties the storage system leaves.
     observed: int = 0
     position: Position = Position()
+    #: A file's mtime and inode (directory source): metadata kept in the
+    #: manifest, so the version's identity is the one a listing gives.
+    mtime_ns: int | None = None
+    inode: int | None = None
 
     @property
     def removed(self) -> bool:

@@ -81,7 +81,16 @@ class _Peer:
 
 
 class Telemetry:
-    """The daemon's metrics; thread-safe (a lock guards the pending sets)."""
+    """The daemon's metrics; thread-safe (a lock guards the pending sets).
+
+    How the rooms report: the pipeline calls ``pending`` when it takes a
+    change for a peer (before any wait, or the change is invisible to the
+    RPO), then exactly one of ``durable`` / ``settled`` per peer;
+    ``set_peer_up`` after each success or failure against a peer; the
+    daemon ``set_ready`` after start-up checks and ``set_ready(False,
+    "stopping")`` on drain; a source's ``backlog`` and a Kafka source's lag
+    map are registered once (``set_source_backlog``, ``set_consumer_lag``)
+    and read at every scrape."""
 
     def __init__(
         self,

@@ -106,6 +106,9 @@ class DaemonProcess:
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=out,
                 stderr=out,
+                # Its own session: a Ctrl-C meant for the demo does not reach
+                # it; the demo stops it with SIGTERM, as an operator would.
+                start_new_session=True,
             )
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
         deadline = time.monotonic() + within

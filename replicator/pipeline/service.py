@@ -41,11 +41,9 @@ from replicator.metrics import Telemetry
 from replicator.origins import ObjectReader
 from replicator.pipeline.commit import object_manifest, put_manifest, tombstone
 from replicator.pipeline.fanout import FannedOut, byte_counts, fan_out
+from replicator.pipeline.identity import newest_manifest, removal_identity, version_identity
 from replicator.pipeline.lanes import Lane
-from replicator.pipeline.reconcile import read_manifest
 from replicator.sources import Outcome, Source
-from replicator.store.backend import Backend
-from replicator.store.format import Manifest, SourceIdentity, manifest_key
 from replicator.store.packs import Placement
 
 log = structlog.get_logger("replicator.service")
@@ -53,6 +51,9 @@ log = structlog.get_logger("replicator.service")
 #: Read windows are sized in multiples of this for objects smaller than the
 #: origin's window (the +1 byte lets the first read see the end of the file).
 SMALL_WINDOW = 64 * 1024
+
+#: At the end of a drain, how long the source's ``done`` calls may take.
+REPORT_WAIT_SECONDS = 10.0
 
 #: Opens the bytes of exactly one event's version (SupersededError if gone).
 Opener = Callable[[ChangeEvent], Awaitable[ObjectReader]]
@@ -104,9 +105,13 @@ class Service:
         self.window_size = window_size
         self.etag_is_digest = etag_is_digest
         self._tracks: dict[ChangeEvent, _Track] = {}
+        #: Active versions found to be a write seen half done (see ``take``),
+        #: with the lanes that must not write their manifest.
+        self._torn: dict[ChangeEvent, set[str]] = {}
         self._work = asyncio.Event()
         self._room = asyncio.Event()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()  # commits
+        self._reports: set[asyncio.Task[None]] = set()  # source.done calls
         self._intake: asyncio.Task[None] | None = None
         self._workers: list[asyncio.Task[None]] = []
         self._turn = 0
@@ -138,16 +143,26 @@ class Service:
         for task in [*self._workers, *self._tasks]:
             task.cancel()
         await asyncio.gather(*self._workers, *self._tasks, return_exceptions=True)
+        if self._reports:
+            # The source hears of every durable event (a Kafka source commits
+            # its offsets from these); they are quick, so they are awaited.
+            await asyncio.wait(set(self._reports), timeout=REPORT_WAIT_SECONDS)
         return drained
 
     # ------------------------------------------------------------ intake
 
     async def _take_all(self) -> None:
-        async for event in self.source.events():
+        events = aiter(self.source.events())
+        while True:
+            # Backpressure before asking for the next event: what the source
+            # has not handed out it keeps, coalesces and counts in its backlog.
             while any(lane.held >= self.settings.max_pending for lane in self.lanes):
-                # Backpressure: the source keeps (and coalesces) what it has not handed out.
                 self._room.clear()
                 await self._room.wait()
+            try:
+                event = await anext(events)
+            except StopAsyncIteration:
+                return
             self.take(event)
 
     def take(self, event: ChangeEvent) -> None:
@@ -158,6 +173,12 @@ class Service:
             return
         self._tracks[event] = _Track({lane.name for lane in self.lanes})
         for lane in self.lanes:
+            active = lane.active.get(event.key)
+            if active is not None and active.event_time_ns == event.event_time_ns:
+                # Two states with one event time: the first was seen mid-write
+                # (a write sets the ctime before its bytes land). Its manifest
+                # would tie with this one's, so it is not written.
+                self._torn.setdefault(active, set()).add(lane.name)
             old = lane.want.get(event.key)
             self.telemetry.pending(lane.name, event, event.size)
             if old is not None and old.order_key() > event.order_key():
@@ -248,10 +269,11 @@ class Service:
         fits = -(-(event.size + 1) // SMALL_WINDOW) * SMALL_WINDOW
         return min(self.window_size, fits)
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
+    def _spawn(self, coro: Awaitable[None], into: set[asyncio.Task[None]] | None = None) -> None:
+        tasks = self._tasks if into is None else into
         task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
 
     async def _commit(
         self, lane: Lane, event: ChangeEvent, fan: FannedOut, placements: list[Placement]
@@ -259,8 +281,15 @@ class Service:
         """Packs durable, then the manifest (invariant 1), at one lane."""
         try:
             locations = await lane.resolve(placements)
+            if lane.name in self._torn.get(event, ()):
+                self._finish(lane, event, superseded=True)
+                return
             manifest = object_manifest(
-                self._identity(event, fan), fan.digest, self.params, fan.digests, locations
+                version_identity(event, fan.size, fan.digest, etag_is_digest=self.etag_is_digest),
+                fan.digest,
+                self.params,
+                fan.digests,
+                locations,
             )
             await put_manifest(lane.backend, manifest)
         except Exception as exc:
@@ -276,32 +305,12 @@ class Service:
             if newest is not None and not newest.removed:
                 # The removal must sort after the version it removes.
                 when = max(event.event_time_ns, newest.identity.event_time_ns + 1)
-                ident = SourceIdentity(
-                    source=event.source,
-                    bucket=event.bucket,
-                    key=event.key,
-                    version_id="",
-                    etag="",
-                    size=0,
-                    event_time_ns=when,
-                )
+                ident = removal_identity(event, when)
                 await put_manifest(lane.backend, tombstone(ident, self.params))
         except Exception as exc:
             self._lane_failed(lane, event, exc, "tombstone")
             return
         self._durable(lane, event, 0, 0)
-
-    def _identity(self, event: ChangeEvent, fan: FannedOut) -> SourceIdentity:
-        return SourceIdentity(
-            source=event.source,
-            bucket=event.bucket,
-            key=event.key,
-            version_id=event.version_id,
-            etag=fan.digest.hex() if self.etag_is_digest else event.etag,
-            size=fan.size,
-            event_time_ns=event.event_time_ns,
-            sequencer=event.sequencer,
-        )
 
     # ------------------------------------------------------------ outcomes
 
@@ -344,6 +353,11 @@ class Service:
         """``lane`` is done with ``event``; the source hears once every lane is."""
         if lane.active.get(event.key) == event:
             del lane.active[event.key]
+        torn = self._torn.get(event)
+        if torn is not None:
+            torn.discard(lane.name)
+            if not torn:
+                del self._torn[event]
         if failed:
             self.telemetry.settled(lane.name, event)
         elif superseded:
@@ -355,7 +369,7 @@ class Service:
             track.lanes.discard(lane.name)
             if not track.lanes:
                 del self._tracks[event]
-                self._spawn(self._report(event, track))
+                self._spawn(self._report(event, track), self._reports)
         self._room.set()
         self._work.set()
 
@@ -376,11 +390,3 @@ class Service:
         for _ in range(track.copies):
             self.telemetry.outcome(self.source.name, str(outcome))
             await self.source.done(event, outcome)
-
-
-async def newest_manifest(backend: Backend, bucket: str, key: str) -> Manifest | None:
-    """The newest manifest of exactly ``key`` (names sort by event time)."""
-    newest = None
-    async for info in backend.list(manifest_key(bucket, key, "")):
-        newest = info.key
-    return None if newest is None else await read_manifest(backend, newest)

@@ -32,8 +32,9 @@ import itertools
 import os
 import stat
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import structlog
@@ -63,6 +64,12 @@ _DIR_MASK = (
 _FINAL = Mask.CLOSE_WRITE | Mask.MOVED_TO | Mask.DELETE | Mask.MOVED_FROM | Mask.ATTRIB
 #: While the watch limit keeps directories unwatched, reconcile this often.
 UNWATCHED_RECONCILE_SECONDS = 60.0
+#: Keys stat'ed per thread hop.
+BATCH = 1000
+#: Pause between stat'ing keys and handing them out (see ``events``).
+CATCH_UP_SECONDS = 0.005
+#: Keys whose last handed-out state is remembered (for ``_transient``).
+LAST_STATES = 100_000
 #: A key whose replication failed (e.g. unreadable file) is offered again after this.
 RETRY_FAILED_SECONDS = 10.0
 
@@ -87,6 +94,7 @@ class DirectorySource:
         #: Set when inotify may have missed changes; the daemon reconciles.
         self.gaps = asyncio.Event()
         self._dirty: dict[str, _Dirty] = {}
+        self._in_hand: dict[str, int] = {}  # taken from _dirty, not handed out yet
         self._due: list[tuple[float, int, str]] = []  # heap; stale entries skipped
         self._seq = itertools.count()
         self._observed = itertools.count(1)
@@ -95,6 +103,10 @@ class DirectorySource:
         self._inotify: Inotify | None = None
         self._reader: asyncio.Task[None] | None = None
         self._unwatched = 0
+        #: (ctime, size) last handed out per key, and states held back as
+        #: probably transient (see ``_transient``); bounded, oldest dropped.
+        self._last: OrderedDict[str, tuple[int, int]] = OrderedDict()
+        self._suspect: dict[str, tuple[int, int]] = {}
 
     # ------------------------------------------------------------ Source
 
@@ -114,8 +126,42 @@ class DirectorySource:
             if not keys:
                 await self._sleep_until_due()
                 continue
-            for event in await asyncio.to_thread(self._describe, keys):
+            described = await asyncio.to_thread(self._describe, keys)
+            # A stat can land inside another write of the file; that write's
+            # inotify event was queued by then (a truncate's) or follows at
+            # once: let the reader take it, so the key shows up dirty again.
+            await asyncio.sleep(CATCH_UP_SECONDS)
+            for event in described:
+                self._in_hand.pop(event.key, None)
+                if event.key in self._dirty or self._transient(event):
+                    continue  # described again once it is stable
                 yield event
+            self._in_hand.clear()  # keys that were directories
+
+    def _transient(self, event: ChangeEvent) -> bool:
+        """Is this probably a write seen half done? Then look again later.
+
+        A file rewritten in place passes through states that are not
+        versions: truncated to 0 (keeping the previous version's ctime when
+        it comes within a clock tick: seen on Linux 6.x), or partly written.
+        Such a state is smaller than the version before it, so a state that
+        shrank (or is empty) is handed out only if it is still there
+        ``settle_seconds`` later; growing and new files go at once."""
+        if event.removed:
+            return False
+        seen = (event.event_time_ns, event.size)
+        last = self._last.get(event.key)
+        suspect = self._suspect.pop(event.key, None)
+        shrank = event.size == 0 or (last is not None and event.size < last[1])
+        if shrank and suspect != seen:
+            self._suspect[event.key] = seen
+            self._mark(event.key, time.monotonic() + self.settle)
+            return True
+        self._last[event.key] = seen
+        self._last.move_to_end(event.key)
+        if len(self._last) > LAST_STATES:
+            self._last.popitem(last=False)
+        return False
 
     async def done(self, event: ChangeEvent, outcome: Outcome) -> None:
         # Nothing to acknowledge for a directory; a failed version is offered
@@ -124,8 +170,10 @@ class DirectorySource:
             self._mark(event.key, time.monotonic() + RETRY_FAILED_SECONDS)
 
     def backlog(self) -> Backlog:
-        oldest = min((d.first_ns for d in self._dirty.values()), default=None)
-        return Backlog(len(self._dirty), oldest)
+        """Dirty keys, and those taken but not handed out yet (the pipeline
+        may be holding the source back: they still count for the RPO)."""
+        times = [d.first_ns for d in self._dirty.values()] + list(self._in_hand.values())
+        return Backlog(len(times), min(times, default=None))
 
     async def close(self) -> None:
         self._closed = True
@@ -156,12 +204,14 @@ class DirectorySource:
         self._wake.set()
 
     def _take_due(self) -> list[str]:
-        now, keys = time.monotonic(), []
-        while self._due and self._due[0][0] <= now:
+        """Up to ``BATCH`` due keys; they stay in the backlog until handed out."""
+        now, keys = time.monotonic(), list[str]()
+        while self._due and self._due[0][0] <= now and len(keys) < BATCH:
             due, _, key = heapq.heappop(self._due)
             d = self._dirty.get(key)
             if d is not None and d.due == due:
                 del self._dirty[key]
+                self._in_hand[key] = d.first_ns
                 keys.append(key)
         return keys
 
@@ -187,18 +237,19 @@ class DirectorySource:
             if st is not None and stat.S_ISDIR(st.st_mode):
                 continue  # directories are not objects
             seq = next(self._observed)
-            pos = Position(offset=seq)
             if st is None or not stat.S_ISREG(st.st_mode):
                 # Gone (or no longer a regular file, which listings skip too).
-                kind, size, when = Kind.REMOVED, 0, time.time_ns()
-            else:
-                kind, size, when = Kind.CREATED, st.st_size, st.st_ctime_ns
-            out.append(
-                ChangeEvent(
-                    self.source_id, self.bucket, key, kind, when, size, observed=seq, position=pos
-                )
-            )
+                out.append(self._event(key, Kind.REMOVED, time.time_ns(), 0, seq))
+                continue
+            event = self._event(key, Kind.CREATED, st.st_ctime_ns, st.st_size, seq)
+            out.append(replace(event, mtime_ns=st.st_mtime_ns, inode=st.st_ino))
         return out
+
+    def _event(self, key: str, kind: Kind, when: int, size: int, seq: int) -> ChangeEvent:
+        pos = Position(offset=seq)
+        return ChangeEvent(
+            self.source_id, self.bucket, key, kind, when, size, observed=seq, position=pos
+        )
 
     # ------------------------------------------------------------ inotify
 

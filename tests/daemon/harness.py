@@ -124,6 +124,7 @@ class Daemon:
     def wait_ready(self) -> None:
         def ready() -> bool:
             if self.proc.poll() is not None:
+                self._log.close()
                 raise AssertionError(f"daemon exited {self.proc.returncode}:\n{self.log_tail()}")
             try:
                 return self.get("/readyz")[0] == 200
@@ -228,7 +229,11 @@ class Written:
     def check_manifest(self, m: Manifest) -> bytes:
         """A manifest names a version that was written, with its digest."""
         data = self.bytes_of(m.identity.key, m.identity.event_time_ns)
-        assert blake3_digest(data) == m.digest, f"{m.identity.key!r}: digest differs"
+        assert blake3_digest(data) == m.digest, (
+            f"{m.identity.key!r} at {m.identity.event_time_ns}: digest differs from the "
+            f"version written then ({data[:16]!r}...); versions at: "
+            f"{sorted(self.versions[m.identity.key])[-3:]}"
+        )
         return data
 
 

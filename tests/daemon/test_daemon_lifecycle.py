@@ -65,6 +65,11 @@ def test_systemd_notify_ready_watchdog_stopping_in_order(tmp_path: Path) -> None
         env = {"NOTIFY_SOCKET": str(systemd.path), "WATCHDOG_USEC": "400000"}
         daemon = Daemon(cfg, tmp_path / "daemon.log", env=env)
         wait_until(lambda: systemd.fields().count("WATCHDOG=1") >= 3, "watchdog pings", daemon)
+
+        def rpo_status() -> bool:
+            return any(f.startswith("STATUS=a: RPO") for f in systemd.fields())
+
+        wait_until(rpo_status, "a STATUS= line with each peer's RPO (every 10 s)", daemon)
         daemon.signal(signal.SIGTERM)
         assert daemon.wait() == 0, daemon.log_tail()
         wait_until(lambda: "STOPPING=1" in systemd.fields(), "STOPPING=1")
@@ -78,7 +83,9 @@ def test_systemd_notify_ready_watchdog_stopping_in_order(tmp_path: Path) -> None
     assert any(f.startswith("STATUS=") for f in fields)
     pings = [t for t, m in systemd.messages if m == "WATCHDOG=1"]
     gaps = [round(b - a, 3) for a, b in itertools.pairwise(pings)]
-    print(f"{len(systemd.messages)} datagrams: {kinds}; watchdog intervals {gaps} s (0.2 s asked)")
+    status = next(f for f in fields if f.startswith("STATUS=a: RPO"))
+    print(f"{len(systemd.messages)} datagrams: {kinds[:3]}...{kinds[-2:]}; {status}")
+    print(f"watchdog intervals {gaps[:5]}... s (0.2 s asked)")
 
 
 def test_changes_made_while_down_reach_every_peer(tmp_path: Path) -> None:
@@ -192,3 +199,25 @@ def test_metrics_address_in_use_exits_2(tmp_path: Path) -> None:
         busy.listen()
         cfg = write_config(tmp_path, port=busy.getsockname()[1])
         print(_fails_naming(replicator("run", "--config", str(cfg)), "service.metrics_address"))
+
+
+def test_a_directory_moved_out_of_the_tree_is_reconciled(tmp_path: Path) -> None:
+    """inotify reports only the directory: its files leave without an event
+    each. The watcher reports a gap and the daemon reconciles the tree."""
+    cfg = write_config(tmp_path)
+    src = tmp_path / "src"
+    daemon = Daemon(cfg, tmp_path / "daemon.log")
+    daemon.wait_ready()
+    (src / "run-1").mkdir()
+    for i in range(3):
+        (src / "run-1" / f"step-{i}.bin").write_bytes(os.urandom(20_000))
+    (src / "keep.bin").write_bytes(os.urandom(1000))
+    for peer in PEERS:
+        wait_until(lambda p=peer: peer_state(tmp_path / p) == source_state(src), "written")  # type: ignore[misc]
+    os.rename(src / "run-1", tmp_path / "archived-run-1")
+    for peer in PEERS:
+        wait_until(lambda p=peer: peer_state(tmp_path / p) == source_state(src), "moved out")  # type: ignore[misc]
+    assert daemon.stop() == 0
+    gaps = [r for r in log_events(tmp_path / "daemon.log", "reconciled") if r["reason"] == "gap"]
+    assert gaps, "no reconcile after the gap"
+    print(f"directory moved out: 3 tombstones per peer via a reconcile: {gaps[0]}")

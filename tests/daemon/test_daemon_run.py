@@ -54,6 +54,8 @@ def _job(src: Path, written: Written, rng: random.Random) -> dict[str, int]:
     for i in range(40):  # a step counter rewritten as fast as Python can
         written.write(src, "ckpt/step.json", b'{"step": %d}' % i + rng.randbytes(30_000))
     written.write(src, "ckpt/old.safetensors", rng.randbytes(50_000))
+    # Larger than a read window (8 MiB): read in several windows.
+    written.write(src, "ckpt/optimizer.pt", rng.randbytes(12 * 1024 * 1024 + 17))
     return times
 
 

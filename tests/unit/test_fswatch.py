@@ -138,3 +138,30 @@ async def test_failed_versions_are_offered_again(source: DirectorySource) -> Non
 async def test_a_missing_root_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"source\.path"):
         await DirectorySource(FsSource(path=tmp_path / "absent")).start()
+
+
+async def test_a_shrunk_state_goes_only_once_it_stays(source: DirectorySource) -> None:
+    """Truncate-then-rewrite passes through a short state that is no version:
+    a smaller state is held back until it has been there settle_seconds."""
+    events = Events(source)
+    path = source.root / "ckpt.bin"
+    path.write_bytes(b"x" * 5000)
+    assert (await events.next()).size == 5000
+    with path.open("r+b") as f:
+        f.truncate(100)
+    assert await events.quiet(0.2) == []  # shrank: held back for settle_seconds
+    ev = await events.next()
+    assert (ev.size, ev.event_time_ns) == (100, os.stat(path).st_ctime_ns)
+
+
+async def test_a_transient_state_is_never_handed_out(source: DirectorySource) -> None:
+    """The rule itself, on the states seen on Linux 6.x: an empty file under
+    the previous version's ctime, then the rewritten one."""
+    full = ChangeEvent("fs", "local", "k", Kind.CREATED, 1_000, 5000, observed=1)
+    torn = ChangeEvent("fs", "local", "k", Kind.CREATED, 1_000, 0, observed=2)
+    rewritten = ChangeEvent("fs", "local", "k", Kind.CREATED, 2_000, 5000, observed=3)
+    assert not source._transient(full)
+    assert source._transient(torn)  # looked at again after settle_seconds
+    assert not source._transient(rewritten)  # by then the write had finished
+    assert source._transient(torn)  # a new suspect: must stay ...
+    assert not source._transient(torn)  # ... and it did: a real (empty) version
