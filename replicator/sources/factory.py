@@ -18,7 +18,7 @@ source reports a gap. Two kinds:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 
 import structlog
@@ -32,7 +32,7 @@ from replicator.metrics import Telemetry
 from replicator.origins import ObjectReader, Origin
 from replicator.origins.fs import FsOrigin
 from replicator.origins.s3 import S3Origin
-from replicator.sources import Backlog, Outcome, Source
+from replicator.sources import Source
 from replicator.sources.fswatch import DirectorySource
 from replicator.sources.kafka import Gap, KafkaSource
 from replicator.sources.kafka_clients import common_options
@@ -111,12 +111,14 @@ def _kafka_feed(settings: Settings, src: S3Source, telemetry: Telemetry) -> Feed
     consumer = KafkaSource(
         kafka,
         source_id=S3Origin.source_id,
+        bucket=src.bucket,  # a topic may carry other buckets' events: skipped, counted
+        prefix=src.prefix,
         on_gap=on_gap,
         on_outcome=lambda outcome: telemetry.outcome(KafkaSource.name, str(outcome)),
     )
     telemetry.set_consumer_lag(consumer.lag)
     feed = Feed(
-        InBucket(consumer, src.bucket, src.prefix, telemetry),
+        consumer,
         lambda event: open_exact(reads, event),
         reads.window_size,
         etag_is_digest=False,
@@ -139,38 +141,6 @@ async def open_exact(origin: S3Origin, event: ChangeEvent) -> ObjectReader:
     if not event.version_id and not etag:
         raise SupersededError(f"{event.key!r}: the event names no version and no ETag")
     return await origin.open(replace(event.object_version(), etag=etag))
-
-
-class InBucket:
-    """Passes on the events of the configured bucket and prefix; the rest are
-    skipped (acknowledged, counted): a topic may carry other buckets' events."""
-
-    def __init__(self, inner: KafkaSource, bucket: str, prefix: str, telemetry: Telemetry):
-        self.inner = inner
-        self.name = inner.name
-        self.bucket = bucket
-        self.prefix = prefix
-        self.telemetry = telemetry
-
-    async def start(self) -> None:
-        await self.inner.start()
-
-    async def events(self) -> AsyncIterator[ChangeEvent]:
-        async for event in self.inner.events():
-            if event.bucket == self.bucket and event.key.startswith(self.prefix):
-                yield event
-                continue
-            self.telemetry.outcome(self.name, str(Outcome.SKIPPED))
-            await self.inner.done(event, Outcome.SKIPPED)
-
-    async def done(self, event: ChangeEvent, outcome: Outcome) -> None:
-        await self.inner.done(event, outcome)
-
-    def backlog(self) -> Backlog:
-        return self.inner.backlog()
-
-    async def close(self) -> None:
-        await self.inner.close()
 
 
 async def check_kafka(settings: Settings) -> None:

@@ -10,9 +10,11 @@ dead letter can carry them. aiokafka's defaults lose data (auto-commit on,
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import os
-from typing import Any
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -20,9 +22,47 @@ from aiokafka.helpers import create_ssl_context
 
 from replicator.config import KafkaSettings
 from replicator.errors import ConfigError
-from replicator.events import Position
+from replicator.events import ChangeEvent, Position
 
 log = logging.getLogger(__name__)
+
+
+class _Redact(logging.Filter):
+    """Keeps the SASL password out of aiokafka's logs.
+
+    aiokafka logs every request at DEBUG, ``SaslAuthenticateRequest`` with the
+    PLAIN credentials among them (botocore's DEBUG log does the same with the
+    Authorization header). Filters on a logger see only that logger's own
+    records, so this one is put on every aiokafka logger."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        hit = "sasl_auth_bytes=" in msg
+        if hit or any(s in msg for s in self.secrets):
+            if hit:  # the field comes last in the request's repr
+                msg = msg.split("sasl_auth_bytes=", 1)[0] + "sasl_auth_bytes=<redacted>)"
+            for secret in self.secrets:
+                msg = msg.replace(secret, "<redacted>")
+            record.msg, record.args = msg, ()
+        return True
+
+
+_REDACT = _Redact()
+
+
+def _guard_logs(secret: str | None) -> None:
+    if secret:
+        _REDACT.secrets.add(secret)
+    names = [n for n in logging.root.manager.loggerDict if n.split(".")[0] == "aiokafka"]
+    for name in ["aiokafka", *names]:
+        logger = logging.getLogger(name)
+        if _REDACT not in logger.filters:
+            logger.addFilter(_REDACT)
+
 
 #: Bounds on retrying a dead-letter produce while the brokers are away: the
 #: record stays uncommitted meanwhile, so nothing is lost by waiting.
@@ -60,7 +100,8 @@ def common_options(settings: KafkaSettings) -> dict[str, Any]:
     if settings.security_protocol.startswith("SASL"):
         opts["sasl_mechanism"] = settings.sasl_mechanism
         opts["sasl_plain_username"] = settings.sasl_username
-        opts["sasl_plain_password"] = settings.sasl_password()
+        opts["sasl_plain_password"] = password = settings.sasl_password()
+        _guard_logs(password)
     return opts
 
 
@@ -78,10 +119,43 @@ def make_consumer(settings: KafkaSettings) -> AIOKafkaConsumer:
     )
 
 
+async def stop_clients(*clients: AIOKafkaConsumer | AIOKafkaProducer | None) -> None:
+    for client in clients:
+        if client is not None:
+            with contextlib.suppress(KafkaError):
+                await client.stop()
+
+
 def make_producer(settings: KafkaSettings) -> AIOKafkaProducer:
     # acks=all: a dead letter is acknowledged (its offset committed) only once
     # the brokers hold it.
     return AIOKafkaProducer(**common_options(settings), acks="all")
+
+
+class Record(Protocol):
+    """What is used of an aiokafka ConsumerRecord (aiokafka ships no type marker)."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int  # ms: the producer's or the broker's time
+    key: bytes | None
+    value: bytes | None
+
+
+def event_dead_letter(event: ChangeEvent) -> bytes:
+    """The dead letter of an event the pipeline could not handle (no secrets in it)."""
+    fields = {
+        "bucket": event.bucket,
+        "key": event.key,
+        "kind": str(event.kind),
+        "version_id": event.version_id,
+        "etag": event.etag,
+        "size": event.size,
+        "sequencer": event.sequencer,
+        "event_time_ns": event.event_time_ns,
+    }
+    return json.dumps(fields).encode()
 
 
 def dead_letter_headers(where: Position, timestamp_ms: int, reason: str) -> list[tuple[str, bytes]]:

@@ -20,8 +20,28 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Collection
+from dataclasses import dataclass
 
 TopicPartition = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Events of a partition that no consumer of the group will ever read."""
+
+    topic: str
+    partition: int
+    committed: int | None  # the group's offset (None: the group had none)
+    log_start: int  # the first offset the broker still holds
+
+
+def find_gap(tp: TopicPartition, committed: int | None, log_start: int, start: int) -> Gap | None:
+    """A gap when retention deleted events the group never acknowledged
+    (committed below the log start), or when a group without offsets starts
+    past offset 0 (its offsets expired, or it is new on an old topic): either
+    way some events will never be read, and only a listing can recover them."""
+    lost = committed < log_start if committed is not None else start > 0
+    return Gap(tp[0], tp[1], committed, log_start) if lost else None
 
 
 class PartitionMark:
@@ -114,6 +134,18 @@ class Watermarks:
     def in_flight(self) -> int:
         """Events handed out and not yet done, over every partition."""
         return self._in_flight
+
+    def not_handed_out(self, log_ends: dict[TopicPartition, int]) -> int:
+        """Records between what was handed out and each partition's log end."""
+        return sum(
+            max(0, log_ends.get(tp, 0) - mark.next_offset) for tp, mark in self._marks.items()
+        )
+
+    def lag(self, log_ends: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
+        """Per partition: log end minus the watermark (not yet acknowledged)."""
+        return {
+            tp: max(0, log_ends.get(tp, 0) - mark.watermark()) for tp, mark in self._marks.items()
+        }
 
     def commits(self, only: Collection[TopicPartition] | None = None) -> dict[TopicPartition, int]:
         """Watermarks that moved past what the group holds (to commit now)."""

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from replicator.config import KafkaSettings
+from replicator.events import ChangeEvent
+from replicator.sources.kafka import KafkaSource
 from tests.services.kafka.server import KafkaBroker
 
 
@@ -33,17 +39,30 @@ class Topics:
         return KafkaSettings.model_validate(base | changes)
 
 
-async def create_topic(broker: KafkaBroker, name: str, partitions: int = 1) -> None:
+async def create_topic(
+    broker: KafkaBroker, name: str, partitions: int = 1, configs: dict[str, str] | None = None
+) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(name, partitions, 1)])
+        await admin.create_topics([NewTopic(name, partitions, 1, topic_configs=configs or {})])
+        # The broker learns of a new topic from the controller a moment later.
+        for _ in range(100):
+            if name in await admin.list_topics():
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"topic {name} did not appear")
     finally:
         await admin.close()
 
 
 async def produce(
-    broker: KafkaBroker, topic: str, values: list[bytes], *, partition: int | None = None
+    broker: KafkaBroker,
+    topic: str,
+    values: list[bytes],
+    *,
+    partition: int | None = None,
+    keys: list[bytes | None] | None = None,
 ) -> list[tuple[int, int]]:
     """Send each value; returns (partition, offset) of each, in order."""
     producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, acks="all")
@@ -51,8 +70,8 @@ async def produce(
     try:
         out = []
         for i, value in enumerate(values):
-            part = partition if partition is not None else None
-            meta = await producer.send_and_wait(topic, value, key=f"k{i}".encode(), partition=part)
+            key = keys[i] if keys is not None else f"k{i}".encode()
+            meta = await producer.send_and_wait(topic, value, key=key, partition=partition)
             out.append((meta.partition, meta.offset))
         return out
     finally:
@@ -88,3 +107,46 @@ async def read_all(
     finally:
         await consumer.stop()
     return records
+
+
+@asynccontextmanager
+async def running(source: KafkaSource) -> AsyncIterator[KafkaSource]:
+    await source.start()
+    try:
+        yield source
+    finally:
+        await source.close()
+
+
+async def take(source: KafkaSource, n: int, timeout_s: float = 60) -> list[ChangeEvent]:
+    """The next ``n`` events (fails the test if they do not come)."""
+    out: list[ChangeEvent] = []
+
+    async def collect() -> None:
+        async for event in source.events():
+            out.append(event)
+            if len(out) == n:
+                return
+
+    await asyncio.wait_for(collect(), timeout_s)
+    return out
+
+
+async def wait_for(check: Callable[[], Any], what: str, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if await check() if asyncio.iscoroutinefunction(check) else check():
+            return
+        await asyncio.sleep(0.1)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+async def log_start(broker: KafkaBroker, topic: str, partition: int = 0) -> int:
+    """The first offset the broker still holds (moved on by retention)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap)
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, partition)
+        return int((await consumer.beginning_offsets([tp]))[tp])
+    finally:
+        await consumer.stop()

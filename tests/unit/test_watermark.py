@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from replicator.sources.watermark import PartitionMark, Watermarks
+from replicator.sources.watermark import Gap, PartitionMark, Watermarks, find_gap
 
 TP = ("events", 0)
 
@@ -103,3 +103,21 @@ def test_watermark_is_first_undone_offset(sizes: list[int], order: object, stop:
         undone.discard((offset, t))
         assert mark.watermark() == min((o for o, _ in undone), default=end)
     assert mark.watermark() == min((o for o, _ in undone), default=end)
+
+
+def test_gap_rules() -> None:
+    assert find_gap(TP, 3, 8, 3) == Gap("events", 0, 3, 8)  # retention passed the group
+    assert find_gap(TP, 8, 8, 8) is None
+    assert find_gap(TP, None, 0, 0) is None  # a new group on a whole log loses nothing
+    assert find_gap(TP, None, 5, 5) == Gap("events", 0, None, 5)  # expired offsets, old log
+    assert find_gap(TP, None, 0, 40) == Gap("events", 0, None, 0)  # started at the end
+
+
+def test_backlog_and_lag_from_log_ends() -> None:
+    marks = Watermarks()
+    marks.assign(TP, 10)
+    marks.add(TP, 10, [1])
+    marks.add(TP, 11, [2])
+    marks.done(TP, 11, 2)
+    assert marks.not_handed_out({TP: 20}) == 8  # 12..19
+    assert marks.lag({TP: 20}) == {TP: 10}  # 10 is not done: 10..19

@@ -1,0 +1,209 @@
+"""Consumer groups and broker failures: partitions shared and moved, broker restarted.
+
+A second group member runs in its own process (tests/kafka/member.py) so it
+can really be killed with SIGKILL: its session lapses at the broker, and its
+partitions move to the surviving member, which must then receive every event
+the dead member had taken but not finished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from replicator.events import ChangeEvent
+from replicator.sources import Outcome
+from replicator.sources.kafka import KafkaSource
+from tests.kafka.corpus import aws_message, aws_record
+from tests.kafka.kafkautil import Topics, committed_offsets, produce
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Member:
+    """The out-of-process member and what it said on stdout."""
+
+    def __init__(self, proc: asyncio.subprocess.Process):
+        self.proc = proc
+        self.partitions: list[tuple[str, int]] = []
+        self.events: list[tuple[int, int, bool]] = []  # partition, offset, done
+        self.reader = asyncio.ensure_future(self._read())
+
+    async def _read(self) -> None:
+        assert self.proc.stdout is not None
+        async for line in self.proc.stdout:
+            msg = json.loads(line)
+            if "partitions" in msg:
+                self.partitions = [tuple(p) for p in msg["partitions"]]
+            else:
+                _, part, offset, _ = msg["event"]
+                self.events.append((part, offset, msg["done"]))
+
+    def kill(self) -> None:
+        os.kill(self.proc.pid, signal.SIGKILL)
+
+
+async def start_member(settings_json: str, hold_from: int) -> Member:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.kafka.member", settings_json, str(hold_from),
+        cwd=ROOT, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    return Member(proc)
+
+
+async def until(check: Any, what: str, timeout_s: float = 90) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+async def consume_all(source: KafkaSource, into: list[ChangeEvent]) -> None:
+    async for event in source.events():
+        into.append(event)
+        await source.done(event, Outcome.DURABLE)
+
+
+@pytest.mark.parametrize("partitions", [6])
+async def test_two_members_share_partitions_and_a_killed_ones_move(topics: Topics) -> None:
+    per_partition = 10
+    settings = topics.settings()
+    local = KafkaSource(settings)
+    await local.start()
+    seen: list[ChangeEvent] = []
+    task = asyncio.ensure_future(consume_all(local, seen))
+    # The other member finishes offsets 0-3 of its partitions and holds the rest.
+    other = await start_member(settings.model_dump_json(), hold_from=4)
+    try:
+        await until(lambda: len(other.partitions) == 3 and len(local.lag()) == 3, "a 3/3 split")
+        mine = sorted(local.lag())
+        print(f"\nshared: local {mine}, other {other.partitions}")
+        values = [aws_message(aws_record("b", f"p{p}-{i}")) for p in range(6) for i in range(10)]
+        for p in range(6):
+            await produce(topics.broker, topics.events, values[p * 10 : p * 10 + 10], partition=p)
+        await until(lambda: len(other.events) == 3 * per_partition, "the other's 30 events")
+        await until(lambda: len(seen) >= 3 * per_partition, "the local 30 events")
+        held = {(p, o) for p, o, done in other.events if not done}
+        other.kill()
+        await other.proc.wait()
+        t0 = time.monotonic()
+        await until(lambda: len(local.lag()) == 6, "the dead member's partitions to move")
+        moved_after = time.monotonic() - t0
+        await until(
+            lambda: held <= {(e.position.partition, e.position.offset) for e in seen}, "held events"
+        )
+        await local.commit()
+        ends = {(topics.events, p): per_partition for p in range(6)}
+        await until(lambda: local.lag() == dict.fromkeys(ends, 0), "everything acknowledged")
+        await local.commit()
+        assert await committed_offsets(topics.broker, topics.group) == ends
+        print(f"killed member held {len(held)} events; partitions moved after {moved_after:.1f} s; "
+              f"all {len(held)} re-delivered, committed {ends}")  # fmt: skip
+    finally:
+        task.cancel()
+        await local.close()
+        if other.proc.returncode is None:
+            other.kill()
+            await other.proc.wait()
+        other.reader.cancel()
+
+
+async def test_broker_restart_mid_stream(topics: Topics) -> None:
+    """The consumer rides through a broker kill -9 and restart: nothing lost."""
+    source = KafkaSource(topics.settings())
+    await source.start()
+    seen: list[ChangeEvent] = []
+    task = asyncio.ensure_future(consume_all(source, seen))
+    try:
+        first = [aws_message(aws_record("b", f"before-{i}")) for i in range(10)]
+        await produce(topics.broker, topics.events, first)
+        await until(lambda: len(seen) == 10, "events before the restart")
+        topics.broker.stop(kill=True)
+        took = await asyncio.to_thread(topics.broker.start)
+        second = [aws_message(aws_record("b", f"after-{i}")) for i in range(10)]
+        await produce(topics.broker, topics.events, second)
+        await until(lambda: len(seen) >= 20, "events after the restart", timeout_s=120)
+        await until(lambda: source.lag() == {(topics.events, 0): 0}, "acknowledged", 120)
+        await source.commit()
+        assert {e.key for e in seen} == {f"before-{i}" for i in range(10)} | {
+            f"after-{i}" for i in range(10)
+        }
+        print(f"broker killed and restarted ({took:.1f} s); {len(seen)} events taken")
+    finally:
+        task.cancel()
+        await source.close()
+    assert await committed_offsets(topics.broker, topics.group) == {(topics.events, 0): 20}
+
+
+@pytest.mark.parametrize("partitions", [6])
+async def test_rebalance_commits_what_is_done_and_drops_the_rest(topics: Topics) -> None:
+    """A member joining takes partitions with events still in flight here: the
+    watermark of what was done is committed on revocation, the rest is dropped
+    here and read again by the new owner (never committed past)."""
+    settings = topics.settings()
+    local = KafkaSource(settings)
+    await local.start()
+    values = [aws_message(aws_record("b", f"p{p}-{i}")) for p in range(6) for i in range(4)]
+    for p in range(6):
+        await produce(topics.broker, topics.events, values[p * 4 : p * 4 + 4], partition=p)
+    taken: list[ChangeEvent] = []
+
+    async def take_all() -> None:
+        async for event in local.events():
+            taken.append(event)
+
+    task = asyncio.ensure_future(take_all())
+    other: Member | None = None
+    try:
+        await until(lambda: len(taken) == 24, "all 24 events here")
+        for ev in taken:  # offsets 0 and 1 of every partition done, 2 and 3 in flight
+            if ev.position.offset < 2:
+                await local.done(ev, Outcome.DURABLE)
+        other = await start_member(settings.model_dump_json(), hold_from=99)
+        await until(lambda: len(other.partitions) == 3 and len(local.lag()) == 3, "a 3/3 split")
+        moved = {p for _, p in other.partitions}
+        # aiokafka's group protocol is eager: every partition is revoked, so
+        # all 12 events in flight here are dropped (those of partitions that
+        # stay are re-read here, those that moved by the new owner).
+        assert local.dropped_on_revoke == 12
+        at_split = await committed_offsets(topics.broker, topics.group)
+        kept = set(range(6)) - moved
+        assert {p: at_split[(topics.events, p)] for p in kept} == dict.fromkeys(kept, 2)
+        for ev in taken[:24]:  # too late: ignored, nothing is committed past them
+            if ev.position.offset >= 2:
+                await local.done(ev, Outcome.DURABLE)
+        await until(lambda: len(other.events) == 3 * 2, "the new owner to re-read offsets 2-3")
+        await until(lambda: len(taken) == 24 + 6, "the kept partitions' offsets 2-3 again")
+        for ev in taken[24:]:
+            await local.done(ev, Outcome.DURABLE)
+        assert sorted((p, o) for p, o, _ in other.events) == [
+            (p, o) for p in sorted(moved) for o in (2, 3)
+        ]
+        await local.commit()
+        await until(lambda: all(n == 0 for n in local.lag().values()), "local partitions done")
+        await local.commit()
+        committed = await committed_offsets(topics.broker, topics.group)
+        other.kill()
+        await other.proc.wait()
+        assert committed == {(topics.events, p): 4 for p in range(6)}
+        print(f"\nrebalance moved partitions {sorted(moved)}: 12 in-flight events dropped here, "
+              "re-read by their new owners; none committed before they were done")  # fmt: skip
+    finally:
+        task.cancel()
+        await local.close()
+        if other is not None:
+            if other.proc.returncode is None:
+                other.kill()
+                await other.proc.wait()
+            other.reader.cancel()
