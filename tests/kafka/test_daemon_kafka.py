@@ -313,6 +313,11 @@ async def test_check_config_and_run_validate_the_kafka_table(
         done = replicator(command, "--config", str(bad), env=env)
         assert done.returncode == 2, (command, done.stderr)
         assert "kafka.bootstrap_servers" in done.stderr and "Traceback" not in done.stderr
+    no_kafka = tmp_path / "no-kafka.toml"
+    text = good.read_text()
+    no_kafka.write_text(text[: text.index("[kafka]")] + text[text.index("[[destinations]]") :])
+    done = replicator("run", "--config", str(no_kafka), env=env)
+    assert done.returncode == 2 and "[kafka]" in done.stderr, done.stderr
     missing = tmp_path / "missing.toml"
     missing.write_text(good.read_text().replace(f'["{topics.events}"]', '["no-such-topic"]'))
     done = replicator("check-config", "--config", str(missing), env=env)
