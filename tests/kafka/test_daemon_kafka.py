@@ -12,6 +12,7 @@ import asyncio
 import os
 import random
 import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -410,3 +411,61 @@ async def test_two_daemons_share_six_partitions_and_survive_losing_one(
     assert all(work) and survivor == list(range(6))
     for peer in PEERS:
         assert not await missing_at(tmp_path / peer, ann.puts), f"peer {peer} lost a write"
+
+
+RATE = int(os.environ.get("REPLICATOR_KAFKA_LOAD_RATE", "50"))  # objects/s offered
+SECONDS = int(os.environ.get("REPLICATOR_KAFKA_LOAD_SECONDS", "10"))
+
+
+def _quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def test_event_to_durable_latency_through_kafka_and_s3(
+    tmp_path: Path, topics: Topics, moto_source: MotoServer, versioned: tuple[Any, str]
+) -> None:
+    """A figure, not a threshold: objects of 1 KiB-1 MiB written to the bucket and
+    announced at a steady rate; event (the PUT's return, as S3 dates eventTime) ->
+    durable at both peers, from the daemon's own durable log lines."""
+    client, bucket = versioned
+    env = s3_env(moto_source)
+    cfg = write_config(tmp_path, topics, moto_source, bucket)
+    daemon = Daemon(cfg, tmp_path / "daemon.log", env=env)
+    rng = random.Random(5)
+    try:
+        await asyncio.to_thread(daemon.wait_ready)
+        async with Announcer(client, bucket, topics) as ann:
+            started = time.monotonic()
+            slots = asyncio.Semaphore(8)  # PUTs in flight: one at a time cannot offer 50/s here
+
+            async def one(i: int) -> None:
+                async with slots:
+                    data = rng.randbytes(int(2 ** rng.uniform(10, 20)))
+                    put = await asyncio.to_thread(ann.write, f"load/{i:05d}.bin", data)
+                    await ann.send(put, ann.message(put, "aws"))
+
+            tasks = []
+            for i in range(RATE * SECONDS):
+                await asyncio.sleep(max(0.0, started + i / RATE - time.monotonic()))
+                tasks.append(asyncio.create_task(one(i)))
+            await asyncio.gather(*tasks)
+            offered = len(ann.puts) / (time.monotonic() - started)
+        await wait_committed_to_end(topics, daemon)
+        elapsed = time.monotonic() - started
+    finally:
+        assert daemon.stop() == 0, daemon.log_tail()
+    both: dict[str, float] = {}
+    for line in log_events(daemon.log_path, "durable"):
+        key = line["key"]
+        both[key] = max(both.get(key, 0.0), float(line["latency_seconds"]))
+    assert len(both) == len(ann.puts)  # every object durable at both peers
+    latencies = list(both.values())
+    print(
+        f"\n{len(ann.puts)} objects (1 KiB-1 MiB) offered at {offered:.1f}/s for {SECONDS} s, "
+        f"all durable at both peers after {elapsed:.1f} s ({len(ann.puts) / elapsed:.1f}/s): "
+        f"event -> durable at both p50 {_quantile(latencies, 0.5):.3f} s, "
+        f"p99 {_quantile(latencies, 0.99):.3f} s, max {max(latencies):.3f} s"
+    )
+    for peer in PEERS:
+        assert not await missing_at(tmp_path / peer, ann.puts)
