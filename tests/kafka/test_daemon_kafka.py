@@ -23,6 +23,7 @@ from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 
 from tests.daemon.harness import Daemon, log_events, replicator, wait_until
 from tests.daemon.test_daemon_peer_down import _can_make_immutable, _immutable
+from tests.kafka.corpus import AWS_TEST_EVENT
 from tests.kafka.kafkad import (
     NO_DIFFERENCES,
     PEERS,
@@ -37,7 +38,7 @@ from tests.kafka.kafkad import (
     wait_committed_to_end,
     write_config,
 )
-from tests.kafka.kafkautil import Topics, committed_offsets
+from tests.kafka.kafkautil import Topics, committed_offsets, produce
 from tests.services.moto_server import MotoServer
 
 pytestmark = pytest.mark.integration
@@ -64,6 +65,18 @@ def versioned(source_bucket: tuple[Any, str]) -> Iterator[tuple[Any, str]]:
     for page in client.get_paginator("list_object_versions").paginate(Bucket=bucket):
         for v in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]:
             client.delete_object(Bucket=bucket, Key=v["Key"], VersionId=v["VersionId"])
+
+
+def events_total(daemon: Daemon) -> dict[str, float]:
+    """replicator_events_total{source="kafka"} by outcome, as scraped."""
+    code, body = daemon.get("/metrics")
+    assert code == 200
+    out: dict[str, float] = {}
+    for line in body.decode().splitlines():
+        if line.startswith("replicator_events_total{") and 'source="kafka"' in line:
+            outcome = line.split('outcome="')[1].split('"')[0]
+            out[outcome] = float(line.rsplit(" ", 1)[1])
+    return out
 
 
 def restore_all(cfg: Path, tmp: Path, peer: str, env: dict[str, str]) -> dict[str, bytes]:
@@ -97,8 +110,11 @@ async def test_three_formats_awkward_keys_restorable_from_both_peers(
                     await ann.announce(key, want[key], fmt)
             await ann.announce("aws/removed later.bin", b"short-lived")
             await ann.remove("aws/removed later.bin")
+        await produce(topics.broker, topics.events, [b"not json", AWS_TEST_EVENT])
         seconds = await wait_committed_to_end(topics, daemon)
         print(f"\n{len(ann.puts)} events (AWS, MinIO, Ceph) committed in {seconds:.1f} s")
+        counted = events_total(daemon)
+        assert counted["dead_letter"] == 1 and counted["skipped"] == 1, counted
     finally:
         assert daemon.stop() == 0, daemon.log_tail()
     for peer in PEERS:
