@@ -485,3 +485,33 @@ async def test_event_to_durable_latency_through_kafka_and_s3(
     )
     for peer in PEERS:
         assert not await missing_at(tmp_path / peer, ann.puts)
+
+
+async def test_broker_killed_and_restarted_mid_stream_the_daemon_reconnects(
+    tmp_path: Path, topics: Topics, moto_source: MotoServer, versioned: tuple[Any, str]
+) -> None:
+    client, bucket = versioned
+    env = s3_env(moto_source)
+    cfg = write_config(tmp_path, topics, moto_source, bucket)
+    daemon = Daemon(cfg, tmp_path / "daemon.log", env=env)
+    puts: list[Put] = []
+    try:
+        await asyncio.to_thread(daemon.wait_ready)
+        async with Announcer(client, bucket, topics) as ann:
+            for i in range(20):
+                await ann.announce(f"before/{i:02d}.bin", os.urandom(10_000 + i))
+            puts += ann.puts
+        topics.broker.stop(kill=True)  # mid-stream: some of these may not be committed yet
+        await asyncio.sleep(2)
+        restart = await asyncio.to_thread(topics.broker.start)
+        async with Announcer(client, bucket, topics) as ann:
+            for i in range(20):
+                await ann.announce(f"after/{i:02d}.bin", os.urandom(10_000 + i))
+            puts += ann.puts
+        await wait_committed_to_end(topics, daemon)
+        assert daemon.proc.poll() is None  # the same process throughout
+    finally:
+        assert daemon.stop() == 0, daemon.log_tail()
+    for peer in PEERS:
+        assert not await missing_at(tmp_path / peer, puts), f"peer {peer}"
+    print(f"\nbroker kill -9, restarted in {restart:.1f} s: the daemon reconnected, 40 of 40 held")
