@@ -446,7 +446,8 @@ async def test_event_to_durable_latency_through_kafka_and_s3(
     durable at both peers, from the daemon's own durable log lines."""
     client, bucket = versioned
     env = s3_env(moto_source)
-    cfg = write_config(tmp_path, topics, moto_source, bucket)
+    readers = os.environ.get("REPLICATOR_KAFKA_LOAD_READERS", "8")  # service.max_in_flight
+    cfg = write_config(tmp_path, topics, moto_source, bucket, extra=f"max_in_flight = {readers}")
     daemon = Daemon(cfg, tmp_path / "daemon.log", env=env)
     rng = random.Random(5)
     try:
@@ -478,7 +479,8 @@ async def test_event_to_durable_latency_through_kafka_and_s3(
     assert len(both) == len(ann.puts)  # every object durable at both peers
     latencies = list(both.values())
     print(
-        f"\n{len(ann.puts)} objects (1 KiB-1 MiB) offered at {offered:.1f}/s for {SECONDS} s, "
+        f"\n{len(ann.puts)} objects (1 KiB-1 MiB) offered at {offered:.1f}/s for {SECONDS} s "
+        f"({readers} read at once), "
         f"all durable at both peers after {elapsed:.1f} s ({len(ann.puts) / elapsed:.1f}/s): "
         f"event -> durable at both p50 {_quantile(latencies, 0.5):.3f} s, "
         f"p99 {_quantile(latencies, 0.99):.3f} s, max {max(latencies):.3f} s"
