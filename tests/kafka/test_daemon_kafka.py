@@ -228,6 +228,8 @@ async def test_kill_9_at_seeded_moments_loses_no_acknowledged_event(
             for n in range(KILLS):
                 daemon = Daemon(cfg, tmp_path / f"run-{n}.log", env=env)
                 await asyncio.to_thread(daemon.wait_ready)
+                # Killed only once it consumes (the dead one's session must expire first).
+                await asyncio.to_thread(wait_until, lambda d=daemon: bool(assigned(d)), "assigned")
                 await asyncio.sleep(rng.uniform(0.5, 4.0))
                 daemon.kill()  # SIGKILL: no drain, no last commit
                 committed = await committed_offsets(topics.broker, topics.group)
