@@ -20,6 +20,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 
 from replicator._native import blake3_digest
 from replicator.store.backends import FsBackend
@@ -192,9 +193,16 @@ class Announcer:
 
     async def send(self, put: Put, value: bytes, *, key: bytes | None = None) -> Put:
         assert self._producer is not None
-        meta = await self._producer.send_and_wait(
-            self.topics.events, value, key=key if key is not None else put.key.encode()
-        )
+        for attempt in range(40):
+            try:
+                meta = await self._producer.send_and_wait(
+                    self.topics.events, value, key=key if key is not None else put.key.encode()
+                )
+                break
+            except KafkaError:  # a broker just restarted: leaders not elected yet
+                if attempt == 39:
+                    raise
+                await asyncio.sleep(0.5)
         sent = Put(**{**put.__dict__, "offset": meta.offset, "partition": meta.partition})
         self.puts.append(sent)
         return sent
