@@ -30,15 +30,14 @@ from concurrent.futures import ThreadPoolExecutor
 import structlog
 import uvloop
 
-from replicator.config import FsSource, Settings
-from replicator.errors import ConfigError, ReplicatorError
+from replicator.config import Settings
+from replicator.errors import ReplicatorError
 from replicator.metrics import Telemetry, serve
 from replicator.notify import Notifier
-from replicator.origins.fs import FsOrigin
 from replicator.pipeline.backfill import Backfill
 from replicator.pipeline.lanes import Lane, open_lane
 from replicator.pipeline.service import Service
-from replicator.sources.fswatch import DirectorySource
+from replicator.sources.factory import Feed, make_source
 from replicator.store.peer import Peer, close_peers, open_peers
 
 log = structlog.get_logger("replicator.daemon")
@@ -62,15 +61,6 @@ def run(settings: Settings, notifier: Notifier | None = None) -> int:
     """Run the daemon until a signal; the process exit code."""
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(Daemon(settings, notifier or Notifier()).main())
-
-
-def make_source(settings: Settings) -> DirectorySource:
-    if not isinstance(settings.source, FsSource):
-        raise ConfigError(
-            'source.type: `replicator run` watches a directory (type = "fs"); S3 '
-            "buckets are followed through their change events (the Kafka source)"
-        )
-    return DirectorySource(settings.source)
 
 
 class Daemon:
@@ -118,21 +108,24 @@ class Daemon:
         self._stop.set()
 
     async def _with_endpoint(self) -> int:
-        source = make_source(self.settings)
+        feed = make_source(self.settings, self.telemetry)
         peers = await self._open_peers()
         lanes: list[Lane] = []
         try:
-            await source.start()
+            try:
+                await feed.source.start()
+            except ReplicatorError as exc:  # brokers unreachable, topics missing, ...
+                raise StartupError(f"start-up check failed: {exc}") from None
             for peer in peers:
                 lanes.append(
                     await open_lane(
                         peer, self.settings.store, self.settings.service.retry_max_seconds
                     )
                 )
-            service = self._service(source, lanes)
-            return await self._serve(source, service, peers)
+            service = self._service(feed, lanes)
+            return await self._serve(feed, service, peers)
         finally:
-            await source.close()
+            await feed.close()
             for lane in lanes:
                 await lane.close()
             await close_peers(peers)
@@ -146,26 +139,26 @@ class Daemon:
             self.telemetry.set_peer_up(peer.name, True)
         return peers
 
-    def _service(self, source: DirectorySource, lanes: list[Lane]) -> Service:
-        self.telemetry.set_source_backlog(source.backlog)
+    def _service(self, feed: Feed, lanes: list[Lane]) -> Service:
+        self.telemetry.set_source_backlog(feed.source.backlog)
         return Service(
-            source,
-            source.open,
+            feed.source,
+            feed.opener,
             lanes,
             self.telemetry,
             self.settings.service,
             params=self.settings.chunking.params(),
-            window_size=FsOrigin.window_size,
-            etag_is_digest=True,
+            window_size=feed.window_size,
+            etag_is_digest=feed.etag_is_digest,
         )
 
-    async def _serve(self, source: DirectorySource, service: Service, peers: list[Peer]) -> int:
+    async def _serve(self, feed: Feed, service: Service, peers: list[Peer]) -> int:
         self.telemetry.set_ready(True)
         self.notifier.ready("reconciling the tree against every peer")
         background = [
             asyncio.create_task(self._watchdog()),
             asyncio.create_task(self._status_lines()),
-            asyncio.create_task(self._reconciles(source, service, peers)),
+            asyncio.create_task(self._reconciles(feed, service, peers)),
         ]
         try:
             await self._stop.wait()
@@ -211,34 +204,33 @@ class Daemon:
                 )
             )
 
-    async def _reconciles(
-        self, source: DirectorySource, service: Service, peers: list[Peer]
-    ) -> None:
-        """The start-up reconcile, then the service, then one per reported gap."""
-        await self._reconcile(source, peers, "start-up")
+    async def _reconciles(self, feed: Feed, service: Service, peers: list[Peer]) -> None:
+        """The start-up reconcile (a directory), the service, one per reported gap."""
+        if feed.reconcile_at_start:
+            await self._reconcile(feed, peers, "start-up")
         service.start()
-        self.notifier.status("watching " + str(source.root))
+        self.notifier.status("watching " + feed.describe)
         while True:
-            await source.gaps.wait()
-            source.gaps.clear()
-            await self._reconcile(source, peers, "gap")
+            await feed.gaps.wait()
+            feed.gaps.clear()
+            await self._reconcile(feed, peers, "gap")
 
-    def _retry_reconcile(self, source: DirectorySource) -> None:
+    def _retry_reconcile(self, feed: Feed) -> None:
         """Another reconcile later; the delay doubles while they keep failing
         (a whole-tree walk is not something to repeat every few seconds)."""
-        asyncio.get_running_loop().call_later(self._reconcile_delay, source.gaps.set)
+        asyncio.get_running_loop().call_later(self._reconcile_delay, feed.gaps.set)
         self._reconcile_delay = min(RECONCILE_RETRY_MAX_SECONDS, 2 * self._reconcile_delay)
 
-    async def _reconcile(self, source: DirectorySource, peers: list[Peer], why: str) -> None:
+    async def _reconcile(self, feed: Feed, peers: list[Peer], why: str) -> None:
         """The backfill over the source; on failure, another attempt later."""
         started = time.monotonic()
-        origin = FsOrigin(source.root, source.bucket)
+        origin = feed.origin()
         job = Backfill(origin, peers, self.settings.chunking.params(), self.settings.store)
         try:
             summary = await job.run()
         except (ReplicatorError, OSError) as exc:
             log.error("reconcile failed, retrying later", reason=why, error=str(exc))
-            self._retry_reconcile(source)
+            self._retry_reconcile(feed)
             return
         finally:
             with contextlib.suppress(Exception):
@@ -246,7 +238,7 @@ class Daemon:
         if summary.errors:
             # A peer that failed here (down, full) has no event to retry:
             # only another reconcile brings it what it missed.
-            self._retry_reconcile(source)
+            self._retry_reconcile(feed)
         else:
             self._reconcile_delay = RECONCILE_RETRY_SECONDS
         # A reconcile with errors (an unreadable directory, a refused mass
@@ -262,3 +254,6 @@ class Daemon:
             error_samples=summary.error_samples[:5],
             seconds=round(time.monotonic() - started, 3),
         )
+        # A Kafka gap waits for this; errors (a peer down) are retried later,
+        # while the other peers go on with the events after the gap.
+        feed.settled.set()

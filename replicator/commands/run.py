@@ -55,6 +55,10 @@ def check_config_command(config_path: Path | None) -> None:
     check_paths(settings)
     parse_address(settings.service.metrics_address)
     asyncio.run(check_peers(settings))
+    if settings.kafka is not None:
+        from replicator.sources.factory import check_kafka  # noqa: PLC0415 - aiokafka only here
+
+        asyncio.run(check_kafka(settings))
     click.echo(
         f"configuration ok: source {_describe_source(settings)}, "
         f"{len(settings.destinations)} peers reachable"
@@ -63,7 +67,10 @@ def check_config_command(config_path: Path | None) -> None:
 
 def _describe_source(settings: Settings) -> str:
     src = settings.source
-    return str(src.path) if isinstance(src, FsSource) else f"s3://{src.bucket}/{src.prefix}"
+    if isinstance(src, FsSource):
+        return str(src.path)
+    via = f" via kafka {','.join(settings.kafka.topics)}" if settings.kafka else ""
+    return f"s3://{src.bucket}/{src.prefix}{via}"
 
 
 def check_paths(settings: Settings) -> None:

@@ -180,8 +180,13 @@ class Service:
                 # would tie with this one's, so it is not written.
                 self._torn.setdefault(active, set()).add(lane.name)
             old = lane.want.get(event.key)
-            lane.want[event.key] = event  # an existing key keeps its place in line
             self.telemetry.pending(lane.name, event, event.size)
+            if old is not None and old.order_key() > event.order_key():
+                # Arrived late (Kafka reorders and repeats): the newer version
+                # waiting here replaces it, never the other way round.
+                self._finish(lane, event, superseded=True)
+                continue
+            lane.want[event.key] = event  # an existing key keeps its place in line
             if old is not None:
                 self._finish(lane, old, superseded=True)
         self._work.set()

@@ -16,7 +16,7 @@ import contextlib
 import itertools
 import logging
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -47,6 +47,12 @@ __all__ = ["Gap", "GapHook", "KafkaSource", "kafka_source"]
 log = logging.getLogger(__name__)
 
 
+#: Told of each outcome settled inside the source (dead letters of records
+#: that did not parse, skipped test events and other buckets' events), which
+#: the pipeline never sees: the daemon counts them in events_total.
+OutcomeHook = Callable[[Outcome], None]
+
+
 class KafkaSource(GroupMember):
     """The Source of S3 notifications read from Kafka (see the module docstring)."""
 
@@ -60,6 +66,7 @@ class KafkaSource(GroupMember):
         bucket: str | None = None,
         prefix: str = "",
         on_gap: GapHook | None = None,
+        on_outcome: OutcomeHook | None = None,
     ):
         self.settings = settings
         self.source_id = source_id  # SourceIdentity.source of the S3 origin
@@ -68,6 +75,7 @@ class KafkaSource(GroupMember):
         self.bucket = bucket
         self.prefix = prefix
         self.on_gap = on_gap
+        self.on_outcome = on_outcome or (lambda outcome: None)
         # Counters the daemon exports (replicator_events_total{outcome}, gaps).
         self.handed_out = 0
         self.dead_letters = 0
@@ -182,10 +190,14 @@ class KafkaSource(GroupMember):
             # The partition may have been revoked while the dead letter was produced.
             if produced and self._marks.mark(tp) is mark:
                 mark.add(record.offset, ())
+                self.on_outcome(Outcome.DEAD_LETTER)
             return []
         mine = [e for e in parsed.events if self._wanted(e)]
         events = [replace(e, observed=next(self._tokens)) for e in mine]
-        self.skipped += parsed.skipped + len(parsed.events) - len(mine)
+        skipped = parsed.skipped + len(parsed.events) - len(mine)
+        self.skipped += skipped
+        for _ in range(skipped):
+            self.on_outcome(Outcome.SKIPPED)
         self._marks.add(tp, record.offset, [e.observed for e in events])
         return events
 
