@@ -137,15 +137,8 @@ class FsBackend:
 
     def _ensure_dir(self, directory: Path) -> None:
         """Create missing directories, fsyncing each parent so the new entry is durable."""
-        missing: list[Path] = []
-        d = directory
-        while not d.is_dir():
-            missing.append(d)
-            d = d.parent
-        for d in reversed(missing):
-            with contextlib.suppress(FileExistsError):  # a concurrent writer made it
-                d.mkdir()
-            _fsync_dir(d.parent)
+        for parent in fs_batch.make_dirs(directory):
+            _fsync_dir(parent)
 
     async def get(self, key: str, start: int = 0, length: int | None = None) -> bytes:
         if start < 0 or (length is not None and length < 0):

@@ -110,7 +110,7 @@ def write_many(backend: FsBackend, items: Sequence[PutItem]) -> list[PutOutcome]
         for i, (key, data, sha256) in enumerate(items):
             path = backend._path(key)
             try:
-                made = _make_dirs(path.parent)
+                made = make_dirs(path.parent)
                 if made:  # a new key directory: nothing in it to find or sweep
                     dirs.update(dict.fromkeys(made))
                 elif path.exists():
@@ -159,7 +159,7 @@ def _item_error(backend: FsBackend, exc: Exception, path: Path) -> Exception:
     return backend._error(exc, path) if isinstance(exc, OSError) else exc
 
 
-def _make_dirs(directory: Path) -> list[Path]:
+def make_dirs(directory: Path) -> list[Path]:
     """Create missing directories (not yet synced): the directories whose
     entries changed, parents first."""
     missing: list[Path] = []
