@@ -496,12 +496,6 @@ async def test_event_to_durable_latency_through_kafka_and_s3(
         assert not await missing_at(tmp_path / peer, ann.puts)
 
 
-@pytest.mark.skip(
-    reason="known bug (about 1 run in 3 after the kill -9 test): after the broker restart the "
-    "member is unknown, the partition is revoked and reassigned at the committed offset, and "
-    "the source then stalls with the watermark 10 records short of the log end although every "
-    "event was made durable; see docs/run-kafka.md"
-)
 async def test_broker_killed_and_restarted_mid_stream_the_daemon_reconnects(
     tmp_path: Path, topics: Topics, moto_source: MotoServer, versioned: tuple[Any, str]
 ) -> None:
