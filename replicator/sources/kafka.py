@@ -292,10 +292,15 @@ class KafkaSource(GroupMember):
             await asyncio.sleep(period)
             try:
                 await self.commit()
+            except KafkaError as exc:
+                log.warning("kafka source: commit failed (%s); retrying", type(exc).__name__)
+            # Apart from the commit: log ends only feed the backlog and lag
+            # figures, and their failing must never hold back a commit.
+            try:
                 fetched = {tp for tp, _ in self._fetched()}
                 await self._clock.refresh(self._client(), self._marks, fetched)
             except KafkaError as exc:
-                log.warning("kafka source: commit failed (%s); retrying", type(exc).__name__)
+                log.warning("kafka source: log ends unknown (%s); retrying", type(exc).__name__)
 
     # -- backlog and lag --------------------------------------------------
 

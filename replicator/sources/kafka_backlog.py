@@ -99,21 +99,33 @@ class BacklogClock:
         return known[1] if known is not None and known[0] == offset else None
 
     async def _read_timestamps(self, wanted: dict[TP, int]) -> None:
-        if self._probe is None:
-            self._probe = AIOKafkaConsumer(
-                **common_options(self._settings),
-                group_id=None,
-                enable_auto_commit=False,
-                isolation_level="read_committed",
-                max_partition_fetch_bytes=_PROBE_FETCH_BYTES,
-            )
-            await self._probe.start()
+        probe = self._probe or await self._start_probe()
         parts = [TopicPartition(*tp) for tp in wanted]
-        self._probe.assign(parts)
+        probe.assign(parts)
         for part in parts:
-            self._probe.seek(part, wanted[(part.topic, part.partition)])
-        batch = await self._probe.getmany(*parts, timeout_ms=500)
+            probe.seek(part, wanted[(part.topic, part.partition)])
+        batch = await probe.getmany(*parts, timeout_ms=500)
         for part, records in batch.items():
             tp = (part.topic, part.partition)
             if records and tp in wanted:  # the first record at or after the offset
                 self._known[tp] = (wanted[tp], records[0].timestamp)
+
+    async def _start_probe(self) -> AIOKafkaConsumer:
+        """Kept only once started: a consumer whose start() failed (brokers
+        away) has no fetcher, and a seek on it raised AttributeError, which
+        ended the commit task for good (the offsets were never committed again)."""
+        probe = AIOKafkaConsumer(
+            **common_options(self._settings),
+            group_id=None,
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            max_partition_fetch_bytes=_PROBE_FETCH_BYTES,
+        )
+        try:
+            await probe.start()
+        except BaseException:
+            with contextlib.suppress(KafkaError):
+                await probe.stop()
+            raise
+        self._probe = probe
+        return probe

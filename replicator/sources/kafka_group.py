@@ -43,6 +43,7 @@ class GroupMember:
     _ready_lock: asyncio.Lock
     _commit_lock: asyncio.Lock
     _room: asyncio.Event
+    _closing: asyncio.Event
 
     def _client(self) -> AIOKafkaConsumer:
         raise NotImplementedError
@@ -92,6 +93,8 @@ class GroupMember:
         except KafkaError as exc:
             log.warning("kafka source: offsets of new partitions unknown (%s)", type(exc).__name__)
             return
+        if self._closing.is_set():
+            return  # close() may have stopped the consumer meanwhile: no seek on it
         for tp in todo:
             start = committed[tp]
             if start is None:
