@@ -9,6 +9,7 @@ roles), so nothing secret is ever printed with the configuration.
 
 from __future__ import annotations
 
+import fnmatch
 import importlib.util
 import os
 import tomllib
@@ -238,6 +239,12 @@ class Store(_Strict):
         return value
 
 
+#: Where the heartbeat canary lives under the source (directory or bucket
+#: prefix). Not under a dot directory: the directory watcher's default
+#: ignore patterns (``.*``) would never replicate it.
+HEARTBEAT_KEY = "_replicator/heartbeat"
+
+
 class ServiceSettings(_Strict):
     """The daemon (``replicator run``)."""
 
@@ -252,6 +259,25 @@ class ServiceSettings(_Strict):
     retry_max_seconds: float = Field(
         30.0, gt=0, le=3600, description="Cap of the backoff between retries of a failing peer."
     )
+    # Off by default: the beat writes into the source, which a least-privilege
+    # (read-only) source credential does not allow (docs/install.md).
+    heartbeat_interval_seconds: float = Field(
+        0.0,
+        ge=0,
+        le=86400,
+        description="Write the heartbeat canary into the source this often; 0 disables it.",
+    )
+    heartbeat_key: str = Field(
+        HEARTBEAT_KEY, description="Key of the heartbeat canary under the source."
+    )
+
+    @field_validator("heartbeat_key")
+    @classmethod
+    def _relative_key(cls, value: str) -> str:
+        parts = value.split("/")
+        if any(p in ("", ".", "..") for p in parts):
+            raise ValueError(f"{value!r} must be a relative key: no empty, '.' or '..' segment")
+        return value
 
 
 class Settings(_Strict):
@@ -272,6 +298,8 @@ class Settings(_Strict):
         if isinstance(self.source, S3Source) and self.origin is None:
             raise ValueError("an s3 source needs an [origin] table (endpoint_url, region)")
         check_places(self)
+        if isinstance(self.source, FsSource):
+            _heartbeat_not_ignored(self.service.heartbeat_key, self.source.ignore)
         if self.kafka is not None and not isinstance(self.source, S3Source):
             raise ValueError("a [kafka] table needs an s3 source (the bucket its events name)")
         return self
@@ -282,6 +310,18 @@ class Settings(_Strict):
                 return d
         known = ", ".join(d.name for d in self.destinations)
         raise ConfigError(f"no destination named {name!r} (configured: {known})")
+
+
+def _heartbeat_not_ignored(key: str, patterns: list[str]) -> None:
+    """The watcher's own rule (fnmatch on every segment): an ignored canary
+    would be written and never replicated, its age growing for ever."""
+    for part in key.split("/"):
+        for pattern in patterns:
+            if fnmatch.fnmatchcase(part, pattern):
+                raise ValueError(
+                    f"service.heartbeat_key {key!r}: segment {part!r} matches "
+                    f"source.ignore pattern {pattern!r}, so it would never be replicated"
+                )
 
 
 def _place(where: FsSource | S3Source | FsDestination | S3Destination, endpoint: str) -> str:

@@ -32,6 +32,7 @@ import uvloop
 
 from replicator.config import Settings
 from replicator.errors import ReplicatorError
+from replicator.heartbeat import beating
 from replicator.metrics import Telemetry, serve
 from replicator.notify import Notifier
 from replicator.pipeline.backfill import Backfill
@@ -160,6 +161,10 @@ class Daemon:
             asyncio.create_task(self._status_lines()),
             asyncio.create_task(self._reconciles(feed, service, peers)),
         ]
+        if self.settings.service.heartbeat_interval_seconds > 0:
+            background.append(
+                asyncio.create_task(beating(self.settings, self.telemetry.heartbeat, peers))
+            )
         try:
             await self._stop.wait()
         finally:

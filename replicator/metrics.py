@@ -45,6 +45,7 @@ from prometheus_client.registry import Collector
 
 from replicator import __version__
 from replicator.events import ChangeEvent
+from replicator.metrics_heartbeat import HeartbeatAges
 from replicator.metrics_http import MetricsServer, parse_address, serve
 from replicator.metrics_pending import PendingSet
 from replicator.sources import Backlog
@@ -103,6 +104,8 @@ class Telemetry:
         self.registry = registry if registry is not None else CollectorRegistry()
         self._lock = threading.Lock()
         self._peers = {d: _Peer(rpo_targets.get(d)) for d in destinations}
+        #: The heartbeat canary's ages (fed by replicator.heartbeat and ``durable``).
+        self.heartbeat = HeartbeatAges(destinations)
         self._backlog: Callable[[], Backlog] = Backlog
         self._lag: Callable[[], Mapping[tuple[str, int], int]] = dict
         self._ready = False
@@ -216,6 +219,7 @@ class Telemetry:
                 peer.last_durable_ns = event.event_time_ns
                 self._last.labels(destination).set(event.event_time_ns / 1e9)
         self._latency.labels(destination).observe(latency)
+        self.heartbeat.durable(destination, event)
         self._shipped.labels(destination).inc(shipped_bytes)
         self._dedup.labels(destination).inc(deduplicated_bytes)
         log.info(
@@ -396,6 +400,7 @@ class _ScrapeCollector(Collector):
         for (topic, partition), behind in sorted(self._t.consumer_lag().items()):
             lag.add_metric([topic, str(partition)], behind)
         yield from (rpo, events, nbytes, lag)
+        yield from self._t.heartbeat.families()
 
 
 __all__ = ["MetricsServer", "PendingSet", "Telemetry", "parse_address", "serve"]

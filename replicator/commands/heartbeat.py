@@ -29,7 +29,10 @@ from replicator.heartbeat import DEFAULT_KEY, PeerAge, age_at, beat, heartbeat_k
 
 @click.command("heartbeat")
 @click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False))
-@click.option("--key", default=DEFAULT_KEY, show_default=True, help="Heartbeat object's key.")
+@click.option(
+    "--key",
+    help=f"Heartbeat object's key [default: service.heartbeat_key, else {DEFAULT_KEY}].",
+)
 @click.option("--interval", default=30.0, show_default=True, type=click.FloatRange(min=1.0))
 @click.option("--once", is_flag=True, help="One round: write a beat, report the ages, exit.")
 @click.option(
@@ -41,7 +44,7 @@ from replicator.heartbeat import DEFAULT_KEY, PeerAge, age_at, beat, heartbeat_k
 def heartbeat_command(
     *,
     config_path: Path | None,
-    key: str,
+    key: str | None,
     interval: float,
     once: bool,
     textfile: Path | None,
@@ -53,6 +56,7 @@ def heartbeat_command(
         if textfile is not None and not textfile.parent.is_dir():
             raise ConfigError(f"--textfile {textfile}: directory {textfile.parent} does not exist")
         every = None if once else interval
+        key = key or settings.service.heartbeat_key
         asyncio.run(_rounds(settings, key, every, textfile, as_json=as_json))
 
 
