@@ -1,22 +1,25 @@
 """The Kubernetes manifests, validated offline: built-in kinds against the
 API schemas of kubernetes-validate (strict: an unknown field fails).
 
-The prometheus-operator kinds have no schema in any package this project can
-use (cloudcoil-models-prometheus-operator has the models but installs a pytest
-plugin into every test run), so their schema validation is skipped on
-purpose: the PrometheusRule's groups go through ``promtool check rules`` and
-must equal deploy/prometheus/replicator-rules.yml; the ServiceMonitor may use
-only the fields listed below (from prometheus-operator's API reference).
-Plus the wiring between the resources: selectors, ports, probes, and the
-command lines the pods run."""
+The prometheus-operator kinds (ServiceMonitor, PrometheusRule) are validated
+with ``jsonschema`` against the openAPIV3Schema of their real CRDs, from the
+pinned prometheus-operator module (tests/services/crds.py, fetched once into
+~/.cache/replicator by ./dev ops_tools). Strict like ``kubectl apply``'s
+server-side field validation: an object schema that lists its properties
+refuses any other field (the API server would drop or reject it). The
+PrometheusRule's groups also go through ``promtool check rules`` and must
+equal deploy/prometheus/replicator-rules.yml. Plus the wiring between the
+resources: selectors, ports, probes, and the command lines the pods run."""
 
 from __future__ import annotations
 
+import copy
 import subprocess
 import tomllib
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
@@ -24,16 +27,13 @@ from click.testing import CliRunner
 
 from replicator import config
 from replicator.cli import main
-from tests.deploy.conftest import DEPLOY, RULES, need
+from tests.deploy.conftest import DEPLOY, RULES, need, unavailable
+from tests.services import crds
+from tests.services.process import ServiceError
 
 KUBE = DEPLOY / "kubernetes"
 #: The Kubernetes version the manifests are checked against.
 K8S_VERSION = "1.30.0"
-#: ServiceMonitor fields used here (monitoring.coreos.com/v1 API reference).
-SERVICE_MONITOR = {
-    "spec": {"selector", "endpoints", "namespaceSelector", "jobLabel"},
-    "endpoint": {"port", "path", "interval", "scrapeTimeout", "scheme", "honorLabels"},
-}
 CRDS = {"ServiceMonitor", "PrometheusRule"}
 
 
@@ -63,12 +63,66 @@ def test_a_misspelt_field_is_rejected() -> None:
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
 
 
-def test_service_monitor_fields() -> None:
-    doc = _docs()["ServiceMonitor"]
+def _strict(node: Any) -> Any:
+    """The schema with ``additionalProperties: false`` on every object that
+    lists its properties and does not keep unknown fields."""
+    if isinstance(node, list):
+        return [_strict(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _strict(v) for k, v in node.items()}
+    keeps = out.get("x-kubernetes-preserve-unknown-fields") or "additionalProperties" in out
+    if "properties" in out and not keeps:
+        out["additionalProperties"] = False
+    return out
+
+
+def _crd_validator(kind: str, api_version: str) -> jsonschema.protocols.Validator:
+    try:
+        schema = crds.schema(kind, api_version)
+    except ServiceError as exc:
+        unavailable(f"prometheus-operator CRDs: {exc}")
+    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft7Validator)
+    return cls(_strict(schema), format_checker=None)
+
+
+def _crd_errors(doc: dict[str, Any]) -> list[str]:
+    validator = _crd_validator(doc["kind"], doc["apiVersion"])
+    return [
+        f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(doc)
+    ]
+
+
+@pytest.mark.parametrize("kind", sorted(CRDS))
+def test_operator_resource_matches_its_crd(kind: str) -> None:
+    doc = _docs()[kind]
     assert doc["apiVersion"] == "monitoring.coreos.com/v1"
-    assert set(doc["spec"]) <= SERVICE_MONITOR["spec"]
-    for endpoint in doc["spec"]["endpoints"]:
-        assert set(endpoint) <= SERVICE_MONITOR["endpoint"], endpoint
+    assert _crd_errors(doc) == [], kind
+    print(f"{kind}: valid against prometheus-operator {crds.VERSION}'s CRD schema")
+
+
+@pytest.mark.parametrize(
+    ("kind", "path", "field", "value"),
+    [
+        ("ServiceMonitor", ("spec", "endpoints", 0), "scrapeTimout", "10s"),  # misspelt
+        ("ServiceMonitor", ("spec", "endpoints", 0), "interval", "15 seconds"),  # bad duration
+        ("ServiceMonitor", ("spec",), "endpoints", {"port": "metrics"}),  # not a list
+        ("PrometheusRule", ("spec", "groups", 0, "rules", 0), "severity", "page"),  # not a field
+        ("PrometheusRule", ("spec", "groups", 0, "rules", 0), "for", "two minutes"),
+        ("PrometheusRule", ("spec",), "group", []),  # misspelt
+    ],
+)
+def test_a_wrong_operator_field_is_rejected(
+    kind: str, path: tuple[str | int, ...], field: str, value: Any
+) -> None:
+    doc = copy.deepcopy(_docs()[kind])
+    node: Any = doc
+    for step in path:
+        node = node[step]
+    node[field] = value
+    errors = _crd_errors(doc)
+    assert errors, f"{kind}: {field} = {value!r} was accepted"
+    print(errors[0])
 
 
 def test_prometheus_rule_passes_promtool(tmp_path: Path) -> None:
