@@ -292,7 +292,12 @@ class Telemetry:
         return True, ""
 
     def consumer_lag(self) -> Mapping[tuple[str, int], int]:
-        return self._lag()
+        lag = self._lag()
+        # Each partition read gets its gap counter at 0: increase() needs a
+        # sample before the first gap, or that gap never shows on a graph.
+        for topic, partition in lag:
+            self._gaps.labels(topic, str(partition))
+        return lag
 
     def peer_view(self, now_ns: int | None = None) -> dict[str, tuple[float, int, int]]:
         """Per peer: (rpo seconds, pending events, pending bytes), source backlog included."""

@@ -20,6 +20,11 @@ from tests.integration.conftest import (  # noqa: F401 (fixtures: drills on ever
     store,
     store_kind,
 )
+from tests.kafka.conftest import (  # noqa: F401 (fixtures: the live dashboard's Kafka daemon)
+    kafka_broker,
+    moto_source,
+    sasl_canary,
+)
 from tests.services.alertmanager import AlertmanagerServer, WebhookReceiver, fast_copy
 from tests.services.process import ServiceError
 from tests.services.prometheus import PrometheusServer

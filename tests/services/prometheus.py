@@ -37,7 +37,9 @@ def http_json(url: str, data: bytes | None = None) -> Any:
 
 class PrometheusServer:
     """A running Prometheus scraping ``targets`` as job ``job``, evaluating
-    ``rule_files`` and sending alerts to ``alertmanager`` (host:port)."""
+    ``rule_files`` and sending alerts to ``alertmanager`` (host:port);
+    ``pushgateway`` (host:port) is scraped as job ``pushgateway`` with
+    ``honor_labels``, as its documentation asks."""
 
     def __init__(
         self,
@@ -47,6 +49,7 @@ class PrometheusServer:
         job: str = "replicator",
         rule_files: Sequence[Path] = (),
         alertmanager: str | None = None,
+        pushgateway: str | None = None,
     ) -> None:
         binary = prometheus_binary()
         if binary is None:
@@ -55,7 +58,13 @@ class PrometheusServer:
         self.url = f"http://127.0.0.1:{self.port}"
         config_path = workdir / "prometheus.yml"
         # YAML is a superset of JSON: no YAML writer needed.
-        config_path.write_text(json.dumps(_config(targets, job, rule_files, alertmanager)))
+        config = _config(targets, job, rule_files, alertmanager)
+        if pushgateway is not None:
+            config["scrape_configs"].append(
+                {**config["scrape_configs"][0], "job_name": "pushgateway", "honor_labels": True}
+                | {"static_configs": [{"targets": [pushgateway]}]}
+            )
+        config_path.write_text(json.dumps(config))
         self.process = ServerProcess(
             [
                 binary,
