@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,20 +22,34 @@ from tests.services.moto_server import MotoServer
 ANNOUNCED = 6
 
 
-def kafka_daemon(tmp: Path, broker: KafkaBroker, moto: MotoServer) -> Any:
+@dataclass
+class KafkaRun:
+    """A daemon on a (versioned) moto bucket followed through fresh topics."""
+
+    daemon: Any
+    topics: Topics
+    client: Any
+    bucket: str
+
+
+def kafka_daemon(
+    tmp: Path, broker: KafkaBroker, moto: MotoServer, *, extra: str = "", announce: bool = True
+) -> KafkaRun:
     """A daemon consuming fresh topics (2 partitions), a few objects announced."""
     tag = secrets.token_hex(4)
     topics = Topics(broker, f"s3-events-{tag}", f"s3-dead-{tag}", f"replicator-{tag}")
     client = moto.endpoint.client()
     bucket = f"src-{tag}"
     client.create_bucket(Bucket=bucket)
+    client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
     asyncio.run(_create(topics))
-    cfg = write_config(tmp, topics, moto, bucket)
+    cfg = write_config(tmp, topics, moto, bucket, extra=extra)
     daemon = harness.Daemon(cfg, tmp / "daemon.log", env=s3_env(moto))
     daemon.wait_ready()
-    # Not waited for: the dashboard test polls each panel until it has series.
-    asyncio.run(_announce(client, bucket, topics))
-    return daemon
+    if announce:
+        # Not waited for: the dashboard test polls each panel until it has series.
+        asyncio.run(_announce(client, bucket, topics))
+    return KafkaRun(daemon, topics, client, bucket)
 
 
 async def _create(topics: Topics) -> None:

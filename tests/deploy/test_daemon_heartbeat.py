@@ -10,7 +10,9 @@ event time comes from)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import subprocess
 import time
 from pathlib import Path
@@ -19,9 +21,14 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from replicator.config import HEARTBEAT_KEY
+from tests.daemon import harness
+from tests.deploy import live_sources
 from tests.deploy.test_live_daemon import _chattr_blocks_root, _immutable
+from tests.kafka.kafkad import Announcer, Put
+from tests.services.kafka.server import KafkaBroker
+from tests.services.moto_server import MotoServer
 
-harness: Any = pytest.importorskip("tests.daemon.harness")
 pytestmark = pytest.mark.integration
 
 INTERVAL_S = 0.5
@@ -67,8 +74,8 @@ def test_heartbeat_age_per_peer_follows_an_outage(tmp_path: Path) -> None:
         daemon.wait_ready()
         assert _gauges(daemon, "replicator_heartbeat_interval_seconds") == {"": INTERVAL_S}
         started = time.time()
-        for peer in harness.PEERS:
-            harness.wait_until(lambda p=peer: _fresh(daemon, p, started), f"beat at {peer}", daemon)
+        both = harness.PEERS
+        harness.wait_until(lambda: all(_fresh(daemon, p, started) for p in both), "beats", daemon)
         healthy = _ages(daemon)
         print(f"healthy: heartbeat ages {healthy} (interval {INTERVAL_S} s)")
 
@@ -140,6 +147,51 @@ def test_a_read_only_source_disables_the_heartbeat(tmp_path: Path) -> None:
         subprocess.run(["chattr", "-i", str(tmp_path / "src")], check=False)
         if daemon.proc.poll() is None:
             daemon.kill()
+
+
+def test_s3_source_heartbeat_through_kafka(
+    tmp_path: Path, kafka_broker: KafkaBroker, moto_source: MotoServer
+) -> None:
+    """The daemon PUTs the canary into its source bucket; the test plays the
+    bucket's event notification (moto sends none), as every Kafka test does:
+    each new canary version is announced with its PUT time as eventTime."""
+    run = live_sources.kafka_daemon(
+        tmp_path, kafka_broker, moto_source, extra="heartbeat_interval_seconds = 1", announce=False
+    )
+    try:
+        started = time.time()
+        announced = asyncio.run(_bridge_until_fresh(run, started))
+        ages = _ages(run.daemon)
+        print(f"s3 source via Kafka: {announced} canary versions announced; ages {ages}")
+        assert set(ages) == set(harness.PEERS)
+        assert run.daemon.stop() == 0, run.daemon.log_tail()
+    finally:
+        harness.Daemon.reap()
+
+
+async def _bridge_until_fresh(run: live_sources.KafkaRun, started: float) -> int:
+    """Announce new canary versions until both peers hold one written after ``started``."""
+    seen: set[str] = set()
+    async with Announcer(run.client, run.bucket, run.topics) as ann:
+        deadline = time.monotonic() + harness.GUARD_S
+        while not all(_fresh(run.daemon, p, started) for p in harness.PEERS):
+            assert time.monotonic() < deadline, run.daemon.log_tail()
+            listed = run.client.list_object_versions(Bucket=run.bucket, Prefix=HEARTBEAT_KEY)
+            for v in listed.get("Versions", []):
+                if v["VersionId"] not in seen:
+                    seen.add(v["VersionId"])
+                    await ann.send(*_canary(run, v["VersionId"], ann))
+            await asyncio.sleep(0.2)
+    return len(seen)
+
+
+def _canary(run: live_sources.KafkaRun, version: str, ann: Announcer) -> tuple[Put, bytes]:
+    got = run.client.get_object(Bucket=run.bucket, Key=HEARTBEAT_KEY, VersionId=version)
+    body = got["Body"].read()
+    # eventTime: when the PUT happened (milliseconds, as notifications carry it).
+    written_ms = int(json.loads(body)["written_at"] * 1000)
+    put = Put(HEARTBEAT_KEY, body, version, got["ETag"].strip('"'), written_ms * 1_000_000)
+    return put, ann.message(put, "aws")
 
 
 _DISABLED = (

@@ -151,7 +151,7 @@ def test_peer_outage_pages_and_resolves(
     try:
         daemon.wait_ready()
         harness.wait_until((tmp_path / "b" / "config").exists, "peer b's store", daemon)
-        kafka = live_sources.kafka_daemon(tmp_path / "kafka", kafka_broker, moto_source)
+        kafka = live_sources.kafka_daemon(tmp_path / "kafka", kafka_broker, moto_source).daemon
         prom = _prometheus(
             tmp_path, [daemon, kafka], alertmanager.address, f"127.0.0.1:{gateway.port}"
         )
