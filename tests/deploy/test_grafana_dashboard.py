@@ -1,8 +1,9 @@
 """The Grafana dashboard: provisioning-ready JSON, and every panel's PromQL
-run through a real Prometheus that scrapes the stand-in exporter (the
-daemon's metric families from deploy/metrics.txt; swapped for
-``replicator run`` once the daemon is merged). Each query must parse, use
-only defined metric names, and return series."""
+run through a real Prometheus that scrapes the stand-in exporter (every
+family of deploy/metrics.txt, fast and without services). Each query must
+parse, use only defined metric names, and return series. The same queries
+against live programs (two ``replicator run``, one on Kafka, a drill pushed
+to a Pushgateway) run in test_live_daemon.py."""
 
 from __future__ import annotations
 

@@ -15,6 +15,7 @@ import aiohttp
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
@@ -261,3 +262,36 @@ def test_durable_and_errors_emit_one_log_event_each() -> None:
         "put_pack",
         "AccessDeniedError",
     )
+
+
+def test_gap_counters_start_at_zero_for_each_partition_read() -> None:
+    # increase() needs a sample before the first gap, or that gap never shows.
+    telemetry = Telemetry(PEERS, {})
+    lag = {("events", 0): 3, ("events", 1): 0}
+    telemetry.set_consumer_lag(lambda: lag)
+    text = generate_latest(telemetry.registry).decode()
+    assert 'replicator_kafka_gaps_total{partition="1",topic="events"}' not in text
+    text = generate_latest(telemetry.registry).decode()  # after one read of the lag map
+    for p in ("0", "1"):
+        assert f'replicator_kafka_gaps_total{{partition="{p}",topic="events"}} 0.0' in text
+
+
+def test_heartbeat_age_follows_the_newest_durable_canary() -> None:
+    t = Telemetry(PEERS, {})
+    now = time.time_ns()
+    t.durable(
+        PEERS[0], event("_replicator/heartbeat", age=5), shipped_bytes=0, deduplicated_bytes=0
+    )
+    assert t.heartbeat.ages(now) == {}  # the canary is not watched yet
+    t.heartbeat.enable("_replicator/heartbeat", 2.0)
+    t.heartbeat.beaten(now - int(30e9))
+    old, new = event("_replicator/heartbeat", age=9), event("_replicator/heartbeat", age=3)
+    for e in (new, old, event("other", age=1)):  # out of order; another key ignored
+        t.durable(PEERS[0], e, shipped_bytes=0, deduplicated_bytes=0)
+    ages = t.heartbeat.ages(now)
+    assert ages[PEERS[0]] == pytest.approx((now - new.event_time_ns) / 1e9)
+    assert ages[PEERS[1]] == pytest.approx(30.0)  # nothing durable: since the first beat
+    t.heartbeat.disable()
+    text = generate_latest(t.registry).decode()
+    assert "replicator_heartbeat_interval_seconds 0.0" in text
+    assert f'replicator_heartbeat_age_seconds{{destination="{PEERS[1]}"}}' in text
