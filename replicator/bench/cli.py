@@ -7,7 +7,7 @@ import click
 from replicator.bench.chunk import chunk
 from replicator.bench.compare import compare
 from replicator.bench.delta import delta
-from replicator.bench.e2e import e2e
+from replicator.bench.e2e_cli import e2e
 
 
 @click.group()

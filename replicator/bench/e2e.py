@@ -20,9 +20,6 @@ import contextlib
 import math
 import os
 import random
-import shutil
-import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -32,7 +29,6 @@ from typing import Any
 import click
 from prometheus_client.parser import text_string_to_metric_families
 
-from replicator.bench.chunk import parse_size
 from replicator.bench.e2e_stats import (
     Sample,
     Write,
@@ -42,10 +38,8 @@ from replicator.bench.e2e_stats import (
     rpo_error,
     throughput,
 )
-from replicator.commands.output import echo_json
-from replicator.commands.restore import exit_codes
 from replicator.config import FsDestination, FsSource, Settings, Store
-from replicator.demo.daemon import PEERS, DaemonProcess, free_port, write_config
+from replicator.demo.daemon import PEERS, DaemonProcess, Durable, free_port, write_config
 from replicator.pipeline.backfill import run_backfill
 
 SMALL_MIN, SMALL_MAX = 1024, 1024 * 1024
@@ -132,7 +126,7 @@ async def run_bench(root: Path, duration: float, load: Load) -> dict[str, Any]:
         stop_sampling.set()
         await sampler
         code = await daemon.stop()
-    result = report(load.writes, daemon, samples, settled=settled, daemon_exit=code)
+    result = report(load.writes, daemon.durable(), samples, settled=settled, daemon_exit=code)
     result["large_vs_backfill"] = await large_vs_backfill(root, load.writes, daemon)
     return result
 
@@ -170,13 +164,13 @@ async def large_vs_backfill(
 
 def report(
     writes: list[Write],
-    daemon: DaemonProcess,
+    durable: list[Durable],
     samples: list[Sample],
     *,
     settled: bool,
     daemon_exit: int,
 ) -> dict[str, Any]:
-    durable = daemon.durable()
+    """The figures common to every source, from the write and durable logs."""
     covered = covered_at(durable)
     latency, missing = latencies(writes, covered, PEERS)
     return {
@@ -193,7 +187,7 @@ def report(
     }
 
 
-def _print(result: dict[str, Any]) -> None:
+def print_result(result: dict[str, Any]) -> None:
     t = result["throughput"]
     click.echo(
         f"{result['objects']} objects, {result['bytes'] / 1e6:.1f} MB: "
@@ -223,41 +217,3 @@ def _print(result: dict[str, Any]) -> None:
         )
     if result["not_durable"]:
         click.echo(f"NOT DURABLE at both peers: {result['not_durable']} objects", err=True)
-
-
-@click.command("e2e")
-@click.option("--duration", default=20.0, show_default=True, type=click.FloatRange(1, 3600))
-@click.option("--rate", default=50.0, show_default=True, type=click.FloatRange(0.1, 10_000))
-@click.option("--large-size", default="64MiB", show_default=True, help="Bytes per large object.")
-@click.option(
-    "--large-every",
-    default=10.0,
-    show_default=True,
-    help="Seconds between large objects (0: none).",
-)
-@click.option("--keep", type=click.Path(path_type=Path, file_okay=False), help="Keep the run here.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def e2e(
-    *,
-    duration: float,
-    rate: float,
-    large_size: str,
-    large_every: float,
-    keep: Path | None,
-    as_json: bool,
-) -> None:
-    """Event -> durable latency, throughput and RPO error through the daemon."""
-    with exit_codes():
-        root = Path(tempfile.mkdtemp(prefix="replicator-e2e-")) if keep is None else keep
-        load = Load(root / "source", rate, parse_size(large_size), large_every)
-        try:
-            result = asyncio.run(run_bench(root, duration, load))
-        finally:
-            if keep is None:
-                shutil.rmtree(root, ignore_errors=True)
-    if as_json:
-        echo_json(result)
-    else:
-        _print(result)
-    ok = result["not_durable"] == 0 and result["daemon_exit"] == 0
-    sys.exit(0 if ok else 1)
