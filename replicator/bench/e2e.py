@@ -42,8 +42,8 @@ from replicator.bench.e2e_stats import (
     rpo_error,
     throughput,
 )
+from replicator.commands.common import exit_codes
 from replicator.commands.output import echo_json
-from replicator.commands.restore import exit_codes
 from replicator.config import FsDestination, FsSource, Settings, Store
 from replicator.demo.daemon import PEERS, DaemonProcess, free_port, write_config
 from replicator.pipeline.backfill import run_backfill

@@ -15,23 +15,16 @@ from pathlib import Path
 import click
 
 from replicator import config, logs
+from replicator.commands.common import config_option
 from replicator.config import FsDestination, FsSource, Settings
 from replicator.errors import ConfigError, NotFoundError, ReplicatorError
 from replicator.metrics import parse_address
 from replicator.store.format import CONFIG_KEY, StoreConfig
 from replicator.store.peer import make_backend, store_config
 
-_CONFIG = click.option(
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    help="Config file (default $REPLICATOR_CONFIG, else ./replicator.toml).",
-)
-
 
 @click.command("run")
-@_CONFIG
+@config_option
 def run_command(config_path: Path | None) -> None:
     """Run the daemon: watch the source, keep every peer current.
 
@@ -46,7 +39,7 @@ def run_command(config_path: Path | None) -> None:
 
 
 @click.command("check-config")
-@_CONFIG
+@config_option
 def check_config_command(config_path: Path | None) -> None:
     """Validate the configuration, its paths and that every peer answers.
 
