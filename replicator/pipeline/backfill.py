@@ -34,9 +34,9 @@ from replicator.errors import (
     SupersededError,
 )
 from replicator.origins import ObjectVersion, Origin, make_origin
-from replicator.pipeline.commit import ManifestCommits, object_manifest
 from replicator.pipeline.compare import Spill, version_from_json, version_to_json
 from replicator.pipeline.counting import CountingBackend
+from replicator.pipeline.manifests import ManifestCommits, object_manifest
 from replicator.pipeline.reconcile import Held, held_many, identity_of
 from replicator.pipeline.removals import RemovalPlan, apply_removals, plan_removals, removal_refusal
 from replicator.pipeline.ship import Shipped, ship
