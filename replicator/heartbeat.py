@@ -48,7 +48,7 @@ async def beat(settings: config.Settings, key: str = DEFAULT_KEY) -> None:
     """Write the heartbeat object into the source: a new version every time."""
     body = beat_body(time.time())
     source = settings.source
-    if isinstance(source, config.FsSource):
+    if isinstance(source, config.FsSourceSettings):
         await asyncio.to_thread(_replace, source.path / key, body)
         return
     assert settings.origin is not None  # Settings refuses an s3 source without one
@@ -82,7 +82,7 @@ def _replace(path: Path, body: bytes) -> None:
 def heartbeat_key(settings: config.Settings, key: str = DEFAULT_KEY) -> str:
     """The key the beat has in manifests (an s3 source's prefix included)."""
     source = settings.source
-    return source.prefix + key if isinstance(source, config.S3Source) else key
+    return source.prefix + key if isinstance(source, config.S3SourceSettings) else key
 
 
 async def age_at(backend: Backend, bucket: str, key: str, now_ns: int) -> float | None:

@@ -93,7 +93,7 @@ async def _run(
     finally:
         await backend.close()
     dest = settings.destination(destination)
-    if isinstance(dest, config.FsDestination):
+    if isinstance(dest, config.FsDestinationSettings):
         # Temporary files a killed backfill or daemon left (the next write removes them).
         before = time.time() - LEFTOVER_GRACE
         for path in await asyncio.to_thread(tree_leftovers, dest.path, before):

@@ -20,7 +20,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
-from replicator.config import S3Origin as S3OriginConfig
+from replicator.config import S3OriginSettings
 from replicator.errors import (
     AccessDeniedError,
     SourceUnavailableError,
@@ -59,7 +59,7 @@ class S3Origin:
     source_id = "s3"
     etag_is_digest = False
 
-    def __init__(self, bucket: str, prefix: str, cfg: S3OriginConfig) -> None:
+    def __init__(self, bucket: str, prefix: str, cfg: S3OriginSettings) -> None:
         self.bucket = bucket
         self.prefix = prefix
         self.cfg = cfg

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from replicator._native import ChunkerParams
-from replicator.config import Settings, Store
+from replicator.config import Settings, StoreSettings
 from replicator.errors import (
     IntegrityError,
     NotFoundError,
@@ -91,7 +91,7 @@ class Backfill:
         origin: Origin,
         peers: list[Peer],
         params: ChunkerParams,
-        store: Store,
+        store: StoreSettings,
         progress: Progress | None = None,
         *,
         waiting_manifests: int = WAITING_MANIFESTS,
