@@ -37,13 +37,13 @@ from replicator.origins import ObjectVersion, Origin, make_origin
 from replicator.pipeline.compare import Spill, version_from_json, version_to_json
 from replicator.pipeline.counting import CountingBackend
 from replicator.pipeline.manifests import ManifestCommits, object_manifest
+from replicator.pipeline.plan import PackWriter, SealBudget, resolve
 from replicator.pipeline.reconcile import Held, held_many, identity_of
 from replicator.pipeline.removals import RemovalPlan, apply_removals, plan_removals, removal_refusal
 from replicator.pipeline.ship import Shipped, ship
 from replicator.pipeline.summary import BackfillSummary, NoProgress, Progress
 from replicator.store.format import SourceIdentity
 from replicator.store.index_cache import IndexCache, cache_path
-from replicator.store.packs import PackWriter, SealBudget, resolve
 from replicator.store.peer import Peer, opened_peers
 from replicator.workers import WorkerPool
 

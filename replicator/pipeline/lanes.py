@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 
 from replicator.config import StoreSettings
 from replicator.events import ChangeEvent
+from replicator.pipeline.plan import OpenPack, PackWriter, Placement, resolve
 from replicator.store.index_cache import IndexCache, Location, cache_path
-from replicator.store.packs import OpenPack, PackWriter, Placement, resolve
 from replicator.store.peer import Peer
 
 #: First retry delay of a failing peer; doubles up to the configured cap.
