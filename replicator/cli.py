@@ -18,6 +18,7 @@ import click
 
 from replicator import __version__
 from replicator.commands import LazyGroup
+from replicator.commands.common import EXIT_PROBLEM, fail
 from replicator.errors import ReplicatorError
 from replicator.memory import pin_mmap_threshold
 
@@ -45,8 +46,7 @@ class _Group(LazyGroup):
         try:
             return super().invoke(ctx)
         except ReplicatorError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(exc.exit_code)
+            fail(exc)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise  # click's own usage errors and exits, already one line
         except Exception as exc:  # the last resort: never a traceback by default
@@ -55,7 +55,7 @@ class _Group(LazyGroup):
             else:
                 hint = " (run with --debug or REPLICATOR_DEBUG=1 for the traceback)"
                 click.echo(f"error: {describe(exc)}{hint}", err=True)
-            sys.exit(1)
+            sys.exit(EXIT_PROBLEM)
 
 
 @click.group(cls=_Group)

@@ -40,7 +40,7 @@ def _not_blank(value: object) -> object:
     return value
 
 
-class FsSource(_Strict):
+class FsSourceSettings(_Strict):
     type: Literal["fs"] = "fs"
     path: Path = Field(description="Directory tree whose files are replicated.")
     bucket: str = Field("local", description="Name recorded as the bucket in manifests.")
@@ -55,7 +55,7 @@ class FsSource(_Strict):
     _blank = field_validator("path", "bucket", mode="before")(_not_blank)
 
 
-class S3Source(_Strict):
+class S3SourceSettings(_Strict):
     type: Literal["s3"]
     bucket: str = Field(description="Source bucket.")
     prefix: str = Field("", description="Only keys under this prefix.")
@@ -63,17 +63,17 @@ class S3Source(_Strict):
     _blank = field_validator("bucket", mode="before")(_not_blank)
 
 
-Source = Annotated[FsSource | S3Source, Field(discriminator="type")]
+SourceSettings = Annotated[FsSourceSettings | S3SourceSettings, Field(discriminator="type")]
 
 
-class S3Endpoint(_Strict):
+class S3EndpointSettings(_Strict):
     endpoint_url: str | None = Field(None, description="S3-compatible endpoint; AWS when unset.")
     region: str = Field("us-east-1", description="Signing region.")
     addressing_style: Literal["auto", "path", "virtual"] = Field("auto")
     ca_bundle: Path | None = Field(None, description="CA bundle for TLS verification.")
 
 
-class S3Origin(S3Endpoint):
+class S3OriginSettings(S3EndpointSettings):
     type: Literal["s3"] = "s3"
     read_size: int = Field(
         8 * 1024 * 1024,
@@ -86,7 +86,7 @@ class S3Origin(S3Endpoint):
 RpoTarget = Annotated[float, Field(gt=0, description="RPO target of this peer, in seconds.")]
 
 
-class FsDestination(_Strict):
+class FsDestinationSettings(_Strict):
     name: str = Field(description="Peer name, used in metrics and commands.")
     rpo_target_seconds: RpoTarget = 300.0
     type: Literal["fs"] = "fs"
@@ -95,7 +95,7 @@ class FsDestination(_Strict):
     _blank = field_validator("name", "path", mode="before")(_not_blank)
 
 
-class S3Destination(S3Endpoint):
+class S3DestinationSettings(S3EndpointSettings):
     name: str = Field(description="Peer name, used in metrics and commands.")
     rpo_target_seconds: RpoTarget = 300.0
     type: Literal["s3"]
@@ -115,7 +115,9 @@ class S3Destination(S3Endpoint):
     _blank = field_validator("name", "bucket", mode="before")(_not_blank)
 
 
-Destination = Annotated[FsDestination | S3Destination, Field(discriminator="type")]
+DestinationSettings = Annotated[
+    FsDestinationSettings | S3DestinationSettings, Field(discriminator="type")
+]
 
 
 class KafkaSettings(_Strict):
@@ -188,7 +190,7 @@ class KafkaSettings(_Strict):
         return None
 
 
-class Chunking(_Strict):
+class ChunkingSettings(_Strict):
     min_size: int = Field(16384, description="FastCDC minimum chunk size (bytes, even).")
     avg_size: int = Field(65536, description="FastCDC average chunk size (bytes, even).")
     max_size: int = Field(262144, description="FastCDC maximum chunk size (bytes, even).")
@@ -196,7 +198,7 @@ class Chunking(_Strict):
     seed: int = Field(0, ge=0, lt=2**64, description="Gear table seed.")
 
     @model_validator(mode="after")
-    def _native_check(self) -> Chunking:
+    def _native_check(self) -> ChunkingSettings:
         self.params()  # raises ValueError naming the parameter
         return self
 
@@ -206,7 +208,7 @@ class Chunking(_Strict):
         )
 
 
-class Store(_Strict):
+class StoreSettings(_Strict):
     pack_size: int = Field(
         16 * 1024 * 1024, ge=1024 * 1024, le=1024**3, description="Target pack size in bytes."
     )
@@ -281,11 +283,11 @@ class ServiceSettings(_Strict):
 
 
 class Settings(_Strict):
-    source: Source
-    origin: S3Origin | None = None
-    destinations: list[Destination] = Field(min_length=1)
-    chunking: Chunking = Chunking()
-    store: Store = Store()
+    source: SourceSettings
+    origin: S3OriginSettings | None = None
+    destinations: list[DestinationSettings] = Field(min_length=1)
+    chunking: ChunkingSettings = ChunkingSettings()
+    store: StoreSettings = StoreSettings()
     service: ServiceSettings = ServiceSettings()
     kafka: KafkaSettings | None = None
 
@@ -295,16 +297,16 @@ class Settings(_Strict):
         dup = {n for n in names if names.count(n) > 1}
         if dup:
             raise ValueError(f"destination names must be unique, repeated: {sorted(dup)}")
-        if isinstance(self.source, S3Source) and self.origin is None:
+        if isinstance(self.source, S3SourceSettings) and self.origin is None:
             raise ValueError("an s3 source needs an [origin] table (endpoint_url, region)")
         check_places(self)
-        if isinstance(self.source, FsSource):
+        if isinstance(self.source, FsSourceSettings):
             _heartbeat_not_ignored(self.service.heartbeat_key, self.source.ignore)
-        if self.kafka is not None and not isinstance(self.source, S3Source):
+        if self.kafka is not None and not isinstance(self.source, S3SourceSettings):
             raise ValueError("a [kafka] table needs an s3 source (the bucket its events name)")
         return self
 
-    def destination(self, name: str) -> FsDestination | S3Destination:
+    def destination(self, name: str) -> FsDestinationSettings | S3DestinationSettings:
         for d in self.destinations:
             if d.name == name:
                 return d
@@ -324,10 +326,13 @@ def _heartbeat_not_ignored(key: str, patterns: list[str]) -> None:
                 )
 
 
-def _place(where: FsSource | S3Source | FsDestination | S3Destination, endpoint: str) -> str:
+def _place(
+    where: FsSourceSettings | S3SourceSettings | FsDestinationSettings | S3DestinationSettings,
+    endpoint: str,
+) -> str:
     """Where a source or destination keeps its data, as a comparable path:
     ``fs:/abs/path/`` or ``s3:<endpoint>/<bucket>/<prefix>/``."""
-    if isinstance(where, FsSource | FsDestination):
+    if isinstance(where, FsSourceSettings | FsDestinationSettings):
         return f"fs:{str(where.path.expanduser().resolve()).rstrip('/')}/"
     prefix = where.prefix.strip("/")
     return f"s3:{endpoint}/{where.bucket}/{prefix + '/' if prefix else ''}"
@@ -350,7 +355,9 @@ def check_places(settings: Settings) -> None:
     source = _place(settings.source, origin or "aws")
     seen: list[tuple[str, str]] = []
     for d in settings.destinations:
-        here = _place(d, (d.endpoint_url if isinstance(d, S3Destination) else None) or "aws")
+        here = _place(
+            d, (d.endpoint_url if isinstance(d, S3DestinationSettings) else None) or "aws"
+        )
         how = _overlap(here, source)
         if how:
             raise ValueError(f"destination {d.name!r} ({here}) {how} the source ({source})")
@@ -406,3 +413,17 @@ def load(path: Path | None = None) -> Settings:
             loc = tuple(p for p in err["loc"] if p not in ("fs", "s3"))
             msgs.append(f"{path}: {_where(loc)}: {_message(dict(err))}")
         raise ConfigError("\n".join(msgs)) from None
+
+
+# The names these models had before they were called ``...Settings`` (they
+# clashed with the classes using them, e.g. origins.s3.S3Origin). Kept only so
+# branches written against the old names still merge; new code must not use
+# them, and they go once those branches are in.
+FsSource = FsSourceSettings
+S3Source = S3SourceSettings
+S3Endpoint = S3EndpointSettings
+S3Origin = S3OriginSettings
+FsDestination = FsDestinationSettings
+S3Destination = S3DestinationSettings
+Chunking = ChunkingSettings
+Store = StoreSettings

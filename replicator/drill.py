@@ -46,6 +46,7 @@ from replicator.store.reader import (
     list_versions,
     read_manifest,
 )
+from replicator.workers import run_workers
 
 #: Bytes read at a time when the restored files are checked back.
 CHECK_READ = 8 * 1024 * 1024
@@ -171,28 +172,15 @@ class _Run:
     async def sample(self) -> RestoreSummary:
         """Restore the sampled keys, ``parallel`` keys at a time."""
         summary = RestoreSummary()
-        keys: asyncio.Queue[str | None] = asyncio.Queue(maxsize=self.parallel * 2)
 
-        async def worker() -> None:
-            while (key := await keys.get()) is not None:
-                one = Selection(self.bucket, key, True, None)
-                got = await restore(
-                    self.backend, one, self.scratch, parallel=1, progress=self.progress
-                )
-                summary.objects += got.objects
-                summary.bytes += got.bytes
-                summary.errors.extend(got.errors)
+        async def restore_key(key: str) -> None:
+            one = Selection(self.bucket, key, True, None)
+            got = await restore(self.backend, one, self.scratch, parallel=1, progress=self.progress)
+            summary.objects += got.objects
+            summary.bytes += got.bytes
+            summary.errors.extend(got.errors)
 
-        workers = [asyncio.create_task(worker()) for _ in range(self.parallel)]
-        try:
-            async for key in self._sampled_keys():
-                await keys.put(key)
-            for _ in workers:
-                await keys.put(None)
-            await asyncio.gather(*workers)
-        finally:
-            for w in workers:
-                w.cancel()
+        await run_workers(self._sampled_keys(), restore_key, self.parallel)
         return summary
 
     async def _sampled_keys(self) -> AsyncIterator[str]:

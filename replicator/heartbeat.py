@@ -72,7 +72,7 @@ async def beat(settings: config.Settings, key: str = DEFAULT_KEY) -> int:
     written_ns = time.time_ns()
     body = beat_body(written_ns / 1e9)
     source = settings.source
-    if isinstance(source, config.FsSource):
+    if isinstance(source, config.FsSourceSettings):
         path = source.path / key
         try:
             await asyncio.to_thread(_replace, path, body)
@@ -117,7 +117,7 @@ def _replace(path: Path, body: bytes) -> None:
 def heartbeat_key(settings: config.Settings, key: str = DEFAULT_KEY) -> str:
     """The key the beat has in manifests (an s3 source's prefix included)."""
     source = settings.source
-    return source.prefix + key if isinstance(source, config.S3Source) else key
+    return source.prefix + key if isinstance(source, config.S3SourceSettings) else key
 
 
 async def newest_at(backend: Backend, bucket: str, key: str) -> int | None:

@@ -29,10 +29,10 @@ from replicator._native import ChunkerParams
 from replicator.config import Settings
 from replicator.errors import ReplicatorError
 from replicator.origins import make_origin
+from replicator.pipeline.plan import PackWriter, Placement, resolve
 from replicator.pipeline.windows import Chunked, chunk_windows
 from replicator.store.format import ChunkRef, PackRun, pack_key
 from replicator.store.index_cache import IndexCache, Location, cache_path
-from replicator.store.packs import PackWriter, Placement, resolve
 from replicator.store.peer import Peer, make_backend, peer_identity, peer_on, store_config
 from replicator.store.quarantine import Damage, DamageMap, Findings, clear, relocate
 from replicator.store.reader import ChunkError, decode_chunks, read_store_config

@@ -47,6 +47,7 @@ from replicator.store.reader import (
     verified_chunks,
 )
 from replicator.store.tempfiles import Sweeper, TempFile
+from replicator.workers import WorkerPool
 
 #: Ranged GETs in flight per object; their results are written in order.
 READ_WINDOW = 4
@@ -169,19 +170,11 @@ async def restore(
     os.umask(umask)
     damage = await DamageMap.load(backend)
     job = _Job(backend, root, progress or NoProgress(), summary, 0o666 & ~umask, damage)
-    queue: asyncio.Queue[tuple[str, str] | None] = asyncio.Queue(maxsize=parallel * 2)
-    workers = [asyncio.create_task(job.worker(queue)) for _ in range(parallel)]
-    try:
-        found = False
+    found = False
+    async with WorkerPool(job.restore_one, parallel) as pool:
         async for key, store_key in _chosen(backend, selection, summary):
             found = True
-            await queue.put((key, store_key))
-        for _ in workers:
-            await queue.put(None)
-        await asyncio.gather(*workers)
-    finally:
-        for w in workers:
-            w.cancel()
+            await pool.put((key, store_key))
     nothing = _nothing_restored(selection, summary, found)
     if nothing:
         summary.errors.append(Problem(selection.key_prefix, "", nothing))
@@ -229,20 +222,20 @@ class _Job:
     #: Removes a killed restore's temporary files (older than this run).
     sweeper: Sweeper = field(default_factory=lambda: Sweeper(time.time() - CLOCK_SLACK))
 
-    async def worker(self, queue: asyncio.Queue[tuple[str, str] | None]) -> None:
-        while (item := await queue.get()) is not None:
-            key, store_key = item
-            version = store_key.rsplit("/", 1)[-1]
-            try:
-                await self.one(key, store_key)
-            except ChunkError as exc:
-                self.summary.errors.append(
-                    Problem(key, version, str(exc), exc.pack.hex(), (exc.chunk or b"").hex())
-                )
-                await self._quarantine(exc)
-            except (ReplicatorError, OSError) as exc:
-                self.summary.errors.append(Problem(key, version, str(exc)))
-            self.progress.object_done(key)
+    async def restore_one(self, item: tuple[str, str]) -> None:
+        """Restore one (key, manifest name); a failure is recorded, not raised."""
+        key, store_key = item
+        version = store_key.rsplit("/", 1)[-1]
+        try:
+            await self.one(key, store_key)
+        except ChunkError as exc:
+            self.summary.errors.append(
+                Problem(key, version, str(exc), exc.pack.hex(), (exc.chunk or b"").hex())
+            )
+            await self._quarantine(exc)
+        except (ReplicatorError, OSError) as exc:
+            self.summary.errors.append(Problem(key, version, str(exc)))
+        self.progress.object_done(key)
 
     async def _quarantine(self, exc: ChunkError) -> None:
         # A missing pack names no chunk: the pack writer already HEADs each

@@ -56,6 +56,7 @@ from replicator.store.reader import (
     read_store_config,
     split_run,
 )
+from replicator.workers import WorkerPool
 
 #: Parsed pack indexes kept at once (an index lists every chunk of a pack).
 INDEX_CACHE = 256
@@ -147,14 +148,14 @@ class _Checker:
             Problem(entry.key, entry.version_name, message, pack.hex(), chunk.hex())
         )
 
-    async def worker(self, queue: asyncio.Queue[tuple[VersionEntry, bool] | None]) -> None:
-        while (item := await queue.get()) is not None:
-            entry, deep = item
-            try:
-                await self.check(entry, deep)
-            except ReplicatorError as exc:
-                self.problem(entry, str(exc))
-            self.progress.object_done(entry.key)
+    async def check_one(self, item: tuple[VersionEntry, bool]) -> None:
+        """Check one manifest (deeply if asked); a failure is a problem, not raised."""
+        entry, deep = item
+        try:
+            await self.check(entry, deep)
+        except ReplicatorError as exc:
+            self.problem(entry, str(exc))
+        self.progress.object_done(entry.key)
 
     async def check(self, entry: VersionEntry, deep: bool) -> None:
         manifest = await read_manifest(self.backend, entry)
@@ -324,19 +325,11 @@ async def _unreferenced(backend: Backend, referenced: set[bytes], report: Verify
 async def _check_all(
     checker: _Checker, prefix: str, *, deep: bool, sample: float, seed: int, parallel: int
 ) -> None:
-    queue: asyncio.Queue[tuple[VersionEntry, bool] | None] = asyncio.Queue(parallel * 2)
-    workers = [asyncio.create_task(checker.worker(queue)) for _ in range(parallel)]
     # The sample is drawn here, in listing order, so a seed replays exactly.
     rng = random.Random(seed)
-    try:
+    async with WorkerPool(checker.check_one, parallel) as pool:
         async for entry in manifest_entries(checker.backend, prefix):
-            await queue.put((entry, deep and rng.random() < sample))
-        for _ in workers:
-            await queue.put(None)
-        await asyncio.gather(*workers)
-    finally:
-        for w in workers:
-            w.cancel()
+            await pool.put((entry, deep and rng.random() < sample))
 
 
 async def _record_damage(

@@ -30,7 +30,13 @@ import click
 from replicator import _native
 from replicator.bench.chunk import parse_size
 from replicator.bench.workloads import MiB, Workload, generate
-from replicator.config import Chunking, FsDestination, FsSource, Settings, Store
+from replicator.config import (
+    ChunkingSettings,
+    FsDestinationSettings,
+    FsSourceSettings,
+    Settings,
+    StoreSettings,
+)
 from replicator.pipeline.backfill import run_backfill
 from replicator.pipeline.summary import BackfillSummary
 from replicator.pipeline.windows import CHUNK_THREADS
@@ -40,10 +46,10 @@ PEER = "peer"
 
 def _settings(root: Path) -> Settings:
     return Settings(
-        source=FsSource(path=root / "src"),
-        destinations=[FsDestination(name=PEER, path=root / "peer")],
-        store=Store(cache_dir=root / "cache"),
-        chunking=Chunking(),
+        source=FsSourceSettings(path=root / "src"),
+        destinations=[FsDestinationSettings(name=PEER, path=root / "peer")],
+        store=StoreSettings(cache_dir=root / "cache"),
+        chunking=ChunkingSettings(),
     )
 
 
@@ -244,7 +250,7 @@ def _table(result: dict[str, Any]) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def delta(scale: str, big_size: str, rss_size: str, as_json: bool) -> None:
     """Bytes shipped vs bytes changed, vs a full-copy replicator, and metadata overhead."""
-    avg = Chunking().avg_size
+    avg = ChunkingSettings().avg_size
     result: dict[str, Any] = {
         "workloads": {w.name: _measure(w, avg) for w in generate(parse_size(scale))},
     }

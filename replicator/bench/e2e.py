@@ -38,7 +38,7 @@ from replicator.bench.e2e_stats import (
     rpo_error,
     throughput,
 )
-from replicator.config import FsDestination, FsSource, Settings, Store
+from replicator.config import FsDestinationSettings, FsSourceSettings, Settings, StoreSettings
 from replicator.demo.daemon import PEERS, DaemonProcess, Durable, free_port, write_config
 from replicator.pipeline.backfill import run_backfill
 
@@ -145,9 +145,11 @@ async def large_vs_backfill(
         done = max(covered.get((p, w.key, w.event_time_ns), 0) for p in PEERS)
         seconds += max(0.0, (done - w.event_time_ns) / 1e9)
     settings = Settings(
-        source=FsSource(path=root / "source", bucket="demo"),
-        destinations=[FsDestination(name=f"fresh-{p}", path=root / f"fresh-{p}") for p in PEERS],
-        store=Store(cache_dir=root / "fresh-cache"),
+        source=FsSourceSettings(path=root / "source", bucket="demo"),
+        destinations=[
+            FsDestinationSettings(name=f"fresh-{p}", path=root / f"fresh-{p}") for p in PEERS
+        ],
+        store=StoreSettings(cache_dir=root / "fresh-cache"),
     )
     started = time.monotonic()
     summary = await run_backfill(settings, prefix="large/")

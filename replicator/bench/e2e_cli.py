@@ -26,8 +26,8 @@ from replicator.bench.e2e import Load, print_result, run_bench
 from replicator.bench.e2e_kafka import new_target, print_kafka_result, run_kafka_bench
 from replicator.bench.e2e_scale import print_scale_out, run_scale_out
 from replicator.bench.kafka_load import Endpoint, Shape
+from replicator.commands.common import exit_codes
 from replicator.commands.output import echo_json
-from replicator.commands.restore import exit_codes
 from replicator.errors import ConfigError
 
 KAFKA_ONLY = ("bootstrap_servers", "bucket", "endpoint_url", "scale_out", "source_latency")

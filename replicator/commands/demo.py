@@ -21,8 +21,8 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from replicator.commands.common import exit_codes
 from replicator.commands.output import echo_json
-from replicator.commands.restore import exit_codes
 from replicator.demo.run import DemoResult, run_demo
 from replicator.demo.view import mib, summary_table
 from replicator.errors import ConfigError

@@ -20,13 +20,15 @@ from typing import Any
 import click
 
 from replicator import config
-from replicator.commands.output import echo_json
-from replicator.commands.restore import (
+from replicator.commands.common import (
+    config_option,
     exit_codes,
     load_settings,
     open_for_reading,
-    progress_display,
+    parallel_option,
 )
+from replicator.commands.output import echo_json
+from replicator.commands.progress import progress_display
 from replicator.drill import DrillReport, drill
 from replicator.drill_export import push, write_textfile
 from replicator.errors import ConfigError
@@ -34,7 +36,7 @@ from replicator.restore import Progress
 
 
 @click.command("drill")
-@click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False))
+@config_option
 @click.option("--destination", required=True, help="Peer to restore from.")
 @click.option(
     "--sample",
@@ -59,7 +61,7 @@ from replicator.restore import Progress
     metavar="URL",
     help="Push the result to this Prometheus Pushgateway (job replicator-drill).",
 )
-@click.option("--parallel", default=4, show_default=True, type=click.IntRange(1, 64))
+@parallel_option
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report on stdout.")
 def drill_command(
     *,

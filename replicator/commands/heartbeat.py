@@ -20,15 +20,15 @@ from pathlib import Path
 import click
 
 from replicator import config
+from replicator.commands.common import config_option, exit_codes, load_settings, open_for_reading
 from replicator.commands.output import echo_json
-from replicator.commands.restore import exit_codes, load_settings, open_for_reading
 from replicator.drill_export import ExportError, publish
 from replicator.errors import ConfigError
 from replicator.heartbeat import DEFAULT_KEY, PeerAge, age_at, beat, heartbeat_key, textfile
 
 
 @click.command("heartbeat")
-@click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False))
+@config_option
 @click.option(
     "--key",
     help=f"Heartbeat object's key [default: service.heartbeat_key, else {DEFAULT_KEY}].",

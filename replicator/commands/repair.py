@@ -13,13 +13,13 @@ from pathlib import Path
 
 import click
 
+from replicator.commands.common import config_option, exit_codes, load_settings
 from replicator.commands.output import echo_json
-from replicator.commands.restore import exit_codes, load_settings
 from replicator.repair import RepairReport, repair
 
 
 @click.command("repair")
-@click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False))
+@config_option
 @click.option("--destination", required=True, help="Peer to repair.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report on stdout.")
 def repair_command(*, config_path: Path | None, destination: str, as_json: bool) -> None:

@@ -2,130 +2,32 @@
 
 Exit codes: 0 every selected object restored and verified; 1 any object
 failed (digest mismatch, missing pack, unsafe key, nothing found); 2 usage
-or configuration error. Shared here: opening a destination for reading and
-the progress display that verify uses too.
+or configuration error.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import click
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TransferSpeedColumn,
-)
-from rich.progress import Progress as RichBar
 
 from replicator import config
+from replicator.commands.common import (
+    EXIT_OK,
+    EXIT_PROBLEM,
+    config_option,
+    exit_codes,
+    json_option,
+    load_settings,
+    open_for_reading,
+    parallel_option,
+)
 from replicator.commands.output import echo_json
-from replicator.errors import ConfigError, ReplicatorError
+from replicator.commands.progress import progress_display
+from replicator.errors import ConfigError
 from replicator.restore import Progress, RestoreSummary, Selection, parse_time, restore
-from replicator.store.backend import Backend
-from replicator.store.peer import make_backend
-from replicator.store.reader import read_store_config
-
-
-class _BarProgress:
-    """A rich progress bar on the terminal (stderr)."""
-
-    def __init__(self, bar: RichBar, label: str) -> None:
-        self.bar = bar
-        self.bytes = bar.add_task(label, total=0)
-        self.objects = self.total = 0
-
-    def add_total(self, nbytes: int) -> None:
-        self.total += nbytes
-        self.bar.update(self.bytes, total=self.total)
-
-    def advance(self, nbytes: int) -> None:
-        self.bar.advance(self.bytes, nbytes)
-
-    def object_done(self, key: str) -> None:
-        self.objects += 1
-        self.bar.update(self.bytes, description=f"{self.objects} objects")
-
-
-class _LogProgress:
-    """One JSON line on stderr at most every ``every`` seconds (logs, CI)."""
-
-    def __init__(self, event: str, every: float = 5.0) -> None:
-        self.event = event
-        self.every = every
-        self.objects = self.bytes = self.total = 0
-        self.last = time.monotonic()
-
-    def add_total(self, nbytes: int) -> None:
-        self.total += nbytes
-
-    def advance(self, nbytes: int) -> None:
-        self.bytes += nbytes
-
-    def object_done(self, key: str) -> None:
-        self.objects += 1
-        if time.monotonic() - self.last >= self.every:
-            self.emit()
-
-    def emit(self) -> None:
-        self.last = time.monotonic()
-        line = {"event": self.event, "objects": self.objects, "bytes": self.bytes}
-        click.echo(json.dumps(line | {"total_bytes": self.total}), err=True)
-
-
-@contextlib.contextmanager
-def progress_display(event: str) -> Iterator[Progress]:
-    """A bar on a terminal, structured progress lines otherwise."""
-    if sys.stderr.isatty():
-        columns = (
-            TextColumn("{task.description}"),
-            BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            TimeElapsedColumn(),
-        )
-        with RichBar(*columns, transient=True) as bar:
-            yield _BarProgress(bar, event)
-        return
-    log = _LogProgress(event)
-    yield log
-    log.emit()
-
-
-async def open_for_reading(settings: config.Settings, destination: str) -> Backend:
-    """The destination's backend, after checking that it holds a store this
-    version can read. Unlike the write path, the configured chunker need not
-    match: every manifest carries the parameters it was written with."""
-    backend = make_backend(settings.destination(destination))
-    try:
-        await read_store_config(backend)
-    except BaseException:
-        await backend.close()
-        raise
-    return backend
-
-
-def load_settings(path: Path | None) -> config.Settings:
-    return config.load(path)
-
-
-@contextlib.contextmanager
-def exit_codes() -> Iterator[None]:
-    """A ReplicatorError ends the command with its message and exit code
-    (as the top-level group does), also when the command runs on its own."""
-    try:
-        yield
-    except ReplicatorError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(exc.exit_code)
 
 
 def prepare_target(to: Path) -> Path:
@@ -142,14 +44,14 @@ def prepare_target(to: Path) -> Path:
 
 
 @click.command("restore")
-@click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False))
+@config_option
 @click.option("--destination", required=True, help="Peer to restore from.")
 @click.option("--key", help="Restore exactly this key.")
 @click.option("--prefix", help="Restore every key starting with this prefix ('' = all).")
 @click.option("--to", "to", required=True, type=click.Path(path_type=Path, file_okay=False))
 @click.option("--at", "at", help="Versions as of this time: ISO-8601 (UTC if no zone) or epoch s.")
-@click.option("--parallel", default=4, show_default=True, type=click.IntRange(1, 64))
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
+@parallel_option
+@json_option("Print a JSON summary on stdout.")
 def restore_command(
     *,
     config_path: Path | None,
@@ -174,7 +76,7 @@ def restore_command(
                 _run(settings, destination, selection, to, parallel=parallel, progress=progress)
             )
     _report(summary, destination, selection, as_json)
-    sys.exit(0 if summary.ok else 1)
+    sys.exit(EXIT_OK if summary.ok else EXIT_PROBLEM)
 
 
 async def _run(

@@ -15,23 +15,16 @@ from pathlib import Path
 import click
 
 from replicator import config, logs
-from replicator.config import FsDestination, FsSource, Settings
+from replicator.commands.common import config_option
+from replicator.config import FsDestinationSettings, FsSourceSettings, Settings
 from replicator.errors import ConfigError, NotFoundError, ReplicatorError
 from replicator.metrics import parse_address
 from replicator.store.format import CONFIG_KEY, StoreConfig
 from replicator.store.peer import make_backend, store_config
 
-_CONFIG = click.option(
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    help="Config file (default $REPLICATOR_CONFIG, else ./replicator.toml).",
-)
-
 
 @click.command("run")
-@_CONFIG
+@config_option
 def run_command(config_path: Path | None) -> None:
     """Run the daemon: watch the source, keep every peer current.
 
@@ -46,7 +39,7 @@ def run_command(config_path: Path | None) -> None:
 
 
 @click.command("check-config")
-@_CONFIG
+@config_option
 def check_config_command(config_path: Path | None) -> None:
     """Validate the configuration, its paths and that every peer answers.
 
@@ -67,7 +60,7 @@ def check_config_command(config_path: Path | None) -> None:
 
 def _describe_source(settings: Settings) -> str:
     src = settings.source
-    if isinstance(src, FsSource):
+    if isinstance(src, FsSourceSettings):
         return str(src.path)
     via = f" via kafka {','.join(settings.kafka.topics)}" if settings.kafka else ""
     return f"s3://{src.bucket}/{src.prefix}{via}"
@@ -76,13 +69,13 @@ def _describe_source(settings: Settings) -> str:
 def check_paths(settings: Settings) -> None:
     """The source directory is readable; fs peers' paths can be created/written."""
     src = settings.source
-    if isinstance(src, FsSource):
+    if isinstance(src, FsSourceSettings):
         if not src.path.is_dir():
             raise ConfigError(f"source.path: {src.path} is not a directory")
         if not os.access(src.path, os.R_OK | os.X_OK):
             raise ConfigError(f"source.path: {src.path} is not readable")
     for i, dest in enumerate(settings.destinations):
-        if isinstance(dest, FsDestination):
+        if isinstance(dest, FsDestinationSettings):
             existing = _nearest_existing(dest.path)
             if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
                 raise ConfigError(

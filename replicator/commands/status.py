@@ -23,8 +23,8 @@ from rich.console import Console
 from rich.table import Table
 
 from replicator import config
+from replicator.commands.common import config_option, exit_codes
 from replicator.commands.output import echo_json
-from replicator.commands.restore import exit_codes
 from replicator.errors import ReplicatorError
 from replicator.metrics_http import DEFAULT_ADDRESS, parse_address
 
@@ -108,7 +108,7 @@ def render_table(status: dict[str, Any]) -> Table:
 
 
 @click.command("status")
-@click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False))
+@config_option
 @click.option("--address", help="host:port of the daemon (default: service.metrics_address).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON even on a terminal.")
 def status_command(*, config_path: Path | None, address: str | None, as_json: bool) -> None:

@@ -17,13 +17,15 @@ from typing import Any
 import click
 
 from replicator import config
-from replicator.commands.output import echo_json
-from replicator.commands.restore import (
+from replicator.commands.common import (
+    config_option,
     exit_codes,
     load_settings,
     open_for_reading,
-    progress_display,
+    parallel_option,
 )
+from replicator.commands.output import echo_json
+from replicator.commands.progress import progress_display
 from replicator.origins import make_origin
 from replicator.store.backends.fs import LEFTOVER_GRACE
 from replicator.store.reader import Problem
@@ -33,7 +35,7 @@ from replicator.verify_source import SourceFinding, SourceReport, verify_against
 
 
 @click.command("verify")
-@click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False))
+@config_option
 @click.option("--destination", required=True, help="Peer to check.")
 @click.option("--prefix", help="Only keys of the source bucket starting with this prefix.")
 @click.option("--deep", is_flag=True, help="Also fetch and re-hash every chunk.")
@@ -43,7 +45,7 @@ from replicator.verify_source import SourceFinding, SourceReport, verify_against
     help="Deep-check only this fraction of manifests (implies --deep).",
 )
 @click.option("--seed", type=int, help="Seed of the --sample draw (random and reported if unset).")
-@click.option("--parallel", default=4, show_default=True, type=click.IntRange(1, 64))
+@parallel_option
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report on stdout.")
 @click.option(
     "--against-source",
@@ -91,7 +93,7 @@ async def _run(
     finally:
         await backend.close()
     dest = settings.destination(destination)
-    if isinstance(dest, config.FsDestination):
+    if isinstance(dest, config.FsDestinationSettings):
         # Temporary files a killed backfill or daemon left (the next write removes them).
         before = time.time() - LEFTOVER_GRACE
         for path in await asyncio.to_thread(tree_leftovers, dest.path, before):

@@ -79,9 +79,9 @@ class Origin(Protocol):
 
 
 def make_origin(settings: Settings) -> Origin:
-    from replicator.config import FsSource  # noqa: PLC0415 - keep the imports light
+    from replicator.config import FsSourceSettings  # noqa: PLC0415 - keep the imports light
 
-    if isinstance(settings.source, FsSource):
+    if isinstance(settings.source, FsSourceSettings):
         from replicator.origins.fs import FsOrigin  # noqa: PLC0415
 
         return FsOrigin(settings.source.path, settings.source.bucket)

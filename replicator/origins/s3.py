@@ -12,22 +12,21 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from aiobotocore.config import AioConfig
-from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
-from replicator.config import S3Origin as S3OriginConfig
-from replicator.errors import (
-    AccessDeniedError,
-    SourceUnavailableError,
-    StoreError,
-    SupersededError,
-)
+from replicator.config import S3OriginSettings
+from replicator.errors import SourceUnavailableError, StoreError, SupersededError
 from replicator.origins import ObjectVersion
+from replicator.s3client import (
+    SharedClient,
+    client_config,
+    error_code,
+    error_status,
+    map_client_error,
+)
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -44,49 +43,35 @@ def _ns(t: datetime) -> int:
 
 
 def classify(exc: ClientError, key: str) -> Exception:
-    err = exc.response.get("Error", {})
-    code = str(err.get("Code", ""))
-    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
-    if code in _SUPERSEDED_CODES or status in _SUPERSEDED_STATUS:
-        return SupersededError(f"{key!r} vanished or changed before it was read ({code})")
-    if status == 403 or code == "AccessDenied":
-        # Never taken for a deletion: a permissions problem must surface.
-        return AccessDeniedError(f"origin: access denied reading {key!r}")
-    return StoreError(f"origin: reading {key!r} failed: {code or status}")
+    """A failed read: the version moved on (SupersededError), else the
+    mapping every S3 client shares (403 stays AccessDeniedError: never taken
+    for a deletion, a permissions problem must surface)."""
+    if error_code(exc) in _SUPERSEDED_CODES or error_status(exc) in _SUPERSEDED_STATUS:
+        return SupersededError(
+            f"{key!r} vanished or changed before it was read ({error_code(exc)})"
+        )
+    return map_client_error(exc, f"origin: reading {key!r}")
 
 
 class S3Origin:
     source_id = "s3"
     etag_is_digest = False
 
-    def __init__(self, bucket: str, prefix: str, cfg: S3OriginConfig) -> None:
+    def __init__(self, bucket: str, prefix: str, cfg: S3OriginSettings) -> None:
         self.bucket = bucket
         self.prefix = prefix
         self.cfg = cfg
         self.window_size = cfg.read_size
-        self._stack: AsyncExitStack | None = None
-        self._client: S3Client | None = None
+        # botocore's own retries and timeouts: the origin has no retry layer.
+        self._client = SharedClient(
+            cfg.endpoint_url,
+            client_config(cfg.region, cfg.addressing_style),
+            ca_bundle=None if cfg.ca_bundle is None else str(cfg.ca_bundle),
+        )
         self.unlisted: list[tuple[str, str]] = []  # a listing is whole or fails
 
     async def client(self) -> S3Client:
-        if self._client is None:
-            stack = AsyncExitStack()
-            extra: dict[str, Any] = {}
-            if self.cfg.ca_bundle is not None:
-                extra["verify"] = str(self.cfg.ca_bundle)
-            config = AioConfig(
-                region_name=self.cfg.region,
-                request_checksum_calculation="when_required",
-                response_checksum_validation="when_required",
-                s3={"addressing_style": self.cfg.addressing_style},
-            )
-            self._client = await stack.enter_async_context(
-                get_session().create_client(
-                    "s3", endpoint_url=self.cfg.endpoint_url, config=config, **extra
-                )
-            )
-            self._stack = stack
-        return self._client
+        return await self._client.get()
 
     async def check(self) -> None:
         """HEAD the bucket: 403 and 404 end the run (exit 2) before anything
@@ -96,8 +81,8 @@ class S3Origin:
             client = await self.client()
             await client.head_bucket(Bucket=self.bucket)
         except ClientError as exc:
-            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
-            code = str(exc.response.get("Error", {}).get("Code", "")) or str(status)
+            status = error_status(exc)
+            code = error_code(exc) or str(status)
             reason = {
                 403: "access denied (403): check the credentials and the bucket policy",
                 404: "does not exist (404): check source.bucket and origin.endpoint_url",
@@ -171,9 +156,7 @@ class S3Origin:
         return S3Reader(await self.client(), self.bucket, obj)
 
     async def close(self) -> None:
-        stack, self._stack, self._client = self._stack, None, None
-        if stack is not None:
-            await stack.aclose()
+        await self._client.close()
 
 
 def _version(v: Any) -> ObjectVersion:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from replicator._native import ChunkerParams
-from replicator.config import Settings, Store
+from replicator.config import Settings, StoreSettings
 from replicator.errors import (
     IntegrityError,
     NotFoundError,
@@ -34,17 +34,18 @@ from replicator.errors import (
     SupersededError,
 )
 from replicator.origins import ObjectVersion, Origin, make_origin
-from replicator.pipeline.commit import ManifestCommits, object_manifest
 from replicator.pipeline.compare import Spill, version_from_json, version_to_json
 from replicator.pipeline.counting import CountingBackend
+from replicator.pipeline.manifests import ManifestCommits, object_manifest
+from replicator.pipeline.plan import PackWriter, SealBudget, resolve
 from replicator.pipeline.reconcile import Held, held_many, identity_of
 from replicator.pipeline.removals import RemovalPlan, apply_removals, plan_removals, removal_refusal
 from replicator.pipeline.ship import Shipped, ship
 from replicator.pipeline.summary import BackfillSummary, NoProgress, Progress
 from replicator.store.format import SourceIdentity
 from replicator.store.index_cache import IndexCache, cache_path
-from replicator.store.packs import PackWriter, SealBudget, resolve
 from replicator.store.peer import Peer, opened_peers
+from replicator.workers import WorkerPool
 
 #: Objects read but waiting for their packs to seal (across all peers);
 #: reaching it seals every open pack. Bounds memory and pack latency.
@@ -61,7 +62,7 @@ HELD_BATCH = 256
 #: The live peers lacking an object, and the observation number its manifest takes.
 Lacking = tuple[list["_Target"], int]
 #: Objects handed to the workers (with what the peers lack, when known).
-Work = asyncio.Queue[tuple[ObjectVersion, Lacking | None] | None]
+Work = WorkerPool[tuple[ObjectVersion, Lacking | None]]
 
 
 @dataclass
@@ -91,7 +92,7 @@ class Backfill:
         origin: Origin,
         peers: list[Peer],
         params: ChunkerParams,
-        store: Store,
+        store: StoreSettings,
         progress: Progress | None = None,
         *,
         waiting_manifests: int = WAITING_MANIFESTS,
@@ -154,34 +155,18 @@ class Backfill:
 
     async def _replicate_all(self, prefix: str) -> bool:
         """Every listed object; False when the listing itself failed."""
-        queue: Work = asyncio.Queue(self.store.concurrency)
-        batch: list[ObjectVersion] = []
-        workers = [asyncio.create_task(self._worker(queue)) for _ in range(self.store.concurrency)]
+        n = self.store.concurrency
         listed = True
-        try:
-            async for obj in self.origin.list(prefix):
-                if not self._live():
+        # Workers finish what they hold and stop, whatever ended the listing.
+        async with WorkerPool(self._work_on, n, queue_size=n) as pool:
+            try:
+                if not await self._list_into(prefix, pool):
                     self.summary.error("every destination is down: stopped reading the source")
                     listed = False
-                    break
-                assert self._listing is not None
-                self._listing.add(obj)
-                self.summary.objects += 1
-                self.progress.listed(1, obj.size)
-                batch.append(obj)
-                if len(batch) >= HELD_BATCH:
-                    await self._dispatch(batch, queue)
-                    batch = []
-            await self._dispatch(batch, queue)
-        except (ReplicatorError, OSError) as exc:
-            # Without a whole listing, "absent" proves nothing: no tombstones.
-            self.summary.error(f"listing the source failed: {exc}")
-            listed = False
-        finally:
-            # Workers finish what they hold and stop, whatever ended the listing.
-            for _ in workers:
-                await queue.put(None)
-            await asyncio.gather(*workers)
+            except (ReplicatorError, OSError) as exc:
+                # Without a whole listing, "absent" proves nothing: no tombstones.
+                self.summary.error(f"listing the source failed: {exc}")
+                listed = False
         await self._budget.flush_all()
         await asyncio.gather(*self._commits)
         for where, reason in self.origin.unlisted:
@@ -191,7 +176,27 @@ class Backfill:
             )
         return listed
 
-    async def _dispatch(self, batch: list[ObjectVersion], queue: Work) -> None:
+    async def _list_into(self, prefix: str, pool: Work) -> bool:
+        """Record the listing (for the removal pass) and dispatch it in
+        batches; False when every peer went down before it ended."""
+        batch: list[ObjectVersion] = []
+        whole = True
+        async for obj in self.origin.list(prefix):
+            if not self._live():
+                whole = False
+                break
+            assert self._listing is not None
+            self._listing.add(obj)
+            self.summary.objects += 1
+            self.progress.listed(1, obj.size)
+            batch.append(obj)
+            if len(batch) >= HELD_BATCH:
+                await self._dispatch(batch, pool)
+                batch = []
+        await self._dispatch(batch, pool)
+        return whole
+
+    async def _dispatch(self, batch: list[ObjectVersion], pool: Work) -> None:
         """Check a batch against every peer at once; only what some peer
         lacks goes to the workers (an unchanged object is never read)."""
         try:
@@ -200,21 +205,20 @@ class Backfill:
             lacking = [None] * len(batch)
         for obj, lacks in zip(batch, lacking, strict=True):
             if lacks is None or lacks[0]:
-                await queue.put((obj, lacks))
+                await pool.put((obj, lacks))
             else:
                 self.summary.unchanged_bytes += obj.size
                 self._done("unchanged", obj.size)
 
-    async def _worker(self, queue: Work) -> None:
-        while (item := await queue.get()) is not None:
-            obj, lacking = item
-            try:
-                outcome = await self._attempts(obj, lacking)
-            except Exception as exc:  # one bad object must not stop the others
-                self.summary.error(f"{obj.key!r}: {type(exc).__name__}: {exc}")
-                outcome = "error"
-            if outcome is not None:
-                self._done(outcome, obj.size)
+    async def _work_on(self, item: tuple[ObjectVersion, Lacking | None]) -> None:
+        obj, lacking = item
+        try:
+            outcome = await self._attempts(obj, lacking)
+        except Exception as exc:  # one bad object must not stop the others
+            self.summary.error(f"{obj.key!r}: {type(exc).__name__}: {exc}")
+            outcome = "error"
+        if outcome is not None:
+            self._done(outcome, obj.size)
 
     async def _attempts(self, obj: ObjectVersion, lacking: Lacking | None) -> str | None:
         """Replicate ``obj``; when it changed before or while it was read,

@@ -18,8 +18,8 @@ from typing import cast
 from replicator._native import ChunkerParams
 from replicator.origins import ObjectReader
 from replicator.pipeline.lanes import Lane
+from replicator.pipeline.plan import Placement
 from replicator.pipeline.windows import Chunked, WindowChunks, chunk_windows
-from replicator.store.packs import Placement
 
 
 @dataclass

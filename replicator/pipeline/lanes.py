@@ -22,10 +22,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from replicator.config import Store
+from replicator.config import StoreSettings
 from replicator.events import ChangeEvent
+from replicator.pipeline.plan import OpenPack, PackWriter, Placement, resolve
 from replicator.store.index_cache import IndexCache, Location, cache_path
-from replicator.store.packs import OpenPack, PackWriter, Placement, resolve
 from replicator.store.peer import Peer
 
 #: First retry delay of a failing peer; doubles up to the configured cap.
@@ -134,7 +134,7 @@ class Lane:
         await self.cache.close()
 
 
-async def open_lane(peer: Peer, store: Store, retry_cap: float) -> Lane:
+async def open_lane(peer: Peer, store: StoreSettings, retry_cap: float) -> Lane:
     """A lane over an opened peer: its index cache synced with the peer."""
     cache = IndexCache(cache_path(store.cache_dir, peer.identity), peer.config.to_bytes())
     await cache.open()

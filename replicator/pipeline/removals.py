@@ -28,8 +28,8 @@ from typing import Any
 from replicator._native import ChunkerParams
 from replicator.errors import ReplicatorError
 from replicator.origins import ObjectVersion
-from replicator.pipeline.commit import put_manifest, tombstone
 from replicator.pipeline.compare import Spill, compare, peer_keys
+from replicator.pipeline.manifests import put_manifest, tombstone
 from replicator.pipeline.reconcile import read_manifest
 from replicator.store.backend import Backend
 from replicator.store.format import SourceIdentity

@@ -39,12 +39,12 @@ from replicator.errors import SupersededError
 from replicator.events import ChangeEvent
 from replicator.metrics import Telemetry
 from replicator.origins import ObjectReader
-from replicator.pipeline.commit import object_manifest, put_manifest, tombstone
 from replicator.pipeline.fanout import FannedOut, byte_counts, fan_out
 from replicator.pipeline.identity import newest_manifest, removal_identity, version_identity
 from replicator.pipeline.lanes import Lane
+from replicator.pipeline.manifests import object_manifest, put_manifest, tombstone
+from replicator.pipeline.plan import Placement
 from replicator.sources import Outcome, Source
-from replicator.store.packs import Placement
 
 log = structlog.get_logger("replicator.service")
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 from replicator._native import ChunkerParams
 from replicator.origins import ObjectReader
+from replicator.pipeline.plan import PackWriter, Placement
 from replicator.pipeline.windows import Chunked, chunk_windows
-from replicator.store.packs import PackWriter, Placement
 
 
 @dataclass

@@ -25,7 +25,7 @@ import structlog
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 
-from replicator.config import FsSource, KafkaSettings, S3Source, Settings
+from replicator.config import FsSourceSettings, KafkaSettings, S3SourceSettings, Settings
 from replicator.errors import ConfigError, SupersededError
 from replicator.events import ChangeEvent
 from replicator.metrics import Telemetry
@@ -70,7 +70,7 @@ class Feed:
 
 def make_source(settings: Settings, telemetry: Telemetry) -> Feed:
     src = settings.source
-    if isinstance(src, FsSource):
+    if isinstance(src, FsSourceSettings):
         watcher = DirectorySource(src)
         return Feed(
             watcher,
@@ -89,7 +89,7 @@ def make_source(settings: Settings, telemetry: Telemetry) -> Feed:
     return _kafka_feed(settings, src, telemetry)
 
 
-def _kafka_feed(settings: Settings, src: S3Source, telemetry: Telemetry) -> Feed:
+def _kafka_feed(settings: Settings, src: S3SourceSettings, telemetry: Telemetry) -> Feed:
     assert settings.kafka is not None and settings.origin is not None  # checked by the caller
     kafka = settings.kafka
     # The consumer must pause before the pipeline stops taking events: a
@@ -148,7 +148,7 @@ async def check_kafka(settings: Settings) -> None:
 
     A consumer outside any group asks: joining the daemons' group would make
     the brokers rebalance the running daemons' partitions."""
-    if settings.kafka is None or not isinstance(settings.source, S3Source):
+    if settings.kafka is None or not isinstance(settings.source, S3SourceSettings):
         return
     kafka: KafkaSettings = settings.kafka
     consumer = AIOKafkaConsumer(**common_options(kafka), request_timeout_ms=10_000)

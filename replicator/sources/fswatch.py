@@ -40,7 +40,7 @@ from pathlib import Path
 import structlog
 from asyncinotify import Event, Inotify, Mask, Watch
 
-from replicator.config import FsSource
+from replicator.config import FsSourceSettings
 from replicator.errors import ConfigError, SupersededError
 from replicator.events import ChangeEvent, Kind, Position
 from replicator.origins import ObjectReader, ObjectVersion
@@ -85,7 +85,7 @@ class DirectorySource:
 
     name = "fswatch"
 
-    def __init__(self, settings: FsSource, source_id: str = "fs") -> None:
+    def __init__(self, settings: FsSourceSettings, source_id: str = "fs") -> None:
         self.root = Path(settings.path)
         self.bucket = settings.bucket
         self.source_id = source_id

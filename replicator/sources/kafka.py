@@ -22,7 +22,7 @@ from dataclasses import replace
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
-from replicator.config import KafkaSettings, S3Source, Settings
+from replicator.config import KafkaSettings, S3SourceSettings, Settings
 from replicator.errors import ConfigError, SourceError
 from replicator.events import ChangeEvent, Position
 from replicator.origins.s3 import S3Origin
@@ -332,7 +332,7 @@ def kafka_source(settings: Settings, *, on_gap: GapHook | None = None) -> KafkaS
     through the S3 origin, so manifests record the origin's source id."""
     if settings.kafka is None:
         raise ConfigError("the configuration has no [kafka] table")
-    if not isinstance(settings.source, S3Source):
+    if not isinstance(settings.source, S3SourceSettings):
         raise ConfigError("source.type: a [kafka] table needs an s3 source")
     return KafkaSource(
         settings.kafka,

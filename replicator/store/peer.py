@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from replicator.config import FsDestination, S3Destination, Settings
+from replicator.config import FsDestinationSettings, S3DestinationSettings, Settings
 from replicator.errors import CapabilityError, IncompatibleStoreError, NotFoundError
 from replicator.store.backend import Backend, Capabilities, sha256_of
 from replicator.store.backends.fs import FsBackend
@@ -40,15 +40,15 @@ class Peer:
         await self.backend.close()
 
 
-def peer_identity(dest: FsDestination | S3Destination) -> str:
-    if isinstance(dest, FsDestination):
+def peer_identity(dest: FsDestinationSettings | S3DestinationSettings) -> str:
+    if isinstance(dest, FsDestinationSettings):
         return f"fs:{Path(dest.path).resolve()}"
     return f"s3:{dest.endpoint_url or 'aws'}:{dest.region}:{dest.bucket}/{dest.prefix}"
 
 
-def make_backend(dest: FsDestination | S3Destination) -> Backend:
+def make_backend(dest: FsDestinationSettings | S3DestinationSettings) -> Backend:
     """The destination's backend inside the retry wrapper (not yet contacted)."""
-    if isinstance(dest, FsDestination):
+    if isinstance(dest, FsDestinationSettings):
         inner: Backend = FsBackend(dest.path, dest.name)
     else:
         # Imported here: aiobotocore costs ~1 s of start-up to runs without S3.
@@ -72,7 +72,7 @@ def make_backend(dest: FsDestination | S3Destination) -> Backend:
 
 
 async def open_peer(
-    dest: FsDestination | S3Destination, store_cfg: StoreConfig, *, create: bool
+    dest: FsDestinationSettings | S3DestinationSettings, store_cfg: StoreConfig, *, create: bool
 ) -> Peer:
     """Open ``dest`` and check that its store matches ``store_cfg``.
 

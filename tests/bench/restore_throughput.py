@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from replicator.bench.chunk import parse_size
-from replicator.config import FsDestination, FsSource, Settings, Store
+from replicator.config import FsDestinationSettings, FsSourceSettings, Settings, StoreSettings
 from replicator.pipeline.backfill import run_backfill
 from replicator.restore import Selection, restore
 from replicator.store.backends import FsBackend
@@ -58,9 +58,9 @@ def measure(size: int, rounds: int, tmp: Path) -> dict[str, float]:
     src = tmp / "src" / "big.bin"
     _write_source(src, size)
     settings = Settings(
-        source=FsSource(path=tmp / "src"),
-        destinations=[FsDestination(name="peer", path=tmp / "peer")],
-        store=Store(cache_dir=tmp / "cache"),
+        source=FsSourceSettings(path=tmp / "src"),
+        destinations=[FsDestinationSettings(name="peer", path=tmp / "peer")],
+        store=StoreSettings(cache_dir=tmp / "cache"),
     )
     summary = asyncio.run(run_backfill(settings))
     if summary.errors:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from replicator.config import S3Destination
+from replicator.config import S3DestinationSettings
 from replicator.store.peer import make_backend
 from tests.daemon.harness import (
     Daemon,
@@ -39,7 +39,7 @@ def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
     server.stop()
 
 
-def _s3_state(dest: S3Destination) -> dict[str, bytes]:
+def _s3_state(dest: S3DestinationSettings) -> dict[str, bytes]:
     async def read() -> dict[str, bytes]:
         backend = make_backend(dest)
         try:
@@ -61,7 +61,7 @@ def test_an_s3_peer_gets_every_change(
     for k, v in creds.items():
         monkeypatch.setenv(k, v)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
-    dest = S3Destination(
+    dest = S3DestinationSettings(
         name="s3", type="s3", bucket=bucket, endpoint_url=moto.url, addressing_style="path"
     )
     cfg = write_config(tmp_path)

@@ -27,9 +27,10 @@ from replicator.errors import (
     StoreError,
     TransientStoreError,
 )
+from replicator.s3client import map_client_error
 from replicator.store.backend import Backend, Capabilities, ObjectInfo, sha256_of
 from replicator.store.backends import fs as fs_backend
-from replicator.store.backends.s3 import b64, map_client_error
+from replicator.store.backends.s3 import b64
 from tests.integration.conftest import PAGE_SIZE, StoreUnderTest, make_s3_backend
 from tests.services import crash_writer
 from tests.services.process import free_port

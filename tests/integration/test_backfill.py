@@ -18,7 +18,13 @@ import pytest
 import zstandard
 
 from replicator._native import blake3_digest
-from replicator.config import Chunking, FsDestination, FsSource, Settings, Store
+from replicator.config import (
+    ChunkingSettings,
+    FsDestinationSettings,
+    FsSourceSettings,
+    Settings,
+    StoreSettings,
+)
 from replicator.origins import ObjectVersion
 from replicator.origins.fs import FsOrigin, FsReader
 from replicator.pipeline.backfill import Backfill, run_backfill
@@ -45,7 +51,7 @@ from replicator.store.peer import (
 )
 
 MIB = 1024 * 1024
-CHUNKING = Chunking(min_size=4096, avg_size=16384, max_size=65536)
+CHUNKING = ChunkingSettings(min_size=4096, avg_size=16384, max_size=65536)
 
 
 class PutCounter:
@@ -112,11 +118,13 @@ async def fs_probe_requests(root: Path) -> int:
 
 def settings_for(tmp: Path, peers: int = 2, concurrency: int = 4) -> Settings:
     return Settings(
-        source=FsSource(path=tmp / "src"),
-        destinations=[FsDestination(name=f"peer{i}", path=tmp / f"peer{i}") for i in range(peers)],
+        source=FsSourceSettings(path=tmp / "src"),
+        destinations=[
+            FsDestinationSettings(name=f"peer{i}", path=tmp / f"peer{i}") for i in range(peers)
+        ],
         chunking=CHUNKING,
         # Removals in these small trees are deliberate; test_safety covers the guard.
-        store=Store(
+        store=StoreSettings(
             pack_size=MIB,
             cache_dir=tmp / "cache",
             concurrency=concurrency,

@@ -12,16 +12,16 @@ from typing import Any
 import pytest
 
 from replicator.config import (
-    FsDestination,
-    S3Origin,
-    S3Source,
+    FsDestinationSettings,
+    S3OriginSettings,
+    S3SourceSettings,
     Settings,
-    Store,
+    StoreSettings,
 )
 from replicator.errors import SourceUnavailableError, SupersededError
 from replicator.origins import ObjectVersion
 from replicator.origins.fs import FsOrigin
-from replicator.origins.s3 import S3Origin as S3OriginReader
+from replicator.origins.s3 import S3Origin
 from replicator.pipeline.backfill import Backfill, run_backfill
 from replicator.pipeline.windows import Chunked, chunk_windows
 from replicator.store.backends import FsBackend
@@ -46,7 +46,7 @@ async def _backfill_into(store: StoreUnderTest, src: Path, cache: Path) -> tuple
     counter = PutCounter(store.backend)
     cfg = StoreConfig(CHUNKING.params())
     peer = await peer_on("peer", counter, cfg, f"test:{store.kind}:{store.bucket}", create=True)
-    settings_store = Store(pack_size=MIB, cache_dir=cache)
+    settings_store = StoreSettings(pack_size=MIB, cache_dir=cache)
     job = Backfill(FsOrigin(src), [peer], CHUNKING.params(), settings_store)
     summary = await job.run()
     assert summary.errors == 0, summary.error_samples
@@ -116,23 +116,23 @@ def unversioned(moto: S3Endpoint) -> Iterator[str]:
     yield from _bucket(moto, f"src-u-{os.urandom(4).hex()}", versioned=False)
 
 
-def _origin_cfg(moto: S3Endpoint) -> S3Origin:
-    return S3Origin(
+def _origin_cfg(moto: S3Endpoint) -> S3OriginSettings:
+    return S3OriginSettings(
         endpoint_url=moto.url, region=moto.region, addressing_style="path", read_size=MIB
     )
 
 
 def _settings(moto: S3Endpoint, bucket: str, tmp: Path) -> Settings:
     return Settings(
-        source=S3Source(type="s3", bucket=bucket),
+        source=S3SourceSettings(type="s3", bucket=bucket),
         origin=_origin_cfg(moto),
-        destinations=[FsDestination(name="peer", path=tmp / "peer")],
+        destinations=[FsDestinationSettings(name="peer", path=tmp / "peer")],
         chunking=CHUNKING,
-        store=Store(pack_size=MIB, cache_dir=tmp / "cache", max_delete_fraction=1.0),
+        store=StoreSettings(pack_size=MIB, cache_dir=tmp / "cache", max_delete_fraction=1.0),
     )
 
 
-async def _read(origin: S3OriginReader, obj: ObjectVersion) -> bytes:
+async def _read(origin: S3Origin, obj: ObjectVersion) -> bytes:
     reader = await origin.open(obj)
     parts: list[bytes] = []
     async for batch in chunk_windows(reader, CHUNKING.params(), MIB, Chunked()):
@@ -193,7 +193,7 @@ async def test_s3_reads_are_pinned_to_the_listed_version(moto: S3Endpoint, versi
     admin = moto.client()
     old = os.urandom(MIB + 999)
     admin.put_object(Bucket=versioned, Key="k", Body=old)
-    origin = S3OriginReader(versioned, "", _origin_cfg(moto))
+    origin = S3Origin(versioned, "", _origin_cfg(moto))
     try:
         [listed] = [o async for o in origin.list()]
         admin.put_object(Bucket=versioned, Key="k", Body=b"newer")
@@ -210,7 +210,7 @@ async def test_s3_overwrite_of_unversioned_object_is_superseded(
 ) -> None:
     admin = moto.client()
     admin.put_object(Bucket=unversioned, Key="k", Body=os.urandom(3 * MIB))
-    origin = S3OriginReader(unversioned, "", _origin_cfg(moto))
+    origin = S3Origin(unversioned, "", _origin_cfg(moto))
     try:
         [listed] = [o async for o in origin.list()]
         assert listed.version_id == "" and listed.etag

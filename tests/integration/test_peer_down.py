@@ -14,7 +14,13 @@ from pathlib import Path
 import pytest
 
 from replicator.commands.backfill import _human
-from replicator.config import FsDestination, FsSource, S3Destination, Settings, Store
+from replicator.config import (
+    FsDestinationSettings,
+    FsSourceSettings,
+    S3DestinationSettings,
+    Settings,
+    StoreSettings,
+)
 from replicator.memory import peak_rss_bytes
 from replicator.pipeline.backfill import run_backfill
 from replicator.store.backends import FsBackend
@@ -58,10 +64,10 @@ async def test_a_peer_dying_mid_run_is_marked_down_and_the_others_finish(
     files = {f"shard-{i:03d}": os.urandom(300_000) for i in range(FILES)}
     write_tree(tmp_path / "src", files)
     settings = Settings(
-        source=FsSource(path=tmp_path / "src"),
+        source=FsSourceSettings(path=tmp_path / "src"),
         destinations=[
-            FsDestination(name="good", path=tmp_path / "good"),
-            S3Destination(
+            FsDestinationSettings(name="good", path=tmp_path / "good"),
+            S3DestinationSettings(
                 name="sick",
                 type="s3",
                 bucket="sick",
@@ -71,7 +77,7 @@ async def test_a_peer_dying_mid_run_is_marked_down_and_the_others_finish(
             ),
         ],
         chunking=CHUNKING,
-        store=Store(pack_size=MIB, cache_dir=tmp_path / "cache", concurrency=2),
+        store=StoreSettings(pack_size=MIB, cache_dir=tmp_path / "cache", concurrency=2),
     )
     hook = KillAfter(server, KILL_AFTER)
     started = time.monotonic()

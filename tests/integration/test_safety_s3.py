@@ -14,9 +14,15 @@ from typing import Any
 
 import pytest
 
-from replicator.config import FsDestination, S3Origin, S3Source, Settings, Store
+from replicator.config import (
+    FsDestinationSettings,
+    S3OriginSettings,
+    S3SourceSettings,
+    Settings,
+    StoreSettings,
+)
 from replicator.errors import SourceUnavailableError
-from replicator.origins.s3 import S3Origin as S3OriginReader
+from replicator.origins.s3 import S3Origin
 from replicator.pipeline.backfill import Backfill, run_backfill
 from replicator.restore import Selection, restore
 from replicator.store.backends import FsBackend
@@ -60,11 +66,11 @@ def bucket(endpoint: S3Endpoint) -> Iterator[str]:
 
 def _settings(ep: S3Endpoint, bucket: str, tmp: Path) -> Settings:
     return Settings(
-        source=S3Source(type="s3", bucket=bucket),
-        origin=S3Origin(endpoint_url=ep.url, region=ep.region, addressing_style="path"),
-        destinations=[FsDestination(name="peer", path=tmp / "peer")],
+        source=S3SourceSettings(type="s3", bucket=bucket),
+        origin=S3OriginSettings(endpoint_url=ep.url, region=ep.region, addressing_style="path"),
+        destinations=[FsDestinationSettings(name="peer", path=tmp / "peer")],
         chunking=CHUNKING,
-        store=Store(pack_size=MIB, cache_dir=tmp / "cache"),
+        store=StoreSettings(pack_size=MIB, cache_dir=tmp / "cache"),
     )
 
 
@@ -93,7 +99,7 @@ async def test_many_versions_in_one_second_keep_their_order(
 ) -> None:
     admin = endpoint.client()
     settings = _settings(endpoint, bucket, tmp_path)
-    origin = S3OriginReader(bucket, "", settings.origin)  # type: ignore[arg-type]
+    origin = S3Origin(bucket, "", settings.origin)  # type: ignore[arg-type]
     peers = await open_peers(settings, create=True)
     bodies = [b"version %d " % n * (n + 1) for n in range(5)]
     stamps = []

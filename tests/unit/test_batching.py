@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from replicator.config import FsDestination, FsSource, Settings, Store
+from replicator.config import FsDestinationSettings, FsSourceSettings, Settings, StoreSettings
 from replicator.errors import IntegrityError
 from replicator.pipeline.backfill import run_backfill
 from replicator.pipeline.counting import CountingBackend
@@ -56,9 +56,9 @@ async def test_manifests_under_many_prefixes_read_in_one_batch(tmp_path: Path) -
 
 def _settings(tmp: Path) -> Settings:
     return Settings(
-        source=FsSource(path=tmp / "src"),
-        destinations=[FsDestination(name=f"p{i}", path=tmp / f"p{i}") for i in range(2)],
-        store=Store(cache_dir=tmp / "cache", concurrency=4),
+        source=FsSourceSettings(path=tmp / "src"),
+        destinations=[FsDestinationSettings(name=f"p{i}", path=tmp / f"p{i}") for i in range(2)],
+        store=StoreSettings(cache_dir=tmp / "cache", concurrency=4),
     )
 
 

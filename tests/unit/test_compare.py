@@ -15,7 +15,6 @@ from hypothesis import strategies as st
 from replicator._native import ChunkerParams
 from replicator.origins import ObjectVersion
 from replicator.origins.fs import FsOrigin
-from replicator.pipeline.commit import put_manifest, tombstone
 from replicator.pipeline.compare import (
     ListingOrderError,
     compare,
@@ -23,6 +22,7 @@ from replicator.pipeline.compare import (
     peer_keys,
     sorted_by_key,
 )
+from replicator.pipeline.manifests import put_manifest, tombstone
 from replicator.pipeline.reconcile import same_version
 from replicator.pipeline.removals import (
     MassDeletionRefused,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from replicator.config import FsSource
+from replicator.config import FsSourceSettings
 from replicator.errors import ConfigError, SupersededError
 from replicator.events import ChangeEvent, Kind
 from replicator.sources import Outcome
@@ -22,7 +22,7 @@ GUARD_S = 20.0
 @pytest.fixture
 async def source(tmp_path: Path) -> AsyncIterator[DirectorySource]:
     (tmp_path / "src").mkdir()
-    src = DirectorySource(FsSource(path=tmp_path / "src", settle_seconds=0.3))
+    src = DirectorySource(FsSourceSettings(path=tmp_path / "src", settle_seconds=0.3))
     await src.start()
     yield src
     await src.close()
@@ -137,7 +137,7 @@ async def test_failed_versions_are_offered_again(source: DirectorySource) -> Non
 
 async def test_a_missing_root_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"source\.path"):
-        await DirectorySource(FsSource(path=tmp_path / "absent")).start()
+        await DirectorySource(FsSourceSettings(path=tmp_path / "absent")).start()
 
 
 async def test_a_shrunk_state_goes_only_once_it_stays(source: DirectorySource) -> None:

@@ -12,10 +12,10 @@ from pathlib import Path
 from replicator._native import ChunkerParams
 from replicator.notify import Notifier
 from replicator.pipeline.lanes import Backoff, Lane
+from replicator.pipeline.plan import PackWriter
 from replicator.store.backends import FsBackend
 from replicator.store.format import StoreConfig
 from replicator.store.index_cache import IndexCache
-from replicator.store.packs import PackWriter
 from replicator.store.peer import Peer
 
 

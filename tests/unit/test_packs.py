@@ -11,11 +11,11 @@ import pytest
 
 from replicator._native import blake3_digest
 from replicator.errors import ConfigError, TransientStoreError
+from replicator.pipeline.plan import PackWriter, SealBudget, resolve
 from replicator.store.backend import Backend, ObjectInfo, Payload
 from replicator.store.backends import FsBackend
 from replicator.store.format import PackIndex, index_key, pack_key
 from replicator.store.index_cache import IndexCache
-from replicator.store.packs import PackWriter, SealBudget, resolve
 
 KIB = 1024
 

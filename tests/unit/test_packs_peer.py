@@ -6,16 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from replicator.config import Chunking, FsDestination, FsSource, Settings
+from replicator.config import ChunkingSettings, FsDestinationSettings, FsSourceSettings, Settings
 from replicator.errors import IncompatibleStoreError
 from replicator.store.format import CONFIG_KEY, StoreConfig
 from replicator.store.peer import open_peer, open_peers, peer_identity, store_config
 
-SMALL = Chunking(min_size=4096, avg_size=16384, max_size=65536)
+SMALL = ChunkingSettings(min_size=4096, avg_size=16384, max_size=65536)
 
 
 async def test_open_creates_config_then_refuses_other_parameters(tmp_path: Path) -> None:
-    dest = FsDestination(name="dr-1", path=tmp_path / "peer")
+    dest = FsDestinationSettings(name="dr-1", path=tmp_path / "peer")
     wanted = StoreConfig(SMALL.params())
     with pytest.raises(IncompatibleStoreError, match=r"'dr-1'.*not a replicator store"):
         await open_peer(dest, wanted, create=False)
@@ -30,7 +30,7 @@ async def test_open_creates_config_then_refuses_other_parameters(tmp_path: Path)
     assert again.config == wanted
     await again.close()
 
-    other = StoreConfig(Chunking().params())
+    other = StoreConfig(ChunkingSettings().params())
     with pytest.raises(IncompatibleStoreError, match="'dr-1' was written with chunker"):
         await open_peer(dest, other, create=True)
     assert (tmp_path / "peer" / CONFIG_KEY).read_bytes() == wanted.to_bytes(), "never replaced"
@@ -39,22 +39,22 @@ async def test_open_creates_config_then_refuses_other_parameters(tmp_path: Path)
 async def test_open_refuses_a_damaged_config_naming_the_peer(tmp_path: Path) -> None:
     (tmp_path / "peer").mkdir()
     (tmp_path / "peer" / CONFIG_KEY).write_bytes(b'{"format": "restic", "version": 2}')
-    dest = FsDestination(name="old", path=tmp_path / "peer")
+    dest = FsDestinationSettings(name="old", path=tmp_path / "peer")
     with pytest.raises(IncompatibleStoreError, match="'old'"):
         await open_peer(dest, StoreConfig(SMALL.params()), create=True)
 
 
 async def test_open_peers_fails_on_any_mismatch_naming_it(tmp_path: Path) -> None:
     settings = Settings(
-        source=FsSource(path=tmp_path / "src"),
+        source=FsSourceSettings(path=tmp_path / "src"),
         destinations=[
-            FsDestination(name="good", path=tmp_path / "good"),
-            FsDestination(name="bad", path=tmp_path / "bad"),
+            FsDestinationSettings(name="good", path=tmp_path / "good"),
+            FsDestinationSettings(name="bad", path=tmp_path / "bad"),
         ],
         chunking=SMALL,
     )
     (tmp_path / "bad").mkdir()
-    (tmp_path / "bad" / CONFIG_KEY).write_bytes(StoreConfig(Chunking().params()).to_bytes())
+    (tmp_path / "bad" / CONFIG_KEY).write_bytes(StoreConfig(ChunkingSettings().params()).to_bytes())
     with pytest.raises(IncompatibleStoreError, match="'bad'"):
         await open_peers(settings, create=True)
     (tmp_path / "bad" / CONFIG_KEY).unlink()

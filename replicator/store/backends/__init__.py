@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 from replicator.store.backends.fs import FsBackend
 
 if TYPE_CHECKING:
-    from replicator.store.backends.s3 import S3Backend, S3Credentials
+    from replicator.s3client import S3Credentials
+    from replicator.store.backends.s3 import S3Backend
 
 
 def __getattr__(name: str) -> Any:

@@ -2,12 +2,11 @@
 
 Objects live at ``<prefix><key>``. Every put carries Content-MD5 and
 x-amz-checksum-sha256 computed by replicator, so a server that verifies
-either refuses a body that was altered or cut in transit. botocore >= 1.36
-would otherwise add its own CRC checksums (some S3-compatible servers reject
-them, or the aws-chunked encoding they come in), so the client is built with
-``request_checksum_calculation = response_checksum_validation =
-"when_required"``. botocore's own retries are off: retrying is the job of
-``replicator.store.retry``, which sees the mapped errors below.
+either refuses a body that was altered or cut in transit. The client and
+the error mapping are the ones the S3 origin uses too
+(:mod:`replicator.s3client`); botocore's own retries are off here:
+retrying is the job of ``replicator.store.retry``, which sees the mapped
+errors.
 
 Credentials come from the standard AWS chain (env vars, shared files,
 instance roles) unless given explicitly; they are never logged or shown in
@@ -21,27 +20,25 @@ import base64
 import hashlib
 import logging
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
-from aiobotocore.config import AioConfig
-from aiobotocore.session import get_session
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    HTTPClientError,
-    IncompleteReadError,
-)
-from botocore.exceptions import ConnectionError as BotoConnectionError
+from botocore.exceptions import ClientError
 
 from replicator.errors import (
-    AccessDeniedError,
     IntegrityError,
     NotFoundError,
     StoreError,
     TransientStoreError,
+)
+from replicator.s3client import (
+    AddressingStyle,
+    S3Credentials,
+    SharedClient,
+    client_config,
+    error_code,
+    error_status,
+    map_client_error,
+    map_error,
 )
 from replicator.store.backend import Capabilities, ObjectInfo, Payload, check_key, check_prefix
 
@@ -50,80 +47,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-AddressingStyle = Literal["auto", "path", "virtual"]
+__all__ = ["MIN_PUT_RATE", "S3Backend", "S3Credentials", "b64", "map_client_error", "map_error"]
 
-_INTEGRITY_CODES = frozenset({"BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch"})
-_TRANSIENT_CODES = frozenset(
-    {
-        "SlowDown",
-        "RequestTimeout",
-        "RequestTimeTooSkewed",
-        "InternalError",
-        "ServiceUnavailable",
-        # AWS: concurrent conditional writes; a retry learns the winner (412).
-        "ConditionalRequestConflict",
-        "OperationAborted",
-    }
-)
-_DENIED_CODES = frozenset(
-    {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled"}
-)
-_NOT_FOUND_CODES = frozenset({"NoSuchKey", "NoSuchBucket", "NotFound"})
 #: Slowest upload accepted (bytes/s): a put of N bytes fails after
 #: connect + read timeout + N / MIN_PUT_RATE seconds (80 s for a 16 MiB pack).
 MIN_PUT_RATE = 256 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class S3Credentials:
-    """Explicit static credentials; the secret never appears in repr."""
-
-    access_key_id: str
-    secret_access_key: str = field(repr=False)
-    session_token: str | None = field(default=None, repr=False)
-
-
-def map_client_error(exc: ClientError, what: str) -> StoreError:
-    """Turn a botocore ClientError into the store's error tree (by behaviour)."""
-    err = exc.response.get("Error", {})
-    code = str(err.get("Code", ""))
-    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
-    detail = f"{what}: {code or status} {err.get('Message', '')}".strip()
-    if code in _INTEGRITY_CODES or "checksum" in code.lower():
-        return IntegrityError(detail)
-    if status == 403 or code in _DENIED_CODES:
-        return AccessDeniedError(detail)
-    if status == 404 or code in _NOT_FOUND_CODES:
-        return NotFoundError(detail)
-    if status >= 500 or status == 429 or code in _TRANSIENT_CODES:
-        return TransientStoreError(detail)
-    if status == 400 and "checksum" in str(err.get("Message", "")).lower():
-        return IntegrityError(detail)
-    return StoreError(detail)
-
-
-def map_error(exc: BaseException, what: str) -> StoreError | None:
-    """Map any exception raised by a client call; None when it is not ours to map."""
-    if isinstance(exc, ClientError):
-        return map_client_error(exc, what)
-    if isinstance(
-        exc,
-        HTTPClientError | BotoConnectionError | IncompleteReadError | aiohttp.ClientError,
-    ):
-        return TransientStoreError(f"{what}: {type(exc).__name__}: {exc}")
-    if isinstance(exc, asyncio.TimeoutError | TimeoutError):
-        return TransientStoreError(f"{what}: no answer within the read timeout")
-    if isinstance(exc, BotoCoreError):
-        return StoreError(f"{what}: {type(exc).__name__}")
-    return None
-
-
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
-def _status(exc: ClientError) -> int:
-    return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
 
 
 def b64(digest: bytes) -> str:
@@ -132,27 +60,6 @@ def b64(digest: bytes) -> str:
 
 def _digests(data: Payload) -> tuple[bytes, bytes]:
     return hashlib.md5(data, usedforsecurity=False).digest(), hashlib.sha256(data).digest()
-
-
-def client_config(
-    region: str | None,
-    addressing_style: AddressingStyle,
-    connect_timeout: float,
-    read_timeout: float,
-    max_pool_connections: int,
-) -> AioConfig:
-    return AioConfig(
-        region_name=region,
-        # Send only the checksums replicator computes itself (see module doc).
-        request_checksum_calculation="when_required",
-        response_checksum_validation="when_required",
-        s3={"addressing_style": addressing_style},
-        # One attempt: RetryingBackend retries, seeing the mapped errors.
-        retries={"total_max_attempts": 1, "mode": "standard"},
-        connect_timeout=connect_timeout,
-        read_timeout=read_timeout,
-        max_pool_connections=max_pool_connections,
-    )
 
 
 class S3Backend:
@@ -186,18 +93,23 @@ class S3Backend:
         self.endpoint_url = endpoint_url
         self.region = region
         self.page_size = page_size
-        self._credentials = credentials
-        self._profile = profile
-        self._ca_bundle = ca_bundle
         # The read timeout only starts once a body is sent: a server that
         # stops reading mid-upload would stall a put for ever without this.
         self._put_budget = (connect_timeout + read_timeout, min_put_rate)
-        self._config = client_config(
-            region, addressing_style, connect_timeout, read_timeout, max_pool_connections
+        self._client = SharedClient(
+            endpoint_url,
+            client_config(
+                region,
+                addressing_style,
+                attempts=1,  # RetryingBackend retries, seeing the mapped errors
+                connect_timeout=connect_timeout,
+                read_timeout=read_timeout,
+                max_pool_connections=max_pool_connections,
+            ),
+            ca_bundle=ca_bundle,
+            credentials=credentials,
+            profile=profile,
         )
-        self._stack: AsyncExitStack | None = None
-        self._client: S3Client | None = None
-        self._lock = asyncio.Lock()
         #: Set by probe(); None means "not probed", and conditional puts are used.
         self.capabilities: Capabilities | None = None
         self._warned_racy = False
@@ -210,38 +122,10 @@ class S3Backend:
 
     async def client(self) -> S3Client:
         """The shared client, created on first use."""
-        if self._client is None:
-            async with self._lock:
-                if self._client is None:
-                    self._client = await self._open()
-        return self._client
-
-    async def _open(self) -> S3Client:
-        session = get_session()
-        if self._profile:
-            session.set_config_variable("profile", self._profile)
-        kwargs: dict[str, Any] = {}
-        if self._credentials is not None:
-            kwargs = {
-                "aws_access_key_id": self._credentials.access_key_id,
-                "aws_secret_access_key": self._credentials.secret_access_key,
-                "aws_session_token": self._credentials.session_token,
-            }
-        if self._ca_bundle is not None:
-            kwargs["verify"] = self._ca_bundle  # TLS verification stays on, with this CA
-        stack = AsyncExitStack()
-        client: S3Client = await stack.enter_async_context(
-            session.create_client(
-                "s3", endpoint_url=self.endpoint_url, config=self._config, **kwargs
-            )
-        )
-        self._stack = stack
-        return client
+        return await self._client.get()
 
     async def close(self) -> None:
-        stack, self._stack, self._client = self._stack, None, None
-        if stack is not None:
-            await stack.aclose()
+        await self._client.close()
 
     def _key(self, key: str) -> str:
         return self.prefix + check_key(key)
@@ -312,7 +196,7 @@ class S3Backend:
             ) from exc
         except StoreError as exc:
             cause = exc.__cause__
-            if conditional and isinstance(cause, ClientError) and _status(cause) == 412:
+            if conditional and isinstance(cause, ClientError) and error_status(cause) == 412:
                 return False
             raise
         return True
@@ -334,7 +218,7 @@ class S3Backend:
             resp = await self._call(f"get {self._where(full)}", "get_object", **kwargs)
         except StoreError as exc:
             cause = exc.__cause__
-            if isinstance(cause, ClientError) and _status(cause) == 416:
+            if isinstance(cause, ClientError) and error_status(cause) == 416:
                 return b""  # the range starts at or past the end: an empty slice
             raise
         data = await self._read_body(resp, full)
@@ -388,7 +272,7 @@ class S3Backend:
             # S3 answers 204 for a missing key; some servers say NoSuchKey.
             # A missing bucket is still an error.
             cause = exc.__cause__
-            if not (isinstance(cause, ClientError) and _code(cause) == "NoSuchKey"):
+            if not (isinstance(cause, ClientError) and error_code(cause) == "NoSuchKey"):
                 raise
 
     async def probe(self) -> Capabilities:

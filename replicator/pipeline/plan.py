@@ -1,20 +1,20 @@
-"""Pack writer: new chunks of one peer, batched into write-once packs.
+"""Planning a peer's new chunks: the pack writer of the pipeline.
 
 Vocabulary: a *placement* says where one chunk of an object lives (or will
 live) at a peer: in a pack that is already durable (its name), or in the
 *open pack* still being filled (an :class:`OpenPack`, whose name -- the
 BLAKE3 of its bytes -- exists only once it is sealed).
 
-Sealing writes the pack, then its index, then records it in the index cache,
-and only then resolves the open pack's future: a manifest waits on that
-future, so it is written after every pack and index it names (invariant 1).
-At most one open pack per peer is held in memory; the lock that guards it
-also makes "is this chunk new?" and "add it" one step, so two objects
-sharing a new chunk store it once.
-
-Chunks are stored raw, or zstd-compressed one by one with
-``store.compression = "zstd"`` (kept raw when that does not shrink them);
-the index and manifests record each chunk's stored form.
+The writer decides, per chunk, whether the peer already holds it (the index
+cache, confirmed present, quarantine honoured) or it is new. New chunks go
+into the open pack, which is sealed on size here (on time and on the seal
+budget by :class:`SealBudget` and the daemon's lanes) and written in the
+background (``store/packfile.py``: pack, then index, then cache hint). Only
+then is the open pack's future resolved: the *chunks durable* signal a
+manifest waits for, so it is written after every pack and index it names
+(invariant 1). At most one open pack per peer is held in memory; the lock
+that guards it also makes "is this chunk new?" and "add it" one step, so
+two objects sharing a new chunk store it once.
 
 A chunk copy that verify or restore found damaged (``quarantine/``) is never
 a deduplication target: the chunk ships again, or, once ``repair`` has
@@ -24,24 +24,20 @@ relocated it, the good copy is used (``store/quarantine.py``).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from replicator import failpoints
-from replicator._native import blake3_digest
 from replicator.errors import ConfigError
 from replicator.store.backend import Backend
-from replicator.store.format import IndexEntry, PackIndex, index_key, pack_key
+from replicator.store.format import IndexEntry, pack_key
 from replicator.store.index_cache import IndexCache, Location
+from replicator.store.packfile import ChunkCoder, Stored, put_index, put_pack
 from replicator.store.quarantine import DamageMap
 
 #: How often a writer re-reads the peer's quarantine (two LISTs).
 DAMAGE_REFRESH_SECONDS = 300.0
-#: A chunk as stored: its bytes (a view of the window, or compressed bytes).
-Stored = bytes | memoryview
 
 
 class ChunkBatch(Protocol):
@@ -99,7 +95,7 @@ class PackWriter:
         if compression not in ("none", "zstd"):
             raise ConfigError(f"store.compression = {compression!r} is not supported")
         self.compression = compression
-        self._zstd = _Zstd() if compression == "zstd" else None
+        self._zstd = ChunkCoder() if compression == "zstd" else None
         self.name = name
         self.backend = backend
         self.cache = cache
@@ -268,51 +264,21 @@ class PackWriter:
             self._write_slot.release()
 
     async def _write(self, pack: OpenPack) -> bytes:
-        # Order matters: pack, then index, then the cache hint; each durable
-        # before the next, so no index or hint ever names a missing pack.
-        # The buffer is handed over as it is (no copy: it would double the
-        # writer's memory); nothing appends to it any more, since the open
-        # pack was replaced before sealing began, under the writer's lock.
+        # Order matters: pack, then index, then the cache hint (packfile.py).
+        # Nothing appends to the buffer any more: the open pack was replaced
+        # before sealing began, under the writer's lock.
         data = pack.buf
         entries, pack.entries = tuple(pack.entries.values()), {}
         try:
-            # Hashing tens of MiB takes tens of ms: not on the event loop. No
-            # SHA-256 here: the backend computes the checksum its server
-            # verifies (S3); one over the same memory would prove nothing more.
-            name = await asyncio.to_thread(blake3_digest, data)
-            await self.backend.put(pack_key(name), data)
+            name = await put_pack(self.backend, data)
         finally:
             # Waiting manifests keep this OpenPack alive until they are
             # written: drop its bytes now, so they cost nothing meanwhile.
             pack.buf = bytearray()
-        failpoints.hit(failpoints.AFTER_PACK_PUT)
-        index = PackIndex(name, len(data), entries)
-        ibytes = index.to_bytes()
-        failpoints.hit(failpoints.BEFORE_INDEX_PUT)
-        await self.backend.put(index_key(name), ibytes, sha256=hashlib.sha256(ibytes).digest())
-        await self.cache.record(index)
+        await put_index(self.backend, self.cache, name, len(data), entries)
         self._present.add(name)
         self.stats.packs += 1
         return name
-
-
-class _Zstd:
-    """Per-chunk zstd; a chunk that does not shrink is stored as it is."""
-
-    def __init__(self) -> None:
-        try:
-            import zstandard  # noqa: PLC0415 - optional, only for stores that compress
-        except ImportError as exc:
-            raise ConfigError("store.compression = 'zstd' needs the 'zstandard' package") from exc
-        # One compressor per writer, used under the writer's lock only.
-        self._compressor = zstandard.ZstdCompressor(level=3)
-
-    def encode(self, chunks: list[memoryview]) -> list[tuple[Stored, str]]:
-        out: list[tuple[Stored, str]] = []
-        for c in chunks:
-            z = self._compressor.compress(c)
-            out.append((z, "zstd") if len(z) < c.nbytes else (c, "none"))
-        return out
 
 
 def _placed(pack: OpenPack, e: IndexEntry, *, new: bool = False) -> Placement:
