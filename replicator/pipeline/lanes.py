@@ -189,15 +189,17 @@ class Lane:
         await asyncio.gather(*(w.flush() for w in self.writers))
 
     async def resolve(
-        self, placements: Sequence[Placement], writer: PackWriter | None = None
+        self, placements: Sequence[Placement], *, large: bool = False
     ) -> list[Location]:
-        """Durable locations of ``placements`` (made by ``writer``, the small
-        one by default), sealing its open pack once the wait has lasted
-        ``max_pack_delay`` (time-based sealing)."""
-        writer = writer or self.writer
-        if len(self.active) >= self.max_active:
+        """Durable locations of ``placements``, made by the writer of the
+        object's size class. A small object's open pack is sealed once the
+        wait has lasted ``max_pack_delay`` (time-based sealing): others may
+        fill it meanwhile. A large object's is sealed at once: it holds the
+        object's tail, and waiting would only add the delay to its latency."""
+        writer = self.pack_writer(large)
+        if len(self.active) >= self.max_active or (large and _unsealed(placements)):
             await writer.flush()
-        if any(isinstance(p.pack, OpenPack) and not p.pack.name.done() for p in placements):
+        if _unsealed(placements):
             waiting = asyncio.ensure_future(resolve(placements))
             done, _ = await asyncio.wait({waiting}, timeout=self.max_pack_delay)
             if not done:
@@ -207,6 +209,10 @@ class Lane:
 
     async def close(self) -> None:
         await self.cache.close()
+
+
+def _unsealed(placements: Sequence[Placement]) -> bool:
+    return any(isinstance(p.pack, OpenPack) and not p.pack.name.done() for p in placements)
 
 
 async def open_lane(

@@ -53,7 +53,7 @@ from replicator.pipeline.fanout import FannedOut, byte_counts, fan_out
 from replicator.pipeline.identity import newest_manifest, removal_identity, version_identity
 from replicator.pipeline.lanes import Lane
 from replicator.sources import Outcome, Source
-from replicator.store.packs import PackWriter, Placement
+from replicator.store.packs import Placement
 
 log = structlog.get_logger("replicator.service")
 
@@ -277,8 +277,8 @@ class Service:
             if lane.name in fan.failures:
                 self._lane_failed(lane, job.event, fan.failures[lane.name], "put")
             elif fan.complete:
-                writer = lane.pack_writer(job.large)
-                self._spawn(self._commit(lane, job.event, fan, fan.placements[lane.name], writer))
+                placements = fan.placements[lane.name]
+                self._spawn(self._commit(lane, job.event, fan, placements, large=job.large))
 
     def _window(self, event: ChangeEvent) -> int:
         """Read window for one object: no larger than the object. Two windows
@@ -299,11 +299,12 @@ class Service:
         event: ChangeEvent,
         fan: FannedOut,
         placements: list[Placement],
-        writer: PackWriter,
+        *,
+        large: bool,
     ) -> None:
         """Packs durable, then the manifest (invariant 1), at one lane."""
         try:
-            locations = await lane.resolve(placements, writer)
+            locations = await lane.resolve(placements, large=large)
             if lane.name in self._torn.get(event, ()):
                 self._finish(lane, event, superseded=True)
                 return
