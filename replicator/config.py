@@ -254,7 +254,18 @@ class ServiceSettings(_Strict):
     drain_timeout_seconds: float = Field(
         30.0, ge=0, le=3600, description="On SIGTERM, time to finish what is in flight."
     )
-    max_in_flight: int = Field(8, ge=1, le=1024, description="Objects being read at once.")
+    max_in_flight: int = Field(8, ge=1, le=1024, description="Small objects being read at once.")
+    large_object_size: int = Field(
+        4 * 1024 * 1024,
+        ge=64 * 1024,
+        description="Objects of at least this many bytes are large: own workers and packs.",
+    )
+    max_large_in_flight: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description="Large objects being read at once (two read windows each).",
+    )
     max_pending: int = Field(
         100_000, ge=1, description="Changes held per peer before the source is paused."
     )

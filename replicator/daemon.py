@@ -118,9 +118,13 @@ class Daemon:
             except ReplicatorError as exc:  # brokers unreachable, topics missing, ...
                 raise StartupError(f"start-up check failed: {exc}") from None
             for peer in peers:
+                cfg = self.settings.service
                 lanes.append(
                     await open_lane(
-                        peer, self.settings.store, self.settings.service.retry_max_seconds
+                        peer,
+                        self.settings.store,
+                        cfg.retry_max_seconds,
+                        large_object_size=cfg.large_object_size,
                     )
                 )
             service = self._service(feed, lanes)

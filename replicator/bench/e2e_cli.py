@@ -30,6 +30,7 @@ from replicator.commands.common import exit_codes
 from replicator.commands.output import echo_json
 from replicator.errors import ConfigError
 
+DIR_ONLY = ("large_burst",)
 KAFKA_ONLY = ("bootstrap_servers", "bucket", "endpoint_url", "scale_out", "source_latency")
 
 
@@ -54,9 +55,8 @@ def _dir(opts: dict[str, Any]) -> dict[str, Any]:
     large = parse_size(opts["large_size"])
 
     def body(root: Path) -> Coroutine[Any, Any, dict[str, Any]]:
-        return run_bench(
-            root, opts["duration"], Load(root / "source", opts["rate"], large, large_every)
-        )
+        load = Load(root / "source", opts["rate"], large, large_every)
+        return run_bench(root, opts["duration"], load, opts["large_burst"])
 
     return _in_workdir(opts["keep"], body)
 
@@ -138,6 +138,13 @@ def _ok(result: dict[str, Any]) -> bool:
     default=None,
     help="Seconds between large objects (0: none). [default: 10 dir, 0 kafka]",
 )
+@click.option(
+    "--large-burst",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0, 1000),
+    help="Instead of the steady load: this many large objects at once (large MB/s vs backfill).",
+)
 @click.option("--bootstrap-servers", help="Kafka brokers, host:port[,host:port].")
 @click.option("--endpoint-url", help="S3 endpoint of the source bucket (AWS when unset).")
 @click.option("--bucket", help="Source bucket; the bench writes under replicator-bench/<tag>/.")
@@ -183,6 +190,8 @@ def e2e(**opts: Any) -> None:
         extra = [n for n in KAFKA_ONLY if opts[n]]
         if extra:
             raise click.UsageError(f"--{extra[0].replace('_', '-')} needs --source kafka")
+    elif opts["large_burst"]:
+        raise click.UsageError("--large-burst needs --source dir")
     with exit_codes():
         result = _dir(opts) if opts["source"] == "dir" else _run_kafka(opts)
     if opts.pop("as_json"):

@@ -33,10 +33,16 @@ class FannedOut:
 
 
 async def fan_out(
-    reader: ObjectReader, params: ChunkerParams, window_size: int, lanes: Sequence[Lane]
+    reader: ObjectReader,
+    params: ChunkerParams,
+    window_size: int,
+    lanes: Sequence[Lane],
+    *,
+    large: bool = False,
 ) -> FannedOut:
-    """Every lane's placements of the object's chunks; a lane whose writer
-    failed is in ``failures`` instead. Reading stops once no lane is left."""
+    """Every lane's placements of the object's chunks, by the lane's writer
+    of the object's size class; a lane whose writer failed is in
+    ``failures`` instead. Reading stops once no lane is left."""
     out = FannedOut(placements={lane.name: [] for lane in lanes})
     chunked = Chunked()
     live = list(lanes)
@@ -50,7 +56,8 @@ async def fan_out(
             if not len(batch):
                 continue
             placed = await asyncio.gather(
-                *(lane.writer.place(batch) for lane in live), return_exceptions=True
+                *(lane.pack_writer(large).place(batch) for lane in live),
+                return_exceptions=True,
             )
             for lane, result in zip(list(live), placed, strict=True):
                 if isinstance(result, Exception):

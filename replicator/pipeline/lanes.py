@@ -12,6 +12,16 @@ again for it alone.
 Packs seal on size (the writer) and on time here: a commit that has waited
 ``store.max_pack_delay`` for its pack seals it, so a small change is durable
 within about that delay instead of when a pack has filled.
+
+Size classes: a lane has two pack writers. Objects of at least
+``service.large_object_size`` go to the *large* one, the rest to the
+*small* one, each with its own lock, open pack and pack upload. A large
+object fills and uploads a pack after another while it is read; with one
+writer every small object placed meanwhile queued behind that lock and had
+its chunks in those packs (measured: small p99 3.3 s with a 64 MiB object
+every 10 s, against 0.8 s without). Manifests of both classes go through
+one group commit per lane (:class:`ManifestCommits`): the manifests that
+arrive while a batch is being made durable go together in the next one.
 """
 
 from __future__ import annotations
@@ -19,11 +29,12 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import ItemsView, Sequence
 from dataclasses import dataclass, field
 
 from replicator.config import StoreSettings
 from replicator.events import ChangeEvent
+from replicator.pipeline.manifests import ManifestCommits
 from replicator.pipeline.plan import OpenPack, PackWriter, Placement, resolve
 from replicator.store.index_cache import IndexCache, Location, cache_path
 from replicator.store.peer import Peer
@@ -33,6 +44,8 @@ BASE_BACKOFF_SECONDS = 0.5
 #: Versions active at one lane (mostly commits waiting for their pack to
 #: seal); reaching it seals the open pack at once. Bounds memory per lane.
 MAX_ACTIVE = 256
+#: Objects of at least this size are *large* (default of ``service.large_object_size``).
+LARGE_OBJECT_SIZE = 4 * 1024 * 1024
 
 
 @dataclass
@@ -54,6 +67,44 @@ class Backoff:
         self.failures = 0
 
 
+class Wants:
+    """A lane's wanted versions (key -> newest version not started), kept
+    apart per size class so a worker of one class finds its next job without
+    walking past a backlog of the other. Within a class, insertion order is
+    age; a key is in at most one class (its newest version's)."""
+
+    def __init__(self, large_object_size: int) -> None:
+        self.large_object_size = large_object_size
+        self._small: dict[str, ChangeEvent] = {}
+        self._large: dict[str, ChangeEvent] = {}
+
+    def is_large(self, event: ChangeEvent) -> bool:
+        return event.size >= self.large_object_size
+
+    def items(self, large: bool) -> ItemsView[str, ChangeEvent]:
+        return (self._large if large else self._small).items()
+
+    def get(self, key: str) -> ChangeEvent | None:
+        found = self._small.get(key)
+        return found if found is not None else self._large.get(key)
+
+    def __setitem__(self, key: str, event: ChangeEvent) -> None:
+        large = self.is_large(event)
+        (self._small if large else self._large).pop(key, None)
+        # An existing key of the same class keeps its place in line.
+        (self._large if large else self._small)[key] = event
+
+    def __delitem__(self, key: str) -> None:
+        if self._small.pop(key, None) is None:
+            del self._large[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._small or key in self._large
+
+    def __len__(self) -> int:
+        return len(self._small) + len(self._large)
+
+
 class Lane:
     """One peer's pending changes, writer and health."""
 
@@ -65,15 +116,21 @@ class Lane:
         *,
         max_pack_delay: float,
         retry_cap: float,
+        large_writer: PackWriter | None = None,
+        large_object_size: int = LARGE_OBJECT_SIZE,
     ) -> None:
         self.peer = peer
         self.name = peer.name
         self.backend = peer.backend
         self.writer = writer
+        #: Packs of large objects (the small writer when not given).
+        self.large_writer = large_writer or writer
+        #: Group commit of this peer's manifests (objects and tombstones).
+        self.manifests = ManifestCommits(peer.backend)
         self.cache = cache
         self.max_pack_delay = max_pack_delay
-        #: key -> newest version not started here (insertion order = age).
-        self.want: dict[str, ChangeEvent] = {}
+        #: key -> newest version not started here, per size class.
+        self.want = Wants(large_object_size)
         #: key -> version being shipped or committed here.
         self.active: dict[str, ChangeEvent] = {}
         #: key -> oldest version superseded before it was durable here: still
@@ -117,16 +174,36 @@ class Lane:
         self.up = True
         return was_down
 
-    async def resolve(self, placements: Sequence[Placement]) -> list[Location]:
-        """Durable locations of ``placements``, sealing the open pack once the
-        wait has lasted ``max_pack_delay`` (time-based sealing)."""
-        if len(self.active) >= self.max_active:
-            await self.writer.flush()
-        if any(isinstance(p.pack, OpenPack) and not p.pack.name.done() for p in placements):
+    def pack_writer(self, large: bool) -> PackWriter:
+        """The writer of an object's size class."""
+        return self.large_writer if large else self.writer
+
+    @property
+    def writers(self) -> list[PackWriter]:
+        if self.large_writer is self.writer:
+            return [self.writer]
+        return [self.writer, self.large_writer]
+
+    async def flush(self) -> None:
+        """Seal both writers' open packs and wait for their uploads."""
+        await asyncio.gather(*(w.flush() for w in self.writers))
+
+    async def resolve(
+        self, placements: Sequence[Placement], *, large: bool = False
+    ) -> list[Location]:
+        """Durable locations of ``placements``, made by the writer of the
+        object's size class. A small object's open pack is sealed once the
+        wait has lasted ``max_pack_delay`` (time-based sealing): others may
+        fill it meanwhile. A large object's is sealed at once: it holds the
+        object's tail, and waiting would only add the delay to its latency."""
+        writer = self.pack_writer(large)
+        if len(self.active) >= self.max_active or (large and _unsealed(placements)):
+            await writer.flush()
+        if _unsealed(placements):
             waiting = asyncio.ensure_future(resolve(placements))
             done, _ = await asyncio.wait({waiting}, timeout=self.max_pack_delay)
             if not done:
-                await self.writer.flush()
+                await writer.flush()
             return await waiting
         return await resolve(placements)
 
@@ -134,7 +211,17 @@ class Lane:
         await self.cache.close()
 
 
-async def open_lane(peer: Peer, store: StoreSettings, retry_cap: float) -> Lane:
+def _unsealed(placements: Sequence[Placement]) -> bool:
+    return any(isinstance(p.pack, OpenPack) and not p.pack.name.done() for p in placements)
+
+
+async def open_lane(
+    peer: Peer,
+    store: StoreSettings,
+    retry_cap: float,
+    *,
+    large_object_size: int = LARGE_OBJECT_SIZE,
+) -> Lane:
     """A lane over an opened peer: its index cache synced with the peer."""
     cache = IndexCache(cache_path(store.cache_dir, peer.identity), peer.config.to_bytes())
     await cache.open()
@@ -143,5 +230,16 @@ async def open_lane(peer: Peer, store: StoreSettings, retry_cap: float) -> Lane:
     except BaseException:
         await cache.close()
         raise
-    writer = PackWriter(peer.name, peer.backend, cache, store.pack_size, store.compression)
-    return Lane(peer, writer, cache, max_pack_delay=store.max_pack_delay, retry_cap=retry_cap)
+
+    def writer() -> PackWriter:
+        return PackWriter(peer.name, peer.backend, cache, store.pack_size, store.compression)
+
+    return Lane(
+        peer,
+        writer(),
+        cache,
+        max_pack_delay=store.max_pack_delay,
+        retry_cap=retry_cap,
+        large_writer=writer(),
+        large_object_size=large_object_size,
+    )

@@ -17,10 +17,19 @@ older than it) until a version at least as new is durable. An event goes back to
 at every peer, SUPERSEDED when the object moved on before it was read (a
 later event carries the newer state), FAILED when it could not be read.
 
-Memory: ``max_in_flight`` objects read at once (two windows each), one open
-pack per lane, at most ``service.max_pending`` changes held per lane (the
-intake stops taking from the source beyond that) and ``Lane.max_active``
-commits per lane.
+Size classes: objects of at least ``service.large_object_size`` are
+*large*. They have their own workers (``service.max_large_in_flight``) and
+their own pack writer at each lane, so a large object being read, chunked
+and packed never holds a small one back: small objects keep
+``max_in_flight`` workers, and their packs seal and upload apart from the
+large ones. Manifests of both classes go through each lane's group commit.
+
+Memory: ``max_in_flight`` small objects read at once (two windows of about
+their size each), ``max_large_in_flight`` large ones (two windows of the
+origin's window size each), two packs per writer and two writers per lane,
+at most ``service.max_pending`` changes held per lane (the intake stops
+taking from the source beyond that) and ``Lane.max_active`` commits per
+lane.
 """
 
 from __future__ import annotations
@@ -42,7 +51,7 @@ from replicator.origins import ObjectReader
 from replicator.pipeline.fanout import FannedOut, byte_counts, fan_out
 from replicator.pipeline.identity import newest_manifest, removal_identity, version_identity
 from replicator.pipeline.lanes import Lane
-from replicator.pipeline.manifests import object_manifest, put_manifest, tombstone
+from replicator.pipeline.manifests import object_manifest, tombstone
 from replicator.pipeline.plan import Placement
 from replicator.sources import Outcome, Source
 
@@ -78,6 +87,7 @@ class _Track:
 class _Job:
     key: str
     event: ChangeEvent
+    large: bool = False
     lanes: list[Lane] = field(default_factory=list)
 
 
@@ -121,7 +131,11 @@ class Service:
     def start(self) -> None:
         self._intake = asyncio.create_task(self._take_all())
         self._workers = [
-            asyncio.create_task(self._worker()) for _ in range(self.settings.max_in_flight)
+            asyncio.create_task(self._worker(large=False))
+            for _ in range(self.settings.max_in_flight)
+        ] + [
+            asyncio.create_task(self._worker(large=True))
+            for _ in range(self.settings.max_large_in_flight)
         ]
 
     def held(self) -> int:
@@ -137,7 +151,7 @@ class Service:
                 await self._intake
         deadline = time.monotonic() + seconds
         while self.held() and time.monotonic() < deadline:
-            await asyncio.gather(*(lane.writer.flush() for lane in self.lanes))
+            await asyncio.gather(*(lane.flush() for lane in self.lanes))
             await asyncio.sleep(0.05)
         drained = not self.held()
         for task in [*self._workers, *self._tasks]:
@@ -193,9 +207,9 @@ class Service:
 
     # ------------------------------------------------------------ scheduling
 
-    async def _worker(self) -> None:
+    async def _worker(self, *, large: bool) -> None:
         while True:
-            job = self._next_job()
+            job = self._next_job(large)
             if job is None:
                 await self._wait_for_work()
                 continue
@@ -206,21 +220,22 @@ class Service:
                 for lane in job.lanes:
                     self._finish(lane, job.event, failed=True)
 
-    def _next_job(self) -> _Job | None:
+    def _next_job(self, large: bool) -> _Job | None:
+        """The oldest version of the worker's size class some lane may start."""
         now = time.monotonic()
         n = len(self.lanes)
         self._turn = (self._turn + 1) % n
         for lane in self.lanes[self._turn :] + self.lanes[: self._turn]:
             if not lane.available(now):
                 continue
-            for key, event in lane.want.items():
+            for key, event in lane.want.items(large):
                 if key not in lane.active:
-                    return self._claim(key, event, now)
+                    return self._claim(key, event, now, large)
         return None
 
-    def _claim(self, key: str, event: ChangeEvent, now: float) -> _Job:
+    def _claim(self, key: str, event: ChangeEvent, now: float, large: bool) -> _Job:
         """Every available lane that wants exactly this version joins the job."""
-        job = _Job(key, event)
+        job = _Job(key, event, large)
         for lane in self.lanes:
             if lane.available(now) and key not in lane.active and lane.want.get(key) == event:
                 del lane.want[key]
@@ -248,7 +263,9 @@ class Service:
                 self._finish(lane, job.event, superseded=True)
             return
         try:
-            fan = await fan_out(reader, self.params, self._window(job.event), job.lanes)
+            fan = await fan_out(
+                reader, self.params, self._window(job.event), job.lanes, large=job.large
+            )
         except SupersededError:
             for lane in job.lanes:
                 self._finish(lane, job.event, superseded=True)
@@ -260,7 +277,8 @@ class Service:
             if lane.name in fan.failures:
                 self._lane_failed(lane, job.event, fan.failures[lane.name], "put")
             elif fan.complete:
-                self._spawn(self._commit(lane, job.event, fan, fan.placements[lane.name]))
+                placements = fan.placements[lane.name]
+                self._spawn(self._commit(lane, job.event, fan, placements, large=job.large))
 
     def _window(self, event: ChangeEvent) -> int:
         """Read window for one object: no larger than the object. Two windows
@@ -276,11 +294,17 @@ class Service:
         task.add_done_callback(tasks.discard)
 
     async def _commit(
-        self, lane: Lane, event: ChangeEvent, fan: FannedOut, placements: list[Placement]
+        self,
+        lane: Lane,
+        event: ChangeEvent,
+        fan: FannedOut,
+        placements: list[Placement],
+        *,
+        large: bool,
     ) -> None:
         """Packs durable, then the manifest (invariant 1), at one lane."""
         try:
-            locations = await lane.resolve(placements)
+            locations = await lane.resolve(placements, large=large)
             if lane.name in self._torn.get(event, ()):
                 self._finish(lane, event, superseded=True)
                 return
@@ -291,7 +315,9 @@ class Service:
                 fan.digests,
                 locations,
             )
-            await put_manifest(lane.backend, manifest)
+            # Group commit: answered once the manifest is durable, with the
+            # manifests of the same batch (one sync for all of them).
+            await lane.manifests.put(manifest)
         except Exception as exc:
             self._lane_failed(lane, event, exc, "commit")
             return
@@ -306,7 +332,7 @@ class Service:
                 # The removal must sort after the version it removes.
                 when = max(event.event_time_ns, newest.identity.event_time_ns + 1)
                 ident = removal_identity(event, when)
-                await put_manifest(lane.backend, tombstone(ident, self.params))
+                await lane.manifests.put(tombstone(ident, self.params))
         except Exception as exc:
             self._lane_failed(lane, event, exc, "tombstone")
             return

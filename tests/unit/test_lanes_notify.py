@@ -1,5 +1,6 @@
-"""A lane's backoff (capped, jittered, one outage counted once) and the
-sd_notify sender (abstract socket names, the watchdog period)."""
+"""A lane's backoff (capped, jittered, one outage counted once), its wanted
+versions per size class, and the sd_notify sender (abstract socket names,
+the watchdog period)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ import socket
 from pathlib import Path
 
 from replicator._native import ChunkerParams
+from replicator.events import ChangeEvent, Kind
 from replicator.notify import Notifier
-from replicator.pipeline.lanes import Backoff, Lane
+from replicator.pipeline.lanes import Backoff, Lane, Wants
 from replicator.pipeline.plan import PackWriter
 from replicator.store.backends import FsBackend
 from replicator.store.format import StoreConfig
@@ -67,3 +69,22 @@ def test_watchdog_period_is_half_of_watchdog_usec_and_only_for_this_pid() -> Non
     silent = Notifier({})
     silent.ready("no systemd")  # without NOTIFY_SOCKET: nothing, no error
     assert not silent.enabled
+
+
+def test_wants_keeps_a_key_in_the_class_of_its_newest_version() -> None:
+    def ev(key: str, size: int, t: int) -> ChangeEvent:
+        return ChangeEvent("fs", "b", key, Kind.CREATED, t, size=size)
+
+    wants = Wants(large_object_size=1000)
+    wants["a"] = ev("a", 10, 1)
+    wants["b"] = ev("b", 5000, 1)
+    wants["c"] = ev("c", 20, 1)
+    assert [k for k, _ in wants.items(False)] == ["a", "c"]
+    assert [k for k, _ in wants.items(True)] == ["b"]
+    wants["a"] = ev("a", 4000, 2)  # the file grew past the bound: now large only
+    assert [k for k, _ in wants.items(False)] == ["c"]
+    assert [k for k, _ in wants.items(True)] == ["b", "a"]
+    assert len(wants) == 3 and "a" in wants and wants.get("a") == ev("a", 4000, 2)
+    wants["c"] = ev("c", 30, 2)  # same class: keeps its place in line
+    del wants["b"]
+    assert "b" not in wants and wants.get("b") is None and len(wants) == 2
