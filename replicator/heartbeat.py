@@ -137,16 +137,49 @@ async def age_at(backend: Backend, bucket: str, key: str, now_ns: int) -> float 
 async def beating(settings: config.Settings, ages: HeartbeatAges, peers: Sequence[Peer]) -> None:
     """The daemon's heartbeat: a beat every period until cancelled.
 
-    Each peer's newest beat is listed once (a daemon restarted next to an
-    old canary reports its true age); after that the pipeline reports each
-    beat that becomes durable (``Telemetry.durable``). A source that refuses
-    the write disables the heartbeat, with one error line saying why."""
+    After the first beat, each peer's newest canary is listed once (a daemon
+    restarted next to an old canary reports its true age); from then on the
+    pipeline reports each beat that becomes durable (``Telemetry.durable``).
+    A source that refuses the write disables the heartbeat, with one error
+    line saying why; other failures are retried next period."""
     service = settings.service
     key = heartbeat_key(settings, service.heartbeat_key)
     ages.enable(key, service.heartbeat_interval_seconds)
+    listed = False
+    while True:
+        denied = await _beat_once(settings, ages)
+        if not listed:
+            # Also when denied: an old canary's growing age then pages.
+            await _newest_at_peers(settings.source.bucket, key, ages, peers)
+            listed = True
+        if denied:
+            return
+        await asyncio.sleep(service.heartbeat_interval_seconds)
+
+
+async def _beat_once(settings: config.Settings, ages: HeartbeatAges) -> bool:
+    """One beat; True when the source refuses it (the heartbeat is then off)."""
+    try:
+        ages.beaten(await beat(settings, settings.service.heartbeat_key))
+    except BeatDenied as exc:
+        ages.disable()
+        log.error(
+            "heartbeat disabled: the source refuses the canary write; grant write access "
+            "to that key or set service.heartbeat_interval_seconds = 0",
+            error=str(exc),
+        )
+        return True
+    except StoreError as exc:
+        log.warning("heartbeat not written, trying again next period", error=str(exc))
+    return False
+
+
+async def _newest_at_peers(
+    bucket: str, key: str, ages: HeartbeatAges, peers: Sequence[Peer]
+) -> None:
     for peer in peers:
         try:
-            newest = await newest_at(peer.backend, settings.source.bucket, key)
+            newest = await newest_at(peer.backend, bucket, key)
         except (StoreError, OSError) as exc:
             log.warning(
                 "heartbeat: cannot list the peer's canary", destination=peer.name, error=str(exc)
@@ -154,20 +187,6 @@ async def beating(settings: config.Settings, ages: HeartbeatAges, peers: Sequenc
             continue
         if newest is not None:
             ages.seen(peer.name, newest)
-    while True:
-        try:
-            ages.beaten(await beat(settings, service.heartbeat_key))
-        except BeatDenied as exc:
-            ages.disable()
-            log.error(
-                "heartbeat disabled: the source refuses the canary write; grant write access "
-                "to that key or set service.heartbeat_interval_seconds = 0",
-                error=str(exc),
-            )
-            return
-        except StoreError as exc:
-            log.warning("heartbeat not written, trying again next period", error=str(exc))
-        await asyncio.sleep(service.heartbeat_interval_seconds)
 
 
 def textfile(ages: list[PeerAge]) -> str:

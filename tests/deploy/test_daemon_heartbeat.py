@@ -82,8 +82,8 @@ def test_heartbeat_age_per_peer_follows_an_outage(tmp_path: Path) -> None:
         _immutable(tmp_path / "b", True)
         down = time.time()
         time.sleep(DOWN_S)
+        elapsed = time.time() - down  # before the scrape: the age is taken later
         ages = _ages(daemon)
-        elapsed = time.time() - down
         print(f"peer b unwritable for {elapsed:.2f} s: heartbeat ages {ages}")
         # b holds nothing written after it went down; a kept getting beats.
         assert ages["b"] >= elapsed - TICK_S, ages
@@ -102,6 +102,37 @@ def test_heartbeat_age_per_peer_follows_an_outage(tmp_path: Path) -> None:
             _immutable(tmp_path / "b", False)
         if daemon.proc.poll() is None:
             daemon.kill()
+
+
+def test_a_restarted_daemon_reports_the_canary_already_at_the_peers(tmp_path: Path) -> None:
+    """Restarted with the canary's directory made read-only: no new beat can
+    be written, and the age is that of the canary the first run left at
+    each peer (listed once at start), growing, not absent."""
+    if not _chattr_blocks_root(tmp_path):
+        pytest.skip("needs chattr +i on this filesystem (root, ext4/xfs/btrfs)")
+    cfg = _config(tmp_path)
+    first = harness.Daemon(cfg, tmp_path / "first.log")
+    beats = tmp_path / "src" / "_replicator"
+    try:
+        first.wait_ready()
+        started = time.time()
+        both = harness.PEERS
+        harness.wait_until(lambda: all(_fresh(first, p, started) for p in both), "beats", first)
+        assert first.stop() == 0, first.log_tail()
+        stopped = time.time()
+        subprocess.run(["chattr", "+i", str(beats)], check=True)
+        second = harness.Daemon(cfg, tmp_path / "second.log")
+        second.wait_ready()
+        harness.wait_until(lambda: set(_ages(second)) == set(both), "ages listed", second)
+        assert harness.log_events(second.log_path, _DISABLED), second.log_tail()
+        since = time.time() - stopped  # before the scrape: the age is taken later
+        ages = _ages(second)
+        print(f"restarted {since:.2f} s after the first run stopped, no new beat: ages {ages}")
+        assert all(ages[p] >= since for p in both), ages
+        assert second.stop() == 0, second.log_tail()
+    finally:
+        subprocess.run(["chattr", "-i", str(beats)], check=False)
+        harness.Daemon.reap()
 
 
 def test_heartbeat_off_by_default(tmp_path: Path) -> None:

@@ -14,9 +14,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from replicator import config
 from replicator.cli import main
-from replicator.heartbeat import DEFAULT_KEY, beat
+from replicator.heartbeat import DEFAULT_KEY, BeatDenied, beat
 from tests.deploy.metric_names import families
 from tests.services.moto_server import MotoServer
+from tests.services.seaweedfs.server import SeaweedServer
 
 pytestmark = pytest.mark.integration
 
@@ -117,3 +118,30 @@ async def test_beat_into_an_s3_source(
     await beat(settings)
     body = admin.get_object(Bucket="hb-src", Key="data/" + DEFAULT_KEY)["Body"].read()
     assert json.loads(body)["written_at"] == pytest.approx(time.time(), abs=60)
+
+
+async def test_a_read_only_s3_credential_is_refused_as_denied(
+    seaweed_server: SeaweedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SeaweedFS enforces identities: its read-only one gets AccessDenied,
+    which the daemon takes as "heartbeat disabled" (BeatDenied), not as a
+    transient error to retry every period."""
+    admin = seaweed_server.endpoint
+    admin.client().create_bucket(Bucket="hb-ro")
+    settings = config.Settings.model_validate(
+        {
+            "source": {"type": "s3", "bucket": "hb-ro"},
+            "origin": {"endpoint_url": admin.url, "addressing_style": "path"},
+            "destinations": [{"name": "p", "type": "fs", "path": "/nonexistent"}],
+        }
+    )
+    for who, denied in ((seaweed_server.reader, True), (admin, False)):
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", who.access_key_id)
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", who.secret_access_key)
+        if denied:
+            with pytest.raises(BeatDenied, match=r"s3://hb-ro/_replicator/heartbeat.*AccessDenied"):
+                await beat(settings)
+        else:
+            await beat(settings)
+    listed = admin.client().list_objects_v2(Bucket="hb-ro")["Contents"]
+    assert [o["Key"] for o in listed] == [DEFAULT_KEY]
