@@ -205,7 +205,10 @@ async def large_vs_backfill(
             "store": daemon_settings.store.model_copy(update={"cache_dir": root / "fresh-cache"}),
         }
     )
+    before = resource.getrusage(resource.RUSAGE_SELF)
     summary = await run_backfill(settings, prefix="large/")
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     nbytes = sum(w.size for w in large)
     daemon_mb_s = nbytes / max(seconds, 1e-9) / 1e6
     backfill_mb_s = summary.source_bytes / max(summary.elapsed_seconds, 1e-9) / 1e6
@@ -215,6 +218,8 @@ async def large_vs_backfill(
         "daemon_mb_per_second": round(daemon_mb_s, 3),
         "backfill_mb_per_second": round(backfill_mb_s, 3),
         "ratio": round(daemon_mb_s / backfill_mb_s, 3) if backfill_mb_s else 0.0,
+        # CPU seconds per GB: what each costs, whatever the machine's load.
+        "backfill_cpu_seconds_per_gb": round(cpu / max(summary.source_bytes, 1) * 1e9, 3),
     }
 
 
