@@ -330,8 +330,10 @@ class KafkaSource(Reconnecting, GroupMember):
                 consumer = self._consumer
                 if consumer is not None:
                     fetched = {tp for tp, _ in self._fetched()}
-                    await self._clock.refresh(consumer, self._marks, fetched)
-            except KafkaError as exc:
+                    refresh = self._clock.refresh(consumer, self._marks, fetched)
+                    # Bounded: an unanswered ListOffsets held this loop 40 s.
+                    await asyncio.wait_for(refresh, self._health.call_timeout)
+            except (KafkaError, TimeoutError) as exc:
                 log.warning("kafka source: log ends unknown (%s); retrying", type(exc).__name__)
 
     # -- backlog and lag --------------------------------------------------

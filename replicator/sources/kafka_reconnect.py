@@ -44,7 +44,7 @@ CALL_TIMEOUT_S = 5.0
 #: Bound on a client's stop(); past it the client is abandoned.
 STOP_TIMEOUT_S = 10.0
 #: Backoff between attempts to start a fresh consumer while the brokers are away.
-RESTART_BACKOFF_S = (0.5, 5.0)
+REBUILD_BACKOFF_S = (1.0, 10.0)
 
 
 class CoordinatorHealth:
@@ -62,9 +62,23 @@ class CoordinatorHealth:
         self.call_timeout = max(CALL_TIMEOUT_S, session)
         self.lost_after = max(15.0, 3 * session)
         self._ok_at = time.monotonic()
+        self._backoff = REBUILD_BACKOFF_S[0]
+        self._next_rebuild = 0.0
 
     def ok(self) -> None:
         self._ok_at = time.monotonic()
+        self._backoff = REBUILD_BACKOFF_S[0]
+
+    def may_rebuild(self) -> bool:
+        """Lost, and not within the backoff after a failed rebuild."""
+        return self.lost() and time.monotonic() >= self._next_rebuild
+
+    def rebuild_failed(self) -> float:
+        """The brokers were not reachable: wait before the next try; returns the wait."""
+        wait = self._backoff
+        self._next_rebuild = time.monotonic() + wait
+        self._backoff = min(wait * 2, REBUILD_BACKOFF_S[1])
+        return wait
 
     def silent_for(self) -> float:
         return time.monotonic() - self._ok_at
@@ -152,34 +166,36 @@ class Reconnecting:
         probe = self._health.needs_probe()
         if probe and await probe_coordinator(consumer, self.settings, self._health.call_timeout):
             self._health.ok()
-        if self._health.lost() and not self._closing.is_set():
+        if self._health.may_rebuild() and not self._closing.is_set():
             await self._rebuild(consumer)
 
     async def _rebuild(self, old: AIOKafkaConsumer) -> None:
-        log.warning(
-            "kafka source: group coordinator silent for %.0f s; replacing the consumer "
-            "(partitions revoked, in-flight events read again)", self._health.silent_for(),
-        )  # fmt: skip
+        """Start a fresh consumer first: while the brokers are away (a plain outage)
+        the old one is kept, as it may yet recover, and nothing is dropped."""
+        silent = self._health.silent_for()
+        fresh = make_consumer(self.settings)
+        try:
+            await start_consumer(fresh, self._health.call_timeout)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            wait = self._health.rebuild_failed()
+            log.warning("kafka source: group coordinator silent for %.0f s and the brokers "
+                        "unreachable (%s); next try in %.0f s", silent, type(exc).__name__,
+                        wait)  # fmt: skip
+            return
+        if self._closing.is_set() or old is not self._consumer:
+            await stop_bounded(fresh)
+            return
+        log.warning("kafka source: group coordinator silent for %.0f s while the brokers "
+                    "answer; replacing the consumer (partitions revoked, in-flight events "
+                    "read again)", silent)  # fmt: skip
         async with self._fetch_lock:  # no getmany() on the old consumer from here on
             self._consumer = None
         self._drop_all()
         await stop_bounded(old)
-        delay = RESTART_BACKOFF_S[0]
-        while not self._closing.is_set():
-            consumer = make_consumer(self.settings)
-            try:
-                await start_consumer(consumer, self._health.lost_after)
-            except (KafkaError, OSError, TimeoutError) as exc:
-                log.warning("kafka source: new consumer cannot start (%s); retrying in %.1f s",
-                            type(exc).__name__, delay)  # fmt: skip
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RESTART_BACKOFF_S[1])
-                continue
-            self.reconnects += 1
-            self._subscribe(consumer)
-            log.warning("kafka source: consumer replaced (reconnect %d); rejoining group %s",
-                        self.reconnects, self.settings.group_id)  # fmt: skip
-            return
+        self.reconnects += 1
+        self._subscribe(fresh)
+        log.warning("kafka source: consumer replaced (reconnect %d); rejoining group %s",
+                    self.reconnects, self.settings.group_id)  # fmt: skip
 
     def _drop_all(self) -> None:
         """Every partition revoked, as in a rebalance, except that nothing can be
