@@ -1,17 +1,21 @@
 """Keeping the Kafka source connected: bounded commits, and a fresh consumer when the group is lost.
 
-aiokafka 0.14 can lose its group coordinator for good after a broker restart
-(docs/run-kafka.md, "broker restart"): its coordination task stays in
-``ensure_coordinator_known`` while fetching works again, so every
-``commit()`` waits on that task's lock for ever and ``stop()`` waits on the
-task. Nothing inside the consumer recovers from that, so the source watches
+aiokafka 0.14 waits for its group coordinator without a deadline: ``commit()``
+and ``committed()`` loop in ``ensure_coordinator_known`` under a lock shared
+with the coordination task, and ``stop()`` awaits that task. After a broker
+restart the coordinator was once never found again while fetching worked
+(docs/run-kafka.md, "broker restart"): commits waited for ever and the stop
+hung. Nothing inside the consumer recovers from that, so the source watches
 the coordinator itself:
 
-- every call that needs the coordinator (a commit, a committed-offset probe)
-  and every ``stop()`` is bounded;
+- every call that needs the coordinator (a commit, a committed-offset probe),
+  the log-end refresh and every ``stop()`` is bounded;
 - the coordinator is *healthy* while such a call succeeds; when it has not
   answered for ``lost_after`` seconds (commits timing out or failing, probes
-  too), the consumer is torn down and a fresh one joins the group.
+  too), a fresh consumer is started; if it reaches the brokers, the old one
+  is torn down and the fresh one joins the group; if not (a plain outage,
+  which the old one may yet ride out), the old one is kept and the attempt
+  repeated with a backoff.
 
 The rebuild is a revocation of every partition: events in flight are dropped
 (never acknowledged), nothing is committed past them, and the new member
