@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import CommitFailedError, KafkaError, KafkaTimeoutError
 
 from replicator.config import KafkaSettings, S3SourceSettings, Settings
 from replicator.errors import ConfigError, SourceError
@@ -38,6 +38,7 @@ from replicator.sources.kafka_clients import (
     stop_clients,
 )
 from replicator.sources.kafka_group import GapHook, GroupMember, Listener
+from replicator.sources.kafka_reconnect import CoordinatorHealth, Reconnecting, stop_bounded
 from replicator.sources.s3events import ParseError, parse_message
 from replicator.sources.watermark import Gap, PartitionMark, Watermarks
 from replicator.sources.watermark import TopicPartition as TP
@@ -53,7 +54,7 @@ log = logging.getLogger(__name__)
 OutcomeHook = Callable[[Outcome], None]
 
 
-class KafkaSource(GroupMember):
+class KafkaSource(Reconnecting, GroupMember):
     """The Source of S3 notifications read from Kafka (see the module docstring)."""
 
     name = "kafka"
@@ -84,6 +85,7 @@ class KafkaSource(GroupMember):
         self.gaps = 0
         self.pauses = 0
         self.dropped_on_revoke = 0
+        self.reconnects = 0  # consumers replaced after losing the group coordinator
         self._marks = Watermarks()
         self._tokens = itertools.count(1)
         self._buffer: deque[tuple[PartitionMark, Record]] = deque()
@@ -94,6 +96,8 @@ class KafkaSource(GroupMember):
         self._room = asyncio.Event()
         self._closing = asyncio.Event()
         self._commit_lock = asyncio.Lock()
+        self._fetch_lock = asyncio.Lock()  # held around getmany(); a rebuild takes it
+        self._health = CoordinatorHealth(settings)
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._ticker: asyncio.Task[None] | None = None
@@ -116,8 +120,8 @@ class KafkaSource(GroupMember):
         if missing:
             await stop_clients(consumer, producer)
             raise ConfigError(f"kafka: topic(s) {', '.join(missing)} do not exist on the brokers")
-        self._consumer, self._producer = consumer, producer
-        consumer.subscribe(topics=list(s.topics), listener=Listener(self))
+        self._producer = producer
+        self._subscribe(consumer)
         self._ticker = asyncio.create_task(self._tick(), name="kafka-commit")
         log.info("kafka source: group %s on %s", s.group_id, ", ".join(s.topics))
 
@@ -132,9 +136,16 @@ class KafkaSource(GroupMember):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
         with contextlib.suppress(KafkaError):
-            await self.commit()
-        await stop_clients(self._consumer, self._producer)
+            await self.commit()  # bounded: a lost coordinator cannot hold the stop
+        await stop_bounded(self._consumer)
+        await stop_bounded(self._producer)
         await self._clock.stop()
+
+    def _subscribe(self, consumer: AIOKafkaConsumer) -> None:
+        """Make a started consumer the source's own and join the group with it."""
+        self._consumer = consumer
+        self._health.ok()
+        consumer.subscribe(topics=list(self.settings.topics), listener=Listener(self, consumer))
 
     def _client(self) -> AIOKafkaConsumer:
         if self._consumer is None:
@@ -144,18 +155,21 @@ class KafkaSource(GroupMember):
     # -- handing out ------------------------------------------------------
 
     async def events(self) -> AsyncIterator[ChangeEvent]:
-        consumer = self._client()
+        self._client()  # started
         while not self._closing.is_set():
+            if self._consumer is None:  # being replaced (kafka_reconnect)
+                await asyncio.sleep(0.1)
+                continue
             if self._unready:
                 await self._ready_up()
             await self._report_gaps()
             # Backpressure before fetching or registering a record's events:
             # nothing more is taken in while the pipeline holds the bound.
-            await self._wait_for_room(consumer)
+            await self._wait_for_room()
             if self._closing.is_set():
                 return
             if not self._buffer:
-                await self._fetch(consumer, timeout_ms=200)
+                await self._fetch(timeout_ms=200)
                 continue
             mark, record = self._buffer.popleft()
             if self._marks.mark((record.topic, record.partition)) is not mark:
@@ -166,10 +180,14 @@ class KafkaSource(GroupMember):
                 self.handed_out += 1
                 yield event
 
-    async def _fetch(self, consumer: AIOKafkaConsumer, *, timeout_ms: int) -> None:
-        batch = await consumer.getmany(
-            timeout_ms=timeout_ms, max_records=self.settings.fetch_records
-        )
+    async def _fetch(self, *, timeout_ms: int) -> None:
+        async with self._fetch_lock:
+            consumer = self._consumer
+            if consumer is None:
+                return
+            batch = await consumer.getmany(
+                timeout_ms=timeout_ms, max_records=self.settings.fetch_records
+            )
         for tp, records in batch.items():
             mark = self._marks.mark((tp.topic, tp.partition))
             if mark is not None:
@@ -206,21 +224,26 @@ class KafkaSource(GroupMember):
             return False
         return event.key.startswith(self.prefix)
 
-    async def _wait_for_room(self, consumer: AIOKafkaConsumer) -> None:
-        """Backpressure: pause fetching while max_in_flight events are out."""
+    async def _wait_for_room(self) -> None:
+        """Backpressure: pause fetching while max_in_flight events are out.
+
+        The consumer is looked up after each wait: it may have been replaced."""
         if self._marks.in_flight < self.settings.max_in_flight:
             return
         self.pauses += 1
         log.info("kafka source: %d events in flight, pausing fetches", self._marks.in_flight)
         while self._marks.in_flight >= self.settings.max_in_flight and not self._closing.is_set():
-            consumer.pause(*consumer.assignment())
+            if self._consumer is not None:
+                self._consumer.pause(*self._consumer.assignment())
             self._room.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._room.wait(), 1.0)
             # Keep polling (paused partitions return nothing): a consumer that
             # stops polling for max_poll_interval_ms is thrown out of the group.
-            await self._fetch(consumer, timeout_ms=0)
-        consumer.resume(*[tp for tp in consumer.assignment() if tp not in self._unready])
+            await self._fetch(timeout_ms=0)
+        consumer = self._consumer
+        if consumer is not None:
+            consumer.resume(*[tp for tp in consumer.assignment() if tp not in self._unready])
 
     # -- acknowledging ----------------------------------------------------
 
@@ -272,16 +295,22 @@ class KafkaSource(GroupMember):
 
     async def _commit_locked(self, only: list[TP] | None) -> dict[TP, int]:
         offsets = self._marks.commits(only)
-        if not offsets or self._consumer is None:
+        consumer = self._consumer
+        if not offsets or consumer is None:
             return {}
         log.debug("kafka source: committing %s", offsets)
+        request = {TopicPartition(t, p): o for (t, p), o in offsets.items()}
         try:
-            await self._consumer.commit({TopicPartition(t, p): o for (t, p), o in offsets.items()})
+            # Bounded: aiokafka's commit waits for the coordinator without end.
+            await asyncio.wait_for(consumer.commit(request), self._health.call_timeout)
         except CommitFailedError:
             # The group rebalanced under us: the listener committed what was
             # done for the partitions that left; the rest is committed later.
             log.info("kafka source: commit skipped by a rebalance")
             return {}
+        except TimeoutError:
+            raise KafkaTimeoutError(f"no answer in {self._health.call_timeout:g} s") from None
+        self._health.ok()
         self._marks.committed(offsets)
         return offsets
 
@@ -294,12 +323,17 @@ class KafkaSource(GroupMember):
                 await self.commit()
             except KafkaError as exc:
                 log.warning("kafka source: commit failed (%s); retrying", type(exc).__name__)
+            await self._keep_connected()
             # Apart from the commit: log ends only feed the backlog and lag
             # figures, and their failing must never hold back a commit.
             try:
-                fetched = {tp for tp, _ in self._fetched()}
-                await self._clock.refresh(self._client(), self._marks, fetched)
-            except KafkaError as exc:
+                consumer = self._consumer
+                if consumer is not None:
+                    fetched = {tp for tp, _ in self._fetched()}
+                    refresh = self._clock.refresh(consumer, self._marks, fetched)
+                    # Bounded: an unanswered ListOffsets held this loop 40 s.
+                    await asyncio.wait_for(refresh, self._health.call_timeout)
+            except (KafkaError, TimeoutError) as exc:
                 log.warning("kafka source: log ends unknown (%s); retrying", type(exc).__name__)
 
     # -- backlog and lag --------------------------------------------------

@@ -44,14 +44,18 @@ class GroupMember:
     _commit_lock: asyncio.Lock
     _room: asyncio.Event
     _closing: asyncio.Event
-
-    def _client(self) -> AIOKafkaConsumer:
-        raise NotImplementedError
+    _consumer: AIOKafkaConsumer | None
 
     async def _commit_locked(self, only: list[TP] | None) -> dict[TP, int]:
         raise NotImplementedError
 
-    async def _revoked(self, revoked: list[TopicPartition]) -> None:
+    def _current(self, consumer: AIOKafkaConsumer) -> bool:
+        """Is this the source's consumer now (not one replaced by kafka_reconnect)?"""
+        return consumer is self._consumer
+
+    async def _revoked(self, revoked: list[TopicPartition], consumer: AIOKafkaConsumer) -> None:
+        if not self._current(consumer):
+            return  # a replaced consumer's (kafka_reconnect): its partitions were dropped
         tps = [(tp.topic, tp.partition) for tp in revoked]
         async with self._commit_lock:
             try:
@@ -67,11 +71,13 @@ class GroupMember:
                 log.info("kafka source: %s[%d] revoked, %d events in flight dropped", *tp, dropped)
         self._room.set()
 
-    async def _assigned(self, assigned: list[TopicPartition]) -> None:
+    async def _assigned(self, assigned: list[TopicPartition], consumer: AIOKafkaConsumer) -> None:
+        if not self._current(consumer):
+            return
         # Paused until each partition has its watermark: a record fetched
         # before that could not be registered and would be skipped.
         self._unready.update(assigned)
-        self._client().pause(*assigned)
+        consumer.pause(*assigned)
         await self._ready_up()
 
     async def _ready_up(self) -> None:
@@ -79,7 +85,8 @@ class GroupMember:
 
         Retried from the events loop while the brokers cannot answer."""
         async with self._ready_lock:  # the listener and the events loop both call this
-            await self._ready_up_locked(self._client())
+            if self._consumer is not None:
+                await self._ready_up_locked(self._consumer)
 
     async def _ready_up_locked(self, consumer: AIOKafkaConsumer) -> None:
         todo = [tp for tp in self._unready if tp in consumer.assignment()]
@@ -93,8 +100,8 @@ class GroupMember:
         except KafkaError as exc:
             log.warning("kafka source: offsets of new partitions unknown (%s)", type(exc).__name__)
             return
-        if self._closing.is_set():
-            return  # close() may have stopped the consumer meanwhile: no seek on it
+        if self._closing.is_set() or not self._current(consumer):
+            return  # stopped or replaced meanwhile (close, kafka_reconnect): no seek on it
         for tp in todo:
             start = committed[tp]
             if start is None:
@@ -137,11 +144,14 @@ class GroupMember:
 
 
 class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, member: GroupMember):
+    """One consumer's listener: a replaced consumer's callbacks are ignored."""
+
+    def __init__(self, member: GroupMember, consumer: AIOKafkaConsumer):
         self.member = member
+        self.consumer = consumer
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        await self.member._revoked(revoked)
+        await self.member._revoked(revoked, self.consumer)
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        await self.member._assigned(assigned)
+        await self.member._assigned(assigned, self.consumer)

@@ -207,3 +207,64 @@ async def test_rebalance_commits_what_is_done_and_drops_the_rest(topics: Topics)
                 other.kill()
                 await other.proc.wait()
             other.reader.cancel()
+
+
+async def _committed_reaches(topics: Topics, want: int, timeout_s: float = 90) -> None:
+    deadline = time.monotonic() + timeout_s
+    while (await committed_offsets(topics.broker, topics.group)).get((topics.events, 0)) != want:
+        if time.monotonic() > deadline:
+            pytest.fail(f"committed offset never reached {want}")
+        await asyncio.sleep(0.2)
+
+
+async def test_a_lost_group_coordinator_is_replaced_never_committing_past_work(
+    topics: Topics,
+) -> None:
+    """The state a broker restart can leave aiokafka 0.14 in (docs/run-kafka.md):
+    its coordination task holds the coordinator-lookup lock and never finds the
+    coordinator again, while fetching goes on, so commit() and stop() wait for
+    ever. Made here on purpose, on the real broker: take that lock and mark the
+    coordinator dead. The source must see the coordinator silent, replace the
+    consumer in-process, re-read what was in flight and commit nothing past it."""
+    source = KafkaSource(topics.settings())
+    await source.start()
+    seen: list[ChangeEvent] = []
+
+    async def consume() -> None:  # events announced after the wedge stay in flight
+        async for event in source.events():
+            seen.append(event)
+            if event.key.startswith("before"):
+                await source.done(event, Outcome.DURABLE)
+
+    task = asyncio.ensure_future(consume())
+    closed_in = -1.0
+    try:
+        await produce(topics.broker, topics.events,
+                      [aws_message(aws_record("b", f"before-{i}")) for i in range(5)])  # fmt: skip
+        await until(lambda: len(seen) == 5, "events before the wedge")
+        await _committed_reaches(topics, 5)
+        stuck = source._consumer
+        assert stuck is not None
+        await stuck._coordinator._coordinator_lookup_lock.acquire()  # never released
+        stuck._coordinator.coordinator_dead()
+        await produce(topics.broker, topics.events,
+                      [aws_message(aws_record("b", f"after-{i}")) for i in range(5)])  # fmt: skip
+        await until(lambda: len(seen) == 10, "events fetched with the coordinator lost")
+        began = time.monotonic()
+        await until(lambda: source.reconnects == 1, "the consumer to be replaced")
+        replaced_in = time.monotonic() - began
+        assert source._consumer is not stuck
+        assert source.dropped_on_revoke == 5  # the held events, never acknowledged
+        assert await committed_offsets(topics.broker, topics.group) == {(topics.events, 0): 5}
+        after = {f"after-{i}" for i in range(5)}
+        await until(lambda: after <= {e.key for e in seen[10:]}, "held events read again")
+        for event in seen[5:]:  # the first deliveries' done() is ignored: dropped
+            await source.done(event, Outcome.DURABLE)
+        await _committed_reaches(topics, 10)
+    finally:
+        task.cancel()
+        began = time.monotonic()
+        await asyncio.wait_for(source.close(), 60)  # the old code hung here
+        closed_in = time.monotonic() - began
+    print(f"\ncoordinator wedged: consumer replaced after {replaced_in:.1f} s, "
+          f"5 held events re-read, committed 5 then 10; close took {closed_in:.1f} s")  # fmt: skip
