@@ -111,10 +111,15 @@ def rpo_error(
             "worst": {
                 "exported": round(mine[worst].exported, 6),
                 "true": round(truths[worst], 6),
+                "true_when_asked": round(true_rpo(writes, covered, peer, _asked(mine[worst])), 6),
                 "took_seconds": round(mine[worst].took_seconds, 6),
             },
         }
     return out
+
+
+def _asked(sample: Sample) -> int:
+    return sample.at_ns - int(sample.took_seconds * 1e9)
 
 
 def throughput(writes: Sequence[Write], durable: Sequence[Durable]) -> dict[str, float]:
