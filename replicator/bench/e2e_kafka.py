@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import secrets
 import time
 from collections.abc import Sequence
@@ -132,6 +133,15 @@ async def start_daemons(
     return daemons
 
 
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time of a process so far (0 where /proc is absent)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def durable_of(daemons: Sequence[DaemonProcess]) -> list[Durable]:
     return [d for daemon in daemons for d in daemon.durable()]
 
@@ -191,9 +201,12 @@ async def _measure(
     stop_sampling = asyncio.Event()
     sampler = asyncio.create_task(sample_rpo(daemon, stop_sampling, samples))
     writes = load.announcer.writes
+    pid = daemon.proc.pid if daemon.proc else None
+    began, cpu = time.monotonic(), cpu_seconds(pid)
     try:
         offered = await load.run(duration)
         settled = await wait_durable([daemon], writes, SETTLE_SECONDS)
+        cpu = (cpu_seconds(pid) - cpu) / (time.monotonic() - began)
     finally:
         stop_sampling.set()
         await sampler
@@ -202,12 +215,14 @@ async def _measure(
     result["source"] = "kafka"
     result["offered_objects_per_second"] = round(offered, 3)
     result["partitions"] = target.partitions
+    result["daemon_cpu_share"] = round(cpu, 3)  # of one core, from the load's start to settled
     return result
 
 
 def print_kafka_result(result: dict[str, Any]) -> None:
     click.echo(
         f"through Kafka ({result['partitions']} partitions) and S3: "
-        f"offered {result['offered_objects_per_second']:.1f} objects/s"
+        f"offered {result['offered_objects_per_second']:.1f} objects/s; "
+        f"the daemon used {result['daemon_cpu_share']:.0%} of a core"
     )
     print_result(result)

@@ -19,7 +19,6 @@ and a second daemon's window adds to it, which is what scale-out is for.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,6 +30,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from replicator.bench.e2e_kafka import (
     SETTLE_SECONDS,
     KafkaTarget,
+    cpu_seconds,
     start_daemons,
     stop_all,
     undurable,
@@ -53,15 +53,6 @@ if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
 
 ASSIGN_SECONDS = 60.0
-
-
-def cpu_seconds(pid: int | None) -> float:
-    """User + system CPU time of a process so far (0 where /proc is absent)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def assigned(daemon: DaemonProcess, topic: str) -> set[int]:
