@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from prometheus_client.parser import text_string_to_metric_families
 
 from replicator.bench.e2e import print_result, report, sample_rpo
 from replicator.bench.e2e_stats import Sample, Write
@@ -40,9 +41,10 @@ from replicator.bench.kafka_load import (
     remove_objects,
     s3_client,
 )
-from replicator.demo.daemon import PEERS, DaemonProcess, Durable, free_port
+from replicator.demo.daemon import PEERS, DaemonProcess, DemoError, Durable, free_port
 
 SETTLE_SECONDS = 120.0
+ASSIGN_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -142,6 +144,31 @@ def cpu_seconds(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+async def assigned(daemon: DaemonProcess, topic: str) -> set[int]:
+    """The partitions of ``topic`` a daemon consumes now (its lag series)."""
+    text = await daemon.get("/metrics") or ""
+    return {
+        int(s.labels["partition"])
+        for family in text_string_to_metric_families(text)
+        if family.name == "replicator_kafka_consumer_lag"
+        for s in family.samples
+        if s.labels.get("topic") == topic
+    }
+
+
+async def wait_assigned(daemons: Sequence[DaemonProcess], topic: str, partitions: int) -> None:
+    """Until the group's rebalance is over: every partition owned, no daemon idle."""
+    deadline = time.monotonic() + ASSIGN_SECONDS
+    while time.monotonic() < deadline:
+        shares = await asyncio.gather(*(assigned(d, topic) for d in daemons))
+        owned = set().union(*shares)
+        idle = len(daemons) <= partitions and not all(shares)
+        if len(owned) == partitions and sum(map(len, shares)) == partitions and not idle:
+            return
+        await asyncio.sleep(0.2)
+    raise DemoError(f"the consumer group of {topic} was not assigned within {ASSIGN_SECONDS:g} s")
+
+
 def durable_of(daemons: Sequence[DaemonProcess]) -> list[Durable]:
     return [d for daemon in daemons for d in daemon.durable()]
 
@@ -197,6 +224,13 @@ async def _measure(
     root: Path, target: KafkaTarget, run: str, duration: float, load: SteadyLoad
 ) -> dict[str, Any]:
     (daemon,) = await start_daemons(root, target, run, 1, target.source.url)
+    try:
+        # Ready (/readyz) comes before the group's first assignment: a load
+        # started then would time the join, not the pipeline.
+        await wait_assigned([daemon], target.named(run), target.partitions)
+    except DemoError:
+        await stop_all([daemon])
+        raise
     samples: list[Sample] = []
     stop_sampling = asyncio.Event()
     sampler = asyncio.create_task(sample_rpo(daemon, stop_sampling, samples))

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
-from prometheus_client.parser import text_string_to_metric_families
 
 from replicator.bench.e2e_kafka import (
     SETTLE_SECONDS,
@@ -34,6 +33,7 @@ from replicator.bench.e2e_kafka import (
     start_daemons,
     stop_all,
     undurable,
+    wait_assigned,
     wait_durable,
 )
 from replicator.bench.kafka_load import (
@@ -47,37 +47,10 @@ from replicator.bench.kafka_load import (
     s3_client,
 )
 from replicator.bench.latency_proxy import LatencyProxy
-from replicator.demo.daemon import PEERS, DaemonProcess, DemoError
+from replicator.demo.daemon import PEERS, DaemonProcess
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
-
-ASSIGN_SECONDS = 60.0
-
-
-async def assigned(daemon: DaemonProcess, topic: str) -> set[int]:
-    """The partitions of ``topic`` a daemon consumes now (its lag series)."""
-    text = await daemon.get("/metrics") or ""
-    return {
-        int(s.labels["partition"])
-        for family in text_string_to_metric_families(text)
-        if family.name == "replicator_kafka_consumer_lag"
-        for s in family.samples
-        if s.labels.get("topic") == topic
-    }
-
-
-async def wait_assigned(daemons: Sequence[DaemonProcess], topic: str, partitions: int) -> None:
-    """Until the group's rebalance is over: every partition owned, no daemon idle."""
-    deadline = time.monotonic() + ASSIGN_SECONDS
-    while time.monotonic() < deadline:
-        shares = await asyncio.gather(*(assigned(d, topic) for d in daemons))
-        owned = set().union(*shares)
-        idle = len(daemons) <= partitions and not all(shares)
-        if len(owned) == partitions and sum(map(len, shares)) == partitions and not idle:
-            return
-        await asyncio.sleep(0.2)
-    raise DemoError(f"the consumer group of {topic} was not assigned within {ASSIGN_SECONDS:g} s")
 
 
 async def drain(
