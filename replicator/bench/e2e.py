@@ -245,6 +245,9 @@ def report(
         "rpo_samples": len(samples),
         "scrape_seconds": quantiles([s.took_seconds for s in samples if s.destination == PEERS[0]]),
         "rpo_error_seconds": rpo_error(writes, covered, samples),
+        # The same version made durable at the same peer again (a source
+        # that delivered it twice): harmless, but pending meanwhile for RPO.
+        "durable_repeats": len(durable) - len(covered),
     }
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import secrets
 import time
 from collections.abc import Sequence
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from prometheus_client.parser import text_string_to_metric_families
 
 from replicator.bench.e2e import print_result, report, sample_rpo
 from replicator.bench.e2e_stats import Sample, Write
@@ -39,9 +41,10 @@ from replicator.bench.kafka_load import (
     remove_objects,
     s3_client,
 )
-from replicator.demo.daemon import PEERS, DaemonProcess, Durable, free_port
+from replicator.demo.daemon import PEERS, DaemonProcess, DemoError, Durable, free_port
 
 SETTLE_SECONDS = 120.0
+ASSIGN_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -132,6 +135,40 @@ async def start_daemons(
     return daemons
 
 
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time of a process so far (0 where /proc is absent)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def assigned(daemon: DaemonProcess, topic: str) -> set[int]:
+    """The partitions of ``topic`` a daemon consumes now (its lag series)."""
+    text = await daemon.get("/metrics") or ""
+    return {
+        int(s.labels["partition"])
+        for family in text_string_to_metric_families(text)
+        if family.name == "replicator_kafka_consumer_lag"
+        for s in family.samples
+        if s.labels.get("topic") == topic
+    }
+
+
+async def wait_assigned(daemons: Sequence[DaemonProcess], topic: str, partitions: int) -> None:
+    """Until the group's rebalance is over: every partition owned, no daemon idle."""
+    deadline = time.monotonic() + ASSIGN_SECONDS
+    while time.monotonic() < deadline:
+        shares = await asyncio.gather(*(assigned(d, topic) for d in daemons))
+        owned = set().union(*shares)
+        idle = len(daemons) <= partitions and not all(shares)
+        if len(owned) == partitions and sum(map(len, shares)) == partitions and not idle:
+            return
+        await asyncio.sleep(0.2)
+    raise DemoError(f"the consumer group of {topic} was not assigned within {ASSIGN_SECONDS:g} s")
+
+
 def durable_of(daemons: Sequence[DaemonProcess]) -> list[Durable]:
     return [d for daemon in daemons for d in daemon.durable()]
 
@@ -187,13 +224,23 @@ async def _measure(
     root: Path, target: KafkaTarget, run: str, duration: float, load: SteadyLoad
 ) -> dict[str, Any]:
     (daemon,) = await start_daemons(root, target, run, 1, target.source.url)
+    try:
+        # Ready (/readyz) comes before the group's first assignment: a load
+        # started then would time the join, not the pipeline.
+        await wait_assigned([daemon], target.named(run), target.partitions)
+    except DemoError:
+        await stop_all([daemon])
+        raise
     samples: list[Sample] = []
     stop_sampling = asyncio.Event()
     sampler = asyncio.create_task(sample_rpo(daemon, stop_sampling, samples))
     writes = load.announcer.writes
+    pid = daemon.proc.pid if daemon.proc else None
+    began, cpu = time.monotonic(), cpu_seconds(pid)
     try:
         offered = await load.run(duration)
         settled = await wait_durable([daemon], writes, SETTLE_SECONDS)
+        cpu = (cpu_seconds(pid) - cpu) / (time.monotonic() - began)
     finally:
         stop_sampling.set()
         await sampler
@@ -202,12 +249,14 @@ async def _measure(
     result["source"] = "kafka"
     result["offered_objects_per_second"] = round(offered, 3)
     result["partitions"] = target.partitions
+    result["daemon_cpu_share"] = round(cpu, 3)  # of one core, from the load's start to settled
     return result
 
 
 def print_kafka_result(result: dict[str, Any]) -> None:
     click.echo(
         f"through Kafka ({result['partitions']} partitions) and S3: "
-        f"offered {result['offered_objects_per_second']:.1f} objects/s"
+        f"offered {result['offered_objects_per_second']:.1f} objects/s; "
+        f"the daemon used {result['daemon_cpu_share']:.0%} of a core"
     )
     print_result(result)

@@ -19,21 +19,21 @@ and a second daemon's window adds to it, which is what scale-out is for.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
-from prometheus_client.parser import text_string_to_metric_families
 
 from replicator.bench.e2e_kafka import (
     SETTLE_SECONDS,
     KafkaTarget,
+    cpu_seconds,
     start_daemons,
     stop_all,
     undurable,
+    wait_assigned,
     wait_durable,
 )
 from replicator.bench.kafka_load import (
@@ -47,46 +47,10 @@ from replicator.bench.kafka_load import (
     s3_client,
 )
 from replicator.bench.latency_proxy import LatencyProxy
-from replicator.demo.daemon import PEERS, DaemonProcess, DemoError
+from replicator.demo.daemon import PEERS, DaemonProcess
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
-
-ASSIGN_SECONDS = 60.0
-
-
-def cpu_seconds(pid: int | None) -> float:
-    """User + system CPU time of a process so far (0 where /proc is absent)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-async def assigned(daemon: DaemonProcess, topic: str) -> set[int]:
-    """The partitions of ``topic`` a daemon consumes now (its lag series)."""
-    text = await daemon.get("/metrics") or ""
-    return {
-        int(s.labels["partition"])
-        for family in text_string_to_metric_families(text)
-        if family.name == "replicator_kafka_consumer_lag"
-        for s in family.samples
-        if s.labels.get("topic") == topic
-    }
-
-
-async def wait_assigned(daemons: Sequence[DaemonProcess], topic: str, partitions: int) -> None:
-    """Until the group's rebalance is over: every partition owned, no daemon idle."""
-    deadline = time.monotonic() + ASSIGN_SECONDS
-    while time.monotonic() < deadline:
-        shares = await asyncio.gather(*(assigned(d, topic) for d in daemons))
-        owned = set().union(*shares)
-        idle = len(daemons) <= partitions and not all(shares)
-        if len(owned) == partitions and sum(map(len, shares)) == partitions and not idle:
-            return
-        await asyncio.sleep(0.2)
-    raise DemoError(f"the consumer group of {topic} was not assigned within {ASSIGN_SECONDS:g} s")
 
 
 async def drain(

@@ -98,16 +98,28 @@ def rpo_error(
     """|exported - true| per peer, and the largest under- and over-statement."""
     out: dict[str, Any] = {}
     for peer in sorted({s.destination for s in samples}):
-        errors = [
-            s.exported - true_rpo(writes, covered, peer, s.at_ns)
-            for s in samples
-            if s.destination == peer
-        ]
+        mine = [s for s in samples if s.destination == peer]
+        truths = [true_rpo(writes, covered, peer, s.at_ns) for s in mine]
+        errors = [s.exported - t for s, t in zip(mine, truths, strict=True)]
+        worst = max(range(len(mine)), key=lambda i: abs(errors[i]))
         out[peer] = quantiles([abs(e) for e in errors]) | {
-            "most_under": round(min(errors, default=0.0), 6),
-            "most_over": round(max(errors, default=0.0), 6),
+            "most_under": round(min(errors), 6),
+            "most_over": round(max(errors), 6),
+            # The sample behind "max": a long scrape (took) while the true
+            # RPO fell at once (the last pending write durable) reads as a
+            # large error, the value having been computed before the fall.
+            "worst": {
+                "exported": round(mine[worst].exported, 6),
+                "true": round(truths[worst], 6),
+                "true_when_asked": round(true_rpo(writes, covered, peer, _asked(mine[worst])), 6),
+                "took_seconds": round(mine[worst].took_seconds, 6),
+            },
         }
     return out
+
+
+def _asked(sample: Sample) -> int:
+    return sample.at_ns - int(sample.took_seconds * 1e9)
 
 
 def throughput(writes: Sequence[Write], durable: Sequence[Durable]) -> dict[str, float]:

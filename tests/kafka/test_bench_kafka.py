@@ -71,6 +71,7 @@ async def test_steady_load_every_object_durable_and_figures_well_formed(
     assert result["source"] == "kafka" and result["partitions"] == 2
     assert result["not_durable"] == 0 and result["daemon_exit"] == 0 and result["settled"]
     assert result["objects"] >= 20 and result["offered_objects_per_second"] > 0
+    assert result["daemon_cpu_share"] > 0 and result["durable_repeats"] >= 0
     assert set(result["latency_seconds"]) == {"small"}
     small = result["latency_seconds"]["small"]
     assert small["count"] == result["objects"] and 0 < small["p50"] <= small["p99"] <= small["max"]
