@@ -36,8 +36,9 @@ from replicator.errors import (
 from replicator.origins import ObjectVersion, Origin, make_origin
 from replicator.pipeline.compare import Spill, version_from_json, version_to_json
 from replicator.pipeline.counting import CountingBackend
+from replicator.pipeline.durable import SealBudget, resolve
 from replicator.pipeline.manifests import ManifestCommits, object_manifest
-from replicator.pipeline.plan import PackWriter, SealBudget, resolve
+from replicator.pipeline.plan import PackWriter
 from replicator.pipeline.reconcile import Held, held_many, identity_of
 from replicator.pipeline.removals import RemovalPlan, apply_removals, plan_removals, removal_refusal
 from replicator.pipeline.ship import Shipped, ship

@@ -9,14 +9,14 @@ that is down loses nothing and holds back no other lane: the scheduler
 simply leaves it out until its retry time, and then reads the changes
 again for it alone.
 
-Packs seal on size (the writer) and on time here: a commit that has waited
-``store.max_pack_delay`` for its pack seals it, so a small change is durable
-within about that delay instead of when a pack has filled.
+Packs seal on size (the writer) and on time (the lane's seal budget,
+``pipeline/durable.py``): an open pack that a commit has waited on for
+``store.max_pack_delay`` seals, so a small change is durable within about
+that delay instead of when a pack has filled.
 """
 
 from __future__ import annotations
 
-import asyncio
 import random
 import time
 from collections.abc import Sequence
@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 
 from replicator.config import StoreSettings
 from replicator.events import ChangeEvent
-from replicator.pipeline.plan import OpenPack, PackWriter, Placement, resolve
+from replicator.pipeline.durable import SealBudget
+from replicator.pipeline.plan import PackWriter, Placement
 from replicator.store.index_cache import IndexCache, Location, cache_path
 from replicator.store.peer import Peer
 
@@ -83,6 +84,8 @@ class Lane:
         self.retry_at = 0.0  # monotonic; the lane takes no new work before it
         self.up = True
         self.max_active = MAX_ACTIVE
+        #: When the open pack seals for the commits waiting on it.
+        self.seals = SealBudget([writer], MAX_ACTIVE, max_delay=max_pack_delay)
 
     def __repr__(self) -> str:
         return f"Lane({self.name!r})"
@@ -118,19 +121,14 @@ class Lane:
         return was_down
 
     async def resolve(self, placements: Sequence[Placement]) -> list[Location]:
-        """Durable locations of ``placements``, sealing the open pack once the
-        wait has lasted ``max_pack_delay`` (time-based sealing)."""
-        if len(self.active) >= self.max_active:
-            await self.writer.flush()
-        if any(isinstance(p.pack, OpenPack) and not p.pack.name.done() for p in placements):
-            waiting = asyncio.ensure_future(resolve(placements))
-            done, _ = await asyncio.wait({waiting}, timeout=self.max_pack_delay)
-            if not done:
-                await self.writer.flush()
-            return await waiting
-        return await resolve(placements)
+        """Durable locations of ``placements``, once their chunks are durable.
+        The lane's seal budget seals the open pack when the wait has lasted
+        ``max_pack_delay`` (time-based sealing) or ``max_active`` commits wait."""
+        [locations] = await self.seals.wait([placements])
+        return locations
 
     async def close(self) -> None:
+        self.seals.close()
         await self.cache.close()
 
 

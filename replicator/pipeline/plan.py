@@ -8,7 +8,7 @@ BLAKE3 of its bytes -- exists only once it is sealed).
 The writer decides, per chunk, whether the peer already holds it (the index
 cache, confirmed present, quarantine honoured) or it is new. New chunks go
 into the open pack, which is sealed on size here (on time and on the seal
-budget by :class:`SealBudget` and the daemon's lanes) and written in the
+budget by ``pipeline/durable.py``) and written in the
 background (``store/packfile.py``: pack, then index, then cache hint). Only
 then is the open pack's future resolved: the *chunks durable* signal a
 manifest waits for, so it is written after every pack and index it names
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -233,6 +232,18 @@ class PackWriter:
                 await self._seal()
         await asyncio.gather(*self._writes, return_exceptions=True)
 
+    def is_open(self, pack: OpenPack) -> bool:
+        """Whether ``pack`` is this writer's open pack (not sealed yet)."""
+        return self._open is pack
+
+    async def seal_if_open(self, pack: OpenPack) -> None:
+        """Seal ``pack`` if it is still the open pack (a waiting manifest's
+        deadline passed); one already sealed on size is left alone. Does not
+        wait for the write: its waiters wait on the pack's future."""
+        async with self._lock:
+            if self._open is pack and pack.entries:
+                await self._seal()
+
     async def _seal(self) -> None:
         """Start writing the open pack in the background (called under the lock).
 
@@ -283,50 +294,3 @@ class PackWriter:
 
 def _placed(pack: OpenPack, e: IndexEntry, *, new: bool = False) -> Placement:
     return Placement(pack, e.offset, e.length, e.stored_length, e.compression, new)
-
-
-async def resolve(placements: Sequence[Placement]) -> list[Location]:
-    """Wait until every pack the placements name is durable; their locations."""
-    names: dict[int, bytes] = {}
-    for p in placements:
-        if isinstance(p.pack, OpenPack) and id(p.pack) not in names:
-            names[id(p.pack)] = await p.pack.name
-    return [
-        Location(
-            names[id(p.pack)] if isinstance(p.pack, OpenPack) else p.pack,
-            p.offset,
-            p.length,
-            p.stored_length,
-            p.compression,
-        )
-        for p in placements
-    ]
-
-
-class SealBudget:
-    """Bounds the manifests waiting on open packs, across all peers.
-
-    A manifest cannot be written until the packs it names are sealed; with
-    small objects an open pack may take long to fill. When ``limit`` objects
-    are waiting, every open pack is sealed, so waiting memory stays bounded
-    and a caller holding at most ``limit`` waiters can never deadlock."""
-
-    def __init__(self, writers: Sequence[PackWriter], limit: int) -> None:
-        self.writers = list(writers)
-        self.limit = limit
-        self.waiting = 0
-
-    async def wait(self, placements: Sequence[Sequence[Placement]]) -> list[list[Location]]:
-        """``resolve`` for each peer's placements, counted against the budget."""
-        self.waiting += 1
-        try:
-            if self.waiting >= self.limit:
-                await asyncio.gather(*(w.flush() for w in self.writers))
-            return list(await asyncio.gather(*(resolve(p) for p in placements)))
-        finally:
-            self.waiting -= 1
-
-    async def flush_all(self) -> None:
-        """Seal every open pack. A failed seal is not raised here: it already
-        failed the pack's future, so each manifest waiting on it reports it."""
-        await asyncio.gather(*(w.flush() for w in self.writers), return_exceptions=True)
