@@ -302,6 +302,9 @@ class Backfill:
             shipped = await ship(reader, self.params, window, [t.writer for t in targets])
         finally:
             await reader.close()
+        targets = self._without_failed(targets, shipped)
+        if not targets:
+            return "error"  # each failed peer is marked down, with the reason
         self.summary.source_bytes += shipped.size
         etag = shipped.digest.hex() if self.origin.etag_is_digest else obj.etag
         # Hand over to a commit task: this reader slot moves on to the next
@@ -313,6 +316,19 @@ class Backfill:
         self._commits.add(task)
         task.add_done_callback(self._commits.discard)
         return None
+
+    def _without_failed(self, targets: list[_Target], shipped: Shipped) -> list[_Target]:
+        """The targets still shipping once the object is read; a peer that
+        failed is marked down (the others keep their copy). Any other
+        failure fails the object, as before."""
+        for t in targets:
+            exc = shipped.failures.get(t.peer.name)
+            if exc is not None and not peer_failure(exc):
+                raise exc
+        for t in targets:
+            if t.peer.name in shipped.failures:
+                self._mark_down(t, shipped.failures[t.peer.name])
+        return [t for t in targets if t.peer.name not in shipped.failures]
 
     async def _commit(
         self, ident: SourceIdentity, shipped: Shipped, targets: list[_Target]
