@@ -110,6 +110,8 @@ class PackWriter:
         #: the peer's write latency with reading and chunking, and it bounds
         #: memory to two packs per peer.
         self._write_slot = asyncio.Semaphore(1)
+        #: How long the last pack took to be written (pack and index).
+        self.last_write_seconds = 0.0
         #: Packs seen present at the peer in this run (HEAD once, then trusted).
         self._present: set[bytes] = set()
         #: The peer's damaged copies: given (repair), or read from the peer
@@ -232,6 +234,16 @@ class PackWriter:
                 await self._seal()
         await asyncio.gather(*self._writes, return_exceptions=True)
 
+    def would_wait(self, nbytes: int, slower_than: float = -1.0) -> bool:
+        """Whether placing up to ``nbytes`` of new chunks now may wait for the
+        upload of an earlier pack (the open pack would seal, or is sealing,
+        while the one before is still being written), at a peer whose last
+        pack took more than ``slower_than`` seconds to write. A caller serving
+        several peers can leave this one out instead of waiting (ship.py)."""
+        if not self._write_slot.locked() or self.last_write_seconds <= slower_than:
+            return False
+        return self._lock.locked() or len(self._open.buf) + nbytes >= self.pack_size
+
     def is_open(self, pack: OpenPack) -> bool:
         """Whether ``pack`` is this writer's open pack (not sealed yet)."""
         return self._open is pack
@@ -258,6 +270,7 @@ class PackWriter:
         task.add_done_callback(self._writes.discard)
 
     async def _seal_in_background(self, pack: OpenPack, digests: list[bytes]) -> None:
+        started = time.monotonic()
         try:
             name = await self._write(pack)
         except asyncio.CancelledError:
@@ -269,6 +282,7 @@ class PackWriter:
         else:
             pack.name.set_result(name)
         finally:
+            self.last_write_seconds = time.monotonic() - started
             for d in digests:
                 if self._sealing.get(d, (None,))[0] is pack:
                     del self._sealing[d]
