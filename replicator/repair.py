@@ -29,7 +29,8 @@ from replicator._native import ChunkerParams
 from replicator.config import Settings
 from replicator.errors import ReplicatorError
 from replicator.origins import make_origin
-from replicator.pipeline.plan import PackWriter, Placement, resolve
+from replicator.pipeline.durable import resolve
+from replicator.pipeline.plan import PackWriter, Placement
 from replicator.pipeline.windows import Chunked, chunk_windows
 from replicator.store.format import ChunkRef, PackRun, pack_key
 from replicator.store.index_cache import IndexCache, Location, cache_path

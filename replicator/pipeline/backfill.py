@@ -21,6 +21,7 @@ import os
 import tempfile
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,18 +35,20 @@ from replicator.errors import (
     SupersededError,
 )
 from replicator.origins import ObjectVersion, Origin, make_origin
+from replicator.pipeline.catchup import CatchUp, Note
 from replicator.pipeline.compare import Spill, version_from_json, version_to_json
 from replicator.pipeline.counting import CountingBackend
+from replicator.pipeline.durable import SealBudget, resolve
 from replicator.pipeline.manifests import ManifestCommits, object_manifest
-from replicator.pipeline.plan import PackWriter, SealBudget, resolve
+from replicator.pipeline.plan import PackWriter
 from replicator.pipeline.reconcile import Held, held_many, identity_of
 from replicator.pipeline.removals import RemovalPlan, apply_removals, plan_removals, removal_refusal
-from replicator.pipeline.ship import Shipped, ship
+from replicator.pipeline.ship import BEHIND_SECONDS, Shipped, ship
 from replicator.pipeline.summary import BackfillSummary, NoProgress, Progress
 from replicator.store.format import SourceIdentity
 from replicator.store.index_cache import IndexCache, cache_path
 from replicator.store.peer import Peer, opened_peers
-from replicator.workers import WorkerPool
+from replicator.workers import WorkerPool, run_workers
 
 #: Objects read but waiting for their packs to seal (across all peers);
 #: reaching it seals every open pack. Bounds memory and pack latency.
@@ -97,8 +100,12 @@ class Backfill:
         *,
         waiting_manifests: int = WAITING_MANIFESTS,
         allow_deletes: bool = False,
+        behind_seconds: float = BEHIND_SECONDS,
     ) -> None:
         self.origin = origin
+        #: A peer whose pack upload has been under way this long is left out
+        #: of the objects read meanwhile, and catches up after the listing.
+        self.behind_seconds = behind_seconds
         self.peers = peers
         self.params = params
         self.store = store
@@ -111,6 +118,9 @@ class Backfill:
         self.waiting_manifests = waiting_manifests
         self._slots = asyncio.Semaphore(waiting_manifests)
         self._budget = SealBudget([], waiting_manifests)
+        #: Objects left for a peer that was behind, read again for it alone.
+        self._catch_up = CatchUp()
+        self._catching_up = False
 
     async def run(self, prefix: str = "") -> BackfillSummary:
         started = time.monotonic()
@@ -124,6 +134,7 @@ class Backfill:
                 await self._reconcile(prefix)
         finally:
             self._listing.remove()
+            self._catch_up.remove()
             await asyncio.gather(*(t.cache.close() for t in self.targets))
         self._totals(time.monotonic() - started)
         return self.summary
@@ -167,8 +178,9 @@ class Backfill:
                 # Without a whole listing, "absent" proves nothing: no tombstones.
                 self.summary.error(f"listing the source failed: {exc}")
                 listed = False
-        await self._budget.flush_all()
-        await asyncio.gather(*self._commits)
+        # Peers left out of objects catch up now, each alone, while the
+        # commits of the others still wait for their packs.
+        await self._catch_up_all()
         for where, reason in self.origin.unlisted:
             self.summary.error(
                 f"source directory {where!r} cannot be read ({reason}): nothing under it "
@@ -220,12 +232,46 @@ class Backfill:
         if outcome is not None:
             self._done(outcome, obj.size)
 
-    async def _attempts(self, obj: ObjectVersion, lacking: Lacking | None) -> str | None:
+    async def _catch_up_all(self) -> None:
+        """Each peer that was behind, alone: the objects it was left out of;
+        then every open pack seals and every commit ends."""
+        self._catching_up = True
+        await asyncio.gather(*(self._finish_peer(t) for t in self.targets))
+        await self._budget.flush_all()
+        await asyncio.gather(*self._commits)
+
+    async def _finish_peer(self, target: _Target) -> None:
+        """A peer's catch-up, then its last open pack seals at once: a peer
+        done early does not wait for the others' uploads to be durable."""
+        name = target.peer.name
+        if self._catch_up.count(name):
+            handle = partial(self._catch_up_one, target)
+            await run_workers(self._catch_up.replay(name), handle, self.store.concurrency)
+        await target.writer.flush()
+
+    async def _catch_up_one(self, target: _Target, note: Note) -> None:
+        obj, observed, report = note
+        self.summary.bump(self.summary.caught_up, target.peer.name)
+        if target.down is not None:
+            self.summary.bump(self.summary.not_sent, target.peer.name)
+            outcome: str | None = "error"
+        else:
+            try:
+                outcome = await self._attempts(obj, ([target], observed), report=report)
+            except Exception as exc:  # one bad object must not stop the others
+                self.summary.error(f"{obj.key!r}: {type(exc).__name__}: {exc}")
+                outcome = "error"
+        if outcome is not None and report:
+            self._done(outcome, obj.size)
+
+    async def _attempts(
+        self, obj: ObjectVersion, lacking: Lacking | None, *, report: bool = True
+    ) -> str | None:
         """Replicate ``obj``; when it changed before or while it was read,
         its current version, up to SUPERSEDED_TRIES reads in all."""
         for _ in range(SUPERSEDED_TRIES):
             try:
-                return await self._object(obj, lacking)
+                return await self._object(obj, lacking, report=report)
             except SupersededError:
                 lacking = None  # a newer version: checked at the peers again
                 newer = await self.origin.refresh(obj)
@@ -287,8 +333,10 @@ class Backfill:
                 _lacks(out, i, t, one)
         return out
 
-    async def _object(self, obj: ObjectVersion, lacking: Lacking | None) -> str | None:
-        """Outcome, or None when a commit task will report it."""
+    async def _object(
+        self, obj: ObjectVersion, lacking: Lacking | None, *, report: bool = True
+    ) -> str | None:
+        """Outcome, or None when a commit task will report it (or a catch-up)."""
         targets, observed = lacking or (await self._held_batch([obj]))[0]
         if not targets:
             self.summary.unchanged_bytes += obj.size
@@ -298,23 +346,53 @@ class Backfill:
             # A window sized to the object: two zeroed 8 MiB windows cost ~20 ms,
             # far more than a small file's whole copy (docs/performance.md).
             window = min(self.origin.window_size, max(obj.size + 1, SMALL_WINDOW))
-            shipped = await ship(reader, self.params, window, [t.writer for t in targets])
+            writers = [t.writer for t in targets]
+            shipped = await ship(
+                reader,
+                self.params,
+                window,
+                writers,
+                may_defer=not self._catching_up,
+                behind_seconds=self.behind_seconds,
+            )
         finally:
             await reader.close()
+        targets = self._without_failed(targets, shipped)
+        for t in targets:
+            if t.peer.name in shipped.behind:
+                # Reported here only if no other peer takes it now.
+                last = report and len(targets) == len(shipped.behind)
+                self._catch_up.add(t.peer.name, obj, observed, last)
+        targets = [t for t in targets if t.peer.name not in shipped.behind]
+        if not targets:
+            return None if shipped.behind else "error"  # failed peers are marked down
         self.summary.source_bytes += shipped.size
         etag = shipped.digest.hex() if self.origin.etag_is_digest else obj.etag
         # Hand over to a commit task: this reader slot moves on to the next
         # object while the manifest waits for its packs to be sealed.
         await self._slots.acquire()
         task = asyncio.create_task(
-            self._commit(identity_of(self.origin, obj, etag, observed), shipped, targets)
+            self._commit(identity_of(self.origin, obj, etag, observed), shipped, targets, report)
         )
         self._commits.add(task)
         task.add_done_callback(self._commits.discard)
         return None
 
+    def _without_failed(self, targets: list[_Target], shipped: Shipped) -> list[_Target]:
+        """The targets still shipping once the object is read; a peer that
+        failed is marked down (the others keep their copy). Any other
+        failure fails the object, as before."""
+        for t in targets:
+            exc = shipped.failures.get(t.peer.name)
+            if exc is not None and not peer_failure(exc):
+                raise exc
+        for t in targets:
+            if t.peer.name in shipped.failures:
+                self._mark_down(t, shipped.failures[t.peer.name])
+        return [t for t in targets if t.peer.name not in shipped.failures]
+
     async def _commit(
-        self, ident: SourceIdentity, shipped: Shipped, targets: list[_Target]
+        self, ident: SourceIdentity, shipped: Shipped, targets: list[_Target], report: bool
     ) -> None:
         outcome = "replicated"
         try:
@@ -337,7 +415,8 @@ class Backfill:
             outcome = "error"
         finally:
             self._slots.release()
-        self._done(outcome, ident.size)
+        if report:
+            self._done(outcome, ident.size)
 
     async def _manifest_at(
         self, t: _Target, ident: SourceIdentity, shipped: Shipped, locs: Any

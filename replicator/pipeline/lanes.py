@@ -9,9 +9,10 @@ that is down loses nothing and holds back no other lane: the scheduler
 simply leaves it out until its retry time, and then reads the changes
 again for it alone.
 
-Packs seal on size (the writer) and on time here: a commit that has waited
-``store.max_pack_delay`` for its pack seals it, so a small change is durable
-within about that delay instead of when a pack has filled.
+Packs seal on size (the writer) and on time (the lane's seal budget,
+``pipeline/durable.py``): an open pack that a commit has waited on for
+``store.max_pack_delay`` seals, so a small change is durable within about
+that delay instead of when a pack has filled.
 
 Size classes: a lane has two pack writers. Objects of at least
 ``service.large_object_size`` go to the *large* one, the rest to the
@@ -34,8 +35,9 @@ from dataclasses import dataclass, field
 
 from replicator.config import StoreSettings
 from replicator.events import ChangeEvent
+from replicator.pipeline.durable import SealBudget
 from replicator.pipeline.manifests import ManifestCommits
-from replicator.pipeline.plan import OpenPack, PackWriter, Placement, resolve
+from replicator.pipeline.plan import OpenPack, PackWriter, Placement
 from replicator.store.index_cache import IndexCache, Location, cache_path
 from replicator.store.peer import Peer
 
@@ -140,6 +142,8 @@ class Lane:
         self.retry_at = 0.0  # monotonic; the lane takes no new work before it
         self.up = True
         self.max_active = MAX_ACTIVE
+        #: When the open pack seals for the commits waiting on it.
+        self.seals = SealBudget(self.writers, MAX_ACTIVE, max_delay=max_pack_delay)
 
     def __repr__(self) -> str:
         return f"Lane({self.name!r})"
@@ -191,23 +195,18 @@ class Lane:
     async def resolve(
         self, placements: Sequence[Placement], *, large: bool = False
     ) -> list[Location]:
-        """Durable locations of ``placements``, made by the writer of the
-        object's size class. A small object's open pack is sealed once the
-        wait has lasted ``max_pack_delay`` (time-based sealing): others may
-        fill it meanwhile. A large object's is sealed at once: it holds the
-        object's tail, and waiting would only add the delay to its latency."""
-        writer = self.pack_writer(large)
-        if len(self.active) >= self.max_active or (large and _unsealed(placements)):
-            await writer.flush()
-        if _unsealed(placements):
-            waiting = asyncio.ensure_future(resolve(placements))
-            done, _ = await asyncio.wait({waiting}, timeout=self.max_pack_delay)
-            if not done:
-                await writer.flush()
-            return await waiting
-        return await resolve(placements)
+        """Durable locations of ``placements``, once their chunks are durable.
+        The lane's seal budget seals a small object's open pack when the wait
+        has lasted ``max_pack_delay`` (others may fill it meanwhile) or
+        ``max_active`` commits wait. A large object's is sealed at once: it
+        holds the object's tail, and waiting would only add the delay."""
+        if large and _unsealed(placements):
+            await self.large_writer.flush()
+        [locations] = await self.seals.wait([placements])
+        return locations
 
     async def close(self) -> None:
+        self.seals.close()
         await self.cache.close()
 
 

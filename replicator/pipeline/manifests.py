@@ -1,7 +1,7 @@
 """Manifests: built from durable chunk locations, stored put-if-absent.
 
 A manifest is built only from :class:`Location` values, which exist only
-once their pack and index are durable (``packs.resolve``), so the write
+once their pack and index are durable (``durable.resolve``), so the write
 order packs -> index -> manifest holds by construction (invariant 1).
 """
 

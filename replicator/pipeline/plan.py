@@ -8,7 +8,7 @@ BLAKE3 of its bytes -- exists only once it is sealed).
 The writer decides, per chunk, whether the peer already holds it (the index
 cache, confirmed present, quarantine honoured) or it is new. New chunks go
 into the open pack, which is sealed on size here (on time and on the seal
-budget by :class:`SealBudget` and the daemon's lanes) and written in the
+budget by ``pipeline/durable.py``) and written in the
 background (``store/packfile.py``: pack, then index, then cache hint). Only
 then is the open pack's future resolved: the *chunks durable* signal a
 manifest waits for, so it is written after every pack and index it names
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -111,6 +110,8 @@ class PackWriter:
         #: the peer's write latency with reading and chunking, and it bounds
         #: memory to two packs per peer.
         self._write_slot = asyncio.Semaphore(1)
+        #: How long the last pack took to be written (pack and index).
+        self.last_write_seconds = 0.0
         #: Packs seen present at the peer in this run (HEAD once, then trusted).
         self._present: set[bytes] = set()
         #: The peer's damaged copies: given (repair), or read from the peer
@@ -233,6 +234,28 @@ class PackWriter:
                 await self._seal()
         await asyncio.gather(*self._writes, return_exceptions=True)
 
+    def would_wait(self, nbytes: int, slower_than: float = -1.0) -> bool:
+        """Whether placing up to ``nbytes`` of new chunks now may wait for the
+        upload of an earlier pack (the open pack would seal, or is sealing,
+        while the one before is still being written), at a peer whose last
+        pack took more than ``slower_than`` seconds to write. A caller serving
+        several peers can leave this one out instead of waiting (ship.py)."""
+        if not self._write_slot.locked() or self.last_write_seconds <= slower_than:
+            return False
+        return self._lock.locked() or len(self._open.buf) + nbytes >= self.pack_size
+
+    def is_open(self, pack: OpenPack) -> bool:
+        """Whether ``pack`` is this writer's open pack (not sealed yet)."""
+        return self._open is pack
+
+    async def seal_if_open(self, pack: OpenPack) -> None:
+        """Seal ``pack`` if it is still the open pack (a waiting manifest's
+        deadline passed); one already sealed on size is left alone. Does not
+        wait for the write: its waiters wait on the pack's future."""
+        async with self._lock:
+            if self._open is pack and pack.entries:
+                await self._seal()
+
     async def _seal(self) -> None:
         """Start writing the open pack in the background (called under the lock).
 
@@ -247,6 +270,7 @@ class PackWriter:
         task.add_done_callback(self._writes.discard)
 
     async def _seal_in_background(self, pack: OpenPack, digests: list[bytes]) -> None:
+        started = time.monotonic()
         try:
             name = await self._write(pack)
         except asyncio.CancelledError:
@@ -258,6 +282,7 @@ class PackWriter:
         else:
             pack.name.set_result(name)
         finally:
+            self.last_write_seconds = time.monotonic() - started
             for d in digests:
                 if self._sealing.get(d, (None,))[0] is pack:
                     del self._sealing[d]
@@ -283,50 +308,3 @@ class PackWriter:
 
 def _placed(pack: OpenPack, e: IndexEntry, *, new: bool = False) -> Placement:
     return Placement(pack, e.offset, e.length, e.stored_length, e.compression, new)
-
-
-async def resolve(placements: Sequence[Placement]) -> list[Location]:
-    """Wait until every pack the placements name is durable; their locations."""
-    names: dict[int, bytes] = {}
-    for p in placements:
-        if isinstance(p.pack, OpenPack) and id(p.pack) not in names:
-            names[id(p.pack)] = await p.pack.name
-    return [
-        Location(
-            names[id(p.pack)] if isinstance(p.pack, OpenPack) else p.pack,
-            p.offset,
-            p.length,
-            p.stored_length,
-            p.compression,
-        )
-        for p in placements
-    ]
-
-
-class SealBudget:
-    """Bounds the manifests waiting on open packs, across all peers.
-
-    A manifest cannot be written until the packs it names are sealed; with
-    small objects an open pack may take long to fill. When ``limit`` objects
-    are waiting, every open pack is sealed, so waiting memory stays bounded
-    and a caller holding at most ``limit`` waiters can never deadlock."""
-
-    def __init__(self, writers: Sequence[PackWriter], limit: int) -> None:
-        self.writers = list(writers)
-        self.limit = limit
-        self.waiting = 0
-
-    async def wait(self, placements: Sequence[Sequence[Placement]]) -> list[list[Location]]:
-        """``resolve`` for each peer's placements, counted against the budget."""
-        self.waiting += 1
-        try:
-            if self.waiting >= self.limit:
-                await asyncio.gather(*(w.flush() for w in self.writers))
-            return list(await asyncio.gather(*(resolve(p) for p in placements)))
-        finally:
-            self.waiting -= 1
-
-    async def flush_all(self) -> None:
-        """Seal every open pack. A failed seal is not raised here: it already
-        failed the pack's future, so each manifest waiting on it reports it."""
-        await asyncio.gather(*(w.flush() for w in self.writers), return_exceptions=True)

@@ -3,26 +3,50 @@
 Each window's chunk batch goes to every target peer's pack writer at once;
 the window buffer is reused only after all of them took what they needed,
 so memory per object in flight is one window (plus the carry).
+
+Each peer has its own outcome: a writer that fails (its peer is failing:
+a HEAD or LIST of the planning step, say) drops out of this object and the
+others go on, so one peer's failure never costs another peer its copy (as
+the daemon's :func:`~replicator.pipeline.fanout.fan_out` does for lanes).
+Reading stops once no writer is left.
+
+A peer that is *behind* does not hold the others back either: when placing
+the next window would make its writer wait for an earlier pack's upload,
+at a peer whose last pack took over ``BEHIND_SECONDS`` to write (a healthy
+peer writes one in well under that), while another peer's writer would not
+wait, it drops
+out of this object (listed in ``behind``) and the object is read again for
+it later (backfill's catch-up): a re-read costs source bytes, so a peer
+only briefly slower than the others is waited for. With ``may_defer=False``
+(a catch-up, or a single peer) every writer waits its turn.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 from replicator._native import ChunkerParams
 from replicator.origins import ObjectReader
 from replicator.pipeline.plan import PackWriter, Placement
-from replicator.pipeline.windows import Chunked, chunk_windows
+from replicator.pipeline.windows import Chunked, WindowChunks, chunk_windows
+
+#: A peer whose last pack took longer than this to write, and whose writer
+#: would wait, is behind (left out of objects rather than waited for).
+BEHIND_SECONDS = 2.0
 
 
 @dataclass
 class Shipped:
-    size: int
-    digest: bytes  # whole-object BLAKE3
+    size: int = 0
+    digest: bytes = b""  # whole-object BLAKE3
     digests: bytearray = field(default_factory=bytearray)  # 32 bytes per chunk, in order
-    placements: dict[str, list[Placement]] = field(default_factory=dict)  # per peer name
+    placements: dict[str, list[Placement]] = field(default_factory=dict)  # per live peer
+    failures: dict[str, Exception] = field(default_factory=dict)  # peers that dropped out
+    behind: list[str] = field(default_factory=list)  # peers left out for being behind
 
 
 async def ship(
@@ -30,17 +54,55 @@ async def ship(
     params: ChunkerParams,
     window_size: int,
     writers: Sequence[PackWriter],
+    *,
+    may_defer: bool = False,
+    behind_seconds: float = BEHIND_SECONDS,
 ) -> Shipped:
-    """Chunk the object and place every chunk at every writer's peer."""
-    out = Chunked()
-    digests = bytearray()
-    placements: dict[str, list[Placement]] = {w.name: [] for w in writers}
-    async for batch in chunk_windows(reader, params, window_size, out):
-        if not len(batch):
-            continue
-        placed = await asyncio.gather(*(w.place(batch) for w in writers))
-        for w, p in zip(writers, placed, strict=True):
-            placements[w.name].extend(p)
-        for i in range(len(batch)):
-            digests += batch.digest(i)
-    return Shipped(out.size, out.digest, digests, placements)
+    """Chunk the object and place every chunk at every writer's peer; a
+    writer that failed is in ``failures``, one left out in ``behind``,
+    instead of ``placements``."""
+    out = Shipped(placements={w.name: [] for w in writers})
+    chunked = Chunked()
+    live = list(writers)
+    # An async generator (typed as an iterator), closed however the loop
+    # ends, so an abandoned read is cancelled at once.
+    windows = cast(
+        AsyncGenerator[WindowChunks], chunk_windows(reader, params, window_size, chunked)
+    )
+    async with contextlib.aclosing(windows):
+        async for batch in windows:
+            if not len(batch):
+                continue
+            if may_defer:
+                _leave_out_behind(batch, live, out, behind_seconds)
+            placed = await asyncio.gather(*(w.place(batch) for w in live), return_exceptions=True)
+            for w, result in zip(list(live), placed, strict=True):
+                if isinstance(result, Exception):
+                    out.failures[w.name] = result
+                    del out.placements[w.name]
+                    live.remove(w)
+                elif isinstance(result, BaseException):
+                    raise result  # cancellation: not a peer's failure
+                else:
+                    out.placements[w.name].extend(result)
+            if not live:
+                return out
+            for i in range(len(batch)):
+                out.digests += batch.digest(i)
+    out.size, out.digest = chunked.size, chunked.digest
+    return out
+
+
+def _leave_out_behind(
+    batch: WindowChunks, live: list[PackWriter], out: Shipped, seconds: float
+) -> None:
+    """Drop the writers that are behind, if every other would not wait at all."""
+    nbytes = sum(batch.length(i) for i in range(len(batch)))
+    behind = [w for w in live if w.would_wait(nbytes, seconds)]
+    others = [w for w in live if w not in behind]
+    if not behind or not others or any(w.would_wait(nbytes) for w in others):
+        return
+    for w in behind:
+        out.behind.append(w.name)
+        del out.placements[w.name]
+        live.remove(w)

@@ -42,6 +42,9 @@ class BackfillSummary:
     down: dict[str, str] = field(default_factory=dict)
     #: Per peer, objects not replicated to it because it was down.
     not_sent: dict[str, int] = field(default_factory=dict)
+    #: Per peer, objects it was behind for when they were read, read again
+    #: for it alone at the end of the listing (pipeline/catchup.py).
+    caught_up: dict[str, int] = field(default_factory=dict)
     source_bytes: int = 0  # bytes read from the source
     unchanged_bytes: int = 0  # not read: every peer already held the version
     shipped_bytes: dict[str, int] = field(default_factory=dict)
@@ -77,6 +80,7 @@ class BackfillSummary:
             "refused_removals": dict(self.refused_removals),
             "down": dict(self.down),
             "not_sent": dict(self.not_sent),
+            "caught_up": dict(self.caught_up),
             "source_bytes": self.source_bytes,
             "unchanged_bytes": self.unchanged_bytes,
             "shipped_bytes": dict(self.shipped_bytes),

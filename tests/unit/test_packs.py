@@ -11,7 +11,8 @@ import pytest
 
 from replicator._native import blake3_digest
 from replicator.errors import ConfigError, TransientStoreError
-from replicator.pipeline.plan import PackWriter, SealBudget, resolve
+from replicator.pipeline.durable import SealBudget, resolve
+from replicator.pipeline.plan import PackWriter
 from replicator.store.backend import Backend, ObjectInfo, Payload
 from replicator.store.backends import FsBackend
 from replicator.store.format import PackIndex, index_key, pack_key

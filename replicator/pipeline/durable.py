@@ -1,0 +1,115 @@
+"""Chunks durable, then the manifest: the one place that decides when open
+packs seal for the manifests waiting on them.
+
+A manifest names only durable packs (invariant 1). The pack writer
+(``pipeline/plan.py``) resolves each open pack's future once the pack and
+its index are written: that is the *chunks durable* signal, and the commit
+step of an object only waits for it (:meth:`SealBudget.wait`, then the
+manifest, then the event is durable at that peer and the source moves its
+watermark). It never seals anything itself. Besides the writer's own seal
+on size, the budget seals:
+
+- **on time** (``max_delay``, ``store.max_pack_delay`` in the daemon): an
+  open pack seals once its first waiter has waited that long, so a small
+  change is durable within about that delay, not when 16 MiB has gathered;
+- **on count** (``limit``): once ``limit`` objects wait, every open pack of
+  the budget's writers seals, so waiting memory stays bounded and a caller
+  holding at most ``limit`` waiters can never deadlock (nothing else would
+  fill the packs).
+
+Backfill holds one budget across all peers (an object waits on every peer
+at once) and seals on count only (its packs fill); each daemon lane holds
+its own, on time and on count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Sequence
+
+from replicator.pipeline.plan import OpenPack, PackWriter, Placement
+from replicator.store.index_cache import Location
+
+
+async def resolve(placements: Sequence[Placement]) -> list[Location]:
+    """Wait until every pack the placements name is durable; their locations."""
+    names: dict[int, bytes] = {}
+    for p in placements:
+        if isinstance(p.pack, OpenPack) and id(p.pack) not in names:
+            names[id(p.pack)] = await p.pack.name
+    return [
+        Location(
+            names[id(p.pack)] if isinstance(p.pack, OpenPack) else p.pack,
+            p.offset,
+            p.length,
+            p.stored_length,
+            p.compression,
+        )
+        for p in placements
+    ]
+
+
+class SealBudget:
+    """When the open packs of some writers seal for the manifests waiting on them."""
+
+    def __init__(
+        self, writers: Sequence[PackWriter], limit: int, max_delay: float | None = None
+    ) -> None:
+        self.writers = list(writers)
+        self.limit = limit
+        self.max_delay = max_delay
+        self.waiting = 0
+        #: Open packs with a waiter, and the timer that seals each.
+        self._timers: dict[OpenPack, asyncio.TimerHandle] = {}
+        self._seals: set[asyncio.Task[None]] = set()
+
+    async def wait(self, placements: Sequence[Sequence[Placement]]) -> list[list[Location]]:
+        """``resolve`` for each peer's placements, counted against the budget."""
+        self.waiting += 1
+        try:
+            if self.waiting >= self.limit:
+                await asyncio.gather(*(w.flush() for w in self.writers))
+            elif self.max_delay is not None:
+                for each in placements:
+                    self._arm(each)
+            return list(await asyncio.gather(*(resolve(p) for p in placements)))
+        finally:
+            self.waiting -= 1
+
+    def _arm(self, placements: Sequence[Placement]) -> None:
+        """Start the seal timer of every open pack these placements wait on."""
+        assert self.max_delay is not None
+        for p in placements:
+            pack = p.pack
+            if not isinstance(pack, OpenPack) or pack.name.done() or pack in self._timers:
+                continue
+            loop = asyncio.get_running_loop()
+            self._timers[pack] = loop.call_later(self.max_delay, self._on_time, pack)
+            pack.name.add_done_callback(functools.partial(self._disarm, pack))
+
+    def _disarm(self, pack: OpenPack, _: object = None) -> None:
+        timer = self._timers.pop(pack, None)
+        if timer is not None:
+            timer.cancel()
+
+    def _on_time(self, pack: OpenPack) -> None:
+        self._timers.pop(pack, None)
+        for w in self.writers:
+            if w.is_open(pack):
+                task = asyncio.ensure_future(w.seal_if_open(pack))
+                self._seals.add(task)
+                task.add_done_callback(self._seals.discard)
+
+    async def flush_all(self) -> None:
+        """Seal every open pack. A failed seal is not raised here: it already
+        failed the pack's future, so each manifest waiting on it reports it."""
+        await asyncio.gather(*(w.flush() for w in self.writers), return_exceptions=True)
+
+    def close(self) -> None:
+        """Stop the timers (the owner is stopping; flushes are its business)."""
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        for task in self._seals:
+            task.cancel()
