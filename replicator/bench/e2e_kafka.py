@@ -29,7 +29,7 @@ import click
 from prometheus_client.parser import text_string_to_metric_families
 
 from replicator.bench.e2e import print_result, report, sample_rpo
-from replicator.bench.e2e_stats import Sample, Write
+from replicator.bench.e2e_stats import Sample, Write, quantiles
 from replicator.bench.kafka_load import (
     Announcer,
     Endpoint,
@@ -250,6 +250,7 @@ async def _measure(
     result["offered_objects_per_second"] = round(offered, 3)
     result["partitions"] = target.partitions
     result["daemon_cpu_share"] = round(cpu, 3)  # of one core, from the load's start to settled
+    result["announce_delay_seconds"] = quantiles(load.announcer.announce_delays)
     return result
 
 
@@ -259,4 +260,7 @@ def print_kafka_result(result: dict[str, Any]) -> None:
         f"offered {result['offered_objects_per_second']:.1f} objects/s; "
         f"the daemon used {result['daemon_cpu_share']:.0%} of a core"
     )
+    a = result["announce_delay_seconds"]
+    click.echo(f"PUT returned -> notification acked by the broker: p50 {a['p50']:.3f} s, "
+               f"p99 {a['p99']:.3f} s (part of every latency below)")  # fmt: skip
     print_result(result)
