@@ -266,7 +266,9 @@ def print_result(result: dict[str, Any]) -> None:
         click.echo(
             f"RPO error {peer} ({q['count']} samples): |exported - true| p50 {q['p50']:.3f} s, "
             f"p99 {q['p99']:.3f} s, max {q['max']:.3f} s "
-            f"(most under {q['most_under']:.3f} s, most over {q['most_over']:.3f} s)"
+            f"(most under {q['most_under']:.3f} s, most over {q['most_over']:.3f} s; "
+            f"against the truth when asked or answered: p99 {q['p99_either_end']:.3f} s, "
+            f"max {q['max_either_end']:.3f} s)"
         )
     click.echo(f"daemon CPU time: {result['daemon_cpu_seconds']:.1f} s")
     sc = result["scrape_seconds"]

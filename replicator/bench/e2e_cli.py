@@ -30,8 +30,9 @@ from replicator.commands.common import exit_codes
 from replicator.commands.output import echo_json
 from replicator.errors import ConfigError
 
-DIR_ONLY = ("large_burst",)
-KAFKA_ONLY = ("bootstrap_servers", "bucket", "endpoint_url", "scale_out", "source_latency")
+KAFKA_ONLY = (
+    "bootstrap_servers", "bucket", "endpoint_url", "scale_out", "source_latency", "max_pack_delay",
+)  # fmt: skip
 
 
 class ServiceError(ConfigError):
@@ -71,7 +72,9 @@ def _kafka(opts: dict[str, Any]) -> dict[str, Any]:
         opts["endpoint_url"], opts["region"], opts["bucket"], opts["addressing_style"]
     )
     servers = [s.strip() for s in opts["bootstrap_servers"].split(",") if s.strip()]
-    target = new_target(servers, source, opts["partitions"], opts["max_in_flight"])
+    target = new_target(
+        servers, source, opts["partitions"], opts["max_in_flight"], opts["max_pack_delay"] or 0.5
+    )
     keep = opts["keep"] is not None
     max_size = parse_size(opts["max_size"])
     if opts["scale_out"]:
@@ -168,6 +171,11 @@ def _ok(result: dict[str, Any]) -> bool:
     show_default=True,
     type=click.IntRange(1, 1024),
     help="Each daemon's service.max_in_flight (objects read at once).",
+)
+@click.option(
+    "--max-pack-delay",
+    type=click.FloatRange(0.01, 60),
+    help="Each daemon's store.max_pack_delay (--source kafka).  [default: 0.5, the daemon's]",
 )
 @click.option(
     "--scale-out",

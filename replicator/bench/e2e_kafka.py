@@ -29,7 +29,7 @@ import click
 from prometheus_client.parser import text_string_to_metric_families
 
 from replicator.bench.e2e import print_result, report, sample_rpo
-from replicator.bench.e2e_stats import Sample, Write
+from replicator.bench.e2e_stats import Sample, Write, quantiles
 from replicator.bench.kafka_load import (
     Announcer,
     Endpoint,
@@ -56,6 +56,7 @@ class KafkaTarget:
     partitions: int = 6
     max_in_flight: int = 8  # service.max_in_flight of each daemon
     tag: str = ""
+    max_pack_delay: float = 0.5  # store.max_pack_delay (the daemon's default)
 
     def named(self, what: str) -> str:
         return f"replicator-bench-{self.tag}-{what}"
@@ -66,9 +67,14 @@ class KafkaTarget:
 
 
 def new_target(
-    bootstrap: Sequence[str], source: Endpoint, partitions: int, max_in_flight: int
+    bootstrap: Sequence[str],
+    source: Endpoint,
+    partitions: int,
+    max_in_flight: int,
+    max_pack_delay: float = 0.5,
 ) -> KafkaTarget:
-    return KafkaTarget(tuple(bootstrap), source, partitions, max_in_flight, secrets.token_hex(4))
+    tag = secrets.token_hex(4)
+    return KafkaTarget(tuple(bootstrap), source, partitions, max_in_flight, tag, max_pack_delay)
 
 
 def write_kafka_config(
@@ -104,7 +110,7 @@ heartbeat_interval_ms = 1000
 [store]
 pack_size = 4194304
 cache_dir = {q(str(home / "cache"))}
-max_pack_delay = 0.5
+max_pack_delay = {target.max_pack_delay}
 
 [service]
 metrics_address = "127.0.0.1:{port}"
@@ -249,7 +255,9 @@ async def _measure(
     result["source"] = "kafka"
     result["offered_objects_per_second"] = round(offered, 3)
     result["partitions"] = target.partitions
+    result["max_pack_delay"] = target.max_pack_delay
     result["daemon_cpu_share"] = round(cpu, 3)  # of one core, from the load's start to settled
+    result["announce_delay_seconds"] = quantiles(load.announcer.announce_delays)
     return result
 
 
@@ -259,4 +267,7 @@ def print_kafka_result(result: dict[str, Any]) -> None:
         f"offered {result['offered_objects_per_second']:.1f} objects/s; "
         f"the daemon used {result['daemon_cpu_share']:.0%} of a core"
     )
+    a = result["announce_delay_seconds"]
+    click.echo(f"PUT returned -> notification acked by the broker: p50 {a['p50']:.3f} s, "
+               f"p99 {a['p99']:.3f} s (part of every latency below)")  # fmt: skip
     print_result(result)

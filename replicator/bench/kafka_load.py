@@ -126,6 +126,7 @@ class Announcer:
     bucket: str
     topic: str
     writes: list[Write] = field(default_factory=list)
+    announce_delays: list[float] = field(default_factory=list)
     _seq: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     async def put(self, key: str, size_class: str, data: bytes) -> Put:
@@ -140,6 +141,9 @@ class Announcer:
             sequencer=seq, time_ns=when,
         )  # fmt: skip
         await self.producer.send_and_wait(self.topic, message(rec), key=put.key.encode())
+        # From the event time to the broker's ack: the bench's own share of
+        # each latency (S3 also takes a moment to publish a notification).
+        self.announce_delays.append((time.time_ns() - when) / 1e9)
         write = Write(put.key, put.size_class, put.size, when)
         self.writes.append(write)
         return write

@@ -72,11 +72,14 @@ async def test_steady_load_every_object_durable_and_figures_well_formed(
     assert result["not_durable"] == 0 and result["daemon_exit"] == 0 and result["settled"]
     assert result["objects"] >= 20 and result["offered_objects_per_second"] > 0
     assert result["daemon_cpu_share"] > 0 and result["durable_repeats"] >= 0
+    assert result["announce_delay_seconds"]["count"] == result["objects"]
     assert set(result["latency_seconds"]) == {"small"}
     small = result["latency_seconds"]["small"]
     assert small["count"] == result["objects"] and 0 < small["p50"] <= small["p99"] <= small["max"]
     assert result["rpo_samples"] > 0
     assert set(result["rpo_error_seconds"]) == {"peer-a", "peer-b"}
+    for err in result["rpo_error_seconds"].values():
+        assert err["count"] > 0 and err["max_either_end"] <= err["max"]
     assert result["throughput"]["objects_per_second"] > 0
     for peer in ("peer-a", "peer-b"):
         keys = await held_keys(tmp_path / "run" / peer)
