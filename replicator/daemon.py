@@ -151,7 +151,9 @@ class Daemon:
             feed.opener,
             lanes,
             self.telemetry,
-            self.settings.service,
+            self.settings.service.model_copy(
+                update={"max_in_flight": self.settings.small_in_flight()}
+            ),
             params=self.settings.chunking.params(),
             window_size=feed.window_size,
             etag_is_digest=feed.etag_is_digest,

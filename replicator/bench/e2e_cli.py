@@ -28,6 +28,7 @@ from replicator.bench.e2e_scale import print_scale_out, run_scale_out
 from replicator.bench.kafka_load import Endpoint, Shape
 from replicator.commands.common import exit_codes
 from replicator.commands.output import echo_json
+from replicator.config import S3_SMALL_IN_FLIGHT
 from replicator.errors import ConfigError
 
 KAFKA_ONLY = (
@@ -167,7 +168,7 @@ def _ok(result: dict[str, Any]) -> bool:
 )
 @click.option(
     "--max-in-flight",
-    default=8,
+    default=S3_SMALL_IN_FLIGHT,
     show_default=True,
     type=click.IntRange(1, 1024),
     help="Each daemon's service.max_in_flight (objects read at once).",

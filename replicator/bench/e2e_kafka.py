@@ -41,6 +41,7 @@ from replicator.bench.kafka_load import (
     remove_objects,
     s3_client,
 )
+from replicator.config import S3_SMALL_IN_FLIGHT
 from replicator.demo.daemon import PEERS, DaemonProcess, DemoError, Durable, free_port
 
 SETTLE_SECONDS = 120.0
@@ -54,7 +55,7 @@ class KafkaTarget:
     bootstrap: tuple[str, ...]
     source: Endpoint
     partitions: int = 6
-    max_in_flight: int = 8  # service.max_in_flight of each daemon
+    max_in_flight: int = S3_SMALL_IN_FLIGHT  # service.max_in_flight of each daemon
     tag: str = ""
     max_pack_delay: float = 0.5  # store.max_pack_delay (the daemon's default)
 

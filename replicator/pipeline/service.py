@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from replicator._native import ChunkerParams
-from replicator.config import ServiceSettings
+from replicator.config import FS_SMALL_IN_FLIGHT, ServiceSettings
 from replicator.errors import SupersededError
 from replicator.events import ChangeEvent
 from replicator.metrics import Telemetry
@@ -132,7 +132,7 @@ class Service:
         self._intake = asyncio.create_task(self._take_all())
         self._workers = [
             asyncio.create_task(self._worker(large=False))
-            for _ in range(self.settings.max_in_flight)
+            for _ in range(self.settings.max_in_flight or FS_SMALL_IN_FLIGHT)
         ] + [
             asyncio.create_task(self._worker(large=True))
             for _ in range(self.settings.max_large_in_flight)

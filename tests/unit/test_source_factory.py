@@ -62,3 +62,12 @@ def test_the_consumer_pauses_before_the_pipeline_stops_taking(tmp_path: Path) ->
 def test_a_bucket_without_a_kafka_table_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"\[kafka\]"):
         make_source(settings(tmp_path), telemetry())
+
+
+def test_an_s3_source_reads_more_small_objects_at_once_unless_configured(tmp_path: Path) -> None:
+    # S3 reads wait on the network: 8 at once queued a 50 objects/s Kafka load.
+    fs = settings(tmp_path, source={"type": "fs", "path": str(tmp_path / "src")})
+    assert fs.small_in_flight() == 8
+    assert settings(tmp_path, kafka=KAFKA).small_in_flight() == 32
+    pinned = settings(tmp_path, kafka=KAFKA, service={"max_in_flight": 5})
+    assert pinned.small_in_flight() == 5
