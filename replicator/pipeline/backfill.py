@@ -20,6 +20,7 @@ import asyncio
 import os
 import tempfile
 import time
+from collections.abc import Coroutine
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ from replicator.pipeline.counting import CountingBackend
 from replicator.pipeline.reconcile import Held, held_many, identity_of
 from replicator.pipeline.removals import RemovalPlan, apply_removals, plan_removals, removal_refusal
 from replicator.pipeline.ship import Shipped, ship
+from replicator.pipeline.small import SMALL_OBJECT, Batcher, batch_origin, ship_many
 from replicator.pipeline.summary import BackfillSummary, NoProgress, Progress
 from replicator.store.format import SourceIdentity
 from replicator.store.index_cache import IndexCache, cache_path
@@ -60,8 +62,12 @@ HELD_BATCH = 256
 
 #: The live peers lacking an object, and the observation number its manifest takes.
 Lacking = tuple[list["_Target"], int]
-#: Objects handed to the workers (with what the peers lack, when known).
-Work = asyncio.Queue[tuple[ObjectVersion, Lacking | None] | None]
+#: An object handed to the workers (with what the peers lack, when known).
+Item = tuple[ObjectVersion, Lacking | None]
+#: A small object read whole: the version, its observation number, its bytes.
+Small = tuple[ObjectVersion, int, bytes]
+#: Objects handed to the workers: one, or a batch of small ones (small.py).
+Work = asyncio.Queue[Item | list[Item] | None]
 
 
 @dataclass
@@ -110,6 +116,11 @@ class Backfill:
         self.waiting_manifests = waiting_manifests
         self._slots = asyncio.Semaphore(waiting_manifests)
         self._budget = SealBudget([], waiting_manifests)
+        self._batches: Batcher[Item] | None = None
+        if batch_origin(origin) is not None:
+            # Half the waiting budget at most: a batch's objects wait for
+            # their packs together, and the budget must still seal early.
+            self._batches = Batcher(waiting_manifests // 2)
 
     async def run(self, prefix: str = "") -> BackfillSummary:
         started = time.monotonic()
@@ -173,6 +184,8 @@ class Backfill:
                     await self._dispatch(batch, queue)
                     batch = []
             await self._dispatch(batch, queue)
+            if self._batches is not None and self._batches.items:
+                await queue.put(self._batches.take())
         except (ReplicatorError, OSError) as exc:
             # Without a whole listing, "absent" proves nothing: no tombstones.
             self.summary.error(f"listing the source failed: {exc}")
@@ -199,22 +212,30 @@ class Backfill:
         except Exception:  # e.g. one unreadable manifest: each object checked alone
             lacking = [None] * len(batch)
         for obj, lacks in zip(batch, lacking, strict=True):
-            if lacks is None or lacks[0]:
-                await queue.put((obj, lacks))
-            else:
+            if lacks is not None and not lacks[0]:
                 self.summary.unchanged_bytes += obj.size
                 self._done("unchanged", obj.size)
+            elif self._batches is not None and lacks is not None and obj.size <= SMALL_OBJECT:
+                if (full := self._batches.add((obj, lacks), obj.size)) is not None:
+                    await queue.put(full)
+            else:
+                await queue.put((obj, lacks))
 
     async def _worker(self, queue: Work) -> None:
         while (item := await queue.get()) is not None:
-            obj, lacking = item
-            try:
-                outcome = await self._attempts(obj, lacking)
-            except Exception as exc:  # one bad object must not stop the others
-                self.summary.error(f"{obj.key!r}: {type(exc).__name__}: {exc}")
-                outcome = "error"
-            if outcome is not None:
-                self._done(outcome, obj.size)
+            if isinstance(item, list):
+                await self._small(item)
+            else:
+                await self._one(*item)
+
+    async def _one(self, obj: ObjectVersion, lacking: Lacking | None) -> None:
+        try:
+            outcome = await self._attempts(obj, lacking)
+        except Exception as exc:  # one bad object must not stop the others
+            self.summary.error(f"{obj.key!r}: {type(exc).__name__}: {exc}")
+            outcome = "error"
+        if outcome is not None:
+            self._done(outcome, obj.size)
 
     async def _attempts(self, obj: ObjectVersion, lacking: Lacking | None) -> str | None:
         """Replicate ``obj``; when it changed before or while it was read,
@@ -301,13 +322,62 @@ class Backfill:
         etag = shipped.digest.hex() if self.origin.etag_is_digest else obj.etag
         # Hand over to a commit task: this reader slot moves on to the next
         # object while the manifest waits for its packs to be sealed.
-        await self._slots.acquire()
-        task = asyncio.create_task(
-            self._commit(identity_of(self.origin, obj, etag, observed), shipped, targets)
-        )
+        await self._take_slots(1)
+        self._spawn(self._commit(identity_of(self.origin, obj, etag, observed), shipped, targets))
+        return None
+
+    async def _take_slots(self, n: int) -> None:
+        """Room for ``n`` more objects waiting for their packs. With none
+        left, seal every open pack first: the waiting objects can only
+        release their slots once the packs they wait for are durable."""
+        for _ in range(n):
+            if self._slots.locked():
+                await self._budget.flush_all()
+            await self._slots.acquire()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
         self._commits.add(task)
         task.add_done_callback(self._commits.discard)
-        return None
+
+    async def _small(self, items: list[Item]) -> None:
+        """A batch of small objects (small.py); those the origin cannot read
+        in a batch go the ordinary way, one by one."""
+        reader = batch_origin(self.origin)
+        assert reader is not None
+        try:
+            datas: list[bytes | None] = await reader.read_many([o for o, _ in items])
+        except Exception:  # e.g. the thread pool is gone: each object alone
+            datas = [None] * len(items)
+        groups: dict[tuple[int, ...], tuple[list[_Target], list[Small]]] = {}
+        for (obj, lacks), data in zip(items, datas, strict=True):
+            if data is None or lacks is None:
+                await self._one(obj, lacks)
+                continue
+            targets, observed = lacks
+            groups.setdefault(tuple(map(id, targets)), (targets, []))[1].append(
+                (obj, observed, data)
+            )
+        for targets, group in groups.values():
+            await self._small_group(targets, group)
+
+    async def _small_group(self, targets: list[_Target], group: list[Small]) -> None:
+        """Objects of a batch lacked by the same peers: shipped together."""
+        try:
+            shipped = await ship_many(
+                [d for _, _, d in group], self.params, [t.writer for t in targets]
+            )
+        except Exception as exc:  # as the per-object path: each object reports it
+            for obj, _, _ in group:
+                self.summary.error(f"{obj.key!r}: {type(exc).__name__}: {exc}")
+                self._done("error", obj.size)
+            return
+        for (obj, observed, _), one in zip(group, shipped, strict=True):
+            self.summary.source_bytes += one.size
+            etag = one.digest.hex() if self.origin.etag_is_digest else obj.etag
+            await self._take_slots(1)
+            ident = identity_of(self.origin, obj, etag, observed)
+            self._spawn(self._commit(ident, one, targets))
 
     async def _commit(
         self, ident: SourceIdentity, shipped: Shipped, targets: list[_Target]
