@@ -43,7 +43,8 @@ from replicator.pipeline.removals import RemovalPlan, apply_removals, plan_remov
 from replicator.pipeline.ship import Shipped, ship
 from replicator.pipeline.small import SMALL_OBJECT, Batcher, batch_origin, ship_many
 from replicator.pipeline.summary import BackfillSummary, NoProgress, Progress
-from replicator.store.format import SourceIdentity
+from replicator.store.bulk import holds_any
+from replicator.store.format import SourceIdentity, manifest_prefix
 from replicator.store.index_cache import IndexCache, cache_path
 from replicator.store.packs import PackWriter, SealBudget, resolve
 from replicator.store.peer import Peer, opened_peers
@@ -81,6 +82,9 @@ class _Target:
     manifests: ManifestCommits
     #: Why the peer was marked down (its retries were spent), or None.
     down: str | None = None
+    #: Whether the peer held manifests under the run's prefix before it
+    #: began; without any, there is nothing to tombstone (no removal pass).
+    had_manifests: bool = True
 
 
 def peer_failure(exc: BaseException) -> bool:
@@ -124,7 +128,10 @@ class Backfill:
 
     async def run(self, prefix: str = "") -> BackfillSummary:
         started = time.monotonic()
-        self.targets = list(await asyncio.gather(*(self._target(p) for p in self.peers)))
+        key_prefix = manifest_prefix(self.origin.bucket, self.origin.key_prefix(prefix))
+        self.targets = list(
+            await asyncio.gather(*(self._target(p, key_prefix) for p in self.peers))
+        )
         self._budget = SealBudget([t.writer for t in self.targets], self.waiting_manifests)
         fd, spill = tempfile.mkstemp(prefix="replicator-listing-")
         os.close(fd)
@@ -138,14 +145,15 @@ class Backfill:
         self._totals(time.monotonic() - started)
         return self.summary
 
-    async def _target(self, peer: Peer) -> _Target:
+    async def _target(self, peer: Peer, manifests: str) -> _Target:
         backend = CountingBackend(peer.backend)
         path = cache_path(self.store.cache_dir, peer.identity)
         cache = IndexCache(path, peer.config.to_bytes())
         await cache.open()
         await cache.sync(backend)
         writer = PackWriter(peer.name, backend, cache, self.store.pack_size, self.store.compression)
-        return _Target(peer, backend, cache, writer, ManifestCommits(backend))
+        had = await holds_any(backend, manifests)
+        return _Target(peer, backend, cache, writer, ManifestCommits(backend), had_manifests=had)
 
     def _totals(self, elapsed: float) -> None:
         s = self.summary
@@ -428,7 +436,9 @@ class Backfill:
         """Plan the removals at every peer, then apply those the guard allows."""
         assert self._listing is not None
         key_prefix = self.origin.key_prefix(prefix)
-        live = self._live()
+        # A peer that held no manifest here before the run holds only what
+        # this run wrote, all of it listed: a first copy skips the pass.
+        live = [t for t in self._live() if t.had_manifests]
         results = await asyncio.gather(
             *(
                 plan_removals(
