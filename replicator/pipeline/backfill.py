@@ -380,12 +380,62 @@ class Backfill:
                 self.summary.error(f"{obj.key!r}: {type(exc).__name__}: {exc}")
                 self._done("error", obj.size)
             return
+        done: list[tuple[SourceIdentity, Shipped]] = []
         for (obj, observed, _), one in zip(group, shipped, strict=True):
             self.summary.source_bytes += one.size
             etag = one.digest.hex() if self.origin.etag_is_digest else obj.etag
-            await self._take_slots(1)
-            ident = identity_of(self.origin, obj, etag, observed)
-            self._spawn(self._commit(ident, one, targets))
+            done.append((identity_of(self.origin, obj, etag, observed), one))
+        await self._take_slots(len(done))
+        self._spawn(self._commit_group(done, targets))
+
+    async def _commit_group(
+        self, items: list[tuple[SourceIdentity, Shipped]], targets: list[_Target]
+    ) -> None:
+        """``_commit`` of a batch's objects at once: one task, and each
+        peer's manifests handed to its group commit together."""
+        try:
+            ok = [False] * len(items)
+            errors: dict[int, str] = {}
+            await asyncio.gather(*(self._manifests_at(t, items, ok, errors) for t in targets))
+        finally:
+            for _ in items:
+                self._slots.release()
+        for i, (ident, _) in enumerate(items):
+            if i in errors:
+                self.summary.error(f"{ident.key!r}: {errors[i]}")
+            self._done("replicated" if ok[i] and i not in errors else "error", ident.size)
+
+    async def _manifests_at(
+        self,
+        t: _Target,
+        items: list[tuple[SourceIdentity, Shipped]],
+        ok: list[bool],
+        errors: dict[int, str],
+    ) -> None:
+        """Write a batch's manifests at one peer; ``ok``/``errors`` per object."""
+        manifests, which = [], []
+        for i, (ident, shipped) in enumerate(items):
+            try:
+                locs = await resolve(shipped.placements[t.peer.name])
+            except Exception as exc:  # its pack failed
+                self._failed_at(t, i, exc, errors)
+                continue
+            manifests.append(
+                object_manifest(ident, shipped.digest, self.params, shipped.digests, locs)
+            )
+            which.append(i)
+        for i, answer in zip(which, await t.manifests.put_many(manifests), strict=True):
+            if isinstance(answer, BaseException):
+                self._failed_at(t, i, answer, errors)
+            else:
+                ok[i] = True
+                self.summary.bump(self.summary.manifests, t.peer.name, int(answer))
+
+    def _failed_at(self, t: _Target, i: int, exc: BaseException, errors: dict[int, str]) -> None:
+        if peer_failure(exc):
+            self._mark_down(t, exc)  # the object is still replicated if another peer took it
+        else:
+            errors[i] = f"{type(exc).__name__}: {exc}"
 
     async def _commit(
         self, ident: SourceIdentity, shipped: Shipped, targets: list[_Target]
