@@ -118,7 +118,9 @@ class Backfill:
         self._listing: Spill[ObjectVersion] | None = None
         self._commits: set[asyncio.Task[None]] = set()
         self.waiting_manifests = waiting_manifests
-        self._slots = asyncio.Semaphore(waiting_manifests)
+        #: Objects waiting for their packs, and a signal each time some finish.
+        self._waiting = 0
+        self._freed = asyncio.Event()
         self._budget = SealBudget([], waiting_manifests)
         self._batches: Batcher[Item] | None = None
         if batch_origin(origin) is not None:
@@ -335,13 +337,21 @@ class Backfill:
         return None
 
     async def _take_slots(self, n: int) -> None:
-        """Room for ``n`` more objects waiting for their packs. With none
-        left, seal every open pack first: the waiting objects can only
-        release their slots once the packs they wait for are durable."""
-        for _ in range(n):
-            if self._slots.locked():
-                await self._budget.flush_all()
-            await self._slots.acquire()
+        """Room for ``n`` more objects waiting for their packs, taken all at
+        once (workers each holding part of what they need would wait on one
+        another forever). Without room, every open pack is sealed first: the
+        waiting objects can only finish once the packs they wait for are
+        durable."""
+        while self._waiting + n > self.waiting_manifests:
+            self._freed.clear()
+            await self._budget.flush_all()
+            if self._waiting + n > self.waiting_manifests:
+                await self._freed.wait()
+        self._waiting += n
+
+    def _free_slots(self, n: int) -> None:
+        self._waiting -= n
+        self._freed.set()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
@@ -398,8 +408,7 @@ class Backfill:
             errors: dict[int, str] = {}
             await asyncio.gather(*(self._manifests_at(t, items, ok, errors) for t in targets))
         finally:
-            for _ in items:
-                self._slots.release()
+            self._free_slots(len(items))
         for i, (ident, _) in enumerate(items):
             if i in errors:
                 self.summary.error(f"{ident.key!r}: {errors[i]}")
@@ -460,7 +469,7 @@ class Backfill:
             self.summary.error(f"{ident.key!r}: {type(exc).__name__}: {exc}")
             outcome = "error"
         finally:
-            self._slots.release()
+            self._free_slots(1)
         self._done(outcome, ident.size)
 
     async def _manifest_at(

@@ -453,3 +453,18 @@ async def test_small_files_are_read_in_batches_and_restore_exactly(tmp_path: Pat
     assert origin.opened == 1  # only the large file went the windowed way
     for peer in peers:
         assert await check_structure(peer.backend) == files
+
+
+async def test_batches_racing_for_a_small_waiting_budget_never_deadlock(tmp_path: Path) -> None:
+    """Eight readers whose batches of small files each need several of the
+    seven waiting places: a batch takes its places all at once, so no two
+    readers can each hold part of what they need (that hung before)."""
+    files = {f"d{i % 5}/f{i:03d}": os.urandom(200 + i) for i in range(300)}
+    write_tree(tmp_path / "src", files)
+    await asyncio.sleep(0.05)  # past the racy window: all of them batched
+    settings = settings_for(tmp_path, peers=2, concurrency=8)
+    # A hang fails here instead of stalling the suite.
+    summary, counters = await asyncio.wait_for(counted_backfill(settings, waiting=7), 300)
+    assert (summary.replicated, summary.errors) == (300, 0)
+    for c in counters:
+        assert await check_structure(c.inner) == files
