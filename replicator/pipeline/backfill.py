@@ -20,6 +20,7 @@ import asyncio
 import os
 import tempfile
 import time
+from collections.abc import Coroutine
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -44,8 +45,10 @@ from replicator.pipeline.plan import PackWriter
 from replicator.pipeline.reconcile import Held, held_many, identity_of
 from replicator.pipeline.removals import RemovalPlan, apply_removals, plan_removals, removal_refusal
 from replicator.pipeline.ship import BEHIND_SECONDS, Shipped, ship
+from replicator.pipeline.small import SMALL_OBJECT, Batcher, batch_origin, ship_many
 from replicator.pipeline.summary import BackfillSummary, NoProgress, Progress
-from replicator.store.format import SourceIdentity
+from replicator.store.bulk import holds_any
+from replicator.store.format import SourceIdentity, manifest_prefix
 from replicator.store.index_cache import IndexCache, cache_path
 from replicator.store.peer import Peer, opened_peers
 from replicator.workers import WorkerPool, run_workers
@@ -64,8 +67,12 @@ HELD_BATCH = 256
 
 #: The live peers lacking an object, and the observation number its manifest takes.
 Lacking = tuple[list["_Target"], int]
-#: Objects handed to the workers (with what the peers lack, when known).
-Work = WorkerPool[tuple[ObjectVersion, Lacking | None]]
+#: An object handed to the workers (with what the peers lack, when known).
+Item = tuple[ObjectVersion, Lacking | None]
+#: A small object read whole: the version, its observation number, its bytes.
+Small = tuple[ObjectVersion, int, bytes]
+#: Objects handed to the workers: one, or a batch of small ones (small.py).
+Work = WorkerPool[Item | list[Item]]
 
 
 @dataclass
@@ -79,6 +86,9 @@ class _Target:
     manifests: ManifestCommits
     #: Why the peer was marked down (its retries were spent), or None.
     down: str | None = None
+    #: Whether the peer held manifests under the run's prefix before it
+    #: began; without any, there is nothing to tombstone (no removal pass).
+    had_manifests: bool = True
 
 
 def peer_failure(exc: BaseException) -> bool:
@@ -116,15 +126,25 @@ class Backfill:
         self._listing: Spill[ObjectVersion] | None = None
         self._commits: set[asyncio.Task[None]] = set()
         self.waiting_manifests = waiting_manifests
-        self._slots = asyncio.Semaphore(waiting_manifests)
+        #: Objects waiting for their packs, and a signal each time some finish.
+        self._waiting = 0
+        self._freed = asyncio.Event()
         self._budget = SealBudget([], waiting_manifests)
         #: Objects left for a peer that was behind, read again for it alone.
         self._catch_up = CatchUp()
         self._catching_up = False
+        self._batches: Batcher[Item] | None = None
+        if batch_origin(origin) is not None:
+            # Half the waiting budget at most: a batch's objects wait for
+            # their packs together, and the budget must still seal early.
+            self._batches = Batcher(waiting_manifests // 2)
 
     async def run(self, prefix: str = "") -> BackfillSummary:
         started = time.monotonic()
-        self.targets = list(await asyncio.gather(*(self._target(p) for p in self.peers)))
+        key_prefix = manifest_prefix(self.origin.bucket, self.origin.key_prefix(prefix))
+        self.targets = list(
+            await asyncio.gather(*(self._target(p, key_prefix) for p in self.peers))
+        )
         self._budget = SealBudget([t.writer for t in self.targets], self.waiting_manifests)
         fd, spill = tempfile.mkstemp(prefix="replicator-listing-")
         os.close(fd)
@@ -139,14 +159,15 @@ class Backfill:
         self._totals(time.monotonic() - started)
         return self.summary
 
-    async def _target(self, peer: Peer) -> _Target:
+    async def _target(self, peer: Peer, manifests: str) -> _Target:
         backend = CountingBackend(peer.backend)
         path = cache_path(self.store.cache_dir, peer.identity)
         cache = IndexCache(path, peer.config.to_bytes())
         await cache.open()
         await cache.sync(backend)
         writer = PackWriter(peer.name, backend, cache, self.store.pack_size, self.store.compression)
-        return _Target(peer, backend, cache, writer, ManifestCommits(backend))
+        had = await holds_any(backend, manifests)
+        return _Target(peer, backend, cache, writer, ManifestCommits(backend), had_manifests=had)
 
     def _totals(self, elapsed: float) -> None:
         s = self.summary
@@ -206,6 +227,8 @@ class Backfill:
                 await self._dispatch(batch, pool)
                 batch = []
         await self._dispatch(batch, pool)
+        if self._batches is not None and self._batches.items:
+            await pool.put(self._batches.take())
         return whole
 
     async def _dispatch(self, batch: list[ObjectVersion], pool: Work) -> None:
@@ -216,14 +239,22 @@ class Backfill:
         except Exception:  # e.g. one unreadable manifest: each object checked alone
             lacking = [None] * len(batch)
         for obj, lacks in zip(batch, lacking, strict=True):
-            if lacks is None or lacks[0]:
-                await pool.put((obj, lacks))
-            else:
+            if lacks is not None and not lacks[0]:
                 self.summary.unchanged_bytes += obj.size
                 self._done("unchanged", obj.size)
+            elif self._batches is not None and lacks is not None and obj.size <= SMALL_OBJECT:
+                if (full := self._batches.add((obj, lacks), obj.size)) is not None:
+                    await pool.put(full)
+            else:
+                await pool.put((obj, lacks))
 
-    async def _work_on(self, item: tuple[ObjectVersion, Lacking | None]) -> None:
-        obj, lacking = item
+    async def _work_on(self, item: Item | list[Item]) -> None:
+        if isinstance(item, list):
+            await self._small(item)
+        else:
+            await self._one(*item)
+
+    async def _one(self, obj: ObjectVersion, lacking: Lacking | None) -> None:
         try:
             outcome = await self._attempts(obj, lacking)
         except Exception as exc:  # one bad object must not stop the others
@@ -370,13 +401,121 @@ class Backfill:
         etag = shipped.digest.hex() if self.origin.etag_is_digest else obj.etag
         # Hand over to a commit task: this reader slot moves on to the next
         # object while the manifest waits for its packs to be sealed.
-        await self._slots.acquire()
-        task = asyncio.create_task(
+        await self._take_slots(1)
+        self._spawn(
             self._commit(identity_of(self.origin, obj, etag, observed), shipped, targets, report)
         )
+        return None
+
+    async def _take_slots(self, n: int) -> None:
+        """Room for ``n`` more objects waiting for their packs, taken all at
+        once (workers each holding part of what they need would wait on one
+        another forever). Without room, every open pack is sealed first: the
+        waiting objects can only finish once the packs they wait for are
+        durable."""
+        while self._waiting + n > self.waiting_manifests:
+            self._freed.clear()
+            await self._budget.flush_all()
+            if self._waiting + n > self.waiting_manifests:
+                await self._freed.wait()
+        self._waiting += n
+
+    def _free_slots(self, n: int) -> None:
+        self._waiting -= n
+        self._freed.set()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
         self._commits.add(task)
         task.add_done_callback(self._commits.discard)
-        return None
+
+    async def _small(self, items: list[Item]) -> None:
+        """A batch of small objects (small.py); those the origin cannot read
+        in a batch go the ordinary way, one by one."""
+        reader = batch_origin(self.origin)
+        assert reader is not None
+        try:
+            datas: list[bytes | None] = await reader.read_many([o for o, _ in items])
+        except Exception:  # e.g. the thread pool is gone: each object alone
+            datas = [None] * len(items)
+        groups: dict[tuple[int, ...], tuple[list[_Target], list[Small]]] = {}
+        for (obj, lacks), data in zip(items, datas, strict=True):
+            if data is None or lacks is None:
+                await self._one(obj, lacks)
+                continue
+            targets, observed = lacks
+            groups.setdefault(tuple(map(id, targets)), (targets, []))[1].append(
+                (obj, observed, data)
+            )
+        for targets, group in groups.values():
+            await self._small_group(targets, group)
+
+    async def _small_group(self, targets: list[_Target], group: list[Small]) -> None:
+        """Objects of a batch lacked by the same peers: shipped together."""
+        try:
+            shipped = await ship_many(
+                [d for _, _, d in group], self.params, [t.writer for t in targets]
+            )
+        except Exception as exc:  # as the per-object path: each object reports it
+            for obj, _, _ in group:
+                self.summary.error(f"{obj.key!r}: {type(exc).__name__}: {exc}")
+                self._done("error", obj.size)
+            return
+        done: list[tuple[SourceIdentity, Shipped]] = []
+        for (obj, observed, _), one in zip(group, shipped, strict=True):
+            self.summary.source_bytes += one.size
+            etag = one.digest.hex() if self.origin.etag_is_digest else obj.etag
+            done.append((identity_of(self.origin, obj, etag, observed), one))
+        await self._take_slots(len(done))
+        self._spawn(self._commit_group(done, targets))
+
+    async def _commit_group(
+        self, items: list[tuple[SourceIdentity, Shipped]], targets: list[_Target]
+    ) -> None:
+        """``_commit`` of a batch's objects at once: one task, and each
+        peer's manifests handed to its group commit together."""
+        try:
+            ok = [False] * len(items)
+            errors: dict[int, str] = {}
+            await asyncio.gather(*(self._manifests_at(t, items, ok, errors) for t in targets))
+        finally:
+            self._free_slots(len(items))
+        for i, (ident, _) in enumerate(items):
+            if i in errors:
+                self.summary.error(f"{ident.key!r}: {errors[i]}")
+            self._done("replicated" if ok[i] and i not in errors else "error", ident.size)
+
+    async def _manifests_at(
+        self,
+        t: _Target,
+        items: list[tuple[SourceIdentity, Shipped]],
+        ok: list[bool],
+        errors: dict[int, str],
+    ) -> None:
+        """Write a batch's manifests at one peer; ``ok``/``errors`` per object."""
+        manifests, which = [], []
+        for i, (ident, shipped) in enumerate(items):
+            try:
+                locs = await resolve(shipped.placements[t.peer.name])
+            except Exception as exc:  # its pack failed
+                self._failed_at(t, i, exc, errors)
+                continue
+            manifests.append(
+                object_manifest(ident, shipped.digest, self.params, shipped.digests, locs)
+            )
+            which.append(i)
+        for i, answer in zip(which, await t.manifests.put_many(manifests), strict=True):
+            if isinstance(answer, BaseException):
+                self._failed_at(t, i, answer, errors)
+            else:
+                ok[i] = True
+                self.summary.bump(self.summary.manifests, t.peer.name, int(answer))
+
+    def _failed_at(self, t: _Target, i: int, exc: BaseException, errors: dict[int, str]) -> None:
+        if peer_failure(exc):
+            self._mark_down(t, exc)  # the object is still replicated if another peer took it
+        else:
+            errors[i] = f"{type(exc).__name__}: {exc}"
 
     def _without_failed(self, targets: list[_Target], shipped: Shipped) -> list[_Target]:
         """The targets still shipping once the object is read; a peer that
@@ -414,7 +553,7 @@ class Backfill:
             self.summary.error(f"{ident.key!r}: {type(exc).__name__}: {exc}")
             outcome = "error"
         finally:
-            self._slots.release()
+            self._free_slots(1)
         if report:
             self._done(outcome, ident.size)
 
@@ -441,7 +580,9 @@ class Backfill:
         """Plan the removals at every peer, then apply those the guard allows."""
         assert self._listing is not None
         key_prefix = self.origin.key_prefix(prefix)
-        live = self._live()
+        # A peer that held no manifest here before the run holds only what
+        # this run wrote, all of it listed: a first copy skips the pass.
+        live = [t for t in self._live() if t.had_manifests]
         results = await asyncio.gather(
             *(
                 plan_removals(

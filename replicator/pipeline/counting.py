@@ -35,6 +35,11 @@ class CountingBackend:
         self.counts["get"] += sum(len(f) for f in found)
         return found
 
+    async def list_names(self, prefix: str) -> AsyncIterator[str]:
+        self.counts["list"] += 1
+        async for name in bulk.list_names(self.inner, prefix):
+            yield name
+
     async def get(self, key: str, start: int = 0, length: int | None = None) -> bytes:
         self.counts["get"] += 1
         return await self.inner.get(key, start, length)

@@ -91,6 +91,16 @@ class ManifestCommits:
             self._writer = asyncio.create_task(self._drain())
         return await done
 
+    async def put_many(self, manifests: Sequence[Manifest]) -> list[bool | BaseException]:
+        """``put`` of each manifest, answered together: written, present, or
+        that manifest's own error (a batch of small objects: no task each)."""
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[bool]] = [loop.create_future() for _ in manifests]
+        self._pending.extend(zip(manifests, futures, strict=True))
+        if self._writer is None and futures:
+            self._writer = asyncio.create_task(self._drain())
+        return list(await asyncio.gather(*futures, return_exceptions=True))
+
     async def _drain(self) -> None:
         try:
             await asyncio.sleep(0)  # let the manifests released together join

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from replicator.errors import NotFoundError
 from replicator.origins import ObjectVersion, Origin
 from replicator.store.backend import Backend
-from replicator.store.bulk import get_under
+from replicator.store.bulk import get_under, list_names
 from replicator.store.format import (
     Manifest,
     SourceIdentity,
@@ -114,18 +114,22 @@ async def keys_at_peer(
     the newest is the greatest by ``version_order`` (the last listed in a
     version-2 store). Names that are not manifests are skipped."""
     current: tuple[str, str, tuple[object, ...]] | None = None
-    async for info in backend.list(manifest_prefix(bucket, key_prefix)):
-        try:
-            _, key, name = parse_manifest_key(info.key)
-        except ValueError:
-            continue  # a stray object; verify reports it
+    parsed: tuple[str, str | None] = ("", None)  # (key directory, its key)
+    async for store_key in list_names(backend, manifest_prefix(bucket, key_prefix)):
+        where, _, name = store_key.rpartition("/")
+        if where != parsed[0]:  # a key's versions list together: parse it once
+            try:
+                parsed = (where, parse_manifest_key(store_key)[1])
+            except ValueError:
+                parsed = (where, None)  # stray objects; verify reports them
+        key = parsed[1]
         order = version_order(name)
-        if order is None or not key.startswith(key_prefix):
+        if key is None or order is None or not key.startswith(key_prefix):
             continue
         if current is not None and current[0] != key:
             yield current[0], current[1]
             current = None
         if current is None or order > current[2]:
-            current = (key, info.key, order)
+            current = (key, store_key, order)
     if current is not None:
         yield current[0], current[1]

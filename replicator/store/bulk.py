@@ -9,6 +9,9 @@ A backend (or wrapper) offers a batch by having a method of the same name:
 - ``put_many_if_absent(items)``: ``put_if_absent`` of each item, each
   answering True/False or the error of that item alone; all durable when
   it returns (the filesystem makes them durable together).
+- ``list_names(prefix)``: the names ``list`` gives, without their sizes
+  (a filesystem then needs no stat per object: the removal pass lists
+  every manifest of a peer).
 
 Wrappers (retry, counting) forward a batch to their inner backend when it
 has one, so no wrapper hides it.
@@ -17,7 +20,7 @@ has one, so no wrapper hides it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 from replicator.errors import NotFoundError
@@ -40,6 +43,26 @@ async def get_under(backend: Backend, prefixes: Sequence[str]) -> list[list[tupl
         found: list[list[tuple[str, bytes]]] = await batch(prefixes)
         return found
     return list(await asyncio.gather(*(under_one(backend, p) for p in prefixes)))
+
+
+async def holds_any(backend: Backend, prefix: str) -> bool:
+    """Is there any object under ``prefix``? (one short listing page)"""
+    names = list_names(backend, prefix)
+    try:
+        return await anext(names, None) is not None
+    finally:
+        await names.aclose()
+
+
+async def list_names(backend: Backend, prefix: str) -> AsyncGenerator[str, None]:
+    """The keys under ``prefix`` in listing order (``list`` without sizes)."""
+    batch = getattr(backend, "list_names", None)
+    if callable(batch):
+        async for name in batch(prefix):
+            yield name
+        return
+    async for info in backend.list(prefix):
+        yield info.key
 
 
 async def under_one(backend: Backend, prefix: str) -> list[tuple[str, bytes]]:

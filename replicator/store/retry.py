@@ -105,6 +105,26 @@ class RetryingBackend:
             return list(await asyncio.gather(*(bulk.under_one(self, p) for p in prefixes)))
         return await self._run(lambda: bulk.get_under(self.inner, prefixes))
 
+    async def list_names(self, prefix: str = "") -> AsyncIterator[str]:
+        """``list``'s names, resumed after the last one yielded as ``list`` is."""
+        if not bulk.has_batch(self.inner, "list_names"):
+            async for info in self.list(prefix):
+                yield info.key
+            return
+        last, retry = "", 0
+        while True:
+            try:
+                async for name in bulk.list_names(self.inner, prefix):
+                    if name > last:
+                        yield name
+                        last, retry = name, 0
+                return
+            except ReplicatorError as exc:
+                if not is_retriable(exc) or retry + 1 >= self.policy.attempts:
+                    raise
+            await self._pause(retry)
+            retry += 1
+
     async def get(self, key: str, start: int = 0, length: int | None = None) -> bytes:
         return await self._run(lambda: self.inner.get(key, start, length))
 

@@ -8,9 +8,10 @@ backend, outside the code under test.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -401,6 +402,12 @@ class FailingOrigin(FsOrigin):
             raise RuntimeError("unexpected failure")
         return await super().open(obj)
 
+    async def read_many(self, objs: Sequence[ObjectVersion]) -> list[bytes | None]:
+        # The batch holding it fails as a whole: each object is retried alone.
+        if any(o.key == "ok/1" for o in objs):
+            raise RuntimeError("unexpected failure")
+        return await super().read_many(objs)
+
 
 async def test_an_unexpected_failure_is_one_error_not_a_stop(tmp_path: Path) -> None:
     files = {f"ok/{i}": os.urandom(5000) for i in range(5)}
@@ -412,3 +419,60 @@ async def test_an_unexpected_failure_is_one_error_not_a_stop(tmp_path: Path) -> 
     await close_peers(peers)
     assert (summary.objects, summary.replicated, summary.errors) == (5, 4, 1)
     assert summary.error_samples == ["'ok/1': RuntimeError: unexpected failure"]
+
+
+class CountingOrigin(FsOrigin):
+    """A real FsOrigin that counts batched and single reads (pipeline/small.py)."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.batches: list[int] = []
+        self.opened = 0
+
+    async def read_many(self, objs: Sequence[ObjectVersion]) -> list[bytes | None]:
+        self.batches.append(len(objs))
+        return await super().read_many(objs)
+
+    async def open(self, obj: ObjectVersion) -> FsReader:
+        self.opened += 1
+        return await super().open(obj)
+
+
+async def test_small_files_are_read_in_batches_and_restore_exactly(tmp_path: Path) -> None:
+    """Small files go through read_many in a few batches; a file above the
+    small-object size, and only it, is opened and read in windows."""
+    src = tmp_path / "src"
+    files = {f"d{i % 3}/f{i:03d}": os.urandom(1 + 97 * i) for i in range(150)}
+    files["big"] = os.urandom(300_000)  # above the small-object size: windowed
+    for key, data in files.items():
+        (src / key).parent.mkdir(parents=True, exist_ok=True)
+        (src / key).write_bytes(data)
+    await asyncio.sleep(0.05)  # past the racy window: every small file can be batched
+    settings = settings_for(tmp_path, peers=2, concurrency=2)
+    origin = CountingOrigin(src)
+    peers = await open_peers(settings, create=True)
+    try:
+        job = Backfill(origin, peers, settings.chunking.params(), settings.store)
+        summary = await job.run()
+    finally:
+        await close_peers(peers)
+    assert (summary.replicated, summary.errors) == (151, 0)
+    assert sum(origin.batches) == 150 and len(origin.batches) < 10
+    assert origin.opened == 1  # only the large file went the windowed way
+    for peer in peers:
+        assert await check_structure(peer.backend) == files
+
+
+async def test_batches_racing_for_a_small_waiting_budget_never_deadlock(tmp_path: Path) -> None:
+    """Eight readers whose batches of small files each need several of the
+    seven waiting places: a batch takes its places all at once, so no two
+    readers can each hold part of what they need (that hung before)."""
+    files = {f"d{i % 5}/f{i:03d}": os.urandom(200 + i) for i in range(300)}
+    write_tree(tmp_path / "src", files)
+    await asyncio.sleep(0.05)  # past the racy window: all of them batched
+    settings = settings_for(tmp_path, peers=2, concurrency=8)
+    # A hang fails here instead of stalling the suite.
+    summary, counters = await asyncio.wait_for(counted_backfill(settings, waiting=7), 300)
+    assert (summary.replicated, summary.errors) == (300, 0)
+    for c in counters:
+        assert await check_structure(c.inner) == files

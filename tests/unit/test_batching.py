@@ -8,6 +8,7 @@ import hashlib
 import os
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from replicator.config import FsDestinationSettings, FsSourceSettings, Settings, StoreSettings
@@ -15,6 +16,7 @@ from replicator.errors import IntegrityError
 from replicator.pipeline.backfill import run_backfill
 from replicator.pipeline.counting import CountingBackend
 from replicator.store.backends.fs import TMP_PREFIX, FsBackend
+from replicator.store.bulk import holds_any
 from replicator.store.retry import RetryingBackend
 
 
@@ -121,3 +123,43 @@ async def test_batches_fall_back_to_single_requests_through_the_wrappers(
     assert await backend.put_many_if_absent(items) == [True] * 5
     assert await backend.put_many_if_absent(items[:2]) == [False, False]
     assert await backend.get_under(["k/1", "k/9"]) == [[("k/1", b"v1")], []]
+    assert [n async for n in backend.list_names("k/")] == [f"k/{i}" for i in range(5)]
+    assert await holds_any(backend, "k/") and not await holds_any(backend, "m/")
+
+
+async def test_names_are_listed_without_sizes_in_listing_order(tmp_path: Path) -> None:
+    fs = FsBackend(tmp_path / "peer", "peer")
+    keys = sorted(f"m/{c}/{i:03d}" for c in "ab" for i in range(150))  # pages of 64, 256, ...
+    await fs.put_many_if_absent([(k, b"x", None) for k in keys])
+    wrapped = CountingBackend(RetryingBackend(fs))
+    assert [n async for n in wrapped.list_names("m/")] == keys
+    assert [i.key async for i in fs.list("m/")] == keys
+    assert [n async for n in wrapped.list_names("m/b/1")] == [k for k in keys if "m/b/1" in k]
+
+
+async def test_a_first_copy_skips_the_removal_pass_a_rerun_makes_it(tmp_path: Path) -> None:
+    """An empty peer holds nothing to tombstone: no walk of the manifests just
+    written. Once it holds manifests, a removed file is tombstoned again."""
+    src = tmp_path / "src"
+    for i in range(20):
+        (src / f"d{i % 3}").mkdir(parents=True, exist_ok=True)
+        (src / f"d{i % 3}" / f"f{i}").write_bytes(os.urandom(50 + i))
+    settings = _settings(tmp_path)
+    walks: list[str] = []
+    real = FsBackend.list_names
+
+    def counted(self: FsBackend, prefix: str = "") -> AsyncIterator[str]:
+        walks.append(prefix)
+        return real(self, prefix)
+
+    FsBackend.list_names = counted  # type: ignore[method-assign]
+    try:
+        first = await run_backfill(settings)
+        assert (first.replicated, first.removed) == (20, 0)
+        assert len(walks) == 2  # each peer's "any manifest?" check, no removal pass
+        (src / "d0" / "f0").unlink()
+        again = await run_backfill(settings)
+    finally:
+        FsBackend.list_names = real  # type: ignore[method-assign]
+    assert (again.unchanged, again.removed, again.manifests) == (19, 2, {"p0": 1, "p1": 1})
+    assert len(walks) == 6  # the checks, then one removal pass per peer

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import errno
 import hashlib
+import itertools
 import os
 import secrets
 import time
@@ -183,6 +184,21 @@ class FsBackend:
             if len(page) < self.page_size:
                 return
 
+    async def list_names(self, prefix: str = "") -> AsyncIterator[str]:
+        """``list`` without the sizes: no stat per object (see store/bulk.py)."""
+        walker = (key for key, _ in _walk_entries(self.root, check_prefix(prefix), ""))
+        size = 64  # a caller asking "is there any?" stops after a short first page
+        while True:
+            try:
+                page = await asyncio.to_thread(_take_names, walker, size)
+            except OSError as exc:
+                raise self._error(exc, Path(exc.filename or self.root)) from exc
+            for key in page:
+                yield key
+            if len(page) < size:
+                return
+            size = min(size * 4, 4096)
+
     async def delete(self, key: str) -> None:
         path = self._path(key)
         await asyncio.to_thread(self._unlink, path)
@@ -280,6 +296,10 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _take_names(it: Iterator[str], n: int) -> list[str]:
+    return list(itertools.islice(it, n))
+
+
 def _take(it: Iterator[ObjectInfo], n: int) -> list[ObjectInfo]:
     out: list[ObjectInfo] = []
     for info in it:
@@ -290,7 +310,15 @@ def _take(it: Iterator[ObjectInfo], n: int) -> list[ObjectInfo]:
 
 
 def _walk(root: Path, prefix: str, start_after: str) -> Iterator[ObjectInfo]:
-    """Yield objects whose key starts with ``prefix`` in UTF-8 byte order.
+    """Yield objects whose key starts with ``prefix`` in UTF-8 byte order."""
+    for key, entry in _walk_entries(root, prefix, start_after):
+        yield ObjectInfo(key, entry.stat(follow_symlinks=False).st_size)
+
+
+def _walk_entries(
+    root: Path, prefix: str, start_after: str
+) -> Iterator[tuple[str, os.DirEntry[str]]]:
+    """(key, directory entry) of the objects under ``prefix``, in UTF-8 byte order.
 
     Sorting each directory by ``name`` for files and ``name + "/"`` for
     directories gives the global key order: every key below a directory
@@ -304,7 +332,7 @@ def _walk(root: Path, prefix: str, start_after: str) -> Iterator[ObjectInfo]:
 
 def _walk_dir(
     directory: Path, key_base: str, partial: str, start_after: str
-) -> Iterator[ObjectInfo]:
+) -> Iterator[tuple[str, os.DirEntry[str]]]:
     try:
         entries = list(os.scandir(directory))
     except (FileNotFoundError, NotADirectoryError):
@@ -322,7 +350,7 @@ def _walk_dir(
                 continue
             yield from _walk_dir(Path(entry.path), key, "", start_after)
         elif entry.is_file(follow_symlinks=False) and key > start_after:
-            yield ObjectInfo(key, entry.stat(follow_symlinks=False).st_size)
+            yield key, entry
 
 
 __all__ = [

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from replicator import failpoints
 from replicator.errors import IntegrityError
-from replicator.store.backend import RESERVED_SEGMENT_PREFIX, ObjectInfo, check_prefix
+from replicator.store.backend import RESERVED_SEGMENT_PREFIX, ObjectInfo, check_key, check_prefix
 
 if TYPE_CHECKING:
     from replicator.store.backends.fs import FsBackend
@@ -100,24 +100,29 @@ def _files_in(directory: str, partial: str) -> list[str] | None:
 
 
 def write_many(backend: FsBackend, items: Sequence[PutItem]) -> list[PutOutcome]:
-    """put_if_absent of every item, durable together (see the module doc)."""
-    from replicator.store.backends.fs import _write_verified  # noqa: PLC0415
+    """put_if_absent of every item, durable together (see the module doc).
+
+    Plain string paths and os calls: with pathlib, building and checking
+    paths cost more than the writes for a batch of small manifests."""
+    from replicator.store.backends.fs import TMP_PREFIX, _write_verified  # noqa: PLC0415
 
     answers: list[PutOutcome] = [False] * len(items)
-    staged: list[tuple[int, Path, Path]] = []  # (item, temporary file, final path)
-    dirs: dict[Path, None] = {}  # directories whose entries changed, in order
+    staged: list[tuple[int, str, str]] = []  # (item, temporary file, final path)
+    dirs: dict[str, None] = {}  # directories whose entries changed, in order
+    root = str(backend.root)
     try:
         for i, (key, data, sha256) in enumerate(items):
-            path = backend._path(key)
+            path = f"{root}/{check_key(key)}"
+            parent = path.rpartition("/")[0]
             try:
-                made = make_dirs(path.parent)
+                made = _new_dirs(parent)
                 if made:  # a new key directory: nothing in it to find or sweep
                     dirs.update(dict.fromkeys(made))
-                elif path.exists():
+                elif os.path.lexists(path):
                     continue  # present: False, as put_if_absent answers
                 else:
-                    backend._sweep(path.parent)
-                tmp = path.with_name(f"{backend_tmp_prefix()}{secrets.token_hex(8)}")
+                    backend._sweep(Path(parent))
+                tmp = f"{parent}/{TMP_PREFIX}{secrets.token_hex(8)}"
                 staged.append((i, tmp, path))
                 # Not a TempFile: a batch may hold hundreds of files, more than
                 # open descriptors allow. Sweepers only take files older than a
@@ -128,7 +133,7 @@ def write_many(backend: FsBackend, items: Sequence[PutItem]) -> list[PutOutcome]
                 finally:
                     os.close(fd)
             except (OSError, IntegrityError) as exc:
-                answers[i] = _item_error(backend, exc, path)
+                answers[i] = _item_error(backend, exc, Path(path))
         sync_files(backend.root, [t for i, t, _ in staged if not isinstance(answers[i], Exception)])
         failpoints.hit(failpoints.GROUP_COMMIT_BEFORE_LINK)
         for i, tmp, path in staged:
@@ -136,23 +141,37 @@ def write_many(backend: FsBackend, items: Sequence[PutItem]) -> list[PutOutcome]
                 continue
             try:
                 answers[i] = _link(tmp, path)
-                dirs[path.parent] = None
+                dirs[path.rpartition("/")[0]] = None
             except OSError as exc:
-                answers[i] = _item_error(backend, exc, path)
+                answers[i] = _item_error(backend, exc, Path(path))
         sync_dirs(backend.root, list(dirs))
     except OSError as exc:  # a sync failed: nothing in the batch is durable
         raise backend._error(exc, backend.root) from exc
     finally:
         for _, tmp, _ in staged:
             with contextlib.suppress(OSError):
-                tmp.unlink(missing_ok=True)
+                os.unlink(tmp)
     return answers
 
 
-def backend_tmp_prefix() -> str:
-    from replicator.store.backends.fs import TMP_PREFIX  # noqa: PLC0415
-
-    return TMP_PREFIX
+def _new_dirs(directory: str) -> list[str]:
+    """Create ``directory`` and its missing parents (not yet synced); the
+    directories whose entries changed, parents first. One mkdir when only
+    the last is new (a new key's manifest directory), where a check first
+    would cost a stat as well."""
+    try:
+        os.mkdir(directory)
+    except FileExistsError:
+        return []  # (a file by that name fails the item at its open)
+    except FileNotFoundError:
+        parent = directory.rpartition("/")[0]
+        if not parent:
+            raise
+        made = _new_dirs(parent)
+        with contextlib.suppress(FileExistsError):  # a concurrent writer made it
+            os.mkdir(directory)
+        return [*made, parent]
+    return [directory.rpartition("/")[0]]
 
 
 def _item_error(backend: FsBackend, exc: Exception, path: Path) -> Exception:
@@ -173,7 +192,7 @@ def make_dirs(directory: Path) -> list[Path]:
     return [d.parent for d in reversed(missing)]
 
 
-def _link(tmp: Path, path: Path) -> bool:
+def _link(tmp: str, path: str) -> bool:
     # link() fails with EEXIST when the name exists: of two concurrent
     # writers exactly one wins, and the loser's file never becomes visible.
     try:
@@ -183,7 +202,7 @@ def _link(tmp: Path, path: Path) -> bool:
     return True
 
 
-def sync_files(root: Path, files: list[Path]) -> None:
+def sync_files(root: Path, files: Sequence[str | Path]) -> None:
     if not files:
         return
     if len(files) >= SYNCFS_MIN and _syncfs(root):
@@ -196,7 +215,7 @@ def sync_files(root: Path, files: list[Path]) -> None:
             os.close(fd)
 
 
-def sync_dirs(root: Path, dirs: list[Path]) -> None:
+def sync_dirs(root: Path, dirs: Sequence[str | Path]) -> None:
     if not dirs:
         return
     if len(dirs) >= SYNCFS_MIN and _syncfs(root):

@@ -1,0 +1,120 @@
+"""Small objects in batches: many objects per thread hop, placed together.
+
+Copied one at a time, a 1-16 KiB file cost about seven thread-pool hops
+(open, two reads, chunk, stat, close, index-cache lookup), each far more
+than the ~10 us of hashing it needs (docs/performance.md). Here an origin
+that can (``read_many``: the filesystem origin) reads a whole batch of
+small objects in one hop, the batch is chunked in one more (the GIL is
+released while each object is hashed), and every peer's pack writer takes
+the batch's chunks as one chunk batch: one lock, one index-cache lookup.
+
+An object the origin cannot vouch for in a batch (it changed or vanished,
+or its ctime is too recent to be sure) is answered None and goes the
+ordinary way, one object at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Generic, Protocol, TypeVar
+
+from replicator._native import ChunkerParams, ChunkList, chunk_buffer
+from replicator.chunking import DIGEST_SIZE
+from replicator.origins import ObjectVersion
+from replicator.pipeline.plan import PackWriter
+from replicator.pipeline.ship import Shipped
+
+#: Objects up to this size are read whole, in batches: the chunker's
+#: default max size, so a batched object is one to a few chunks, and larger
+#: ones keep the windowed path's bounded memory and overlap.
+SMALL_OBJECT = 256 * 1024
+#: A batch holds at most this many objects ...
+BATCH_OBJECTS = 128
+#: ... and this many bytes (the memory one batch in flight holds).
+BATCH_BYTES = 8 * 1024 * 1024
+
+T = TypeVar("T")
+
+
+class BatchOrigin(Protocol):
+    async def read_many(self, objs: Sequence[ObjectVersion]) -> list[bytes | None]: ...
+
+
+def batch_origin(origin: object) -> BatchOrigin | None:
+    """The origin when it reads small objects in batches, else None."""
+    return origin if callable(getattr(origin, "read_many", None)) else None  # type: ignore[return-value]
+
+
+class Batcher(Generic[T]):
+    """Collects small objects into batches bounded in count and bytes."""
+
+    def __init__(self, limit: int = BATCH_OBJECTS) -> None:
+        self.limit = max(1, min(limit, BATCH_OBJECTS))
+        self.items: list[T] = []
+        self.size = 0
+
+    def add(self, item: T, size: int) -> list[T] | None:
+        """Add one object of ``size`` bytes; the full batch when it filled it."""
+        self.items.append(item)
+        self.size += size
+        if len(self.items) >= self.limit or self.size >= BATCH_BYTES:
+            return self.take()
+        return None
+
+    def take(self) -> list[T]:
+        out, self.items, self.size = self.items, [], 0
+        return out
+
+
+class ManyChunks:
+    """The chunks of several whole objects as one batch (``packs.ChunkBatch``)."""
+
+    def __init__(self, datas: Sequence[bytes], lists: Sequence[ChunkList]) -> None:
+        self._digests = b"".join(cl.digests for cl in lists)
+        self._views: list[memoryview] = []
+        #: Chunks per object, in order: how the placements are split again.
+        self.counts: list[int] = []
+        for data, cl in zip(datas, lists, strict=True):
+            view = memoryview(data)
+            offsets = memoryview(cl.offsets).cast("Q")
+            lengths = memoryview(cl.lengths).cast("I")
+            self._views += [view[o : o + n] for o, n in zip(offsets, lengths, strict=True)]
+            self.counts.append(len(lengths))
+
+    def __len__(self) -> int:
+        return len(self._views)
+
+    def digest(self, i: int) -> bytes:
+        return self._digests[i * DIGEST_SIZE : (i + 1) * DIGEST_SIZE]
+
+    def length(self, i: int) -> int:
+        return len(self._views[i])
+
+    def data(self, i: int) -> memoryview:
+        return self._views[i]
+
+
+def chunk_all(datas: Sequence[bytes], params: ChunkerParams) -> list[ChunkList]:
+    """Chunk lists with whole-object digests (run in a thread: hashing
+    releases the GIL, so the event loop keeps the other core)."""
+    return [chunk_buffer(d, params) for d in datas]
+
+
+async def ship_many(
+    datas: Sequence[bytes], params: ChunkerParams, writers: Sequence[PackWriter]
+) -> list[Shipped]:
+    """Chunk whole objects and place every chunk at every writer's peer."""
+    lists = await asyncio.to_thread(chunk_all, datas, params)
+    batch = ManyChunks(datas, lists)
+    placed = await asyncio.gather(*(w.place(batch) for w in writers))
+    out: list[Shipped] = []
+    start = 0
+    for data, cl, n in zip(datas, lists, batch.counts, strict=True):
+        end = start + n
+        shipped = Shipped(len(data), cl.digest or b"", bytearray(cl.digests))
+        for w, p in zip(writers, placed, strict=True):
+            shipped.placements[w.name] = p[start:end]
+        out.append(shipped)
+        start = end
+    return out
