@@ -461,6 +461,13 @@ class Backfill:
                 self.summary.error(f"{obj.key!r}: {type(exc).__name__}: {exc}")
                 self._done("error", obj.size)
             return
+        try:  # the same peers failed for every object of the batch
+            targets = self._without_failed(targets, shipped[0]) if shipped else targets
+        except Exception as exc:  # not a peer's failure: each object reports it
+            for obj, _, _ in group:
+                self.summary.error(f"{obj.key!r}: {type(exc).__name__}: {exc}")
+                self._done("error", obj.size)
+            return
         done: list[tuple[SourceIdentity, Shipped]] = []
         for (obj, observed, _), one in zip(group, shipped, strict=True):
             self.summary.source_bytes += one.size

@@ -107,14 +107,24 @@ async def ship_many(
     """Chunk whole objects and place every chunk at every writer's peer."""
     lists = await asyncio.to_thread(chunk_all, datas, params)
     batch = ManyChunks(datas, lists)
-    placed = await asyncio.gather(*(w.place(batch) for w in writers))
+    # Each peer has its own outcome: one whose planning fails drops out of
+    # the batch (``Shipped.failures``) and the others keep their copy.
+    placed = await asyncio.gather(*(w.place(batch) for w in writers), return_exceptions=True)
+    failures: dict[str, Exception] = {}
+    for w, p in zip(writers, placed, strict=True):
+        if isinstance(p, BaseException):
+            if not isinstance(p, Exception):
+                raise p
+            failures[w.name] = p
     out: list[Shipped] = []
     start = 0
     for data, cl, n in zip(datas, lists, batch.counts, strict=True):
         end = start + n
         shipped = Shipped(len(data), cl.digest or b"", bytearray(cl.digests))
+        shipped.failures = dict(failures)
         for w, p in zip(writers, placed, strict=True):
-            shipped.placements[w.name] = p[start:end]
+            if not isinstance(p, BaseException):
+                shipped.placements[w.name] = p[start:end]
         out.append(shipped)
         start = end
     return out
