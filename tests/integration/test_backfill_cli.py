@@ -5,6 +5,7 @@ from __future__ import annotations
 import filecmp
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -70,25 +71,40 @@ def test_cli_bad_config_exits_2(tmp_path: Path) -> None:
 
 class VanishingOrigin(FsOrigin):
     """A real FsOrigin; ``victim`` is deleted (or rewritten) right after it is
-    opened and its first window read, as a concurrent writer would."""
+    opened and its first window read, or just before a batch read holding it
+    (pipeline/small.py), as a concurrent writer would."""
 
     def __init__(self, root: Path, victim: str, action: str) -> None:
         super().__init__(root)
         self.victim = victim
         self.action = action
-        self.opened = 0
+        self.reads = 0  # of the victim: opened, or in a batch read
 
     async def open(self, obj: ObjectVersion) -> FsReader:
         if obj.key == self.victim and self.action == "delete-before-open":
-            os.remove(self.root / obj.key)
+            (self.root / obj.key).unlink(missing_ok=True)
         reader = await super().open(obj)
-        self.opened += obj.key == self.victim
+        self.reads += obj.key == self.victim
         if obj.key == self.victim and self.action == "rewrite-while-reading":
-            with (self.root / obj.key).open("r+b") as f:
-                f.write(b"changed!")
-            st = os.stat(self.root / obj.key)
-            os.utime(self.root / obj.key, ns=(st.st_atime_ns, obj.event_time_ns + 1))
+            self._rewrite(obj)
         return reader
+
+    async def read_many(self, objs: Sequence[ObjectVersion]) -> list[bytes | None]:
+        # A batch of small files is read without open(): the writer acts
+        # just before that read instead, and the victim goes the per-object way.
+        for obj in objs:
+            if obj.key == self.victim and self.action == "delete-before-open":
+                (self.root / obj.key).unlink(missing_ok=True)
+            elif obj.key == self.victim:
+                self._rewrite(obj)
+            self.reads += obj.key == self.victim
+        return await super().read_many(objs)
+
+    def _rewrite(self, obj: ObjectVersion) -> None:
+        with (self.root / obj.key).open("r+b") as f:
+            f.write(b"changed!")
+        st = os.stat(self.root / obj.key)
+        os.utime(self.root / obj.key, ns=(st.st_atime_ns, obj.event_time_ns + 1))
 
 
 async def test_superseded_objects_are_retried_then_reported(tmp_path: Path) -> None:
@@ -109,7 +125,7 @@ async def test_superseded_objects_are_retried_then_reported(tmp_path: Path) -> N
         assert outcome == expected[action], summary.error_samples
         if action == "rewrite-while-reading":
             assert "'f1': changed on each of 3 reads" in summary.error_samples[0]
-            assert origin.opened == SUPERSEDED_TRIES
+            assert origin.reads == SUPERSEDED_TRIES
         held = await manifests_at(FsBackend(tmp / "peer0", "p"))
         assert sorted(held) == ["f0", "f2", "f3"], "a superseded version is never recorded"
         print(f"{action}: (replicated, superseded, errors) = {outcome}")
