@@ -34,7 +34,7 @@ from replicator.errors import (
     SupersededError,
 )
 from replicator.origins import ObjectVersion, Origin, make_origin
-from replicator.pipeline.commit import ManifestCommits, object_manifest
+from replicator.pipeline.commit import ManifestCommits, placed_manifest
 from replicator.pipeline.compare import Spill, version_from_json, version_to_json
 from replicator.pipeline.counting import CountingBackend
 from replicator.pipeline.reconcile import Held, held_many, identity_of
@@ -43,7 +43,7 @@ from replicator.pipeline.ship import Shipped, ship
 from replicator.pipeline.summary import BackfillSummary, NoProgress, Progress
 from replicator.store.format import SourceIdentity
 from replicator.store.index_cache import IndexCache, cache_path
-from replicator.store.packs import PackWriter, SealBudget, resolve
+from replicator.store.packs import PackWriter, SealBudget, pack_names
 from replicator.store.peer import Peer, opened_peers
 
 #: Objects read but waiting for their packs to seal (across all peers);
@@ -316,15 +316,15 @@ class Backfill:
         try:
             places = [shipped.placements[t.peer.name] for t in targets]
             try:
-                locations: list[Any] = list(await self._budget.wait(places))
+                names: list[Any] = list(await self._budget.wait_placed(places))
             except Exception:  # find out which peer's pack failed
-                locations = await asyncio.gather(
-                    *(resolve(p) for p in places), return_exceptions=True
+                names = await asyncio.gather(
+                    *(pack_names(p) for p in places), return_exceptions=True
                 )
             done = await asyncio.gather(
                 *(
-                    self._manifest_at(t, ident, shipped, loc)
-                    for t, loc in zip(targets, locations, strict=True)
+                    self._manifest_at(t, ident, shipped, packs)
+                    for t, packs in zip(targets, names, strict=True)
                 )
             )
             outcome = "replicated" if any(done) else "error"
@@ -336,13 +336,16 @@ class Backfill:
         self._done(outcome, ident.size)
 
     async def _manifest_at(
-        self, t: _Target, ident: SourceIdentity, shipped: Shipped, locs: Any
+        self, t: _Target, ident: SourceIdentity, shipped: Shipped, packs: Any
     ) -> bool:
         """Write the manifest at one peer; False when that peer failed."""
         try:
-            if isinstance(locs, BaseException):
-                raise locs
-            m = object_manifest(ident, shipped.digest, self.params, shipped.digests, locs)
+            if isinstance(packs, BaseException):
+                raise packs
+            placed = shipped.placements[t.peer.name]
+            m = placed_manifest(
+                ident, shipped.digest, self.params, shipped.digests, placed=placed, names=packs
+            )
             written = await t.manifests.put(m)
         except Exception as exc:
             if not peer_failure(exc):

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from replicator._native import ChunkerParams
 from replicator.origins import ObjectReader
 from replicator.pipeline.windows import Chunked, chunk_windows
-from replicator.store.packs import PackWriter, Placement
+from replicator.store.packs import PackWriter
+from replicator.store.placed import Placed
 
 
 @dataclass
@@ -22,7 +23,7 @@ class Shipped:
     size: int
     digest: bytes  # whole-object BLAKE3
     digests: bytearray = field(default_factory=bytearray)  # 32 bytes per chunk, in order
-    placements: dict[str, list[Placement]] = field(default_factory=dict)  # per peer name
+    placements: dict[str, Placed] = field(default_factory=dict)  # per peer name
 
 
 async def ship(
@@ -34,13 +35,13 @@ async def ship(
     """Chunk the object and place every chunk at every writer's peer."""
     out = Chunked()
     digests = bytearray()
-    placements: dict[str, list[Placement]] = {w.name: [] for w in writers}
+    placements = {w.name: Placed() for w in writers}
     async for batch in chunk_windows(reader, params, window_size, out):
         if not len(batch):
             continue
-        placed = await asyncio.gather(*(w.place(batch) for w in writers))
-        for w, p in zip(writers, placed, strict=True):
-            placements[w.name].extend(p)
-        for i in range(len(batch)):
-            digests += batch.digest(i)
+        drains = await asyncio.gather(*(w.place_into(batch, placements[w.name]) for w in writers))
+        # Spool appends go on while the next window is chunked; its buffer
+        # is refilled only once they are done (chunk_windows waits on them).
+        batch.busy.extend(d for each in drains for d in each)
+        digests += batch.digests()
     return Shipped(out.size, out.digest, digests, placements)

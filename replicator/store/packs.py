@@ -26,20 +26,36 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from replicator import failpoints
-from replicator._native import blake3_digest
+from replicator._native import Blake3Hasher, blake3_digest
 from replicator.errors import ConfigError
 from replicator.store.backend import Backend
-from replicator.store.format import IndexEntry, PackIndex, index_key, pack_key
+from replicator.store.format import PACKS, IndexEntry, PackIndex, index_key, pack_key
 from replicator.store.index_cache import IndexCache, Location
+from replicator.store.placed import Placed
 from replicator.store.quarantine import DamageMap
+from replicator.store.sealing import SealBudget, pack_names, resolve
+from replicator.store.spool import Spool, append, open_spool, put_spool, settle
 
 #: How often a writer re-reads the peer's quarantine (two LISTs).
 DAMAGE_REFRESH_SECONDS = 300.0
+__all__ = [
+    "ChunkBatch",
+    "OpenPack",
+    "PackWriter",
+    "Placement",
+    "SealBudget",
+    "WriterStats",
+    "pack_names",
+    "resolve",
+    "settle",
+]
+
+#: Packs sealed at once when they are spooled to the peer (no memory held).
+SPOOLED_IN_FLIGHT = 2
 #: A chunk as stored: its bytes (a view of the window, or compressed bytes).
 Stored = bytes | memoryview
 
@@ -62,6 +78,15 @@ class OpenPack:
     name: asyncio.Future[bytes] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
+    size: int = 0
+    #: Where the bytes go instead of ``buf`` when the peer spools
+    #: (store/spool.py), the BLAKE3 of those written so far, and the chunks
+    #: placed since the last write to it (views of the current window).
+    spool: Spool | None = None
+    hasher: Blake3Hasher = field(default_factory=Blake3Hasher)
+    pending: list[Stored] = field(default_factory=list)
+    #: The last append to the spool (each waits for the one before).
+    written: asyncio.Future[None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +131,10 @@ class PackWriter:
         self.pack_size = pack_size
         self.stats = WriterStats()
         self._lock = asyncio.Lock()
+        #: Packs go to a spool at the peer while they fill, while it offers one.
+        self._spooling = True
+        #: Spool appends started by the current ``place_into``.
+        self._drains: list[asyncio.Future[None]] = []
         self._open = OpenPack()
         #: Chunks of packs being written in the background, by digest: a
         #: repeat refers to that pack instead of shipping the chunk again.
@@ -115,6 +144,9 @@ class PackWriter:
         #: the peer's write latency with reading and chunking, and it bounds
         #: memory to two packs per peer.
         self._write_slot = asyncio.Semaphore(1)
+        #: Spooled packs hold no memory: two are sealed at once, so one
+        #: pack's data sync overlaps the other's index and directory syncs.
+        self._spool_slot = asyncio.Semaphore(SPOOLED_IN_FLIGHT)
         #: Packs seen present at the peer in this run (HEAD once, then trusted).
         self._present: set[bytes] = set()
         #: The peer's damaged copies: given (repair), or read from the peer
@@ -126,33 +158,46 @@ class PackWriter:
 
     async def place(self, batch: ChunkBatch) -> list[Placement]:
         """Where each chunk of ``batch`` lives at this peer, shipping new ones."""
+        placed = Placed()
+        await settle(await self.place_into(batch, placed))
+        return list(placed.placements())
+
+    async def place_into(self, batch: ChunkBatch, placed: Placed) -> list[asyncio.Future[None]]:
+        """``place``, appending to an object's compact ``placed`` (no object
+        per chunk: what a backfill keeps until the manifest is written).
+
+        Returns the spool writes still reading the batch's memory: the
+        caller must not reuse it before they are done (``settle``)."""
         async with self._lock:
+            self._drains = []
             known = await self._known(batch)
             stored = await self._encode(batch, known)
-            out: list[Placement] = []
             # Placements made in this batch: a repeat stays deduplicated even if
             # the open pack was sealed between its two occurrences.
-            seen: dict[bytes, Placement] = {}
+            seen: dict[bytes, int] = {}
             for i in range(len(batch)):
-                d = batch.digest(i)
-                hit = self._open.entries.get(d)
-                if (prev := seen.get(d)) is not None:
-                    p = replace(prev, new=False)
-                elif hit is not None:
-                    p = _placed(self._open, hit)
+                d, n = batch.digest(i), batch.length(i)
+                if (j := seen.get(d)) is not None:
+                    placed.repeat(j)
+                elif (hit := self._open.entries.get(d)) is not None:
+                    placed.add(
+                        self._open, hit.offset, n, hit.stored_length, hit.compression, new=False
+                    )
                 elif (sealing := self._sealing.get(d)) is not None:
-                    p = _placed(*sealing)
+                    e = sealing[1]
+                    placed.add(sealing[0], e.offset, n, e.stored_length, e.compression, new=False)
                 elif (loc := known.get(d)) is not None:
-                    p = Placement(
-                        loc.pack, loc.offset, loc.length, loc.stored_length, loc.compression
+                    placed.add(
+                        loc.pack, loc.offset, n, loc.stored_length, loc.compression, new=False
                     )
                 else:
-                    seen[d] = p = await self._add(d, batch.length(i), *stored[i])
-                    out.append(p)
+                    seen[d] = len(placed)
+                    pack, e = await self._add(d, n, *stored[i])
+                    placed.add(pack, e.offset, n, e.stored_length, e.compression, new=True)
                     continue
-                self.stats.deduplicated_bytes += batch.length(i)
-                out.append(p)
-            return out
+                self.stats.deduplicated_bytes += n
+            self._drain(self._open)
+            return self._drains
 
     async def _encode(
         self, batch: ChunkBatch, known: dict[bytes, Location]
@@ -215,18 +260,39 @@ class PackWriter:
             self._damage, self._damage_read = await DamageMap.load(self.backend), now
         return self._damage
 
-    async def _add(self, digest: bytes, length: int, data: Stored, compression: str) -> Placement:
+    async def _add(
+        self, digest: bytes, length: int, data: Stored, compression: str
+    ) -> tuple[OpenPack, IndexEntry]:
         pack = self._open
+        if self._spooling and pack.spool is None:
+            pack.spool = await open_spool(self.backend, PACKS.rstrip("/"))
+            self._spooling = pack.spool is not None
         stored = memoryview(data).nbytes
-        entry = IndexEntry(digest, len(pack.buf), length, stored, compression)
-        pack.buf += data
+        entry = IndexEntry(digest, pack.size, length, stored, compression)
+        if pack.spool is not None:
+            pack.pending.append(data)  # written by _drain, in one thread hop
+        else:
+            pack.buf += data
+        pack.size += stored
         pack.entries[digest] = entry
         self.stats.shipped_bytes += length
         self.stats.stored_bytes += stored
-        placed = _placed(pack, entry, new=True)
-        if len(pack.buf) >= self.pack_size:
+        if pack.size >= self.pack_size:
             await self._seal()
-        return placed
+        return pack, entry
+
+    def _drain(self, pack: OpenPack) -> None:
+        """Start appending the pack's pending chunks to its spool, after the
+        appends started before, hashing them on the way (the pack's name is
+        the BLAKE3 of its bytes). It runs in a thread while the caller goes
+        on (the next window is chunked meanwhile); the caller's window must
+        not be refilled before the task is done (``place_into`` returns it)."""
+        if pack.spool is None or not pack.pending:
+            return
+        pieces, pack.pending = pack.pending, []
+        task = asyncio.ensure_future(append(pack.spool, pack.hasher, pieces, pack.written))
+        pack.written = task
+        self._drains.append(task)
 
     async def flush(self) -> None:
         """Seal the open pack now (end of a run, or manifests are waiting) and
@@ -243,14 +309,18 @@ class PackWriter:
         Waiting for the write slot here is the backpressure: with one pack
         already being written, the object pipeline stops until it is done."""
         pack, self._open = self._open, OpenPack()
-        await self._write_slot.acquire()
+        self._drain(pack)
+        slot = self._write_slot if pack.spool is None else self._spool_slot
+        await slot.acquire()
         for digest, entry in pack.entries.items():
             self._sealing[digest] = (pack, entry)
-        task = asyncio.create_task(self._seal_in_background(pack, list(pack.entries)))
+        task = asyncio.create_task(self._seal_in_background(pack, list(pack.entries), slot))
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
 
-    async def _seal_in_background(self, pack: OpenPack, digests: list[bytes]) -> None:
+    async def _seal_in_background(
+        self, pack: OpenPack, digests: list[bytes], slot: asyncio.Semaphore
+    ) -> None:
         try:
             name = await self._write(pack)
         except asyncio.CancelledError:
@@ -265,16 +335,37 @@ class PackWriter:
             for d in digests:
                 if self._sealing.get(d, (None,))[0] is pack:
                     del self._sealing[d]
-            self._write_slot.release()
+            slot.release()
 
     async def _write(self, pack: OpenPack) -> bytes:
         # Order matters: pack, then index, then the cache hint; each durable
         # before the next, so no index or hint ever names a missing pack.
+        entries, pack.entries = tuple(pack.entries.values()), {}
+        if pack.spool is not None:
+            try:
+                await settle([pack.written] if pack.written else [])
+                name = pack.hasher.digest()
+                await put_spool(self.backend, pack_key(name), pack.spool)
+            except BaseException:
+                await asyncio.to_thread(pack.spool.discard)  # waits for a write in flight
+                raise
+        else:
+            name = await self._put_buffer(pack)
+        failpoints.hit(failpoints.AFTER_PACK_PUT)
+        index = PackIndex(name, pack.size, entries)
+        ibytes = index.to_bytes()
+        failpoints.hit(failpoints.BEFORE_INDEX_PUT)
+        await self.backend.put(index_key(name), ibytes, sha256=hashlib.sha256(ibytes).digest())
+        await self.cache.record(index)
+        self._present.add(name)
+        self.stats.packs += 1
+        return name
+
+    async def _put_buffer(self, pack: OpenPack) -> bytes:
         # The buffer is handed over as it is (no copy: it would double the
         # writer's memory); nothing appends to it any more, since the open
         # pack was replaced before sealing began, under the writer's lock.
         data = pack.buf
-        entries, pack.entries = tuple(pack.entries.values()), {}
         try:
             # Hashing tens of MiB takes tens of ms: not on the event loop. No
             # SHA-256 here: the backend computes the checksum its server
@@ -285,14 +376,6 @@ class PackWriter:
             # Waiting manifests keep this OpenPack alive until they are
             # written: drop its bytes now, so they cost nothing meanwhile.
             pack.buf = bytearray()
-        failpoints.hit(failpoints.AFTER_PACK_PUT)
-        index = PackIndex(name, len(data), entries)
-        ibytes = index.to_bytes()
-        failpoints.hit(failpoints.BEFORE_INDEX_PUT)
-        await self.backend.put(index_key(name), ibytes, sha256=hashlib.sha256(ibytes).digest())
-        await self.cache.record(index)
-        self._present.add(name)
-        self.stats.packs += 1
         return name
 
 
@@ -313,54 +396,3 @@ class _Zstd:
             z = self._compressor.compress(c)
             out.append((z, "zstd") if len(z) < c.nbytes else (c, "none"))
         return out
-
-
-def _placed(pack: OpenPack, e: IndexEntry, *, new: bool = False) -> Placement:
-    return Placement(pack, e.offset, e.length, e.stored_length, e.compression, new)
-
-
-async def resolve(placements: Sequence[Placement]) -> list[Location]:
-    """Wait until every pack the placements name is durable; their locations."""
-    names: dict[int, bytes] = {}
-    for p in placements:
-        if isinstance(p.pack, OpenPack) and id(p.pack) not in names:
-            names[id(p.pack)] = await p.pack.name
-    return [
-        Location(
-            names[id(p.pack)] if isinstance(p.pack, OpenPack) else p.pack,
-            p.offset,
-            p.length,
-            p.stored_length,
-            p.compression,
-        )
-        for p in placements
-    ]
-
-
-class SealBudget:
-    """Bounds the manifests waiting on open packs, across all peers.
-
-    A manifest cannot be written until the packs it names are sealed; with
-    small objects an open pack may take long to fill. When ``limit`` objects
-    are waiting, every open pack is sealed, so waiting memory stays bounded
-    and a caller holding at most ``limit`` waiters can never deadlock."""
-
-    def __init__(self, writers: Sequence[PackWriter], limit: int) -> None:
-        self.writers = list(writers)
-        self.limit = limit
-        self.waiting = 0
-
-    async def wait(self, placements: Sequence[Sequence[Placement]]) -> list[list[Location]]:
-        """``resolve`` for each peer's placements, counted against the budget."""
-        self.waiting += 1
-        try:
-            if self.waiting >= self.limit:
-                await asyncio.gather(*(w.flush() for w in self.writers))
-            return list(await asyncio.gather(*(resolve(p) for p in placements)))
-        finally:
-            self.waiting -= 1
-
-    async def flush_all(self) -> None:
-        """Seal every open pack. A failed seal is not raised here: it already
-        failed the pack's future, so each manifest waiting on it reports it."""
-        await asyncio.gather(*(w.flush() for w in self.writers), return_exceptions=True)
