@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 import tracemalloc
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -272,3 +273,22 @@ async def test_packs_in_memory_stay_one_in_flight(tmp_path: Path, cache: IndexCa
     await writer.flush()
     la, lb = await resolve([pa, pb])
     assert la.pack != lb.pack and writer.stats.packs == 2
+
+
+async def test_a_killed_writers_spooled_pack_is_swept_a_live_one_is_not(tmp_path: Path) -> None:
+    """Spooled packs start in packs/ itself, not in a packs/<hh>/ directory:
+    the start-up sweep covers it, and skips a spool its writer still holds."""
+    fs = FsBackend(tmp_path / "peer", "peer")
+    live = await fs.open_spool("packs")
+    live.write([b"still being written"])
+    dead = tmp_path / "peer" / "packs" / f"{TMP_PREFIX}0123456789abcdef"
+    dead.write_bytes(b"left by a killed writer")
+    old = time.time() - 3600
+    os.utime(dead, (old, old))
+    [held] = [p for p in _temps(tmp_path / "peer") if p != dead]
+    os.utime(held, (old, old))
+    await fs.probe()  # what opening a peer for writing runs: the sweep of packs/
+    assert not dead.exists()
+    assert held.exists(), "a live writer's spool is never swept"
+    live.discard()
+    assert _temps(tmp_path / "peer") == []
