@@ -115,7 +115,7 @@ class FsBackend:
         def run() -> FsSpool:
             try:
                 self._ensure_dir(directory)
-                return FsSpool(directory)
+                return FsSpool(directory, self._error)
             except OSError as exc:
                 raise self._error(exc, directory) from exc
 

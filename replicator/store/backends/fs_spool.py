@@ -35,8 +35,9 @@ class FsSpool:
     in another thread (its caller was cancelled): the descriptor is closed
     once, and never while in use (its number could be reused meanwhile)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, error: Callable[[OSError, Path], Exception]) -> None:
         self._tmp = TempFile(directory, 0o644)
+        self._error = error  # names the destination and the path (a full disk...)
         self._lock = threading.Lock()
         self._open = True
         self._size = 0
@@ -50,8 +51,11 @@ class FsSpool:
         views = [memoryview(p).cast("B") for p in pieces]
         with self._lock:
             self._check_open()
-            for i in range(0, len(views), IOV_MAX):
-                _writev_all(self._tmp.fd, views[i : i + IOV_MAX])
+            try:
+                for i in range(0, len(views), IOV_MAX):
+                    _writev_all(self._tmp.fd, views[i : i + IOV_MAX])
+            except OSError as exc:
+                raise self._error(exc, self._tmp.path) from exc
             self._size += sum(v.nbytes for v in views)
             if self._size - self._started >= WRITEBACK_STEP:
                 start_writeback(self._tmp.fd, self._started, self._size - self._started)
