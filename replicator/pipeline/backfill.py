@@ -39,8 +39,8 @@ from replicator.origins import ObjectVersion, Origin, make_origin
 from replicator.pipeline.catchup import CatchUp, Note
 from replicator.pipeline.compare import Spill, version_from_json, version_to_json
 from replicator.pipeline.counting import CountingBackend
-from replicator.pipeline.durable import SealBudget, resolve
-from replicator.pipeline.manifests import ManifestCommits, object_manifest
+from replicator.pipeline.durable import SealBudget, pack_names
+from replicator.pipeline.manifests import ManifestCommits, placed_manifest
 from replicator.pipeline.plan import PackWriter
 from replicator.pipeline.reconcile import Held, held_many, identity_of
 from replicator.pipeline.removals import RemovalPlan, apply_removals, plan_removals, removal_refusal
@@ -503,12 +503,15 @@ class Backfill:
         manifests, which = [], []
         for i, (ident, shipped) in enumerate(items):
             try:
-                locs = await resolve(shipped.placements[t.peer.name])
+                placed = shipped.placements[t.peer.name]
+                names = await pack_names(placed)
             except Exception as exc:  # its pack failed
                 self._failed_at(t, i, exc, errors)
                 continue
             manifests.append(
-                object_manifest(ident, shipped.digest, self.params, shipped.digests, locs)
+                placed_manifest(
+                    ident, shipped.digest, self.params, shipped.digests, placed=placed, names=names
+                )
             )
             which.append(i)
         for i, answer in zip(which, await t.manifests.put_many(manifests), strict=True):
@@ -544,15 +547,15 @@ class Backfill:
         try:
             places = [shipped.placements[t.peer.name] for t in targets]
             try:
-                locations: list[Any] = list(await self._budget.wait(places))
+                names: list[Any] = list(await self._budget.wait_placed(places))
             except Exception:  # find out which peer's pack failed
-                locations = await asyncio.gather(
-                    *(resolve(p) for p in places), return_exceptions=True
+                names = await asyncio.gather(
+                    *(pack_names(p) for p in places), return_exceptions=True
                 )
             done = await asyncio.gather(
                 *(
-                    self._manifest_at(t, ident, shipped, loc)
-                    for t, loc in zip(targets, locations, strict=True)
+                    self._manifest_at(t, ident, shipped, packs)
+                    for t, packs in zip(targets, names, strict=True)
                 )
             )
             outcome = "replicated" if any(done) else "error"
@@ -565,13 +568,16 @@ class Backfill:
             self._done(outcome, ident.size)
 
     async def _manifest_at(
-        self, t: _Target, ident: SourceIdentity, shipped: Shipped, locs: Any
+        self, t: _Target, ident: SourceIdentity, shipped: Shipped, packs: Any
     ) -> bool:
         """Write the manifest at one peer; False when that peer failed."""
         try:
-            if isinstance(locs, BaseException):
-                raise locs
-            m = object_manifest(ident, shipped.digest, self.params, shipped.digests, locs)
+            if isinstance(packs, BaseException):
+                raise packs
+            placed = shipped.placements[t.peer.name]
+            m = placed_manifest(
+                ident, shipped.digest, self.params, shipped.digests, placed=placed, names=packs
+            )
             written = await t.manifests.put(m)
         except Exception as exc:
             if not peer_failure(exc):
