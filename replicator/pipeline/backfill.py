@@ -40,7 +40,7 @@ from replicator.pipeline.catchup import CatchUp, Note
 from replicator.pipeline.compare import Spill, version_from_json, version_to_json
 from replicator.pipeline.counting import CountingBackend
 from replicator.pipeline.durable import SealBudget, pack_names
-from replicator.pipeline.manifests import ManifestCommits, placed_manifest
+from replicator.pipeline.manifests import ManifestCommits
 from replicator.pipeline.plan import PackWriter
 from replicator.pipeline.reconcile import Held, held_many, identity_of
 from replicator.pipeline.removals import RemovalPlan, apply_removals, plan_removals, removal_refusal
@@ -456,14 +456,9 @@ class Backfill:
             shipped = await ship_many(
                 [d for _, _, d in group], self.params, [t.writer for t in targets]
             )
-        except Exception as exc:  # as the per-object path: each object reports it
-            for obj, _, _ in group:
-                self.summary.error(f"{obj.key!r}: {type(exc).__name__}: {exc}")
-                self._done("error", obj.size)
-            return
-        try:  # the same peers failed for every object of the batch
+            # The same peers failed for every object of the batch.
             targets = self._without_failed(targets, shipped[0]) if shipped else targets
-        except Exception as exc:  # not a peer's failure: each object reports it
+        except Exception as exc:  # as the per-object path: each object reports it
             for obj, _, _ in group:
                 self.summary.error(f"{obj.key!r}: {type(exc).__name__}: {exc}")
                 self._done("error", obj.size)
@@ -503,16 +498,11 @@ class Backfill:
         manifests, which = [], []
         for i, (ident, shipped) in enumerate(items):
             try:
-                placed = shipped.placements[t.peer.name]
-                names = await pack_names(placed)
+                names = await pack_names(shipped.placements[t.peer.name])
             except Exception as exc:  # its pack failed
                 self._failed_at(t, i, exc, errors)
                 continue
-            manifests.append(
-                placed_manifest(
-                    ident, shipped.digest, self.params, shipped.digests, placed=placed, names=names
-                )
-            )
+            manifests.append(shipped.manifest(ident, self.params, t.peer.name, names))
             which.append(i)
         for i, answer in zip(which, await t.manifests.put_many(manifests), strict=True):
             if isinstance(answer, BaseException):
@@ -574,10 +564,7 @@ class Backfill:
         try:
             if isinstance(packs, BaseException):
                 raise packs
-            placed = shipped.placements[t.peer.name]
-            m = placed_manifest(
-                ident, shipped.digest, self.params, shipped.digests, placed=placed, names=packs
-            )
+            m = shipped.manifest(ident, self.params, t.peer.name, packs)
             written = await t.manifests.put(m)
         except Exception as exc:
             if not peer_failure(exc):

@@ -31,8 +31,10 @@ from typing import cast
 
 from replicator._native import ChunkerParams
 from replicator.origins import ObjectReader
+from replicator.pipeline.manifests import placed_manifest
 from replicator.pipeline.plan import PackWriter
 from replicator.pipeline.windows import Chunked, WindowChunks, chunk_windows
+from replicator.store.format import Manifest, SourceIdentity
 from replicator.store.placed import Placed
 
 #: A peer whose last pack took longer than this to write, and whose writer
@@ -48,6 +50,16 @@ class Shipped:
     placements: dict[str, Placed] = field(default_factory=dict)  # per live peer, compact
     failures: dict[str, Exception] = field(default_factory=dict)  # peers that dropped out
     behind: list[str] = field(default_factory=list)  # peers left out for being behind
+
+    def manifest(
+        self, identity: SourceIdentity, params: ChunkerParams, peer: str, names: Sequence[bytes]
+    ) -> Manifest:
+        """The object's manifest at ``peer``, once its packs are durable
+        (``names``: theirs, as ``durable.pack_names`` gives them)."""
+        placed = self.placements[peer]
+        return placed_manifest(
+            identity, self.digest, params, self.digests, placed=placed, names=names
+        )
 
 
 async def ship(
