@@ -69,7 +69,7 @@ class Batcher(Generic[T]):
 
 
 class ManyChunks:
-    """The chunks of several whole objects as one batch (``packs.ChunkBatch``)."""
+    """The chunks of several whole objects as one batch (``plan.ChunkBatch``)."""
 
     def __init__(self, datas: Sequence[bytes], lists: Sequence[ChunkList]) -> None:
         self._digests = b"".join(cl.digests for cl in lists)

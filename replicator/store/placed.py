@@ -28,10 +28,6 @@ class Entry:
     compression: str = "none"
 
 
-def astuple_entry(e: Entry) -> tuple[int, int, int, str]:
-    return e.offset, e.length, e.stored_length, e.compression
-
-
 class Placed:
     """The placements of one object's chunks at one peer, in chunk order."""
 
@@ -98,12 +94,15 @@ class Placed:
         for n in counts:
             part = Placed()
             for i in range(start, start + n):
-                e = self.entry(i)
-                new = bool(self.new[i])
-                part.add(self.pack_of(i), *astuple_entry(e), new=new)
+                self._copy(i, part)
             out.append(part)
             start += n
         return out
+
+    def _copy(self, i: int, into: Placed) -> None:
+        comp = "zstd" if self.compressed[i] else "none"
+        p = self.packs[self.pack_ix[i]]
+        into.add(p, self.offsets[i], self.lengths[i], self.stored[i], comp, new=bool(self.new[i]))
 
     def placements(self) -> Iterator[Placement]:
         """One Placement per chunk (for callers that want records)."""
