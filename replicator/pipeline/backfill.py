@@ -39,8 +39,8 @@ from replicator.origins import ObjectVersion, Origin, make_origin
 from replicator.pipeline.catchup import CatchUp, Note
 from replicator.pipeline.compare import Spill, version_from_json, version_to_json
 from replicator.pipeline.counting import CountingBackend
-from replicator.pipeline.durable import SealBudget, resolve
-from replicator.pipeline.manifests import ManifestCommits, object_manifest
+from replicator.pipeline.durable import SealBudget, pack_names
+from replicator.pipeline.manifests import ManifestCommits
 from replicator.pipeline.plan import PackWriter
 from replicator.pipeline.reconcile import Held, held_many, identity_of
 from replicator.pipeline.removals import RemovalPlan, apply_removals, plan_removals, removal_refusal
@@ -456,14 +456,9 @@ class Backfill:
             shipped = await ship_many(
                 [d for _, _, d in group], self.params, [t.writer for t in targets]
             )
-        except Exception as exc:  # as the per-object path: each object reports it
-            for obj, _, _ in group:
-                self.summary.error(f"{obj.key!r}: {type(exc).__name__}: {exc}")
-                self._done("error", obj.size)
-            return
-        try:  # the same peers failed for every object of the batch
+            # The same peers failed for every object of the batch.
             targets = self._without_failed(targets, shipped[0]) if shipped else targets
-        except Exception as exc:  # not a peer's failure: each object reports it
+        except Exception as exc:  # as the per-object path: each object reports it
             for obj, _, _ in group:
                 self.summary.error(f"{obj.key!r}: {type(exc).__name__}: {exc}")
                 self._done("error", obj.size)
@@ -503,13 +498,11 @@ class Backfill:
         manifests, which = [], []
         for i, (ident, shipped) in enumerate(items):
             try:
-                locs = await resolve(shipped.placements[t.peer.name])
+                names = await pack_names(shipped.placements[t.peer.name])
             except Exception as exc:  # its pack failed
                 self._failed_at(t, i, exc, errors)
                 continue
-            manifests.append(
-                object_manifest(ident, shipped.digest, self.params, shipped.digests, locs)
-            )
+            manifests.append(shipped.manifest(ident, self.params, t.peer.name, names))
             which.append(i)
         for i, answer in zip(which, await t.manifests.put_many(manifests), strict=True):
             if isinstance(answer, BaseException):
@@ -544,15 +537,15 @@ class Backfill:
         try:
             places = [shipped.placements[t.peer.name] for t in targets]
             try:
-                locations: list[Any] = list(await self._budget.wait(places))
+                names: list[Any] = list(await self._budget.wait_placed(places))
             except Exception:  # find out which peer's pack failed
-                locations = await asyncio.gather(
-                    *(resolve(p) for p in places), return_exceptions=True
+                names = await asyncio.gather(
+                    *(pack_names(p) for p in places), return_exceptions=True
                 )
             done = await asyncio.gather(
                 *(
-                    self._manifest_at(t, ident, shipped, loc)
-                    for t, loc in zip(targets, locations, strict=True)
+                    self._manifest_at(t, ident, shipped, packs)
+                    for t, packs in zip(targets, names, strict=True)
                 )
             )
             outcome = "replicated" if any(done) else "error"
@@ -565,13 +558,13 @@ class Backfill:
             self._done(outcome, ident.size)
 
     async def _manifest_at(
-        self, t: _Target, ident: SourceIdentity, shipped: Shipped, locs: Any
+        self, t: _Target, ident: SourceIdentity, shipped: Shipped, packs: Any
     ) -> bool:
         """Write the manifest at one peer; False when that peer failed."""
         try:
-            if isinstance(locs, BaseException):
-                raise locs
-            m = object_manifest(ident, shipped.digest, self.params, shipped.digests, locs)
+            if isinstance(packs, BaseException):
+                raise packs
+            m = shipped.manifest(ident, self.params, t.peer.name, packs)
             written = await t.manifests.put(m)
         except Exception as exc:
             if not peer_failure(exc):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 
-from replicator.store import bulk
+from replicator.store import bulk, spool
 from replicator.store.backend import Backend, Capabilities, ObjectInfo, Payload
 
 
@@ -28,6 +28,13 @@ class CountingBackend:
     async def put_many_if_absent(self, items: Sequence[bulk.PutItem]) -> list[bulk.PutOutcome]:
         self.counts["put"] += len(items)
         return await bulk.put_many_if_absent(self.inner, items)
+
+    async def open_spool(self, prefix: str) -> spool.Spool | None:
+        return await spool.open_spool(self.inner, prefix)
+
+    async def put_spool(self, key: str, pack: spool.Spool) -> None:
+        self.counts["put"] += 1
+        await spool.put_spool(self.inner, key, pack)
 
     async def get_under(self, prefixes: Sequence[str]) -> list[list[tuple[str, bytes]]]:
         found = await bulk.get_under(self.inner, prefixes)

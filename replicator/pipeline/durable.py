@@ -25,11 +25,13 @@ its own, on time and on count.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 
 from replicator.pipeline.plan import OpenPack, PackWriter, Placement
 from replicator.store.index_cache import Location
+from replicator.store.placed import Placed
 
 
 async def resolve(placements: Sequence[Placement]) -> list[Location]:
@@ -50,6 +52,17 @@ async def resolve(placements: Sequence[Placement]) -> list[Location]:
     ]
 
 
+async def pack_names(placed: Placed) -> list[bytes]:
+    """Wait until every pack ``placed`` names is durable; their names, in the
+    order of ``placed.packs`` (compact placements: no record per chunk)."""
+    return [p if isinstance(p, bytes) else await p.name for p in placed.packs]
+
+
+def unsealed(placed: Placed) -> bool:
+    """Whether some pack ``placed`` names is not durable (nor failed) yet."""
+    return any(isinstance(p, OpenPack) and not p.name.done() for p in placed.packs)
+
+
 class SealBudget:
     """When the open packs of some writers seal for the manifests waiting on them."""
 
@@ -66,22 +79,30 @@ class SealBudget:
 
     async def wait(self, placements: Sequence[Sequence[Placement]]) -> list[list[Location]]:
         """``resolve`` for each peer's placements, counted against the budget."""
+        async with self._counted([p.pack for each in placements for p in each]):
+            return list(await asyncio.gather(*(resolve(p) for p in placements)))
+
+    async def wait_placed(self, placed: Sequence[Placed]) -> list[list[bytes]]:
+        """``pack_names`` for each peer's compact placements, counted likewise."""
+        async with self._counted([p for each in placed for p in each.packs]):
+            return list(await asyncio.gather(*(pack_names(p) for p in placed)))
+
+    @contextlib.asynccontextmanager
+    async def _counted(self, packs: Iterable[bytes | OpenPack]) -> AsyncIterator[None]:
         self.waiting += 1
         try:
             if self.waiting >= self.limit:
                 await asyncio.gather(*(w.flush() for w in self.writers))
             elif self.max_delay is not None:
-                for each in placements:
-                    self._arm(each)
-            return list(await asyncio.gather(*(resolve(p) for p in placements)))
+                self._arm(packs)
+            yield
         finally:
             self.waiting -= 1
 
-    def _arm(self, placements: Sequence[Placement]) -> None:
-        """Start the seal timer of every open pack these placements wait on."""
+    def _arm(self, packs: Iterable[bytes | OpenPack]) -> None:
+        """Start the seal timer of every open pack a waiter waits on."""
         assert self.max_delay is not None
-        for p in placements:
-            pack = p.pack
+        for pack in packs:
             if not isinstance(pack, OpenPack) or pack.name.done() or pack in self._timers:
                 continue
             loop = asyncio.get_running_loop()

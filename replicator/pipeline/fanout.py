@@ -18,8 +18,8 @@ from typing import cast
 from replicator._native import ChunkerParams
 from replicator.origins import ObjectReader
 from replicator.pipeline.lanes import Lane
-from replicator.pipeline.plan import Placement
 from replicator.pipeline.windows import Chunked, WindowChunks, chunk_windows
+from replicator.store.placed import Placed
 
 
 @dataclass
@@ -28,7 +28,7 @@ class FannedOut:
     complete: bool = False  # False when every lane dropped out before the end
     digest: bytes = b""  # whole-object BLAKE3
     digests: bytearray = field(default_factory=bytearray)  # 32 bytes per chunk
-    placements: dict[str, list[Placement]] = field(default_factory=dict)  # live lanes
+    placements: dict[str, Placed] = field(default_factory=dict)  # live lanes, compact
     failures: dict[str, BaseException] = field(default_factory=dict)  # lanes that dropped out
 
 
@@ -43,7 +43,7 @@ async def fan_out(
     """Every lane's placements of the object's chunks, by the lane's writer
     of the object's size class; a lane whose writer failed is in
     ``failures`` instead. Reading stops once no lane is left."""
-    out = FannedOut(placements={lane.name: [] for lane in lanes})
+    out = FannedOut(placements={lane.name: Placed() for lane in lanes})
     chunked = Chunked()
     live = list(lanes)
     # An async generator (typed as an iterator), closed however the loop
@@ -56,7 +56,10 @@ async def fan_out(
             if not len(batch):
                 continue
             placed = await asyncio.gather(
-                *(lane.pack_writer(large).place(batch) for lane in live),
+                *(
+                    lane.pack_writer(large).place_into(batch, out.placements[lane.name])
+                    for lane in live
+                ),
                 return_exceptions=True,
             )
             for lane, result in zip(list(live), placed, strict=True):
@@ -67,16 +70,21 @@ async def fan_out(
                 elif isinstance(result, BaseException):
                     raise result  # cancellation: not a lane's failure
                 else:
-                    out.placements[lane.name].extend(result)
+                    batch.busy.extend(result)  # spool appends: see ship.py
             if not live:
                 return out
-            for i in range(len(batch)):
-                out.digests += batch.digest(i)
+            out.digests += batch.digests()
     out.size, out.digest, out.complete = chunked.size, chunked.digest, True
     return out
 
 
-def byte_counts(placements: Sequence[Placement]) -> tuple[int, int]:
+async def _place(
+    lane: Lane, large: bool, batch: WindowChunks, placed: Placed
+) -> list[asyncio.Future[None]]:
+    return await lane.pack_writer(large).place_into(batch, placed)
+
+
+def byte_counts(placed: Placed) -> tuple[int, int]:
     """(shipped, deduplicated) object bytes of one version at one peer."""
-    shipped = sum(p.length for p in placements if p.new)
-    return shipped, sum(p.length for p in placements) - shipped
+    shipped = placed.shipped_bytes()
+    return shipped, placed.total_bytes() - shipped

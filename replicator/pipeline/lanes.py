@@ -30,16 +30,17 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import ItemsView, Sequence
+from collections.abc import ItemsView
 from dataclasses import dataclass, field
 
 from replicator.config import StoreSettings
 from replicator.events import ChangeEvent
-from replicator.pipeline.durable import SealBudget
+from replicator.pipeline.durable import SealBudget, unsealed
 from replicator.pipeline.manifests import ManifestCommits
-from replicator.pipeline.plan import OpenPack, PackWriter, Placement
-from replicator.store.index_cache import IndexCache, Location, cache_path
+from replicator.pipeline.plan import PackWriter
+from replicator.store.index_cache import IndexCache, cache_path
 from replicator.store.peer import Peer
+from replicator.store.placed import Placed
 
 #: First retry delay of a failing peer; doubles up to the configured cap.
 BASE_BACKOFF_SECONDS = 0.5
@@ -192,26 +193,21 @@ class Lane:
         """Seal both writers' open packs and wait for their uploads."""
         await asyncio.gather(*(w.flush() for w in self.writers))
 
-    async def resolve(
-        self, placements: Sequence[Placement], *, large: bool = False
-    ) -> list[Location]:
-        """Durable locations of ``placements``, once their chunks are durable.
-        The lane's seal budget seals a small object's open pack when the wait
-        has lasted ``max_pack_delay`` (others may fill it meanwhile) or
-        ``max_active`` commits wait. A large object's is sealed at once: it
-        holds the object's tail, and waiting would only add the delay."""
-        if large and _unsealed(placements):
+    async def resolve(self, placed: Placed, *, large: bool = False) -> list[bytes]:
+        """Durable names of the packs ``placed`` names (``placed.packs``
+        order), once its chunks are durable. The lane's seal budget seals a
+        small object's open pack when the wait has lasted ``max_pack_delay``
+        (others may fill it meanwhile) or ``max_active`` commits wait. A
+        large object's is sealed at once: it holds the object's tail, and
+        waiting would only add the delay."""
+        if large and unsealed(placed):
             await self.large_writer.flush()
-        [locations] = await self.seals.wait([placements])
-        return locations
+        [names] = await self.seals.wait_placed([placed])
+        return names
 
     async def close(self) -> None:
         self.seals.close()
         await self.cache.close()
-
-
-def _unsealed(placements: Sequence[Placement]) -> bool:
-    return any(isinstance(p.pack, OpenPack) and not p.pack.name.done() for p in placements)
 
 
 async def open_lane(

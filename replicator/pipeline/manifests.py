@@ -18,6 +18,7 @@ from replicator.store.backend import Backend
 from replicator.store.bulk import PutItem, put_many_if_absent
 from replicator.store.format import ChunkRef, Manifest, PackRun, SourceIdentity
 from replicator.store.index_cache import Location
+from replicator.store.placed import Placed
 
 EMPTY_DIGEST = blake3_digest(b"")
 
@@ -39,6 +40,50 @@ def runs_of(digests: bytes | bytearray, locations: Sequence[Location]) -> tuple[
     if refs:
         runs.append(PackRun(pack, start, tuple(refs)))
     return tuple(runs)
+
+
+def placed_runs(
+    digests: bytes | bytearray, placed: Placed, names: Sequence[bytes]
+) -> tuple[PackRun, ...]:
+    """``runs_of`` straight from compact placements (``names``: their packs'
+    durable names, as ``pack_names`` gives them): no record per chunk on the way."""
+    runs: list[PackRun] = []
+    pack, start, end = b"", 0, 0
+    refs: list[ChunkRef] = []
+    view = memoryview(digests)
+    ix, offsets, lengths, stored, zstd = (
+        placed.pack_ix,
+        placed.offsets,
+        placed.lengths,
+        placed.stored,
+        placed.compressed,
+    )
+    for i in range(len(placed)):
+        p, off = names[ix[i]], offsets[i]
+        if refs and not (p == pack and off == end):
+            runs.append(PackRun(pack, start, tuple(refs)))
+            refs = []
+        if not refs:
+            pack, start, end = p, off, off
+        n, s = lengths[i], stored[i]
+        d = view[i * DIGEST_SIZE : (i + 1) * DIGEST_SIZE].tobytes()
+        refs.append(ChunkRef(d, n, s, "zstd") if zstd[i] else ChunkRef(d, n, n))
+        end += s
+    if refs:
+        runs.append(PackRun(pack, start, tuple(refs)))
+    return tuple(runs)
+
+
+def placed_manifest(
+    identity: SourceIdentity,
+    digest: bytes,
+    params: ChunkerParams,
+    digests: bytes | bytearray,
+    *,
+    placed: Placed,
+    names: Sequence[bytes],
+) -> Manifest:
+    return Manifest(identity, False, digest, params, placed_runs(digests, placed, names))
 
 
 def object_manifest(

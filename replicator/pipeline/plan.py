@@ -25,18 +25,25 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Protocol
 
+from replicator import failpoints
+from replicator._native import Blake3Hasher
 from replicator.errors import ConfigError
 from replicator.store.backend import Backend
-from replicator.store.format import IndexEntry, pack_key
+from replicator.store.format import PACKS, IndexEntry, pack_key
 from replicator.store.index_cache import IndexCache, Location
 from replicator.store.packfile import ChunkCoder, Stored, put_index, put_pack
+from replicator.store.placed import Placed
 from replicator.store.quarantine import DamageMap
+from replicator.store.spool import Spool, append, open_spool, put_spool, settle
 
 #: How often a writer re-reads the peer's quarantine (two LISTs).
 DAMAGE_REFRESH_SECONDS = 300.0
+
+#: Packs sealed at once when they are spooled to the peer (no memory held).
+SPOOLED_IN_FLIGHT = 2
 
 
 class ChunkBatch(Protocol):
@@ -57,6 +64,15 @@ class OpenPack:
     name: asyncio.Future[bytes] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
+    size: int = 0
+    #: Where the bytes go instead of ``buf`` when the peer spools
+    #: (store/spool.py), the BLAKE3 of those written so far, and the chunks
+    #: placed since the last write to it (views of the current window).
+    spool: Spool | None = None
+    hasher: Blake3Hasher = field(default_factory=Blake3Hasher)
+    pending: list[Stored] = field(default_factory=list)
+    #: The last append to the spool (each waits for the one before).
+    written: asyncio.Future[None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +117,10 @@ class PackWriter:
         self.pack_size = pack_size
         self.stats = WriterStats()
         self._lock = asyncio.Lock()
+        #: Packs go to a spool at the peer while they fill, while it offers one.
+        self._spooling = True
+        #: Spool appends started by the current ``place_into``.
+        self._drains: list[asyncio.Future[None]] = []
         self._open = OpenPack()
         #: Chunks of packs being written in the background, by digest: a
         #: repeat refers to that pack instead of shipping the chunk again.
@@ -110,6 +130,9 @@ class PackWriter:
         #: the peer's write latency with reading and chunking, and it bounds
         #: memory to two packs per peer.
         self._write_slot = asyncio.Semaphore(1)
+        #: Spooled packs hold no memory: two are sealed at once, so one
+        #: pack's data sync overlaps the other's index and directory syncs.
+        self._spool_slot = asyncio.Semaphore(SPOOLED_IN_FLIGHT)
         #: How long the last pack took to be written (pack and index).
         self.last_write_seconds = 0.0
         #: Packs seen present at the peer in this run (HEAD once, then trusted).
@@ -123,33 +146,51 @@ class PackWriter:
 
     async def place(self, batch: ChunkBatch) -> list[Placement]:
         """Where each chunk of ``batch`` lives at this peer, shipping new ones."""
+        placed = Placed()
+        await settle(await self.place_into(batch, placed))
+        return list(placed.placements())
+
+    async def place_into(self, batch: ChunkBatch, placed: Placed) -> list[asyncio.Future[None]]:
+        """``place``, appending to an object's compact ``placed`` (no object
+        per chunk: what a backfill keeps until the manifest is written).
+
+        Returns the spool writes still reading the batch's memory: the
+        caller must not reuse it before they are done (``settle``)."""
         async with self._lock:
-            known = await self._known(batch)
-            stored = await self._encode(batch, known)
-            out: list[Placement] = []
-            # Placements made in this batch: a repeat stays deduplicated even if
-            # the open pack was sealed between its two occurrences.
-            seen: dict[bytes, Placement] = {}
-            for i in range(len(batch)):
-                d = batch.digest(i)
-                hit = self._open.entries.get(d)
-                if (prev := seen.get(d)) is not None:
-                    p = replace(prev, new=False)
-                elif hit is not None:
-                    p = _placed(self._open, hit)
-                elif (sealing := self._sealing.get(d)) is not None:
-                    p = _placed(*sealing)
-                elif (loc := known.get(d)) is not None:
-                    p = Placement(
-                        loc.pack, loc.offset, loc.length, loc.stored_length, loc.compression
-                    )
-                else:
-                    seen[d] = p = await self._add(d, batch.length(i), *stored[i])
-                    out.append(p)
-                    continue
-                self.stats.deduplicated_bytes += batch.length(i)
-                out.append(p)
-            return out
+            self._drains = []
+            try:
+                await self._place_all(batch, placed)
+            except BaseException:
+                # Appends started before the failure still read the batch:
+                # the caller may reuse its memory once they are done.
+                await asyncio.gather(*self._drains, return_exceptions=True)
+                raise
+            return self._drains
+
+    async def _place_all(self, batch: ChunkBatch, placed: Placed) -> None:
+        known = await self._known(batch)
+        stored = await self._encode(batch, known)
+        # Placements made in this batch: a repeat stays deduplicated even if
+        # the open pack was sealed between its two occurrences.
+        seen: dict[bytes, int] = {}
+        for i in range(len(batch)):
+            d, n = batch.digest(i), batch.length(i)
+            if (j := seen.get(d)) is not None:
+                placed.repeat(j)
+            elif (hit := self._open.entries.get(d)) is not None:
+                placed.add(self._open, hit.offset, n, hit.stored_length, hit.compression, new=False)
+            elif (sealing := self._sealing.get(d)) is not None:
+                e = sealing[1]
+                placed.add(sealing[0], e.offset, n, e.stored_length, e.compression, new=False)
+            elif (loc := known.get(d)) is not None:
+                placed.add(loc.pack, loc.offset, n, loc.stored_length, loc.compression, new=False)
+            else:
+                seen[d] = len(placed)
+                pack, e = await self._add(d, n, *stored[i])
+                placed.add(pack, e.offset, n, e.stored_length, e.compression, new=True)
+                continue
+            self.stats.deduplicated_bytes += n
+        self._drain(self._open)
 
     async def _encode(
         self, batch: ChunkBatch, known: dict[bytes, Location]
@@ -212,18 +253,39 @@ class PackWriter:
             self._damage, self._damage_read = await DamageMap.load(self.backend), now
         return self._damage
 
-    async def _add(self, digest: bytes, length: int, data: Stored, compression: str) -> Placement:
+    async def _add(
+        self, digest: bytes, length: int, data: Stored, compression: str
+    ) -> tuple[OpenPack, IndexEntry]:
         pack = self._open
+        if self._spooling and pack.spool is None:
+            pack.spool = await open_spool(self.backend, PACKS.rstrip("/"))
+            self._spooling = pack.spool is not None
         stored = memoryview(data).nbytes
-        entry = IndexEntry(digest, len(pack.buf), length, stored, compression)
-        pack.buf += data
+        entry = IndexEntry(digest, pack.size, length, stored, compression)
+        if pack.spool is not None:
+            pack.pending.append(data)  # written by _drain, in one thread hop
+        else:
+            pack.buf += data
+        pack.size += stored
         pack.entries[digest] = entry
         self.stats.shipped_bytes += length
         self.stats.stored_bytes += stored
-        placed = _placed(pack, entry, new=True)
-        if len(pack.buf) >= self.pack_size:
+        if pack.size >= self.pack_size:
             await self._seal()
-        return placed
+        return pack, entry
+
+    def _drain(self, pack: OpenPack) -> None:
+        """Start appending the pack's pending chunks to its spool, after the
+        appends started before, hashing them on the way (the pack's name is
+        the BLAKE3 of its bytes). It runs in a thread while the caller goes
+        on (the next window is chunked meanwhile); the caller's window must
+        not be refilled before the task is done (``place_into`` returns it)."""
+        if pack.spool is None or not pack.pending:
+            return
+        pieces, pack.pending = pack.pending, []
+        task = asyncio.ensure_future(append(pack.spool, pack.hasher, pieces, pack.written))
+        pack.written = task
+        self._drains.append(task)
 
     async def flush(self) -> None:
         """Seal the open pack now (end of a run, or manifests are waiting) and
@@ -240,9 +302,10 @@ class PackWriter:
         while the one before is still being written), at a peer whose last
         pack took more than ``slower_than`` seconds to write. A caller serving
         several peers can leave this one out instead of waiting (ship.py)."""
-        if not self._write_slot.locked() or self.last_write_seconds <= slower_than:
+        slot = self._spool_slot if self._spooling else self._write_slot
+        if not slot.locked() or self.last_write_seconds <= slower_than:
             return False
-        return self._lock.locked() or len(self._open.buf) + nbytes >= self.pack_size
+        return self._lock.locked() or self._open.size + nbytes >= self.pack_size
 
     def is_open(self, pack: OpenPack) -> bool:
         """Whether ``pack`` is this writer's open pack (not sealed yet)."""
@@ -262,14 +325,18 @@ class PackWriter:
         Waiting for the write slot here is the backpressure: with one pack
         already being written, the object pipeline stops until it is done."""
         pack, self._open = self._open, OpenPack()
-        await self._write_slot.acquire()
+        self._drain(pack)
+        slot = self._write_slot if pack.spool is None else self._spool_slot
+        await slot.acquire()
         for digest, entry in pack.entries.items():
             self._sealing[digest] = (pack, entry)
-        task = asyncio.create_task(self._seal_in_background(pack, list(pack.entries)))
+        task = asyncio.create_task(self._seal_in_background(pack, list(pack.entries), slot))
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
 
-    async def _seal_in_background(self, pack: OpenPack, digests: list[bytes]) -> None:
+    async def _seal_in_background(
+        self, pack: OpenPack, digests: list[bytes], slot: asyncio.Semaphore
+    ) -> None:
         started = time.monotonic()
         try:
             name = await self._write(pack)
@@ -286,25 +353,36 @@ class PackWriter:
             for d in digests:
                 if self._sealing.get(d, (None,))[0] is pack:
                     del self._sealing[d]
-            self._write_slot.release()
+            slot.release()
 
     async def _write(self, pack: OpenPack) -> bytes:
-        # Order matters: pack, then index, then the cache hint (packfile.py).
+        # Order matters: pack, then index, then the cache hint (packfile.py),
+        # each durable before the next, so no index or hint names a missing pack.
+        entries, pack.entries = tuple(pack.entries.values()), {}
+        if pack.spool is not None:
+            try:
+                await settle([pack.written] if pack.written else [])
+                name = pack.hasher.digest()
+                await put_spool(self.backend, pack_key(name), pack.spool)
+            except BaseException:
+                await asyncio.to_thread(pack.spool.discard)  # waits for a write in flight
+                raise
+            failpoints.hit(failpoints.AFTER_PACK_PUT)
+        else:
+            name = await self._put_buffer(pack)
+        await put_index(self.backend, self.cache, name, pack.size, entries)
+        self._present.add(name)
+        self.stats.packs += 1
+        return name
+
+    async def _put_buffer(self, pack: OpenPack) -> bytes:
         # Nothing appends to the buffer any more: the open pack was replaced
         # before sealing began, under the writer's lock.
         data = pack.buf
-        entries, pack.entries = tuple(pack.entries.values()), {}
         try:
             name = await put_pack(self.backend, data)
         finally:
             # Waiting manifests keep this OpenPack alive until they are
             # written: drop its bytes now, so they cost nothing meanwhile.
             pack.buf = bytearray()
-        await put_index(self.backend, self.cache, name, len(data), entries)
-        self._present.add(name)
-        self.stats.packs += 1
         return name
-
-
-def _placed(pack: OpenPack, e: IndexEntry, *, new: bool = False) -> Placement:
-    return Placement(pack, e.offset, e.length, e.stored_length, e.compression, new)

@@ -51,9 +51,9 @@ from replicator.origins import ObjectReader
 from replicator.pipeline.fanout import FannedOut, byte_counts, fan_out
 from replicator.pipeline.identity import newest_manifest, removal_identity, version_identity
 from replicator.pipeline.lanes import Lane
-from replicator.pipeline.manifests import object_manifest, tombstone
-from replicator.pipeline.plan import Placement
+from replicator.pipeline.manifests import placed_manifest, tombstone
 from replicator.sources import Outcome, Source
+from replicator.store.placed import Placed
 
 log = structlog.get_logger("replicator.service")
 
@@ -277,8 +277,8 @@ class Service:
             if lane.name in fan.failures:
                 self._lane_failed(lane, job.event, fan.failures[lane.name], "put")
             elif fan.complete:
-                placements = fan.placements[lane.name]
-                self._spawn(self._commit(lane, job.event, fan, placements, large=job.large))
+                placed = fan.placements[lane.name]
+                self._spawn(self._commit(lane, job.event, fan, placed, large=job.large))
 
     def _window(self, event: ChangeEvent) -> int:
         """Read window for one object: no larger than the object. Two windows
@@ -298,22 +298,23 @@ class Service:
         lane: Lane,
         event: ChangeEvent,
         fan: FannedOut,
-        placements: list[Placement],
+        placed: Placed,
         *,
         large: bool,
     ) -> None:
         """Packs durable, then the manifest (invariant 1), at one lane."""
         try:
-            locations = await lane.resolve(placements, large=large)
+            names = await lane.resolve(placed, large=large)
             if lane.name in self._torn.get(event, ()):
                 self._finish(lane, event, superseded=True)
                 return
-            manifest = object_manifest(
+            manifest = placed_manifest(
                 version_identity(event, fan.size, fan.digest, etag_is_digest=self.etag_is_digest),
                 fan.digest,
                 self.params,
                 fan.digests,
-                locations,
+                placed=placed,
+                names=names,
             )
             # Group commit: answered once the manifest is durable, with the
             # manifests of the same batch (one sync for all of them).
@@ -321,7 +322,7 @@ class Service:
         except Exception as exc:
             self._lane_failed(lane, event, exc, "commit")
             return
-        shipped, deduplicated = byte_counts(placements)
+        shipped, deduplicated = byte_counts(placed)
         self._durable(lane, event, shipped, deduplicated)
 
     async def _tombstone(self, lane: Lane, event: ChangeEvent) -> None:

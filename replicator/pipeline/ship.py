@@ -31,8 +31,11 @@ from typing import cast
 
 from replicator._native import ChunkerParams
 from replicator.origins import ObjectReader
-from replicator.pipeline.plan import PackWriter, Placement
+from replicator.pipeline.manifests import placed_manifest
+from replicator.pipeline.plan import PackWriter
 from replicator.pipeline.windows import Chunked, WindowChunks, chunk_windows
+from replicator.store.format import Manifest, SourceIdentity
+from replicator.store.placed import Placed
 
 #: A peer whose last pack took longer than this to write, and whose writer
 #: would wait, is behind (left out of objects rather than waited for).
@@ -44,9 +47,19 @@ class Shipped:
     size: int = 0
     digest: bytes = b""  # whole-object BLAKE3
     digests: bytearray = field(default_factory=bytearray)  # 32 bytes per chunk, in order
-    placements: dict[str, list[Placement]] = field(default_factory=dict)  # per live peer
+    placements: dict[str, Placed] = field(default_factory=dict)  # per live peer, compact
     failures: dict[str, Exception] = field(default_factory=dict)  # peers that dropped out
     behind: list[str] = field(default_factory=list)  # peers left out for being behind
+
+    def manifest(
+        self, identity: SourceIdentity, params: ChunkerParams, peer: str, names: Sequence[bytes]
+    ) -> Manifest:
+        """The object's manifest at ``peer``, once its packs are durable
+        (``names``: theirs, as ``durable.pack_names`` gives them)."""
+        placed = self.placements[peer]
+        return placed_manifest(
+            identity, self.digest, params, self.digests, placed=placed, names=names
+        )
 
 
 async def ship(
@@ -61,7 +74,7 @@ async def ship(
     """Chunk the object and place every chunk at every writer's peer; a
     writer that failed is in ``failures``, one left out in ``behind``,
     instead of ``placements``."""
-    out = Shipped(placements={w.name: [] for w in writers})
+    out = Shipped(placements={w.name: Placed() for w in writers})
     chunked = Chunked()
     live = list(writers)
     # An async generator (typed as an iterator), closed however the loop
@@ -75,7 +88,10 @@ async def ship(
                 continue
             if may_defer:
                 _leave_out_behind(batch, live, out, behind_seconds)
-            placed = await asyncio.gather(*(w.place(batch) for w in live), return_exceptions=True)
+            placed = await asyncio.gather(
+                *(w.place_into(batch, out.placements[w.name]) for w in live),
+                return_exceptions=True,
+            )
             for w, result in zip(list(live), placed, strict=True):
                 if isinstance(result, Exception):
                     out.failures[w.name] = result
@@ -84,11 +100,13 @@ async def ship(
                 elif isinstance(result, BaseException):
                     raise result  # cancellation: not a peer's failure
                 else:
-                    out.placements[w.name].extend(result)
+                    # Spool appends go on while the next window is chunked;
+                    # this window's buffer is refilled only once they are
+                    # done (chunk_windows waits on them).
+                    batch.busy.extend(result)
             if not live:
                 return out
-            for i in range(len(batch)):
-                out.digests += batch.digest(i)
+            out.digests += batch.digests()
     out.size, out.digest = chunked.size, chunked.digest
     return out
 

@@ -24,6 +24,7 @@ from replicator.chunking import DIGEST_SIZE
 from replicator.origins import ObjectVersion
 from replicator.pipeline.plan import PackWriter
 from replicator.pipeline.ship import Shipped
+from replicator.store.placed import Placed
 
 #: Objects up to this size are read whole, in batches: the chunker's
 #: default max size, so a batched object is one to a few chunks, and larger
@@ -68,7 +69,7 @@ class Batcher(Generic[T]):
 
 
 class ManyChunks:
-    """The chunks of several whole objects as one batch (``packs.ChunkBatch``)."""
+    """The chunks of several whole objects as one batch (``plan.ChunkBatch``)."""
 
     def __init__(self, datas: Sequence[bytes], lists: Sequence[ChunkList]) -> None:
         self._digests = b"".join(cl.digests for cl in lists)
@@ -109,22 +110,25 @@ async def ship_many(
     batch = ManyChunks(datas, lists)
     # Each peer has its own outcome: one whose planning fails drops out of
     # the batch (``Shipped.failures``) and the others keep their copy.
-    placed = await asyncio.gather(*(w.place(batch) for w in writers), return_exceptions=True)
+    whole = {w.name: Placed() for w in writers}
+    placed = await asyncio.gather(
+        *(w.place_into(batch, whole[w.name]) for w in writers), return_exceptions=True
+    )
     failures: dict[str, Exception] = {}
+    per_object: dict[str, list[Placed]] = {}
     for w, p in zip(writers, placed, strict=True):
         if isinstance(p, BaseException):
             if not isinstance(p, Exception):
                 raise p
             failures[w.name] = p
+        else:
+            # Spool appends may still read ``datas`` (they hold them): the
+            # seal waits for them, and a failed one fails its pack there.
+            per_object[w.name] = whole[w.name].split(batch.counts)
     out: list[Shipped] = []
-    start = 0
-    for data, cl, n in zip(datas, lists, batch.counts, strict=True):
-        end = start + n
+    for k, (data, cl) in enumerate(zip(datas, lists, strict=True)):
         shipped = Shipped(len(data), cl.digest or b"", bytearray(cl.digests))
         shipped.failures = dict(failures)
-        for w, p in zip(writers, placed, strict=True):
-            if not isinstance(p, BaseException):
-                shipped.placements[w.name] = p[start:end]
+        shipped.placements = {name: parts[k] for name, parts in per_object.items()}
         out.append(shipped)
-        start = end
     return out

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from replicator._native import ChunkerParams, ChunkList, StreamChunker
 from replicator.chunking import DIGEST_SIZE
 from replicator.origins import ObjectReader
+from replicator.store.spool import drained
 
 #: Native threads per window: cuts and the whole-object BLAKE3 of one window
 #: run on two cores, with results identical to one thread (measured on the
@@ -38,6 +39,9 @@ class WindowChunks:
         self._start = start
         self._carry = carry  # object bytes [carry_start, start)
         self._carry_start = carry_start
+        #: Work still reading this window's buffer (spool appends): the
+        #: buffer is refilled only once it is done.
+        self.busy: list[asyncio.Future[None]] = []
 
     def __len__(self) -> int:
         return len(self._lengths)
@@ -47,6 +51,10 @@ class WindowChunks:
 
     def length(self, i: int) -> int:
         return int(self._lengths[i])
+
+    def digests(self) -> bytes:
+        """Every chunk's digest, 32 bytes each, in order."""
+        return self._digests
 
     def end(self) -> int:
         """Object offset just past the last chunk (the start when empty)."""
@@ -87,15 +95,18 @@ async def chunk_windows(
     views = [memoryview(bytearray(window_size)) for _ in range(2)]
     chunker = StreamChunker(params, threads=CHUNK_THREADS)
     carry, carry_start, pos, turn = b"", 0, 0, 0
+    busy: list[list[asyncio.Future[None]]] = [[], []]  # per buffer
     reading = asyncio.ensure_future(reader.readinto(views[0]))
     try:
         while n := await reading:
-            window = views[turn][:n]
+            window, mine = views[turn][:n], turn
             turn ^= 1
+            await drained(busy[turn])  # the previous window's spool appends
             # The reader is sequential: the next read starts once this one is done.
             reading = asyncio.ensure_future(reader.readinto(views[turn]))
             cl = await asyncio.to_thread(chunker.feed, window)
             batch = WindowChunks(cl, window, pos, carry, carry_start)
+            busy[mine] = batch.busy
             yield batch
             # Keep only the bytes after the last cut: the next chunk starts there.
             cut = batch.end() if len(batch) else carry_start

@@ -321,24 +321,31 @@ class Manifest:
         return {r.pack for r in self.runs}
 
     def to_bytes(self) -> bytes:
+        """The JSON of ``_dumps`` (sorted keys, no spaces), with the chunk
+        list written straight into the output: a 4 GiB object lists 65,536
+        chunks, and a list per chunk for ``json.dumps`` cost ~12 MB more than
+        the ~5 MB of bytes it turns into."""
         c = self.chunker
-        return _dumps(
+        head = _dumps(
             {
-                "version": self.format_version,
+                "chunker": [c.min_size, c.avg_size, c.max_size, c.normalization, c.seed],
+                "digest": self.digest.hex(),
                 "kind": "removed" if self.removed else "created",
                 "object": self.identity.to_json(self.format_version),
-                "digest": self.digest.hex(),
-                "chunker": [c.min_size, c.avg_size, c.max_size, c.normalization, c.seed],
-                "runs": [
-                    {
-                        "pack": r.pack.hex(),
-                        "offset": r.offset,
-                        "chunks": [_chunk_json(ch) for ch in r.chunks],
-                    }
-                    for r in self.runs
-                ],
             }
         )
+        # Keys sort as chunker < digest < kind < object < runs < version.
+        out = bytearray(head[:-1])
+        out += b',"runs":['
+        for n, r in enumerate(self.runs):
+            out += b',{"chunks":[' if n else b'{"chunks":['
+            for k, ch in enumerate(r.chunks):
+                if k:
+                    out += b","
+                out += _chunk_bytes(ch)
+            out += b'],"offset":%d,"pack":"%s"}' % (r.offset, r.pack.hex().encode())
+        out += b'],"version":%d}' % self.format_version
+        return bytes(out)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Manifest:
@@ -366,6 +373,13 @@ class Manifest:
             )
         except _MALFORMED as exc:
             raise IntegrityError(f"malformed manifest: {exc!r}") from exc
+
+
+def _chunk_bytes(c: ChunkRef) -> bytes:
+    """``_dumps(_chunk_json(c))``, without the list."""
+    if c.compression == "none":
+        return b'["%s",%d]' % (c.digest.hex().encode(), c.length)
+    return _dumps(_chunk_json(c))
 
 
 def _chunk_json(c: ChunkRef) -> list[Any]:

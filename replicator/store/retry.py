@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from replicator.errors import ReplicatorError
-from replicator.store import bulk
+from replicator.store import bulk, spool
 from replicator.store.backend import Backend, Capabilities, ObjectInfo, Payload
 
 T = TypeVar("T")
@@ -124,6 +124,14 @@ class RetryingBackend:
                     raise
             await self._pause(retry)
             retry += 1
+
+    async def open_spool(self, prefix: str) -> spool.Spool | None:
+        return await spool.open_spool(self.inner, prefix)
+
+    async def put_spool(self, key: str, pack: spool.Spool) -> None:
+        # Publishing is an fsync and a rename of bytes already written: a
+        # failure is the disk's, not a transient one, and is not retried.
+        await spool.put_spool(self.inner, key, pack)
 
     async def get(self, key: str, start: int = 0, length: int | None = None) -> bytes:
         return await self._run(lambda: self.inner.get(key, start, length))

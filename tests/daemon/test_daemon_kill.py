@@ -68,6 +68,13 @@ def test_kill_9_at_random_moments_loses_no_durable_version(tmp_path: Path) -> No
     print(f"seed {seed} (REPLICATOR_KILL_SEED={seed} replays it), {iterations} kills")
     rng = random.Random(seed)
     cfg = write_config(tmp_path)
+    # The load deletes keys of a tree of a few keys: one deleted while the
+    # daemon is dead is tombstoned by its start-up reconcile, which the
+    # deletion guard (meant for a source that vanished) refused as 1 of 7
+    # keys > 10%, so the final tree was never reached. The guard has its
+    # own tests; here every delete is the source's.
+    text = cfg.read_text()
+    cfg.write_text(text.replace("[store]\n", "[store]\nmax_delete_fraction = 1.0\n", 1))
     src = tmp_path / "src"
     written = Written()
     logs, ops = [], 0

@@ -30,6 +30,7 @@ from replicator.store.backends import FsBackend
 from replicator.store.bulk import PutItem, PutOutcome
 from replicator.store.format import StoreConfig
 from replicator.store.peer import Peer
+from replicator.store.spool import Spool
 
 MiB = 1024 * 1024
 #: A pack at least this big is a large object's: its upload waits for the gate.
@@ -52,6 +53,13 @@ class GatedBackend:
             self.held.set()
             await self.gate.wait()
         await self.inner.put(key, data, sha256=sha256)
+
+    async def put_spool(self, key: str, spool: Spool) -> None:
+        """A pack spooled to the peer as it filled: its publish is the upload."""
+        if spool.size >= GATED_PACK:
+            self.held.set()
+            await self.gate.wait()
+        await self.inner.put_spool(key, spool)  # type: ignore[arg-type]
 
     async def put_many_if_absent(self, items: Sequence[PutItem]) -> list[PutOutcome]:
         self.batches.append(len(items))

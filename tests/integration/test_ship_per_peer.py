@@ -23,6 +23,7 @@ from replicator.origins.fs import FsOrigin
 from replicator.pipeline.backfill import Backfill
 from replicator.store.backend import ObjectInfo, Payload
 from replicator.store.backends import FsBackend
+from replicator.store.backends.fs_spool import FsSpool
 from replicator.store.format import PACKS
 from replicator.store.peer import close_peers, peer_on, store_config
 from replicator.store.quarantine import QUARANTINE
@@ -76,6 +77,10 @@ class SlowDisk(FsBackend):
         if key.startswith(PACKS):
             await asyncio.sleep(1.0)
         await super().put(key, data, sha256=sha256)
+
+    async def put_spool(self, key: str, spool: FsSpool) -> None:
+        await asyncio.sleep(1.0)  # a pack spooled as it filled: its publish is slow
+        await super().put_spool(key, spool)
 
 
 async def test_a_slow_peer_catches_up_on_its_own_and_the_fast_one_is_not_held(

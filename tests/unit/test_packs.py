@@ -15,6 +15,7 @@ from replicator.pipeline.durable import SealBudget, resolve
 from replicator.pipeline.plan import PackWriter
 from replicator.store.backend import Backend, ObjectInfo, Payload
 from replicator.store.backends import FsBackend
+from replicator.store.backends.fs_spool import FsSpool
 from replicator.store.format import PackIndex, index_key, pack_key
 from replicator.store.index_cache import IndexCache
 
@@ -54,6 +55,12 @@ class Recording(FsBackend):
         if self.fail_puts:
             raise TransientStoreError("peer down")
         await super().put(key, data, sha256=sha256)
+        self.log.append("put " + key.split("/", 1)[0])
+
+    async def put_spool(self, key: str, spool: FsSpool) -> None:
+        if self.fail_puts:
+            raise TransientStoreError("peer down")
+        await super().put_spool(key, spool)
         self.log.append("put " + key.split("/", 1)[0])
 
     async def head(self, key: str) -> ObjectInfo | None:
@@ -240,10 +247,9 @@ class Gated(Recording):
         super().__init__(root)
         self.gate = asyncio.Event()
 
-    async def put(self, key: str, data: Payload, *, sha256: bytes | None = None) -> None:
-        if key.startswith("packs/"):
-            await self.gate.wait()
-        await super().put(key, data, sha256=sha256)
+    async def put_spool(self, key: str, spool: FsSpool) -> None:
+        await self.gate.wait()
+        await super().put_spool(key, spool)
 
 
 async def test_pack_written_in_background_while_the_next_fills(
@@ -258,15 +264,18 @@ async def test_pack_written_in_background_while_the_next_fills(
     [again] = await writer.place(Batch([a]))
     assert pa.new and not again.new and again.pack is pa.pack
     assert peer.log == [], "nothing is durable yet"
-    # The next seal waits for the write slot: at most one pack in flight.
-    second = asyncio.create_task(writer.place(Batch([b])))
+    # Spooled packs hold no memory: a second one is sealed while the first
+    # is being written, and the third seal waits for a write slot.
+    [pb] = await writer.place(Batch([b]))
+    c = os.urandom(20 * KIB)
+    third = asyncio.create_task(writer.place(Batch([c])))
     await asyncio.sleep(0.05)
-    assert not second.done()
+    assert not third.done()
     peer.gate.set()
-    [pb] = await second
+    [pc] = await third
     await writer.flush()
-    [la, la2, lb] = await resolve([pa, again, pb])
-    assert la == la2 and la.pack != lb.pack
-    assert peer.log == ["put packs", "put index", "put packs", "put index"]
-    assert writer.stats.shipped_bytes == 40 * KIB
+    [la, la2, lb, lc] = await resolve([pa, again, pb, pc])
+    assert la == la2 and len({la.pack, lb.pack, lc.pack}) == 3
+    assert sorted(peer.log) == sorted(["put packs", "put index"] * 3)
+    assert writer.stats.shipped_bytes == 60 * KIB
     assert writer.stats.deduplicated_bytes == 20 * KIB

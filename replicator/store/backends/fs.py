@@ -39,6 +39,7 @@ from replicator.store.backend import (
     sha256_of,
 )
 from replicator.store.backends import fs_batch
+from replicator.store.backends.fs_spool import FsSpool
 
 if TYPE_CHECKING:
     from replicator.store.bulk import PutItem, PutOutcome
@@ -107,6 +108,36 @@ class FsBackend:
         """put_if_absent of each item in one thread hop, durable together."""
         return await asyncio.to_thread(fs_batch.write_many, self, items)
 
+    async def open_spool(self, prefix: str) -> FsSpool:
+        """A temporary file under ``prefix`` that a pack is appended to as it
+        fills (store/spool.py); ``put_spool`` makes it an object."""
+        directory = self._path(prefix)
+
+        def run() -> FsSpool:
+            try:
+                self._ensure_dir(directory)
+                return FsSpool(directory, self._error)
+            except OSError as exc:
+                raise self._error(exc, directory) from exc
+
+        return await asyncio.to_thread(run)
+
+    async def put_spool(self, key: str, spool: FsSpool) -> None:
+        """The spooled bytes become ``key``, durable when this returns: an
+        fsync of the file (its writeback started as it was written), a
+        rename, an fsync of the directory."""
+        path = self._path(key)
+
+        def run() -> None:
+            try:
+                self._ensure_dir(path.parent)
+                spool.publish(path)
+                _fsync_dir(path.parent)
+            except OSError as exc:
+                raise self._error(exc, path) from exc
+
+        await asyncio.to_thread(run)
+
     async def get_under(self, prefixes: Sequence[str]) -> list[list[tuple[str, bytes]]]:
         """Every object under each prefix, with its bytes, in one thread hop."""
         try:
@@ -122,6 +153,7 @@ class FsBackend:
         a killed writer's pack may sit in a directory this run never writes."""
         self._sweep(self.root)
         for top in ("packs", "index"):
+            self._sweep(self.root / top)  # spooled packs start in packs/ itself
             with contextlib.suppress(OSError):
                 for entry in os.scandir(self.root / top):
                     if entry.is_dir(follow_symlinks=False):
