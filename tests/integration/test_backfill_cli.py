@@ -71,14 +71,13 @@ def test_cli_bad_config_exits_2(tmp_path: Path) -> None:
 
 class VanishingOrigin(FsOrigin):
     """A real FsOrigin; ``victim`` is deleted (or rewritten) right after it is
-    opened and its first window read, or just before a batch read holding it
-    (pipeline/small.py), as a concurrent writer would."""
+    opened and its first window read, as a concurrent writer would."""
 
     def __init__(self, root: Path, victim: str, action: str) -> None:
         super().__init__(root)
         self.victim = victim
         self.action = action
-        self.reads = 0  # of the victim: opened, or in a batch read
+        self.reads = 0  # of the victim, each through open()
 
     async def read_many(self, objs: Sequence[ObjectVersion]) -> Contents:
         """Vouches for none in a batch: every file goes through ``open``,
@@ -94,17 +93,6 @@ class VanishingOrigin(FsOrigin):
         if obj.key == self.victim and self.action == "rewrite-while-reading":
             self._rewrite(obj)
         return reader
-
-    async def read_many(self, objs: Sequence[ObjectVersion]) -> list[bytes | None]:
-        # A batch of small files is read without open(): the writer acts
-        # just before that read instead, and the victim goes the per-object way.
-        for obj in objs:
-            if obj.key == self.victim and self.action == "delete-before-open":
-                (self.root / obj.key).unlink(missing_ok=True)
-            elif obj.key == self.victim:
-                self._rewrite(obj)
-            self.reads += obj.key == self.victim
-        return await super().read_many(objs)
 
     def _rewrite(self, obj: ObjectVersion) -> None:
         with (self.root / obj.key).open("r+b") as f:
