@@ -133,8 +133,13 @@ class KafkaSource(Reconnecting, GroupMember):
         self._room.set()
         if self._ticker is not None:
             self._ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await self._ticker
+            except asyncio.CancelledError:
+                pass
+            except Exception as exc:  # the clients are stopped and the commit tried all the same
+                log.error("kafka source: the commit loop had failed (%s: %s)",
+                          type(exc).__name__, exc)  # fmt: skip
         await self._final_commit()
         await stop_bounded(self._consumer)
         await stop_bounded(self._producer)
