@@ -26,7 +26,6 @@ Duplicates are harmless (content addressing).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import deque
@@ -114,9 +113,15 @@ async def probe_coordinator(
 async def stop_bounded(consumer: AIOKafkaConsumer | AIOKafkaProducer | None) -> None:
     """Stop a client; one whose coordinator task hangs is abandoned after STOP_TIMEOUT_S.
 
-    Cancelling ``stop()`` cancels the coordination task it awaits; the client
-    (sockets, metadata task) and the fetcher are then closed directly, as
-    ``stop()`` would have done after the coordinator."""
+    Never raises (but for a cancellation): a client that cannot be stopped
+    cleanly must not take the source with it. Cancelling ``stop()`` cancels
+    the coordination task it awaits but not the heartbeat task, which would
+    then spin for ever on a closed client; so the coordinator's leftover
+    tasks are cancelled, and the fetcher and the client (sockets, metadata
+    task) closed directly, as ``stop()`` would have done after the
+    coordinator. Under uvloop, closing a connection whose transport is
+    already closed raises RuntimeError ("the handler is closed"): logged and
+    dropped, the client is gone either way."""
     if consumer is None:
         return
     try:
@@ -127,11 +132,33 @@ async def stop_bounded(consumer: AIOKafkaConsumer | AIOKafkaProducer | None) -> 
     except TimeoutError:
         log.warning("kafka source: client stop timed out after %.0f s; abandoning it",
                     STOP_TIMEOUT_S)  # fmt: skip
-    # aiokafka internals (0.14): what stop() closes after the coordinator.
-    for part in (getattr(consumer, "_fetcher", None), getattr(consumer, "_client", None)):
-        if part is not None:
-            with contextlib.suppress(KafkaError, TimeoutError):
-                await asyncio.wait_for(part.close(), STOP_TIMEOUT_S)
+    except Exception as exc:  # contained by design: see the docstring
+        log.warning("kafka source: client stop failed (%s: %s); abandoning it",
+                    type(exc).__name__, exc)  # fmt: skip
+    await _abandon(consumer)
+
+
+_COORDINATOR_TASKS = ("_heartbeat_task", "_commit_refresh_task", "_coordination_task")
+
+
+async def _abandon(client: AIOKafkaConsumer | AIOKafkaProducer) -> None:
+    """What stop() closes after the coordinator (aiokafka 0.14 internals), each bounded."""
+    coordinator = getattr(client, "_coordinator", None)
+    fetcher = getattr(client, "_fetcher", None)
+    tasks = [getattr(coordinator, name, None) for name in _COORDINATOR_TASKS]
+    # The fetch task too: should the fetcher's close fail, it would reconnect
+    # through the closed client for ever.
+    for task in (*tasks, getattr(fetcher, "_fetch_task", None)):
+        if isinstance(task, asyncio.Task) and not task.done():
+            task.cancel()
+    for part in (fetcher, getattr(client, "_client", None)):
+        if part is None:
+            continue
+        try:
+            await asyncio.wait_for(part.close(), STOP_TIMEOUT_S)
+        except Exception as exc:  # contained: see stop_bounded
+            log.warning("kafka source: closing an abandoned client's %s failed (%s: %s)",
+                        type(part).__name__, type(exc).__name__, exc)  # fmt: skip
 
 
 async def start_consumer(consumer: AIOKafkaConsumer, bound_s: float) -> None:
@@ -195,9 +222,11 @@ class Reconnecting:
         async with self._fetch_lock:  # no getmany() on the old consumer from here on
             self._consumer = None
         self._drop_all()
-        await stop_bounded(old)
-        self.reconnects += 1
-        self._subscribe(fresh)
+        try:
+            await stop_bounded(old)
+        finally:  # whatever the old one did, the source goes on with the fresh one
+            self.reconnects += 1
+            self._subscribe(fresh)
         log.warning("kafka source: consumer replaced (reconnect %d); rejoining group %s",
                     self.reconnects, self.settings.group_id)  # fmt: skip
 

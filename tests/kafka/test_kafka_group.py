@@ -217,15 +217,27 @@ async def _committed_reaches(topics: Topics, want: int, timeout_s: float = 90) -
         await asyncio.sleep(0.2)
 
 
+async def _close_fails(*_: object) -> None:
+    # What uvloop raised once when the abandoned consumer's fetcher was closed
+    # after its connection had gone (the broker killed and restarted).
+    raise RuntimeError("unable to perform operation on <TCPTransport closed=True>; closed")
+
+
+@pytest.mark.parametrize("close_fails", [False, True], ids=["", "close-raises"])
 async def test_a_lost_group_coordinator_is_replaced_never_committing_past_work(
-    topics: Topics,
+    topics: Topics, close_fails: bool
 ) -> None:
     """The state a broker restart can leave aiokafka 0.14 in (docs/run-kafka.md):
     its coordination task holds the coordinator-lookup lock and never finds the
     coordinator again, while fetching goes on, so commit() and stop() wait for
     ever. Made here on purpose, on the real broker: take that lock and mark the
     coordinator dead. The source must see the coordinator silent, replace the
-    consumer in-process, re-read what was in flight and commit nothing past it."""
+    consumer in-process, re-read what was in flight and commit nothing past it.
+    The abandoned consumer's heartbeat task must not outlive it (it spun every
+    100 ms for ever), and with close_fails the abandoned fetcher's close raises
+    (injected: the uvloop transport race cannot be made on demand): the source
+    must still go on with the fresh consumer and close cleanly (the old code
+    lost its commit loop to that error and the daemon's stop exited 1 with it)."""
     source = KafkaSource(topics.settings())
     await source.start()
     seen: list[ChangeEvent] = []
@@ -247,6 +259,8 @@ async def test_a_lost_group_coordinator_is_replaced_never_committing_past_work(
         assert stuck is not None
         await stuck._coordinator._coordinator_lookup_lock.acquire()  # never released
         stuck._coordinator.coordinator_dead()
+        if close_fails:
+            stuck._fetcher.close = _close_fails
         await produce(topics.broker, topics.events,
                       [aws_message(aws_record("b", f"after-{i}")) for i in range(5)])  # fmt: skip
         await until(lambda: len(seen) == 10, "events fetched with the coordinator lost")
@@ -254,6 +268,8 @@ async def test_a_lost_group_coordinator_is_replaced_never_committing_past_work(
         await until(lambda: source._consumer not in (stuck, None), "the consumer to be replaced")
         replaced_in = time.monotonic() - began
         assert source.reconnects == 1
+        heartbeat = stuck._coordinator._heartbeat_task
+        assert heartbeat is None or heartbeat.done(), "the abandoned heartbeat task still runs"
         assert source.dropped_on_revoke == 5  # the held events, never acknowledged
         assert await committed_offsets(topics.broker, topics.group) == {(topics.events, 0): 5}
         after = {f"after-{i}" for i in range(5)}
