@@ -444,17 +444,3 @@ def load(path: Path | None = None) -> Settings:
             loc = tuple(p for p in err["loc"] if p not in ("fs", "s3"))
             msgs.append(f"{path}: {_where(loc)}: {_message(dict(err))}")
         raise ConfigError("\n".join(msgs)) from None
-
-
-# The names these models had before they were called ``...Settings`` (they
-# clashed with the classes using them, e.g. origins.s3.S3Origin). Kept only so
-# branches written against the old names still merge; new code must not use
-# them, and they go once those branches are in.
-FsSource = FsSourceSettings
-S3Source = S3SourceSettings
-S3Endpoint = S3EndpointSettings
-S3Origin = S3OriginSettings
-FsDestination = FsDestinationSettings
-S3Destination = S3DestinationSettings
-Chunking = ChunkingSettings
-Store = StoreSettings
