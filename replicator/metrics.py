@@ -18,8 +18,9 @@ habit): callers report facts (``durable``, ``destination_error``) and never
 log them again. Labels are low-cardinality (peer, source, operation, error
 class); a key never becomes a label.
 
-The HTTP side (``serve``) lives in :mod:`replicator.metrics_http`; it is
-re-exported here so callers import one module.
+The HTTP side (``serve``) lives in :mod:`replicator.metrics_http`, the
+families computed at scrape time in :mod:`replicator.metrics_scrape`, the
+per-peer state in :mod:`replicator.metrics_peers`; callers import this module.
 """
 
 from __future__ import annotations
@@ -27,8 +28,7 @@ from __future__ import annotations
 import platform
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import structlog
@@ -40,14 +40,14 @@ from prometheus_client import (
     PlatformCollector,
     ProcessCollector,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 
 from replicator import __version__
 from replicator.events import ChangeEvent
 from replicator.metrics_heartbeat import HeartbeatAges
 from replicator.metrics_http import MetricsServer, parse_address, serve
+from replicator.metrics_peers import PeerState, min_opt, peer_json, seconds
 from replicator.metrics_pending import PendingSet
+from replicator.metrics_scrape import ScrapeCollector, SourceLink
 from replicator.sources import Backlog
 
 log = structlog.get_logger("replicator.metrics")
@@ -55,30 +55,6 @@ log = structlog.get_logger("replicator.metrics")
 #: Event time → durable, in seconds: sub-second for small changes, minutes
 #: for a peer that was down.
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900, 3600)
-#: Latencies kept per peer for the quantiles of ``snapshot`` (a bounded window).
-RECENT_LATENCIES = 4096
-
-
-def _quantile(sorted_values: Sequence[float], q: float) -> float:
-    if not sorted_values:
-        return 0.0
-    index = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
-    return sorted_values[index]
-
-
-class _Peer:
-    """Per-destination state that the scrape-time collector reads."""
-
-    def __init__(self, target: float | None) -> None:
-        self.pending = PendingSet()
-        self.target = target
-        self.up = False
-        self.durable_events = 0
-        self.shipped = 0
-        self.deduplicated = 0
-        self.errors = 0
-        self.last_durable_ns: int | None = None
-        self.latencies: deque[float] = deque(maxlen=RECENT_LATENCIES)
 
 
 class Telemetry:
@@ -89,9 +65,9 @@ class Telemetry:
     RPO), then exactly one of ``durable`` / ``settled`` per peer;
     ``set_peer_up`` after each success or failure against a peer; the
     daemon ``set_ready`` after start-up checks and ``set_ready(False,
-    "stopping")`` on drain; a source's ``backlog`` and a Kafka source's lag
-    map are registered once (``set_source_backlog``, ``set_consumer_lag``)
-    and read at every scrape."""
+    "stopping")`` on drain; a source's ``backlog``, a Kafka source's lag
+    map and its connection state are registered once (``set_source_backlog``,
+    ``set_consumer_lag``, ``set_source_link``) and read at every scrape."""
 
     def __init__(
         self,
@@ -103,11 +79,12 @@ class Telemetry:
         own_registry = registry is None
         self.registry = registry if registry is not None else CollectorRegistry()
         self._lock = threading.Lock()
-        self._peers = {d: _Peer(rpo_targets.get(d)) for d in destinations}
+        self._peers = {d: PeerState(rpo_targets.get(d)) for d in destinations}
         #: The heartbeat canary's ages (fed by replicator.heartbeat and ``durable``).
         self.heartbeat = HeartbeatAges(destinations)
         self._backlog: Callable[[], Backlog] = Backlog
         self._lag: Callable[[], Mapping[tuple[str, int], int]] = dict
+        self.source_link: SourceLink | None = None
         self._ready = False
         self._reason = "starting"
         self._started = time.time()
@@ -164,9 +141,6 @@ class Telemetry:
         self._up = Gauge(
             "replicator_destination_up", "1 when the peer answers, 0 otherwise.", dest, registry=r
         )
-        self._ready_gauge = Gauge(
-            "replicator_ready", "1 once start-up checks passed and every peer is up.", registry=r
-        )
         build = Gauge(
             "replicator_build_info", "Build information.", ["version", "python"], registry=r
         )
@@ -178,12 +152,12 @@ class Telemetry:
             for counter in (self._shipped, self._dedup):
                 counter.labels(name)
             self._latency.labels(name)
-        r.register(_ScrapeCollector(self))
+        r.register(ScrapeCollector(self))
         if own_registry:  # the default registry already has these
             ProcessCollector(registry=r)
             PlatformCollector(registry=r)
 
-    def _peer(self, destination: str) -> _Peer:
+    def _peer(self, destination: str) -> PeerState:
         try:
             return self._peers[destination]
         except KeyError:
@@ -271,25 +245,35 @@ class Telemetry:
         """``fn`` is called at every scrape; its changes are pending at every peer."""
         self._backlog = fn
 
+    def set_source_link(self, link: SourceLink) -> None:
+        """A source holding a connection (Kafka): polled by ``ready`` and every scrape."""
+        self.source_link = link
+
     def set_ready(self, ready: bool, reason: str = "") -> None:
         self._ready, self._reason = ready, reason
-        self._ready_gauge.set(1 if self.ready()[0] else 0)
 
     def set_peer_up(self, destination: str, up: bool) -> None:
         self._peer(destination).up = up
         self._up.labels(destination).set(1 if up else 0)
-        self._ready_gauge.set(1 if self.ready()[0] else 0)
 
     # -- reading ---------------------------------------------------------
 
     def ready(self) -> tuple[bool, str]:
-        """Start-up checks passed and every peer is up; else the reason."""
+        """Start-up checks passed, every peer is up and the source connected; else why not."""
         if not self._ready:
             return False, self._reason or "start-up checks have not passed"
+        reasons = []
         down = [name for name, peer in self._peers.items() if not peer.up]
         if down:
-            return False, "peer down: " + ", ".join(down)
-        return True, ""
+            reasons.append("peer down: " + ", ".join(down))
+        problem = self.source_problem()
+        if problem:
+            reasons.append(f"source not connected: {problem}")
+        return not reasons, "; ".join(reasons)
+
+    def source_problem(self) -> str | None:
+        """Why the source cannot take changes now; None when it can (or holds no connection)."""
+        return None if self.source_link is None else self.source_link.problem()
 
     def consumer_lag(self) -> Mapping[tuple[str, int], int]:
         lag = self._lag()
@@ -306,10 +290,17 @@ class Telemetry:
         out = {}
         with self._lock:
             for name, peer in self._peers.items():
-                oldest = _min_opt(peer.pending.oldest_ns(), backlog.oldest_time_ns)
+                oldest = min_opt(peer.pending.oldest_ns(), backlog.oldest_time_ns)
                 rpo = 0.0 if oldest is None else max(0.0, (now_ns - oldest) / 1e9)
                 out[name] = (rpo, len(peer.pending) + backlog.events, peer.pending.bytes)
         return out
+
+    def _link_json(self) -> dict[str, Any]:
+        link = self.source_link
+        if link is None:
+            return {}
+        problem = link.problem()
+        return {"connected": problem is None, "problem": problem, "reconnects": link.reconnects()}
 
     def snapshot(self) -> dict[str, Any]:
         """Everything ``replicator status`` and the demo show, JSON-ready."""
@@ -317,15 +308,16 @@ class Telemetry:
         backlog = self._backlog()
         ready, reason = self.ready()
         with self._lock:
-            peers = {name: _peer_json(peer, *view[name]) for name, peer in self._peers.items()}
+            peers = {name: peer_json(peer, *view[name]) for name, peer in self._peers.items()}
             outcomes: dict[str, dict[str, int]] = {}
             for (name, outcome), n in sorted(self._outcomes.items()):
                 outcomes.setdefault(name, {})[outcome] = n
             source = {
                 "backlog_events": backlog.events,
-                "oldest_backlog_time": _seconds(backlog.oldest_time_ns),
+                "oldest_backlog_time": seconds(backlog.oldest_time_ns),
                 "bytes_read": self._source_bytes,
                 "events": outcomes,
+                **self._link_json(),
             }
         return {
             "version": __version__,
@@ -338,74 +330,4 @@ class Telemetry:
         }
 
 
-def _min_opt(a: int | None, b: int | None) -> int | None:
-    if a is None:
-        return b
-    return a if b is None else min(a, b)
-
-
-def _seconds(ns: int | None) -> float | None:
-    return None if ns is None else ns / 1e9
-
-
-def _peer_json(peer: _Peer, rpo: float, events: int, nbytes: int) -> dict[str, Any]:
-    recent = sorted(peer.latencies)
-    return {
-        "rpo_seconds": round(rpo, 3),
-        "rpo_target_seconds": peer.target,
-        "over_target": peer.target is not None and rpo > peer.target,
-        "pending_events": events,
-        "pending_bytes": nbytes,
-        "last_durable_event_time": _seconds(peer.last_durable_ns),
-        "durable_events": peer.durable_events,
-        "shipped_bytes": peer.shipped,
-        "deduplicated_bytes": peer.deduplicated,
-        "errors": peer.errors,
-        "up": peer.up,
-        "latency_seconds": {
-            "count": len(recent),
-            "p50": round(_quantile(recent, 0.50), 6),
-            "p99": round(_quantile(recent, 0.99), 6),
-            "max": round(recent[-1], 6) if recent else 0.0,
-        },
-    }
-
-
-class _ScrapeCollector(Collector):
-    """The gauges whose value is only true at the moment of the scrape."""
-
-    def __init__(self, telemetry: Telemetry) -> None:
-        self._t = telemetry
-
-    def collect(self) -> Iterator[Metric]:
-        rpo = GaugeMetricFamily(
-            "replicator_rpo_seconds",
-            "Age of the oldest change not yet durable at the peer (0 when none).",
-            labels=["destination"],
-        )
-        events = GaugeMetricFamily(
-            "replicator_pending_events",
-            "Changes not yet durable at the peer, source backlog included.",
-            labels=["destination"],
-        )
-        nbytes = GaugeMetricFamily(
-            "replicator_pending_bytes",
-            "Object bytes of the changes in the pipeline for the peer.",
-            labels=["destination"],
-        )
-        for name, (r, n, b) in self._t.peer_view().items():
-            rpo.add_metric([name], r)
-            events.add_metric([name], n)
-            nbytes.add_metric([name], b)
-        lag = GaugeMetricFamily(
-            "replicator_kafka_consumer_lag",
-            "Records between the consumer's position and the log end.",
-            labels=["topic", "partition"],
-        )
-        for (topic, partition), behind in sorted(self._t.consumer_lag().items()):
-            lag.add_metric([topic, str(partition)], behind)
-        yield from (rpo, events, nbytes, lag)
-        yield from self._t.heartbeat.families()
-
-
-__all__ = ["MetricsServer", "PendingSet", "Telemetry", "parse_address", "serve"]
+__all__ = ["MetricsServer", "PendingSet", "SourceLink", "Telemetry", "parse_address", "serve"]

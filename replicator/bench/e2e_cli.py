@@ -15,7 +15,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 from aiokafka.errors import KafkaError
@@ -30,6 +30,8 @@ from replicator.commands.common import exit_codes
 from replicator.commands.output import echo_json
 from replicator.config import S3_SMALL_IN_FLIGHT
 from replicator.errors import ConfigError
+
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 KAFKA_ONLY = (
     "bootstrap_servers", "bucket", "endpoint_url", "scale_out", "source_latency", "max_pack_delay",
@@ -113,65 +115,57 @@ def _ok(result: dict[str, Any]) -> bool:
     return all(r["not_durable"] == 0 and r["daemon_exit"] == 0 for r in runs)
 
 
+def _shown(
+    name: str, default: Any, kind: Any = None, text: str | None = None
+) -> Callable[[_F], _F]:
+    """An option whose default ``--help`` shows (most of the bench's)."""
+    return click.option(name, default=default, show_default=True, type=kind, help=text)
+
+
 @click.command("e2e")
-@click.option(
+@_shown(
     "--source",
-    type=click.Choice(["dir", "kafka"]),
-    default="dir",
-    show_default=True,
-    help="Changes from a watched directory, or S3 notifications through Kafka.",
+    "dir",
+    click.Choice(["dir", "kafka"]),
+    "Changes from a watched directory, or S3 notifications through Kafka.",
 )
-@click.option("--duration", default=20.0, show_default=True, type=click.FloatRange(1, 3600))
-@click.option(
+@_shown("--duration", 20.0, click.FloatRange(1, 3600))
+@_shown(
     "--rate",
-    default=50.0,
-    show_default=True,
-    type=click.FloatRange(0.1, 10_000),
-    help="Small objects (1 KiB to --max-size, log-uniform) per second.",
+    50.0,
+    click.FloatRange(0.1, 10_000),
+    "Small objects (1 KiB to --max-size, log-uniform) per second.",
 )
-@click.option(
+@_shown(
     "--max-size",
-    default="1MiB",
-    show_default=True,
-    help="Largest small object (--source kafka; the directory variant uses 1 MiB).",
+    "1MiB",
+    None,
+    "Largest small object (--source kafka; the directory variant uses 1 MiB).",
 )
-@click.option("--large-size", default="64MiB", show_default=True, help="Bytes per large object.")
+@_shown("--large-size", "64MiB", None, "Bytes per large object.")
 @click.option(
     "--large-every",
     type=click.FloatRange(0),
     default=None,
     help="Seconds between large objects (0: none). [default: 10 dir, 0 kafka]",
 )
-@click.option(
+@_shown(
     "--large-burst",
-    default=0,
-    show_default=True,
-    type=click.IntRange(0, 1000),
-    help="Instead of the steady load: this many large objects at once (large MB/s vs backfill).",
+    0,
+    click.IntRange(0, 1000),
+    "Instead of the steady load: this many large objects at once (large MB/s vs backfill).",
 )
 @click.option("--bootstrap-servers", help="Kafka brokers, host:port[,host:port].")
 @click.option("--endpoint-url", help="S3 endpoint of the source bucket (AWS when unset).")
 @click.option("--bucket", help="Source bucket; the bench writes under replicator-bench/<tag>/.")
-@click.option("--region", default="us-east-1", show_default=True)
-@click.option(
-    "--addressing-style",
-    type=click.Choice(["auto", "path", "virtual"]),
-    default="path",
-    show_default=True,
-)
-@click.option(
-    "--partitions",
-    default=6,
-    show_default=True,
-    type=click.IntRange(1, 1000),
-    help="Partitions of the bench's fresh events topic.",
-)
-@click.option(
+@_shown("--region", "us-east-1")
+@_shown("--addressing-style", "path", click.Choice(["auto", "path", "virtual"]))
+@_shown("--partitions", 6, click.IntRange(1, 1000), "Partitions of the bench's fresh events topic.")
+@_shown(
     "--max-in-flight",
-    default=S3_SMALL_IN_FLIGHT,
-    show_default=True,
-    type=click.IntRange(1, 1024),
-    help="Each daemon's service.max_in_flight (objects read at once).",
+    S3_SMALL_IN_FLIGHT,
+    click.IntRange(1, 1024),
+    "Each daemon's service.max_in_flight (objects read at once).",
 )
 @click.option(
     "--max-pack-delay",
@@ -183,13 +177,12 @@ def _ok(result: dict[str, Any]) -> bool:
     is_flag=True,
     help="Drain --backlog objects with one daemon, then two in one group.",
 )
-@click.option("--backlog", default=600, show_default=True, type=click.IntRange(1, 1_000_000))
-@click.option(
+@_shown("--backlog", 600, click.IntRange(1, 1_000_000))
+@_shown(
     "--source-latency",
-    default=0.0,
-    show_default=True,
-    type=click.FloatRange(0, 10),
-    help="Seconds added to every daemon request to the source (--scale-out).",
+    0.0,
+    click.FloatRange(0, 10),
+    "Seconds added to every daemon request to the source (--scale-out).",
 )
 @click.option("--keep", type=click.Path(path_type=Path, file_okay=False), help="Keep the run here.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")

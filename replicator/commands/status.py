@@ -2,7 +2,9 @@
 
 Reads ``/status`` at ``service.metrics_address``. Per peer: RPO against its
 target, pending changes and bytes, the event time of the newest durable
-change, errors. A table on a terminal, JSON otherwise (or with ``--json``).
+change, errors; for a Kafka source, whether it is connected and how many
+times its consumer was replaced. A table on a terminal, JSON otherwise (or
+with ``--json``).
 
 Exit codes: 0 every peer within its target; 1 a peer is over its RPO target;
 2 no daemon answers (or the configuration is bad).
@@ -84,6 +86,14 @@ def _size(n: float) -> str:
     raise AssertionError("unreachable")
 
 
+def _source_line(source: dict[str, Any]) -> str | None:
+    """A source holding a connection (Kafka): whether it is connected, how often it reconnected."""
+    if "connected" not in source:
+        return None
+    state = "connected" if source["connected"] else f"[red]not connected[/red]: {source['problem']}"
+    return f"source {state}; {source.get('reconnects', 0)} reconnect(s)"
+
+
 def render_table(status: dict[str, Any]) -> Table:
     ready = "ready" if status.get("ready") else f"not ready: {status.get('reason', '')}"
     table = Table(title=f"replicator {status.get('version', '?')}: {ready}")
@@ -91,6 +101,7 @@ def render_table(status: dict[str, Any]) -> Table:
         table.add_column(column, justify="left" if column == "peer" else "right")
     table.add_column("last durable event")
     table.add_column("errors", justify="right")
+    table.caption = _source_line(status.get("source", {}))
     for name, peer in status["destinations"].items():
         target = peer.get("rpo_target_seconds")
         rpo = f"{peer['rpo_seconds']:.1f} s"

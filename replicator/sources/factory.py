@@ -28,7 +28,7 @@ from aiokafka.errors import KafkaError
 from replicator.config import FsSourceSettings, KafkaSettings, S3SourceSettings, Settings
 from replicator.errors import ConfigError, SupersededError
 from replicator.events import ChangeEvent
-from replicator.metrics import Telemetry
+from replicator.metrics import SourceLink, Telemetry
 from replicator.origins import ObjectReader, Origin
 from replicator.origins.fs import FsOrigin
 from replicator.origins.s3 import S3Origin
@@ -116,7 +116,7 @@ def _kafka_feed(settings: Settings, src: S3SourceSettings, telemetry: Telemetry)
         on_gap=on_gap,
         on_outcome=lambda outcome: telemetry.outcome(KafkaSource.name, str(outcome)),
     )
-    telemetry.set_consumer_lag(consumer.lag)
+    watch_kafka(telemetry, consumer)
     feed = Feed(
         consumer,
         lambda event: open_exact(reads, event),
@@ -128,6 +128,12 @@ def _kafka_feed(settings: Settings, src: S3SourceSettings, telemetry: Telemetry)
         closers=[reads.close],
     )
     return feed
+
+
+def watch_kafka(telemetry: Telemetry, consumer: KafkaSource) -> None:
+    """Lag, connection and reconnects of the consumer, read at every scrape and ``/readyz``."""
+    telemetry.set_consumer_lag(consumer.lag)
+    telemetry.set_source_link(SourceLink(consumer.connection_problem, lambda: consumer.reconnects))
 
 
 async def open_exact(origin: S3Origin, event: ChangeEvent) -> ObjectReader:

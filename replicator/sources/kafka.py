@@ -337,7 +337,8 @@ class KafkaSource(Reconnecting, GroupMember):
             await asyncio.sleep(period)
             try:
                 await self.commit()
-            except KafkaError as exc:
+            except KafkaError as exc:  # CommitFailedError (a rebalance) is not raised
+                self._health.failed()  # readiness: the coordinator did not take the commit
                 log.warning("kafka source: commit failed (%s); retrying", type(exc).__name__)
             try:
                 await self._keep_connected()

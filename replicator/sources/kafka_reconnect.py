@@ -67,10 +67,25 @@ class CoordinatorHealth:
         self._ok_at = time.monotonic()
         self._backoff = REBUILD_BACKOFF_S[0]
         self._next_rebuild = 0.0
+        self._failing = False
 
     def ok(self) -> None:
         self._ok_at = time.monotonic()
         self._backoff = REBUILD_BACKOFF_S[0]
+        self._failing = False
+
+    def failed(self) -> None:
+        """A coordinator call (commit, probe) failed or went unanswered for a call timeout."""
+        self._failing = True
+
+    def problem(self) -> str | None:
+        """Why the coordinator is not working (readiness), None while its last call succeeded.
+
+        One failed call is enough: each is bounded by a call timeout, so it
+        means the coordinator did not answer for that long."""
+        if not self._failing:
+            return None
+        return f"kafka group coordinator not answering for {self.silent_for():.0f} s"
 
     def may_rebuild(self) -> bool:
         """Lost, and not within the backoff after a failed rebuild."""
@@ -189,14 +204,29 @@ class Reconnecting:
     def _subscribe(self, consumer: AIOKafkaConsumer) -> None:
         raise NotImplementedError
 
+    def connection_problem(self) -> str | None:
+        """Why the source cannot take changes now (``/readyz``), None while it can.
+
+        Not connected: no consumer (before start, during a replacement), or
+        the group coordinator's last bounded call failed; connected again at
+        the next call it answers, or once a fresh consumer reached the brokers."""
+        if self._closing.is_set():
+            return None  # stopping: the daemon reports that itself
+        if self._consumer is None:
+            return "no kafka consumer (starting, or being replaced)"
+        return self._health.problem()
+
     async def _keep_connected(self) -> None:
         """Probe a silent coordinator; replace the consumer once it is lost."""
         consumer = self._consumer
         if consumer is None or self._closing.is_set():
             return
         probe = self._health.needs_probe()
-        if probe and await probe_coordinator(consumer, self.settings, self._health.call_timeout):
-            self._health.ok()
+        if probe:
+            if await probe_coordinator(consumer, self.settings, self._health.call_timeout):
+                self._health.ok()
+            else:
+                self._health.failed()
         if self._health.may_rebuild() and not self._closing.is_set():
             await self._rebuild(consumer)
 

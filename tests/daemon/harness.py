@@ -37,25 +37,42 @@ PEERS = ("a", "b")
 
 def write_config(tmp: Path, *, port: int | None = None, extra: str = "") -> Path:
     """Two directory peers; small chunks and packs so tests ship several."""
-    port = port or free_port()
     cfg = tmp / "replicator.toml"
-    cfg.write_text(
-        f"""
+    source = f"""
 [source]
 type = "fs"
 path = "{tmp / "src"}"
 settle_seconds = 0.5
+"""
+    cfg.write_text(source + peers_and_service(tmp, tmp, port=port, extra=extra))
+    (tmp / "src").mkdir(exist_ok=True)
+    return cfg
 
+
+def peers_and_service(
+    tmp: Path,
+    peers: Path,
+    *,
+    port: int | None = None,
+    b_target: float | None = None,
+    extra: str = "",
+) -> str:
+    """The config every daemon test shares after its source: directory peers
+    a (RPO target 60 s) and b under ``peers``, chunks and packs small enough
+    that tests ship several, a free metrics port, ``extra`` in [service]."""
+    b_line = "" if b_target is None else f"rpo_target_seconds = {b_target:g}"
+    return f"""
 [[destinations]]
 name = "a"
 type = "fs"
-path = "{tmp / "a"}"
+path = "{peers / "a"}"
 rpo_target_seconds = 60
 
 [[destinations]]
 name = "b"
 type = "fs"
-path = "{tmp / "b"}"
+path = "{peers / "b"}"
+{b_line}
 
 [chunking]
 min_size = 4096
@@ -68,13 +85,10 @@ cache_dir = "{tmp / "cache"}"
 max_pack_delay = 0.2
 
 [service]
-metrics_address = "127.0.0.1:{port}"
+metrics_address = "127.0.0.1:{port or free_port()}"
 drain_timeout_seconds = 20
 {extra}
 """
-    )
-    (tmp / "src").mkdir(exist_ok=True)
-    return cfg
 
 
 def replicator(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -27,6 +27,8 @@ def _exposed() -> dict[str, tuple[str, set[str]]]:
     except ImportError:
         pytest.skip("the daemon's replicator/metrics.py is not merged yet; this check then runs")
     telemetry = metrics.Telemetry(["dr-eu"], {"dr-eu": 60.0})
+    # As a Kafka daemon's: the source's connection families too.
+    telemetry.set_source_link(metrics.SourceLink(lambda: None, lambda: 0))
     text = generate_latest(telemetry.registry).decode()
     out = {}
     for family in text_string_to_metric_families(text):

@@ -78,6 +78,18 @@ def source_bucket(moto_source: MotoServer) -> Iterator[tuple[Any, str]]:
 
 
 @pytest.fixture
+def versioned(source_bucket: tuple[Any, str]) -> Iterator[tuple[Any, str]]:
+    """A versioned source bucket, as a bucket protected for disaster recovery is."""
+    client, bucket = source_bucket
+    client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    yield client, bucket
+    # Every version and delete marker, so the bucket can be deleted.
+    for page in client.get_paginator("list_object_versions").paginate(Bucket=bucket):
+        for v in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]:
+            client.delete_object(Bucket=bucket, Key=v["Key"], VersionId=v["VersionId"])
+
+
+@pytest.fixture
 def partitions() -> int:
     return 1
 

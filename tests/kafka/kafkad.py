@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,13 +23,11 @@ from aiokafka.errors import KafkaError
 
 from replicator._native import blake3_digest
 from replicator.store.backends import FsBackend
-from replicator.store.format import Manifest
-from tests.daemon.harness import GUARD_S, Daemon
+from tests.daemon.harness import GUARD_S, Daemon, peers_and_service
 from tests.integration.test_backfill import check_structure, manifests_at
 from tests.kafka.corpus import aws_message, aws_record, ceph_message, minio_message
 from tests.kafka.kafkautil import Topics, committed_offsets
 from tests.services.moto_server import MotoServer
-from tests.services.process import free_port
 
 PEERS = ("a", "b")
 
@@ -69,34 +66,8 @@ commit_interval_ms = 100
 session_timeout_ms = 3000
 heartbeat_interval_ms = 500
 {kafka}
-
-[[destinations]]
-name = "a"
-type = "fs"
-path = "{peers / "a"}"
-rpo_target_seconds = 60
-
-[[destinations]]
-name = "b"
-type = "fs"
-path = "{peers / "b"}"
-rpo_target_seconds = 3
-
-[chunking]
-min_size = 4096
-avg_size = 16384
-max_size = 65536
-
-[store]
-pack_size = 1048576
-cache_dir = "{tmp / "cache"}"
-max_pack_delay = 0.2
-
-[service]
-metrics_address = "127.0.0.1:{free_port()}"
-drain_timeout_seconds = 20
-{extra}
 """
+        + peers_and_service(tmp, peers, b_target=3, extra=extra)
     )
     return cfg
 
@@ -230,6 +201,14 @@ async def log_ends(topics: Topics) -> dict[tuple[str, int], int]:
     return {(tp.topic, tp.partition): end for tp, end in ends.items()}
 
 
+async def wait_assigned(daemon: Daemon) -> None:
+    """Until the daemon logged its first partition assignment."""
+    while "kafka source: assigned" not in daemon.log_path.read_text(errors="replace"):
+        if daemon.proc.poll() is not None:
+            raise AssertionError(f"daemon exited:\n{daemon.log_tail()}")
+        await asyncio.sleep(0.01)
+
+
 async def wait_committed_to_end(topics: Topics, daemon: Daemon | None = None) -> float:
     """Until the group's committed offsets (admin API) reach every log end."""
     started = time.monotonic()
@@ -269,17 +248,6 @@ async def missing_at(peer: Path, puts: list[Put]) -> list[Put]:
         if not p.removed
         and held.get((p.key, p.version_id, p.event_time_ns)) != blake3_digest(p.data)
     ]
-
-
-def newest(manifests: list[Manifest]) -> Manifest:
-    return max(manifests, key=lambda m: (m.identity.event_time_ns, m.identity.sequencer))
-
-
-def status_json(daemon: Daemon) -> dict[str, Any]:
-    code, body = daemon.get("/status")
-    assert code == 200, body
-    data: dict[str, Any] = json.loads(body)
-    return data
 
 
 def differences(got: dict[str, bytes], want: dict[str, bytes]) -> dict[str, list[str]]:

@@ -13,7 +13,6 @@ import os
 import random
 import secrets
 import time
-from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ from tests.kafka.kafkad import (
     missing_at,
     peer_state,
     s3_env,
+    wait_assigned,
     wait_committed_to_end,
     write_config,
 )
@@ -55,17 +55,6 @@ AWKWARD = [
     "percent%41%2F%.bin",
     "utf-8/données/模型 ✓.safetensors",
 ]
-
-
-@pytest.fixture
-def versioned(source_bucket: tuple[Any, str]) -> Iterator[tuple[Any, str]]:
-    client, bucket = source_bucket
-    client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
-    yield client, bucket
-    # Every version and delete marker, so the bucket can be deleted.
-    for page in client.get_paginator("list_object_versions").paginate(Bucket=bucket):
-        for v in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]:
-            client.delete_object(Bucket=bucket, Key=v["Key"], VersionId=v["VersionId"])
 
 
 def events_total(daemon: Daemon) -> dict[str, float]:
@@ -500,13 +489,6 @@ async def test_event_to_durable_latency_through_kafka_and_s3(
 RESTARTS = int(os.environ.get("REPLICATOR_BROKER_RESTARTS", "1"))
 
 
-async def _assigned_once(daemon: Daemon) -> None:
-    while "kafka source: assigned" not in daemon.log_path.read_text(errors="replace"):
-        if daemon.proc.poll() is not None:
-            raise AssertionError(f"daemon exited:\n{daemon.log_tail()}")
-        await asyncio.sleep(0.01)
-
-
 @pytest.mark.parametrize("round_", range(RESTARTS))
 async def test_broker_killed_and_restarted_mid_stream_the_daemon_reconnects(
     tmp_path: Path, topics: Topics, moto_source: MotoServer, versioned: tuple[Any, str], round_: int
@@ -529,7 +511,7 @@ async def test_broker_killed_and_restarted_mid_stream_the_daemon_reconnects(
     daemon = Daemon(cfg, tmp_path / "daemon.log", env=env)
     try:
         await asyncio.to_thread(daemon.wait_ready)
-        await _assigned_once(daemon)
+        await wait_assigned(daemon)
         await asyncio.sleep(delay)
         topics.broker.stop(kill=True)
         await asyncio.sleep(2)

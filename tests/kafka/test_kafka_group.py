@@ -18,9 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from replicator.events import ChangeEvent
+from replicator.metrics import Telemetry
 from replicator.sources import Outcome
+from replicator.sources.factory import watch_kafka
 from replicator.sources.kafka import KafkaSource
 from tests.kafka.corpus import aws_message, aws_record
 from tests.kafka.kafkautil import Topics, committed_offsets, produce
@@ -122,6 +126,10 @@ async def test_two_members_share_partitions_and_a_killed_ones_move(topics: Topic
 async def test_broker_restart_mid_stream(topics: Topics) -> None:
     """The consumer rides through a broker kill -9 and restart: nothing lost."""
     source = KafkaSource(topics.settings())
+    telemetry = Telemetry(["peer"], {})
+    watch_kafka(telemetry, source)  # as the daemon's factory does
+    telemetry.set_peer_up("peer", True)
+    telemetry.set_ready(True)
     await source.start()
     seen: list[ChangeEvent] = []
     task = asyncio.ensure_future(consume_all(source, seen))
@@ -209,6 +217,18 @@ async def test_rebalance_commits_what_is_done_and_drops_the_rest(topics: Topics)
             other.reader.cancel()
 
 
+def _link(telemetry: Telemetry) -> tuple[bool, str, float, float]:
+    """(ready, reason, replicator_source_connected, replicator_kafka_reconnects_total)."""
+    values = {
+        s.name: s.value
+        for family in text_string_to_metric_families(generate_latest(telemetry.registry).decode())
+        for s in family.samples
+    }
+    ready, reason = telemetry.ready()
+    connected, reconnects = "replicator_source_connected", "replicator_kafka_reconnects_total"
+    return ready, reason, values[connected], values[reconnects]
+
+
 async def _committed_reaches(topics: Topics, want: int, timeout_s: float = 90) -> None:
     deadline = time.monotonic() + timeout_s
     while (await committed_offsets(topics.broker, topics.group)).get((topics.events, 0)) != want:
@@ -239,6 +259,10 @@ async def test_a_lost_group_coordinator_is_replaced_never_committing_past_work(
     must still go on with the fresh consumer and close cleanly (the old code
     lost its commit loop to that error and the daemon's stop exited 1 with it)."""
     source = KafkaSource(topics.settings())
+    telemetry = Telemetry(["peer"], {})
+    watch_kafka(telemetry, source)  # as the daemon's factory does
+    telemetry.set_peer_up("peer", True)
+    telemetry.set_ready(True)
     await source.start()
     seen: list[ChangeEvent] = []
 
@@ -255,6 +279,7 @@ async def test_a_lost_group_coordinator_is_replaced_never_committing_past_work(
                       [aws_message(aws_record("b", f"before-{i}")) for i in range(5)])  # fmt: skip
         await until(lambda: len(seen) == 5, "events before the wedge")
         await _committed_reaches(topics, 5)
+        assert _link(telemetry) == (True, "", 1, 0)
         stuck = source._consumer
         assert stuck is not None
         await stuck._coordinator._coordinator_lookup_lock.acquire()  # never released
@@ -265,9 +290,17 @@ async def test_a_lost_group_coordinator_is_replaced_never_committing_past_work(
                       [aws_message(aws_record("b", f"after-{i}")) for i in range(5)])  # fmt: skip
         await until(lambda: len(seen) == 10, "events fetched with the coordinator lost")
         began = time.monotonic()
+        # Not ready once a bounded call to the coordinator went unanswered
+        # (a probe: nothing is committed while the 5 events are held) ...
+        await until(lambda: not telemetry.ready()[0], "the source to be not connected")
+        not_connected_in = time.monotonic() - began
+        wedged = _link(telemetry)
         await until(lambda: source._consumer not in (stuck, None), "the consumer to be replaced")
         replaced_in = time.monotonic() - began
         assert source.reconnects == 1
+        assert wedged[0] is False and wedged[2:] == (0, 0), wedged
+        assert wedged[1].startswith("source not connected: kafka group coordinator not answering")
+        assert _link(telemetry) == (True, "", 1, 1)  # ... and ready with the fresh consumer
         heartbeat = stuck._coordinator._heartbeat_task
         assert heartbeat is None or heartbeat.done(), "the abandoned heartbeat task still runs"
         assert source.dropped_on_revoke == 5  # the held events, never acknowledged
@@ -282,5 +315,6 @@ async def test_a_lost_group_coordinator_is_replaced_never_committing_past_work(
         began = time.monotonic()
         await asyncio.wait_for(source.close(), 60)  # the old code hung here
         closed_in = time.monotonic() - began
-    print(f"\ncoordinator wedged: consumer replaced after {replaced_in:.1f} s, "
+    print(f"\ncoordinator wedged: not ready after {not_connected_in:.1f} s, "
+          f"consumer replaced after {replaced_in:.1f} s, "
           f"5 held events re-read, committed 5 then 10; close took {closed_in:.1f} s")  # fmt: skip

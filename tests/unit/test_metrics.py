@@ -21,7 +21,14 @@ from structlog.testing import capture_logs
 
 from replicator.errors import ConfigError
 from replicator.events import ChangeEvent, Kind
-from replicator.metrics import MetricsServer, PendingSet, Telemetry, parse_address, serve
+from replicator.metrics import (
+    MetricsServer,
+    PendingSet,
+    SourceLink,
+    Telemetry,
+    parse_address,
+    serve,
+)
 from replicator.sources import Backlog
 
 PEERS = ["peer-a", "peer-b"]
@@ -184,6 +191,56 @@ async def test_health_readiness_and_status(served: tuple[Telemetry, MetricsServe
     assert a["rpo_target_seconds"] == 60
     assert b["over_target"] is False
     assert snap["ready"] is True
+
+
+async def test_a_disconnected_source_is_not_ready_and_reconnects_count(
+    served: tuple[Telemetry, MetricsServer],
+) -> None:
+    """A source holding a connection (Kafka) is polled: /readyz, replicator_ready,
+    replicator_source_connected and the reconnect counter follow it without any call."""
+    telemetry, server = served
+    telemetry.set_ready(True)
+    for peer in PEERS:
+        telemetry.set_peer_up(peer, True)
+    problem: list[str | None] = [None]
+    replaced = [0]
+    telemetry.set_source_link(SourceLink(lambda: problem[0], lambda: replaced[0]))
+    async with aiohttp.ClientSession() as session:
+
+        async def readyz() -> tuple[int, str]:
+            async with session.get(server.url + "/readyz") as resp:
+                return resp.status, await resp.text()
+
+        assert await readyz() == (200, "ready\n")
+        up = await scrape(server)
+        problem[0] = "kafka group coordinator not answering for 6 s"
+        assert await readyz() == (
+            503,
+            "not ready: source not connected: kafka group coordinator not answering for 6 s\n",
+        )
+        down = await scrape(server)
+        telemetry.set_peer_up("peer-b", False)  # both reasons are named
+        assert (await readyz())[1] == (
+            "not ready: peer down: peer-b; source not connected: "
+            "kafka group coordinator not answering for 6 s\n"
+        )
+        problem[0], replaced[0] = None, 1
+        telemetry.set_peer_up("peer-b", True)
+        again = await scrape(server)
+    for samples, ready, connected, reconnects in ((up, 1, 1, 0), (down, 0, 0, 0), (again, 1, 1, 1)):
+        assert value(samples, "replicator_ready") == ready
+        assert value(samples, "replicator_source_connected") == connected
+        assert value(samples, "replicator_kafka_reconnects_total") == reconnects
+    snap = telemetry.snapshot()["source"]
+    assert (snap["connected"], snap["problem"], snap["reconnects"]) == (True, None, 1)
+
+
+async def test_a_directory_source_exports_no_connection_state(
+    served: tuple[Telemetry, MetricsServer],
+) -> None:
+    names = {k[0] for k in await scrape(served[1])}
+    assert not names & {"replicator_source_connected", "replicator_kafka_reconnects_total"}
+    assert "connected" not in served[0].snapshot()["source"]
 
 
 def test_bad_and_taken_addresses_name_the_key() -> None:

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import pty
+import re
 import socket
 import sys
 import time
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from replicator.events import ChangeEvent, Kind
-from replicator.metrics import MetricsServer, Telemetry, serve
+from replicator.metrics import MetricsServer, SourceLink, Telemetry, serve
 
 CLI = "from replicator.cli import main; main()"
 
@@ -103,6 +104,31 @@ async def test_table_on_a_terminal(daemon: tuple[Telemetry, MetricsServer]) -> N
     assert "3.0 MiB" in out
     assert "ready" in out
     assert not out.lstrip().startswith("{")
+
+
+async def test_a_kafka_source_not_connected_is_shown(
+    daemon: tuple[Telemetry, MetricsServer],
+) -> None:
+    telemetry, server = daemon
+    problem = "kafka group coordinator not answering for 12 s"
+    telemetry.set_source_link(SourceLink(lambda: problem, lambda: 3))
+    code, out, err = await status("--address", f"127.0.0.1:{server.port}", "--json")
+    assert code == 0, err  # every peer within its target: readiness is not the RPO
+    doc = json.loads(out)
+    assert doc["ready"] is False
+    assert doc["reason"] == f"source not connected: {problem}"
+    want = {"connected": False, "problem": problem, "reconnects": 3}
+    assert doc["source"].items() >= want.items()
+    leader, follower = pty.openpty()
+    try:
+        code, _, err = await status("--address", f"127.0.0.1:{server.port}", stdout=follower)
+        os.close(follower)
+        # Styles stripped, wrapped lines joined: the words are what is checked.
+        table = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", _drain(leader)).split())
+    finally:
+        os.close(leader)
+    assert f"not ready: source not connected: {problem}" in table
+    assert f"source not connected: {problem}; 3 reconnect(s)" in table
 
 
 async def test_address_comes_from_the_config(
