@@ -2,8 +2,9 @@
 
 - ``/metrics``: the Prometheus exposition (OpenMetrics when the scraper asks).
 - ``/healthz``: 200 while the process serves requests (liveness).
-- ``/readyz``: 200 once start-up checks passed and every peer is up, else 503
-  with the reason (readiness; what a load balancer or systemd unit waits on).
+- ``/readyz``: 200 once start-up checks passed, every peer is up and a Kafka
+  source is connected, else 503 with the reason (``peer down: …``, ``source
+  not connected: …``; readiness: what a load balancer or systemd unit waits on).
 - ``/status``: :meth:`Telemetry.snapshot` as JSON (``replicator status`` reads it).
 
 Bound to ``service.metrics_address`` (default ``127.0.0.1:9464``, never all
