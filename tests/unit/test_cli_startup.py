@@ -80,9 +80,7 @@ main()
 """
 
 
-def test_backfill_as_the_program(tmp_path: Path) -> None:
-    """A directory backfill loads no S3, Kafka, metrics or daemon code, and
-    its start-up objects are frozen out of the collector, which runs again."""
+def _fs_config(tmp_path: Path) -> Path:
     src = tmp_path / "src"
     src.mkdir()
     for i in range(3):
@@ -93,7 +91,13 @@ def test_backfill_as_the_program(tmp_path: Path) -> None:
         f'[[destinations]]\nname = "a"\ntype = "fs"\npath = "{tmp_path / "peer"}"\n\n'
         f'[store]\ncache_dir = "{tmp_path / "cache"}"\n'
     )
-    argv = ["backfill", "--config", str(cfg), "--json"]
+    return cfg
+
+
+def test_backfill_as_the_program(tmp_path: Path) -> None:
+    """A directory backfill loads no S3, Kafka, metrics or daemon code, and
+    its start-up objects are frozen out of the collector, which runs again."""
+    argv = ["backfill", "--config", str(_fs_config(tmp_path)), "--json"]
     done = _python(_PROGRAM, json.dumps(NOT_FOR_BACKFILL), *argv)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["replicated"] == 3
@@ -110,3 +114,14 @@ def test_a_test_invoking_the_group_keeps_its_collector() -> None:
     assert CliRunner().invoke(main, ["--version"]).exit_code == 0
     assert gc.get_freeze_count() == before
     assert gc.isenabled()
+
+
+def test_check_config_loads_no_daemon_logging(tmp_path: Path) -> None:
+    """``check-config`` shares a module with ``run`` but not its logging set-up
+    (structlog, and rich through it) or the daemon."""
+    unwanted = ["structlog", "rich", "replicator.daemon", "aiobotocore", "aiokafka"]
+    argv = ["check-config", "--config", str(_fs_config(tmp_path))]
+    done = _python(_PROGRAM, json.dumps(unwanted), *argv)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("configuration ok")
+    assert json.loads(done.stderr.splitlines()[-1])["loaded"] == []
