@@ -5,6 +5,10 @@ Loaded from TOML (``--config FILE``, else ``$REPLICATOR_CONFIG``, else
 exit code 2 (ConfigError). Credentials never live here: they come from the
 standard AWS chain (env vars, shared config/credentials files, instance
 roles), so nothing secret is ever printed with the configuration.
+
+Import every table from here: the ``[kafka]`` table lives in
+``config_kafka.py`` and the strict base of all tables in ``config_base.py``
+(only to keep each module short).
 """
 
 from __future__ import annotations
