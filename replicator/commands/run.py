@@ -14,11 +14,11 @@ from pathlib import Path
 
 import click
 
-from replicator import config, logs
+from replicator import config
 from replicator.commands.common import config_option
 from replicator.config import FsDestinationSettings, FsSourceSettings, Settings
 from replicator.errors import ConfigError, NotFoundError, ReplicatorError
-from replicator.metrics import parse_address
+from replicator.metrics_http import parse_address
 from replicator.store.format import CONFIG_KEY, StoreConfig
 from replicator.store.peer import make_backend, store_config
 
@@ -30,7 +30,8 @@ def run_command(config_path: Path | None) -> None:
 
     Exit 0 after SIGTERM/SIGINT and a drain; 2 when the configuration or a
     start-up check (a peer, the source path, the metrics address) fails."""
-    from replicator import daemon  # noqa: PLC0415 - uvloop and friends only for `run`
+    # uvloop, structlog (and rich through it) only for `run`, not `check-config`
+    from replicator import daemon, logs  # noqa: PLC0415
 
     settings = config.load(config_path)
     check_paths(settings)

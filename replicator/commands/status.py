@@ -18,17 +18,18 @@ import urllib.error
 import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from replicator import config
 from replicator.commands.common import config_option, exit_codes
 from replicator.commands.output import echo_json
 from replicator.errors import ReplicatorError
 from replicator.metrics_http import DEFAULT_ADDRESS, parse_address
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 TIMEOUT_SECONDS = 5.0
 
@@ -95,6 +96,8 @@ def _source_line(source: dict[str, Any]) -> str | None:
 
 
 def render_table(status: dict[str, Any]) -> Table:
+    from rich.table import Table  # noqa: PLC0415 - rich only for a terminal
+
     ready = "ready" if status.get("ready") else f"not ready: {status.get('reason', '')}"
     table = Table(title=f"replicator {status.get('version', '?')}: {ready}")
     for column in ("peer", "up", "RPO", "target", "pending", "pending bytes"):
@@ -129,6 +132,8 @@ def status_command(*, config_path: Path | None, address: str | None, as_json: bo
     if as_json or not sys.stdout.isatty():
         echo_json(status)
     else:
+        from rich.console import Console  # noqa: PLC0415 - rich only for a terminal
+
         Console().print(render_table(status))
     late = over_target(status)
     if late:
