@@ -5,6 +5,7 @@ between the sync and the links leaves behind."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import subprocess
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from replicator import failpoints
+from replicator.errors import IntegrityError
 from replicator.store.backends import fs_batch
 from replicator.store.backends.fs import FsBackend
 from replicator.store.bulk import PutItem, PutOutcome
@@ -97,3 +99,22 @@ def test_concurrent_group_commits_of_the_same_names_write_each_once(tmp_path: Pa
         data = (fs.root / f"manifests/b/k{i}/0001-v").read_bytes()
         assert data in {f"manifest {i}{t}".encode() for t in "abc"}
     assert len(_files(fs.root)) == 50
+
+
+@pytest.mark.parametrize("anonymous", [True, False])
+async def test_single_puts_if_absent_race_and_one_wins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, anonymous: bool
+) -> None:
+    fs = FsBackend(tmp_path / "peer", "peer")
+    fs.root.mkdir()
+    if not anonymous:
+        monkeypatch.setattr(fs_batch, "_no_anonymous", {os.stat(fs.root).st_dev})
+    won = await asyncio.gather(
+        *(fs.put_if_absent("index/ab/x", b"writer %d" % i) for i in range(6))
+    )
+    assert sorted(won) == [False] * 5 + [True]
+    assert (fs.root / "index/ab/x").read_bytes() == b"writer %d" % won.index(True)
+    bad = fs.put_if_absent("index/ab/y", b"data", sha256=hashlib.sha256(b"other").digest())
+    with pytest.raises(IntegrityError):
+        await bad
+    assert _files(fs.root) == ["index/ab/x"]  # nothing of the refused put, no temporary file

@@ -94,9 +94,17 @@ class FsBackend:
                 return False  # cheap early answer; link() below is what decides
             self._ensure_dir(path.parent)
             self._sweep(path.parent)
-            with TempFile(path.parent, 0o644) as tmp:
-                _write_verified(tmp.fd, data, sha256)
-                won = _publish(tmp.path, path, exclusive)
+            # put_if_absent: an unnamed file where the filesystem has them
+            # (fs_batch.put_unnamed); put replaces, which only rename can.
+            won = (
+                fs_batch.put_unnamed(str(path.parent), str(path), data, sha256)
+                if exclusive
+                else None
+            )
+            if won is None:
+                with TempFile(path.parent, 0o644) as tmp:
+                    _write_verified(tmp.fd, data, sha256)
+                    won = _publish(tmp.path, path, exclusive)
             _fsync_dir(path.parent)
             return won
         except OSError as exc:

@@ -192,16 +192,10 @@ def _stage(backend: FsBackend, item: PutItem, dirs: dict[str, None]) -> tuple[in
 
 
 def _new_file(backend: FsBackend, directory: str, *, sweep: bool) -> tuple[int, str]:
-    """A new file in ``directory`` open for writing: unnamed (O_TMPFILE) where
-    the filesystem can, so there is no temporary name to create, remove or
-    sweep, and a crash leaves nothing behind; else a named temporary file."""
-    if _anonymous_ok(directory):
-        try:
-            return os.open(directory, _TMPFILE_FLAGS, 0o644), ""
-        except OSError as exc:
-            if exc.errno not in _NO_TMPFILE:
-                raise
-            _no_anonymous.add(os.stat(directory).st_dev)
+    """A new file in ``directory`` open for writing: unnamed (see
+    ``open_unnamed``) where the filesystem can, else a named temporary file."""
+    if (fd := open_unnamed(directory)) is not None:
+        return fd, ""
     if sweep:
         backend._sweep(Path(directory))
     # Not a TempFile: a group may hold hundreds of files. Sweepers only take
@@ -209,6 +203,35 @@ def _new_file(backend: FsBackend, directory: str, *, sweep: bool) -> tuple[int, 
     # lasts seconds.
     tmp = f"{directory}/{TMP_PREFIX}{secrets.token_hex(8)}"
     return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644), tmp
+
+
+def open_unnamed(directory: str) -> int | None:
+    """A new unnamed file (O_TMPFILE) in ``directory``, open for writing, or
+    None where the filesystem or kernel has none. There is no temporary
+    name to create, remove or sweep, and a crash before the link leaves
+    nothing behind (the kernel frees an inode no directory names)."""
+    if not _anonymous_ok(directory):
+        return None
+    try:
+        return os.open(directory, _TMPFILE_FLAGS, 0o644)
+    except OSError as exc:
+        if exc.errno not in _NO_TMPFILE:
+            raise
+        _no_anonymous.add(os.stat(directory).st_dev)
+        return None
+
+
+def put_unnamed(directory: str, path: str, data: Payload, sha256: bytes | None) -> bool | None:
+    """put_if_absent of one object through an unnamed file: written, fsynced,
+    linked (the caller syncs the directory). None where there is no O_TMPFILE."""
+    fd = open_unnamed(directory)
+    if fd is None:
+        return None
+    try:
+        _write_verified(fd, data, sha256)
+        return _link(fd, "", path)
+    finally:
+        os.close(fd)
 
 
 def _anonymous_ok(directory: str) -> bool:
