@@ -118,3 +118,17 @@ async def test_single_puts_if_absent_race_and_one_wins(
     with pytest.raises(IntegrityError):
         await bad
     assert _files(fs.root) == ["index/ab/x"]  # nothing of the refused put, no temporary file
+
+
+def test_a_forked_child_links_its_own_files(tmp_path: Path) -> None:
+    fs = FsBackend(tmp_path / "peer", "peer")
+    fs.root.mkdir()
+    assert fs_batch.write_many(fs, _items(2)) == [True, True]  # the parent's /proc/self/fd
+    pid = os.fork()
+    if pid == 0:  # the child: /proc/self/fd is now another process's table
+        ok = fs_batch.write_many(fs, _items(4, " child")) == [False, False, True, True]
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert (fs.root / "manifests/b/k3/0001-v").read_bytes() == b"manifest 3 child"
+    assert len(_files(fs.root)) == 4

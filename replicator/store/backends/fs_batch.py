@@ -329,13 +329,22 @@ def _link(fd: int, tmp: str, path: str) -> bool:
     return True
 
 
-@functools.cache
+#: (pid, descriptor of /proc/<pid>/fd): "self" is resolved when it is opened,
+#: so a forked child must open its own.
+_proc: tuple[int, int | None] = (0, None)
+
+
 def _proc_fds() -> int | None:
-    """A descriptor of /proc/self/fd, kept for the process (None without /proc)."""
-    try:
-        return os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError:
-        return None
+    """A descriptor of this process's /proc/self/fd (None without /proc)."""
+    global _proc  # noqa: PLW0603 - one descriptor per process, opened once
+    pid = os.getpid()
+    if _proc[0] != pid:
+        try:
+            fd: int | None = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            fd = None
+        _proc = (pid, fd)
+    return _proc[1]
 
 
 def sync_files(root: Path, fds: Sequence[int]) -> None:
