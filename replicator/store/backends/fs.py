@@ -5,7 +5,9 @@ An object is a file at ``root/<key>``. A put writes a temporary file
 they are written, fsyncs, and only then renames (put) or hard-links
 (put_if_absent) it into place and fsyncs the directory. So a reader, or a
 process that restarts after a crash, sees either no object or the whole
-verified one; leftover temporary files are never listed.
+verified one; leftover temporary files are never listed. Where the
+filesystem has ``O_TMPFILE``, put_if_absent writes an unnamed file instead
+and links that (``fs_batch.put_unnamed``): nothing is left behind at all.
 
 Every operation is one ``asyncio.to_thread`` hop: a hop costs far more than
 writing a block, so the blocking work of an operation is batched into it.

@@ -9,6 +9,12 @@ an fsync each), then linked into place, then the directories are made
 durable once (one more ``syncfs``, else an fsync per touched directory).
 Nothing is answered before that last sync: the rule "durable once the call
 returns" is unchanged, only shared.
+
+The files are unnamed (``O_TMPFILE``) until they are linked, where the
+filesystem has them: per object a ``mkdir`` of its key directory, an open,
+a write and a ``linkat`` — no temporary name to create, unlink or sweep, and
+a crash before the links leaves nothing. Elsewhere they are named
+temporary files, as single puts use.
 """
 
 from __future__ import annotations
@@ -210,7 +216,9 @@ def open_unnamed(directory: str) -> int | None:
     None where the filesystem or kernel has none. There is no temporary
     name to create, remove or sweep, and a crash before the link leaves
     nothing behind (the kernel frees an inode no directory names)."""
-    if not _anonymous_ok(directory):
+    if not _TMPFILE_FLAGS or _proc_fds() is None:
+        return None
+    if _no_anonymous and os.stat(directory).st_dev in _no_anonymous:
         return None
     try:
         return os.open(directory, _TMPFILE_FLAGS, 0o644)
@@ -232,14 +240,6 @@ def put_unnamed(directory: str, path: str, data: Payload, sha256: bytes | None) 
         return _link(fd, "", path)
     finally:
         os.close(fd)
-
-
-def _anonymous_ok(directory: str) -> bool:
-    return (
-        _TMPFILE_FLAGS != 0
-        and _proc_fds() is not None
-        and (not _no_anonymous or os.stat(directory).st_dev not in _no_anonymous)
-    )
 
 
 def _link_all(
