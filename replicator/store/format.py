@@ -27,6 +27,7 @@ from typing import Any
 
 from replicator._native import ChunkerParams, blake3_digest
 from replicator.errors import IncompatibleStoreError, IntegrityError
+from replicator.store import identity_text
 from replicator.store.names import (
     INDEX,
     MANIFESTS,
@@ -221,21 +222,9 @@ class SourceIdentity:
 
     def version_name(self, removed: bool, fmt: int = FORMAT_VERSION) -> str:
         """Sortable in version order; the hash suffix pins the rest of the identity."""
-        ident: list[Any] = [
-            self.source,
-            self.bucket,
-            self.key,
-            self.version_id,
-            self.etag,
-            self.size,
-            self.event_time_ns,
-            self.sequencer,
-            removed,
-        ]
+        digest = blake3_digest(identity_text.hashed(self, removed, fmt)).hex()[:24]
         if fmt == 1:
-            return f"{self.event_time_ns:020d}-{blake3_digest(_dumps(ident)).hex()[:24]}"
-        ident += [self.mtime_ns, self.inode, self.observed]
-        digest = blake3_digest(_dumps(ident)).hex()[:24]
+            return f"{self.event_time_ns:020d}-{digest}"
         seq = sequencer_field(self.sequencer)
         return f"{self.event_time_ns:020d}-{seq}-{self.observed:020d}-{digest}"
 
@@ -326,16 +315,18 @@ class Manifest:
         chunks, and a list per chunk for ``json.dumps`` cost ~12 MB more than
         the ~5 MB of bytes it turns into."""
         c = self.chunker
-        head = _dumps(
-            {
-                "chunker": [c.min_size, c.avg_size, c.max_size, c.normalization, c.seed],
-                "digest": self.digest.hex(),
-                "kind": "removed" if self.removed else "created",
-                "object": self.identity.to_json(self.format_version),
-            }
-        )
         # Keys sort as chunker < digest < kind < object < runs < version.
-        out = bytearray(head[:-1])
+        head = '{"chunker":[%d,%d,%d,%d,%d],"digest":"%s","kind":"%s","object":%s' % (  # noqa: UP031
+            c.min_size,
+            c.avg_size,
+            c.max_size,
+            c.normalization,
+            c.seed,
+            self.digest.hex(),
+            "removed" if self.removed else "created",
+            identity_text.object_json(self.identity, self.format_version),
+        )
+        out = bytearray(head.encode())
         out += b',"runs":['
         for n, r in enumerate(self.runs):
             out += b',{"chunks":[' if n else b'{"chunks":['

@@ -19,10 +19,19 @@ MANIFESTS = "manifests/"
 _SAFE = "-_.~!$&'()*,;=:@"
 
 
+#: ASCII characters outside _SAFE as ``quote`` writes them (%XX, upper case).
+_ASCII_ESCAPES = str.maketrans(
+    {chr(c): f"%{c:02X}" for c in range(128) if chr(c) not in _SAFE and not chr(c).isalnum()}
+)
+
+
 def _quote(text: str) -> str:
-    # Filesystem sources may hand over names that are not UTF-8 (Python
-    # keeps their bytes as lone surrogates); surrogateescape keeps them exact.
-    enc = quote(text.encode("utf-8", "surrogateescape"), safe=_SAFE)
+    if text.isascii():  # most names: one translate instead of quote's per-byte loop
+        enc = text.translate(_ASCII_ESCAPES)
+    else:
+        # Filesystem sources may hand over names that are not UTF-8 (Python
+        # keeps their bytes as lone surrogates); surrogateescape keeps them exact.
+        enc = quote(text.encode("utf-8", "surrogateescape"), safe=_SAFE)
     # A leading '.' is escaped, so no segment is '.', '..' or a hidden name
     # (backends reserve names starting with '.replicator-' for temp files).
     return "%2E" + enc[1:] if enc.startswith(".") else enc
@@ -42,7 +51,9 @@ def _split(escaped: str) -> str:
     The cut points depend only on the position in the escaped text, so the
     split form of a prefix is a prefix of the split form of every name that
     starts with it (``--prefix`` listing keeps working)."""
-    pieces = [escaped[i : i + PIECE] for i in range(0, len(escaped), PIECE)] or [""]
+    if len(escaped) <= PIECE:
+        return escaped
+    pieces = [escaped[i : i + PIECE] for i in range(0, len(escaped), PIECE)]
     return ("/" + _MORE).join(pieces)
 
 

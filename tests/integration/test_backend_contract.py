@@ -30,6 +30,7 @@ from replicator.errors import (
 from replicator.s3client import map_client_error
 from replicator.store.backend import Backend, Capabilities, ObjectInfo, sha256_of
 from replicator.store.backends import fs as fs_backend
+from replicator.store.backends import fs_batch
 from replicator.store.backends.s3 import b64
 from tests.integration.conftest import PAGE_SIZE, StoreUnderTest, make_s3_backend
 from tests.services import crash_writer
@@ -127,24 +128,39 @@ async def test_concurrent_put_if_absent_has_one_winner(backend: Backend) -> None
 
 
 @pytest.mark.parametrize("store_kind", ["fs"])
+@pytest.mark.parametrize("unnamed", [True, False])
 async def test_fs_put_if_absent_decides_at_publish(
-    store: StoreUnderTest, monkeypatch: pytest.MonkeyPatch
+    store: StoreUnderTest, monkeypatch: pytest.MonkeyPatch, unnamed: bool
 ) -> None:
     """Writer A checked "absent" and wrote its file, then B wins: A must still lose.
 
     A is held just before it publishes (a deterministic interleaving instead
     of hoping threads collide); a check-then-rename would let A overwrite B.
+    Both ways of publishing: linking an unnamed (O_TMPFILE) file, and
+    linking a named temporary file where the filesystem has no O_TMPFILE.
     """
-    real_publish = fs_backend._publish
+    real_publish, real_link = fs_backend._publish, fs_batch._link
     a_ready, b_done = threading.Event(), threading.Event()
 
-    def publish(tmp: Path, path: Path, exclusive: bool) -> bool:
-        if tmp.read_bytes() == b"A":
+    def hold_a() -> None:
+        if not a_ready.is_set():  # the first writer to publish is A
             a_ready.set()
             b_done.wait()
+
+    def publish(tmp: Path, path: Path, exclusive: bool) -> bool:
+        hold_a()
         return real_publish(tmp, path, exclusive)
 
+    def link(fd: int, tmp: str, path: str) -> bool:
+        hold_a()
+        return real_link(fd, tmp, path)
+
     monkeypatch.setattr(fs_backend, "_publish", publish)
+    monkeypatch.setattr(fs_batch, "_link", link)
+    if not unnamed:
+        assert store.root is not None
+        store.root.mkdir(parents=True, exist_ok=True)
+        monkeypatch.setattr(fs_batch, "_no_anonymous", {os.stat(store.root).st_dev})
     a = asyncio.create_task(store.backend.put_if_absent("race", b"A"))
     await asyncio.to_thread(a_ready.wait)
     assert await store.backend.put_if_absent("race", b"B") is True

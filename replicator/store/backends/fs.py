@@ -5,7 +5,9 @@ An object is a file at ``root/<key>``. A put writes a temporary file
 they are written, fsyncs, and only then renames (put) or hard-links
 (put_if_absent) it into place and fsyncs the directory. So a reader, or a
 process that restarts after a crash, sees either no object or the whole
-verified one; leftover temporary files are never listed.
+verified one; leftover temporary files are never listed. Where the
+filesystem has ``O_TMPFILE``, put_if_absent writes an unnamed file instead
+and links that (``fs_batch.put_unnamed``): nothing is left behind at all.
 
 Every operation is one ``asyncio.to_thread`` hop: a hop costs far more than
 writing a block, so the blocking work of an operation is batched into it.
@@ -19,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import hashlib
 import itertools
 import os
 import secrets
@@ -39,6 +40,7 @@ from replicator.store.backend import (
     sha256_of,
 )
 from replicator.store.backends import fs_batch
+from replicator.store.backends.fs_batch import WRITE_BLOCK, _write_verified
 from replicator.store.backends.fs_spool import FsSpool
 
 if TYPE_CHECKING:
@@ -55,8 +57,6 @@ from replicator.store.tempfiles import (
     tree_leftovers,
 )
 
-#: Bytes written per os.write call (bounds the size of one syscall, not memory).
-WRITE_BLOCK = 1 << 20
 #: A temporary file is swept when it was last written this long before the
 #: run started and no live writer holds it (store/tempfiles.py): the lock
 #: decides liveness; the age keeps verify from listing a file whose writer
@@ -96,9 +96,17 @@ class FsBackend:
                 return False  # cheap early answer; link() below is what decides
             self._ensure_dir(path.parent)
             self._sweep(path.parent)
-            with TempFile(path.parent, 0o644) as tmp:
-                _write_verified(tmp.fd, data, sha256)
-                won = _publish(tmp.path, path, exclusive)
+            # put_if_absent: an unnamed file where the filesystem has them
+            # (fs_batch.put_unnamed); put replaces, which only rename can.
+            won = (
+                fs_batch.put_unnamed(str(path.parent), str(path), data, sha256)
+                if exclusive
+                else None
+            )
+            if won is None:
+                with TempFile(path.parent, 0o644) as tmp:
+                    _write_verified(tmp.fd, data, sha256)
+                    won = _publish(tmp.path, path, exclusive)
             _fsync_dir(path.parent)
             return won
         except OSError as exc:
@@ -282,29 +290,6 @@ class FsBackend:
 
     async def close(self) -> None:
         return None
-
-
-def _write_verified(fd: int, data: Payload, expected: bytes | None, *, sync: bool = True) -> None:
-    """Write ``data`` to the new file ``fd``; with ``expected``, hash exactly the bytes
-    handed to the kernel. Without it nothing is hashed: a caller that did not
-    compute a checksum when it produced the bytes gains nothing from one
-    computed here over the same memory, and packs are tens of MiB."""
-    digest = hashlib.sha256() if expected is not None else None
-    view = memoryview(data)
-    pos = 0
-    while pos < len(view):
-        block = view[pos : pos + WRITE_BLOCK]
-        written = os.write(fd, block)
-        if digest is not None:
-            digest.update(block[:written])
-        pos += written
-    if sync:  # a group commit syncs the whole batch at once instead
-        os.fsync(fd)
-    if digest is None or expected is None:
-        return
-    actual = digest.digest()
-    if actual != expected:
-        raise IntegrityError(f"sha256 of written bytes {actual.hex()} != expected {expected.hex()}")
 
 
 def _publish(tmp: Path, path: Path, exclusive: bool) -> bool:
