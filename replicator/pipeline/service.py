@@ -5,7 +5,7 @@ pending at every lane (:mod:`replicator.pipeline.lanes`), where it replaces
 an older version of the same key that has not started (coalescing). Up to
 ``service.max_in_flight`` *workers* each take a *job*: one key's version,
 for every lane that wants exactly it and may take work. The version is read
-once (:func:`~replicator.pipeline.fanout.fan_out`) and each lane then
+once (:func:`~replicator.pipeline.ship.ship`) and each lane then
 *commits* on its own: its packs durable, then its manifest. A key is active
 at most once per lane, so a lane writes a key's versions in order.
 
@@ -48,10 +48,10 @@ from replicator.errors import SupersededError
 from replicator.events import ChangeEvent
 from replicator.metrics import Telemetry
 from replicator.origins import ObjectReader
-from replicator.pipeline.fanout import FannedOut, byte_counts, fan_out
 from replicator.pipeline.identity import newest_manifest, removal_identity, version_identity
 from replicator.pipeline.lanes import Lane
 from replicator.pipeline.manifests import placed_manifest, tombstone
+from replicator.pipeline.ship import Shipped, byte_counts, ship
 from replicator.sources import Outcome, Source
 from replicator.store.placed import Placed
 
@@ -263,9 +263,10 @@ class Service:
                 self._finish(lane, job.event, superseded=True)
             return
         try:
-            fan = await fan_out(
-                reader, self.params, self._window(job.event), job.lanes, large=job.large
-            )
+            # One read, each lane's writer of the object's size class; a
+            # lane whose writer fails drops out, the others go on.
+            writers = [lane.pack_writer(job.large) for lane in job.lanes]
+            fan = await ship(reader, self.params, self._window(job.event), writers)
         except SupersededError:
             for lane in job.lanes:
                 self._finish(lane, job.event, superseded=True)
@@ -297,7 +298,7 @@ class Service:
         self,
         lane: Lane,
         event: ChangeEvent,
-        fan: FannedOut,
+        fan: Shipped,
         placed: Placed,
         *,
         large: bool,

@@ -1,24 +1,27 @@
 """Ship one object: read it once, and give each peer the chunks it lacks.
 
+The one per-peer window loop of both paths: backfill calls :func:`ship`
+with its peers' pack writers, the daemon's service with each lane's writer
+of the object's size class (it was ``fanout.fan_out``, a near-copy).
+
 Each window's chunk batch goes to every target peer's pack writer at once;
 the window buffer is reused only after all of them took what they needed,
 so memory per object in flight is one window (plus the carry).
 
 Each peer has its own outcome: a writer that fails (its peer is failing:
 a HEAD or LIST of the planning step, say) drops out of this object and the
-others go on, so one peer's failure never costs another peer its copy (as
-the daemon's :func:`~replicator.pipeline.fanout.fan_out` does for lanes).
-Reading stops once no writer is left.
+others go on, so one peer's failure never costs another peer its copy.
+Reading stops once no writer is left (``Shipped.complete`` stays False).
 
 A peer that is *behind* does not hold the others back either: when placing
 the next window would make its writer wait for an earlier pack's upload,
 at a peer whose last pack took over ``BEHIND_SECONDS`` to write (a healthy
 peer writes one in well under that), while another peer's writer would not
-wait, it drops
-out of this object (listed in ``behind``) and the object is read again for
-it later (backfill's catch-up): a re-read costs source bytes, so a peer
-only briefly slower than the others is waited for. With ``may_defer=False``
-(a catch-up, or a single peer) every writer waits its turn.
+wait, it drops out of this object (listed in ``behind``) and the object is
+read again for it later (backfill's catch-up): a re-read costs source
+bytes, so a peer only briefly slower than the others is waited for. With
+``may_defer=False`` (a catch-up, a single peer, the daemon: its lanes
+already progress apart) every writer waits its turn.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ class Shipped:
     placements: dict[str, Placed] = field(default_factory=dict)  # per live peer, compact
     failures: dict[str, Exception] = field(default_factory=dict)  # peers that dropped out
     behind: list[str] = field(default_factory=list)  # peers left out for being behind
+    complete: bool = False  # False when every writer dropped out before the end
 
     def manifest(
         self, identity: SourceIdentity, params: ChunkerParams, peer: str, names: Sequence[bytes]
@@ -107,7 +111,7 @@ async def ship(
             if not live:
                 return out
             out.digests += batch.digests()
-    out.size, out.digest = chunked.size, chunked.digest
+    out.size, out.digest, out.complete = chunked.size, chunked.digest, True
     return out
 
 
@@ -124,3 +128,9 @@ def _leave_out_behind(
         out.behind.append(w.name)
         del out.placements[w.name]
         live.remove(w)
+
+
+def byte_counts(placed: Placed) -> tuple[int, int]:
+    """(shipped, deduplicated) object bytes of one version at one peer."""
+    shipped = placed.shipped_bytes()
+    return shipped, placed.total_bytes() - shipped
