@@ -33,10 +33,12 @@ import time
 from collections.abc import ItemsView
 from dataclasses import dataclass, field
 
+from replicator._native import ChunkerParams
 from replicator.config import StoreSettings
 from replicator.events import ChangeEvent
 from replicator.pipeline.durable import SealBudget, unsealed
-from replicator.pipeline.manifests import ManifestCommits
+from replicator.pipeline.identity import newest_manifest, removal_identity
+from replicator.pipeline.manifests import ManifestCommits, tombstone
 from replicator.pipeline.plan import PackWriter
 from replicator.store.index_cache import IndexCache, cache_path
 from replicator.store.peer import Peer
@@ -204,6 +206,15 @@ class Lane:
             await self.large_writer.flush()
         [names] = await self.seals.wait_placed([placed])
         return names
+
+    async def tombstone(self, event: ChangeEvent, params: ChunkerParams) -> None:
+        """Record a removal, if the peer holds a live version of the key
+        (a removal of a key it never had, or already removed, writes nothing)."""
+        newest = await newest_manifest(self.backend, event.bucket, event.key)
+        if newest is not None and not newest.removed:
+            # The removal must sort after the version it removes.
+            when = max(event.event_time_ns, newest.identity.event_time_ns + 1)
+            await self.manifests.put(tombstone(removal_identity(event, when), params))
 
     async def close(self) -> None:
         self.seals.close()

@@ -48,18 +48,12 @@ from replicator.errors import SupersededError
 from replicator.events import ChangeEvent
 from replicator.metrics import Telemetry
 from replicator.origins import ObjectReader
-from replicator.pipeline.identity import newest_manifest, removal_identity, version_identity
+from replicator.pipeline.identity import version_identity
 from replicator.pipeline.lanes import Lane
-from replicator.pipeline.manifests import placed_manifest, tombstone
-from replicator.pipeline.ship import Shipped, byte_counts, ship
+from replicator.pipeline.ship import Shipped, byte_counts, read_window, ship
 from replicator.sources import Outcome, Source
-from replicator.store.placed import Placed
 
 log = structlog.get_logger("replicator.service")
-
-#: Read windows are sized in multiples of this for objects smaller than the
-#: origin's window (the +1 byte lets the first read see the end of the file).
-SMALL_WINDOW = 64 * 1024
 
 #: At the end of a drain, how long the source's ``done`` calls may take.
 REPORT_WAIT_SECONDS = 10.0
@@ -266,7 +260,8 @@ class Service:
             # One read, each lane's writer of the object's size class; a
             # lane whose writer fails drops out, the others go on.
             writers = [lane.pack_writer(job.large) for lane in job.lanes]
-            fan = await ship(reader, self.params, self._window(job.event), writers)
+            window = read_window(job.event.size, self.window_size)
+            fan = await ship(reader, self.params, window, writers)
         except SupersededError:
             for lane in job.lanes:
                 self._finish(lane, job.event, superseded=True)
@@ -278,15 +273,7 @@ class Service:
             if lane.name in fan.failures:
                 self._lane_failed(lane, job.event, fan.failures[lane.name], "put")
             elif fan.complete:
-                placed = fan.placements[lane.name]
-                self._spawn(self._commit(lane, job.event, fan, placed, large=job.large))
-
-    def _window(self, event: ChangeEvent) -> int:
-        """Read window for one object: no larger than the object. Two windows
-        are allocated (and zeroed) per object: 8 MiB ones for a 4 KiB file
-        cost more than everything else done for it (measured: 24 ms)."""
-        fits = -(-(event.size + 1) // SMALL_WINDOW) * SMALL_WINDOW
-        return min(self.window_size, fits)
+                self._spawn(self._commit(lane, job.event, fan, large=job.large))
 
     def _spawn(self, coro: Awaitable[None], into: set[asyncio.Task[None]] | None = None) -> None:
         tasks = self._tasks if into is None else into
@@ -294,32 +281,20 @@ class Service:
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 
-    async def _commit(
-        self,
-        lane: Lane,
-        event: ChangeEvent,
-        fan: Shipped,
-        placed: Placed,
-        *,
-        large: bool,
-    ) -> None:
+    async def _commit(self, lane: Lane, event: ChangeEvent, fan: Shipped, *, large: bool) -> None:
         """Packs durable, then the manifest (invariant 1), at one lane."""
+        placed = fan.placements[lane.name]
         try:
             names = await lane.resolve(placed, large=large)
             if lane.name in self._torn.get(event, ()):
                 self._finish(lane, event, superseded=True)
                 return
-            manifest = placed_manifest(
-                version_identity(event, fan.size, fan.digest, etag_is_digest=self.etag_is_digest),
-                fan.digest,
-                self.params,
-                fan.digests,
-                placed=placed,
-                names=names,
+            ident = version_identity(
+                event, fan.size, fan.digest, etag_is_digest=self.etag_is_digest
             )
             # Group commit: answered once the manifest is durable, with the
             # manifests of the same batch (one sync for all of them).
-            await lane.manifests.put(manifest)
+            await lane.manifests.put(fan.manifest(ident, self.params, lane.name, names))
         except Exception as exc:
             self._lane_failed(lane, event, exc, "commit")
             return
@@ -327,14 +302,8 @@ class Service:
         self._durable(lane, event, shipped, deduplicated)
 
     async def _tombstone(self, lane: Lane, event: ChangeEvent) -> None:
-        """Record a removal at one lane, if the peer holds a live version."""
         try:
-            newest = await newest_manifest(lane.backend, event.bucket, event.key)
-            if newest is not None and not newest.removed:
-                # The removal must sort after the version it removes.
-                when = max(event.event_time_ns, newest.identity.event_time_ns + 1)
-                ident = removal_identity(event, when)
-                await lane.manifests.put(tombstone(ident, self.params))
+            await lane.tombstone(event, self.params)
         except Exception as exc:
             self._lane_failed(lane, event, exc, "tombstone")
             return
