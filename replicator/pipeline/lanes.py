@@ -181,6 +181,17 @@ class Lane:
         self.up = True
         return was_down
 
+    def cover(self, event: ChangeEvent) -> ChangeEvent | None:
+        """Keep ``event``, superseded before it was durable here, pending (for
+        the RPO) until a version at least as new is durable: until then the
+        peer's copy is older than this change. Only the oldest such version
+        per key is kept; returns the version no longer pending, if any."""
+        held = self.covered.get(event.key)
+        if held is not None and held.event_time_ns <= event.event_time_ns:
+            return event
+        self.covered[event.key] = event
+        return held
+
     def pack_writer(self, large: bool) -> PackWriter:
         """The writer of an object's size class."""
         return self.large_writer if large else self.writer

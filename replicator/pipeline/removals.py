@@ -24,6 +24,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterable, Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -185,17 +186,12 @@ async def removal_pass(
         ),
         return_exceptions=True,
     )
+    apply = partial(
+        _apply, targets, origin=origin, params=params, max_fraction=max_fraction, allow=allow
+    )
     for t, plan in zip(live, results, strict=True):
         if isinstance(plan, RemovalPlan):
-            await _apply(
-                targets,
-                t,
-                plan,
-                origin=origin,
-                params=params,
-                max_fraction=max_fraction,
-                allow=allow,
-            )
+            await apply(t, plan)
         elif isinstance(plan, ReplicatorError | OSError):
             targets.summary.error(f"destination {t.name!r}: removal pass failed: {plan}")
         else:
