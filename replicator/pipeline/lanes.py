@@ -33,10 +33,12 @@ import time
 from collections.abc import ItemsView
 from dataclasses import dataclass, field
 
+from replicator._native import ChunkerParams
 from replicator.config import StoreSettings
 from replicator.events import ChangeEvent
 from replicator.pipeline.durable import SealBudget, unsealed
-from replicator.pipeline.manifests import ManifestCommits
+from replicator.pipeline.identity import newest_manifest, removal_identity
+from replicator.pipeline.manifests import ManifestCommits, tombstone
 from replicator.pipeline.plan import PackWriter
 from replicator.store.index_cache import IndexCache, cache_path
 from replicator.store.peer import Peer
@@ -179,6 +181,17 @@ class Lane:
         self.up = True
         return was_down
 
+    def cover(self, event: ChangeEvent) -> ChangeEvent | None:
+        """Keep ``event``, superseded before it was durable here, pending (for
+        the RPO) until a version at least as new is durable: until then the
+        peer's copy is older than this change. Only the oldest such version
+        per key is kept; returns the version no longer pending, if any."""
+        held = self.covered.get(event.key)
+        if held is not None and held.event_time_ns <= event.event_time_ns:
+            return event
+        self.covered[event.key] = event
+        return held
+
     def pack_writer(self, large: bool) -> PackWriter:
         """The writer of an object's size class."""
         return self.large_writer if large else self.writer
@@ -204,6 +217,15 @@ class Lane:
             await self.large_writer.flush()
         [names] = await self.seals.wait_placed([placed])
         return names
+
+    async def tombstone(self, event: ChangeEvent, params: ChunkerParams) -> None:
+        """Record a removal, if the peer holds a live version of the key
+        (a removal of a key it never had, or already removed, writes nothing)."""
+        newest = await newest_manifest(self.backend, event.bucket, event.key)
+        if newest is not None and not newest.removed:
+            # The removal must sort after the version it removes.
+            when = max(event.event_time_ns, newest.identity.event_time_ns + 1)
+            await self.manifests.put(tombstone(removal_identity(event, when), params))
 
     async def close(self) -> None:
         self.seals.close()

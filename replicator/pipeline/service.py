@@ -5,17 +5,22 @@ pending at every lane (:mod:`replicator.pipeline.lanes`), where it replaces
 an older version of the same key that has not started (coalescing). Up to
 ``service.max_in_flight`` *workers* each take a *job*: one key's version,
 for every lane that wants exactly it and may take work. The version is read
-once (:func:`~replicator.pipeline.fanout.fan_out`) and each lane then
+once (:func:`~replicator.pipeline.ship.ship`) and each lane then
 *commits* on its own: its packs durable, then its manifest. A key is active
 at most once per lane, so a lane writes a key's versions in order.
 
 A lane that fails backs off and keeps the version (unless a newer one
-replaced it meanwhile); the others go on. A version replaced before it was
-durable at a lane stays *pending* there for the RPO (the peer's copy is
-older than it) until a version at least as new is durable. An event goes back to the source
-(``done``) once every lane is finished with it: DURABLE when it is durable
-at every peer, SUPERSEDED when the object moved on before it was read (a
-later event carries the newer state), FAILED when it could not be read.
+replaced it meanwhile); the others go on. A lane that is *behind* (its
+writer would wait for a pack upload at a peer whose last pack took over
+``behind_seconds`` to write, while another lane's would not) is left out
+of the read and keeps the version without backing off: it reads it again
+alone, so a slow peer does not pace the others (backfill's rule). A
+version replaced before it was durable at a lane stays *pending* there for
+the RPO (the peer's copy is older) until a version as new is durable. An
+event goes back to the source (``done``) once every lane is done with it:
+DURABLE when it is durable at every peer, SUPERSEDED when the object moved
+on before it was read (a later event carries the newer state), FAILED when
+it could not be read.
 
 Size classes: objects of at least ``service.large_object_size`` are
 *large*. They have their own workers (``service.max_large_in_flight``) and
@@ -25,11 +30,10 @@ and packed never holds a small one back: small objects keep
 large ones. Manifests of both classes go through each lane's group commit.
 
 Memory: ``max_in_flight`` small objects read at once (two windows of about
-their size each), ``max_large_in_flight`` large ones (two windows of the
-origin's window size each), two packs per writer and two writers per lane,
-at most ``service.max_pending`` changes held per lane (the intake stops
-taking from the source beyond that) and ``Lane.max_active`` commits per
-lane.
+their size each), ``max_large_in_flight`` large ones (two of the origin's
+window size), two packs per writer, two writers per lane, at most
+``service.max_pending`` changes per lane (then the intake stops taking
+from the source) and ``Lane.max_active`` commits per lane.
 """
 
 from __future__ import annotations
@@ -48,18 +52,12 @@ from replicator.errors import SupersededError
 from replicator.events import ChangeEvent
 from replicator.metrics import Telemetry
 from replicator.origins import ObjectReader
-from replicator.pipeline.fanout import FannedOut, byte_counts, fan_out
-from replicator.pipeline.identity import newest_manifest, removal_identity, version_identity
+from replicator.pipeline.identity import version_identity
 from replicator.pipeline.lanes import Lane
-from replicator.pipeline.manifests import placed_manifest, tombstone
+from replicator.pipeline.ship import BEHIND_SECONDS, Shipped, byte_counts, read_window, ship
 from replicator.sources import Outcome, Source
-from replicator.store.placed import Placed
 
 log = structlog.get_logger("replicator.service")
-
-#: Read windows are sized in multiples of this for objects smaller than the
-#: origin's window (the +1 byte lets the first read see the end of the file).
-SMALL_WINDOW = 64 * 1024
 
 #: At the end of a drain, how long the source's ``done`` calls may take.
 REPORT_WAIT_SECONDS = 10.0
@@ -105,6 +103,7 @@ class Service:
         params: ChunkerParams,
         window_size: int,
         etag_is_digest: bool,
+        behind_seconds: float = BEHIND_SECONDS,
     ) -> None:
         self.source = source
         self.opener = opener
@@ -114,6 +113,9 @@ class Service:
         self.params = params
         self.window_size = window_size
         self.etag_is_digest = etag_is_digest
+        #: A lane whose last pack took longer than this to write, and whose
+        #: writer would wait, is left out of a read shared with other lanes.
+        self.behind_seconds = behind_seconds
         self._tracks: dict[ChangeEvent, _Track] = {}
         #: Active versions found to be a write seen half done (see ``take``),
         #: with the lanes that must not write their manifest.
@@ -256,36 +258,36 @@ class Service:
         if job.event.removed:
             await asyncio.gather(*(self._tombstone(lane, job.event) for lane in job.lanes))
             return
+        # One read, each lane's writer of the object's size class; a lane
+        # whose writer fails drops out, one that is behind is left out (it
+        # reads the version again alone), the others go on.
+        writers = [lane.pack_writer(job.large) for lane in job.lanes]
+        window = read_window(job.event.size, self.window_size)
         try:
             reader = await self.opener(job.event)
+            try:
+                fan = await ship(
+                    reader,
+                    self.params,
+                    window,
+                    writers,
+                    may_defer=len(writers) > 1,
+                    behind_seconds=self.behind_seconds,
+                )
+            finally:
+                await reader.close()
         except SupersededError:
             for lane in job.lanes:
                 self._finish(lane, job.event, superseded=True)
             return
-        try:
-            fan = await fan_out(
-                reader, self.params, self._window(job.event), job.lanes, large=job.large
-            )
-        except SupersededError:
-            for lane in job.lanes:
-                self._finish(lane, job.event, superseded=True)
-            return
-        finally:
-            await reader.close()
         self.telemetry.source_bytes(fan.size)
         for lane in job.lanes:
             if lane.name in fan.failures:
                 self._lane_failed(lane, job.event, fan.failures[lane.name], "put")
+            elif lane.name in fan.behind:
+                self._behind(lane, job.event)
             elif fan.complete:
-                placed = fan.placements[lane.name]
-                self._spawn(self._commit(lane, job.event, fan, placed, large=job.large))
-
-    def _window(self, event: ChangeEvent) -> int:
-        """Read window for one object: no larger than the object. Two windows
-        are allocated (and zeroed) per object: 8 MiB ones for a 4 KiB file
-        cost more than everything else done for it (measured: 24 ms)."""
-        fits = -(-(event.size + 1) // SMALL_WINDOW) * SMALL_WINDOW
-        return min(self.window_size, fits)
+                self._spawn(self._commit(lane, job.event, fan, large=job.large))
 
     def _spawn(self, coro: Awaitable[None], into: set[asyncio.Task[None]] | None = None) -> None:
         tasks = self._tasks if into is None else into
@@ -293,32 +295,20 @@ class Service:
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 
-    async def _commit(
-        self,
-        lane: Lane,
-        event: ChangeEvent,
-        fan: FannedOut,
-        placed: Placed,
-        *,
-        large: bool,
-    ) -> None:
+    async def _commit(self, lane: Lane, event: ChangeEvent, fan: Shipped, *, large: bool) -> None:
         """Packs durable, then the manifest (invariant 1), at one lane."""
+        placed = fan.placements[lane.name]
         try:
             names = await lane.resolve(placed, large=large)
             if lane.name in self._torn.get(event, ()):
                 self._finish(lane, event, superseded=True)
                 return
-            manifest = placed_manifest(
-                version_identity(event, fan.size, fan.digest, etag_is_digest=self.etag_is_digest),
-                fan.digest,
-                self.params,
-                fan.digests,
-                placed=placed,
-                names=names,
+            ident = version_identity(
+                event, fan.size, fan.digest, etag_is_digest=self.etag_is_digest
             )
             # Group commit: answered once the manifest is durable, with the
             # manifests of the same batch (one sync for all of them).
-            await lane.manifests.put(manifest)
+            await lane.manifests.put(fan.manifest(ident, self.params, lane.name, names))
         except Exception as exc:
             self._lane_failed(lane, event, exc, "commit")
             return
@@ -326,14 +316,8 @@ class Service:
         self._durable(lane, event, shipped, deduplicated)
 
     async def _tombstone(self, lane: Lane, event: ChangeEvent) -> None:
-        """Record a removal at one lane, if the peer holds a live version."""
         try:
-            newest = await newest_manifest(lane.backend, event.bucket, event.key)
-            if newest is not None and not newest.removed:
-                # The removal must sort after the version it removes.
-                when = max(event.event_time_ns, newest.identity.event_time_ns + 1)
-                ident = removal_identity(event, when)
-                await lane.manifests.put(tombstone(ident, self.params))
+            await lane.tombstone(event, self.params)
         except Exception as exc:
             self._lane_failed(lane, event, exc, "tombstone")
             return
@@ -354,10 +338,20 @@ class Service:
             self.telemetry.settled(lane.name, covered)
         self._finish(lane, event)
 
-    def _lane_failed(self, lane: Lane, event: ChangeEvent, exc: BaseException, op: str) -> None:
-        """Back off; keep the version wanted unless a newer one replaced it."""
+    def _behind(self, lane: Lane, event: ChangeEvent) -> None:
+        """Left out of a read for being behind (ship.py): the version stays
+        wanted at the lane, which reads it again alone, so a slow peer does
+        not pace the others. No backoff: the peer is slow, not failing."""
         if lane.active.get(event.key) == event:
             del lane.active[event.key]
+        if event.key in lane.want:  # a newer version came meanwhile
+            self._finish(lane, event, superseded=True)
+        else:
+            lane.want[event.key] = event  # still pending at this peer
+        self._work.set()
+
+    def _lane_failed(self, lane: Lane, event: ChangeEvent, exc: BaseException, op: str) -> None:
+        """Back off; keep the version wanted unless a newer one replaced it."""
         delay = lane.failed()
         self.telemetry.destination_error(lane.name, op, type(exc).__name__)
         self.telemetry.set_peer_up(lane.name, False)
@@ -368,11 +362,7 @@ class Service:
             error=f"{type(exc).__name__}: {exc}",
             retry_in_seconds=round(delay, 3),
         )
-        if event.key in lane.want:
-            self._finish(lane, event, superseded=True)
-        else:
-            lane.want[event.key] = event  # still pending at this peer
-        self._work.set()
+        self._behind(lane, event)  # wanted again, after the backoff
 
     def _finish(
         self, lane: Lane, event: ChangeEvent, *, superseded: bool = False, failed: bool = False
@@ -387,8 +377,8 @@ class Service:
                 del self._torn[event]
         if failed:
             self.telemetry.settled(lane.name, event)
-        elif superseded:
-            self._cover(lane, event)
+        elif superseded and (settled := lane.cover(event)) is not None:
+            self.telemetry.settled(lane.name, settled)
         track = self._tracks.get(event)
         if track is not None:
             track.superseded |= superseded
@@ -399,18 +389,6 @@ class Service:
                 self._spawn(self._report(event, track), self._reports)
         self._room.set()
         self._work.set()
-
-    def _cover(self, lane: Lane, event: ChangeEvent) -> None:
-        """A superseded version stays pending (for the RPO) until a version at
-        least as new is durable at the lane: until then the peer's copy is
-        older than this change. Only the oldest such version per key is kept."""
-        held = lane.covered.get(event.key)
-        if held is not None and held.event_time_ns <= event.event_time_ns:
-            self.telemetry.settled(lane.name, event)
-            return
-        if held is not None:
-            self.telemetry.settled(lane.name, held)
-        lane.covered[event.key] = event
 
     async def _report(self, event: ChangeEvent, track: _Track) -> None:
         outcome = track.outcome()

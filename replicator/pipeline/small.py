@@ -127,7 +127,7 @@ async def ship_many(
             per_object[w.name] = whole[w.name].split(batch.counts)
     out: list[Shipped] = []
     for k, (data, cl) in enumerate(zip(datas, lists, strict=True)):
-        shipped = Shipped(len(data), cl.digest or b"", bytearray(cl.digests))
+        shipped = Shipped(len(data), cl.digest or b"", bytearray(cl.digests), complete=True)
         shipped.failures = dict(failures)
         shipped.placements = {name: parts[k] for name, parts in per_object.items()}
         out.append(shipped)
