@@ -36,14 +36,15 @@ join_background() {  # name what: wait for it; a failure ends the run with its l
   local name=$1 what=$2 pid; pid=$(cat "$BG/$name.pid")
   while [ ! -f "$BG/$name.status" ] && kill -0 "$pid" 2>/dev/null; do sleep 1; done
   local rc; rc=$(cat "$BG/$name.status" 2>/dev/null || echo "died")
-  local took=$(( $(date +%s) - $(cat "$BG/$name.started") ))
+  local ended; ended=$(stat -c %Y "$BG/$name.status" 2>/dev/null || date +%s)
+  local took=$(( ended - $(cat "$BG/$name.started") ))
   if [ "$rc" != 0 ]; then
     printf '\033[1;31m==> %s FAILED (exit %s) after %s s; last lines of %s:\033[0m\n' \
       "$what" "$rc" "$took" "$BG/$name.log" >&2
     tail -n 30 "$BG/$name.log" >&2
     return 1
   fi
-  log "$what: done ($took s after its start)"
+  log "$what: done (took $took s)"
 }
 
 stop_background() {  # on exit: end every job still running; keep the logs only of failures

@@ -40,9 +40,12 @@ rm -rf "$WRAP" && mkdir -p "$WRAP"
 cd "$WRAP"
 go mod init weedwrap >/dev/null 2>&1
 go mod edit -replace github.com/tyler-smith/go-bip39=github.com/cosmos/go-bip39@v1.0.0
+began=$SECONDS
 go get "$WEED_MODULE/weed@$WEED_VERSION"
+log "modules downloaded in $((SECONDS - began)) s"
+began=$SECONDS
 # Build to a temporary name and rename, so an interrupted build never
 # leaves a half-written binary that the version check would inspect.
 go build -o "$BIN.tmp" "$WEED_MODULE/weed"
 mv -f "$BIN.tmp" "$BIN"
-log "built $(built_version) at $BIN"
+log "built $(built_version) at $BIN: compiled and linked in $((SECONDS - began)) s"
