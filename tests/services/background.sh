@@ -53,7 +53,7 @@ stop_background() {  # on exit: end every job still running; keep the logs only 
     [ -f "$pidfile" ] || continue
     pid=$(cat "$pidfile")
     if [ ! -f "${pidfile%.pid}.status" ] && kill -0 "$pid" 2>/dev/null; then
-      kill -- "-$pid" 2>/dev/null || true
+      kill -- "-$pid" 2>/dev/null || kill "$pid" 2>/dev/null || true  # not yet its own group
       keep=1
     elif [ "$(cat "${pidfile%.pid}.status" 2>/dev/null)" != 0 ]; then
       keep=1

@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,21 @@ def start_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, comman
     where = Path(done.stdout.strip())
     monkeypatch.setenv(background.ENV, str(where))
     return where
+
+
+def started(where: Path, name: str, argv: list[str]) -> int:
+    """The job's process group, once ``argv`` runs in it (setsid, nice and chrt
+    take a moment to exec on a loaded machine); fails after a minute."""
+    group = int((where / f"{name}.pid").read_text())
+    deadline, listing = time.monotonic() + 60.0, ""
+    argv_ps = ["ps", "-o", "cls=,ni=,args=", "-g", str(group)]
+    while time.monotonic() < deadline:
+        # check=False: ps exits 1 while the group does not exist yet.
+        listing = subprocess.run(argv_ps, capture_output=True, text=True, check=False).stdout
+        if any(line.split()[2:] == argv for line in listing.splitlines()):
+            return group
+        time.sleep(0.1)
+    raise AssertionError(f"{argv} not running in group {group}: {listing}")
 
 
 def test_a_successful_job_is_waited_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -61,7 +77,7 @@ def test_a_killed_job_raises_instead_of_waiting(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     where = start_job(tmp_path, monkeypatch, "weed", "sleep 60")
-    os.killpg(int((where / "weed.pid").read_text()), signal.SIGKILL)
+    os.killpg(started(where, "weed", ["sleep", "60"]), signal.SIGKILL)
     with pytest.raises(ServiceError, match="died without an exit status"):
         background.wait_for("weed", "the test build")
 
@@ -69,7 +85,7 @@ def test_a_killed_job_raises_instead_of_waiting(
 @pytest.mark.skipif(shutil.which("chrt") is None, reason="no chrt: idle jobs run at nice 19")
 def test_an_idle_job_runs_under_sched_idle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     where = start_job(tmp_path, monkeypatch, "weed", "sleep 30")
-    group = int((where / "weed.pid").read_text())
+    group = started(where, "weed", ["sleep", "30"])
     try:
         argv = ["ps", "-o", "cls=,ni=,args=", "-g", str(group)]
         listing = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
