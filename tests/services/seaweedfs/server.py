@@ -17,10 +17,14 @@ import os
 import secrets
 from pathlib import Path
 
+from tests.services import background
 from tests.services.process import ServerProcess, ServiceError, free_port
 from tests.services.s3client import S3Endpoint
 
 WEED_ENV = "REPLICATOR_WEED"
+#: The name of ./dev test's background build job (tests/services/background.py).
+BUILD_JOB = "weed"
+BUILD_WHAT = "the SeaweedFS build (tests/services/seaweedfs/build.sh)"
 
 
 def weed_binary() -> Path | None:
@@ -47,6 +51,8 @@ def _identities(admin: S3Endpoint, reader: S3Endpoint) -> dict[str, object]:
 class SeaweedServer:
     def __init__(self, workdir: Path, *, volumes: int = 16):
         self.volumes = volumes  # of 64 MB each: the server's capacity
+        # ./dev test builds weed in the background while the other tests run.
+        background.wait_for(BUILD_JOB, BUILD_WHAT)
         binary = weed_binary()
         if binary is None:
             raise ServiceError("weed not built: run tests/services/seaweedfs/build.sh")
