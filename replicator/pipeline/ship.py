@@ -18,10 +18,10 @@ the next window would make its writer wait for an earlier pack's upload,
 at a peer whose last pack took over ``BEHIND_SECONDS`` to write (a healthy
 peer writes one in well under that), while another peer's writer would not
 wait, it drops out of this object (listed in ``behind``) and the object is
-read again for it later (backfill's catch-up): a re-read costs source
-bytes, so a peer only briefly slower than the others is waited for. With
-``may_defer=False`` (a catch-up, a single peer, the daemon: its lanes
-already progress apart) every writer waits its turn.
+read again for it later (backfill's catch-up; the daemon's lane keeps the
+version wanted and reads it again alone): a re-read costs source bytes, so
+a peer only briefly slower than the others is waited for. With
+``may_defer=False`` (a catch-up, a single peer) every writer waits its turn.
 """
 
 from __future__ import annotations
