@@ -60,8 +60,15 @@ def small_tree(root: Path, count: int, seed: int) -> int:
 def large_tree(root: Path, count: int, size: int, seed: int) -> int:
     rng = random.Random(seed)
     for i in range(count):
-        _write(root / f"large-{i}.bin", rng.randbytes(size))
+        _write(root / f"large-{i}.bin", _random(rng, size))
     return count * size
+
+
+def _random(rng: random.Random, size: int) -> bytes:
+    """``size`` bytes of ``rng`` in 64 MiB pieces: one ``randbytes`` call of
+    256 MiB or more (the full-scale large file is 256 MiB) overflows on Python 3.11."""
+    piece = 64 * MiB
+    return b"".join(rng.randbytes(min(piece, size - at)) for at in range(0, size, piece))
 
 
 @dataclass

@@ -5,13 +5,14 @@ checks the command works and that its byte counts mean what they say."""
 from __future__ import annotations
 
 import json
+import random
 import shutil
 from pathlib import Path
 
 from click.testing import CliRunner
 
 from replicator.bench.compare import TOOLS, Comparison
-from replicator.bench.trees import Scale
+from replicator.bench.trees import Scale, large_tree
 from replicator.bench.workloads import MiB
 from replicator.cli import main
 
@@ -40,3 +41,13 @@ def test_cli_rejects_a_bad_scale() -> None:
     out = CliRunner().invoke(main, ["bench", "compare", "--scale", "huge"])
     assert out.exit_code == 2
     assert "--scale" in out.output
+
+
+def test_large_tree_writes_files_over_256_mib(tmp_path: Path) -> None:
+    """The full-scale large file is 256 MiB; one ``randbytes`` call of 256 MiB or more
+    overflows on Python 3.11 (``bench compare`` at scale 1 failed with it)."""
+    size = 256 * MiB + 4096
+    assert large_tree(tmp_path, 1, size, seed=3) == size
+    data = (tmp_path / "large-0.bin").read_bytes()
+    assert len(data) == size
+    assert data[:4096] == random.Random(3).randbytes(4096)  # seeded, reproducible
