@@ -7,7 +7,7 @@ import asyncio
 import errno
 import os
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -46,17 +46,7 @@ class FullDisk(FsBackend):
         return FullSpool(self._path(prefix), self._error)
 
 
-@pytest.fixture
-async def caches(tmp_path: Path) -> AsyncIterator[list[IndexCache]]:
-    out = [IndexCache(tmp_path / f"cache{i}.sqlite", b"cfg") for i in range(2)]
-    for c in out:
-        await c.open()
-    yield out
-    for c in out:
-        await c.close()
-
-
-async def _object(tmp_path: Path, size: int) -> tuple[FsOrigin, ObjectVersion]:
+async def settled_object(tmp_path: Path, size: int) -> tuple[FsOrigin, ObjectVersion]:
     src = tmp_path / "src"
     src.mkdir(exist_ok=True)
     (src / "obj").write_bytes(os.urandom(size))
@@ -71,7 +61,7 @@ async def test_a_failed_spool_append_fails_that_peer_only(
 ) -> None:
     """A full disk at one peer fails that peer's pack (its manifest), not
     the read: the other peer gets its whole copy from the same read."""
-    origin, obj = await _object(tmp_path, 512 * KIB)
+    origin, obj = await settled_object(tmp_path, 512 * KIB)
     full = PackWriter("full", FullDisk(tmp_path / "full", "full"), caches[0], 64 * KIB)
     good_peer = FsBackend(tmp_path / "good", "good")
     good = PackWriter("good", good_peer, caches[1], 64 * KIB)

@@ -4,17 +4,11 @@ rule both paths size their reads by."""
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
-
 from replicator._native import ChunkerParams
-from replicator.origins import ObjectVersion
-from replicator.origins.fs import FsOrigin
 from replicator.pipeline.durable import pack_names
 from replicator.pipeline.plan import PackWriter
 from replicator.pipeline.ship import SMALL_WINDOW, byte_counts, read_window, ship
@@ -22,6 +16,7 @@ from replicator.store.backends import FsBackend
 from replicator.store.backends.fs_spool import FsSpool
 from replicator.store.format import pack_key
 from replicator.store.index_cache import IndexCache
+from tests.unit.test_placed_paths import settled_object
 
 KIB = 1024
 PARAMS = ChunkerParams(1024, 4096, 16384)
@@ -32,26 +27,6 @@ class Unwritable(FsBackend):
 
     async def open_spool(self, prefix: str) -> FsSpool:
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), prefix)
-
-
-@pytest.fixture
-async def caches(tmp_path: Path) -> AsyncIterator[list[IndexCache]]:
-    out = [IndexCache(tmp_path / f"cache{i}.sqlite", b"cfg") for i in range(2)]
-    for c in out:
-        await c.open()
-    yield out
-    for c in out:
-        await c.close()
-
-
-async def _object(tmp_path: Path, size: int) -> tuple[FsOrigin, ObjectVersion]:
-    src = tmp_path / "src"
-    src.mkdir(exist_ok=True)
-    (src / "obj").write_bytes(os.urandom(size))
-    st = os.stat(src / "obj")
-    obj = ObjectVersion("obj", st.st_size, st.st_ctime_ns, mtime_ns=st.st_mtime_ns, inode=st.st_ino)
-    await asyncio.sleep(0.05)  # past the racy-clean window of the file's ctime
-    return FsOrigin(src), obj
 
 
 def test_read_window_fits_the_object_and_never_exceeds_the_origins() -> None:
@@ -69,7 +44,7 @@ async def test_a_failing_writer_drops_out_and_the_other_gets_the_whole_object(
 ) -> None:
     """As the daemon's lanes need: one peer failing costs the other nothing,
     and the read is complete for the peer that stayed."""
-    origin, obj = await _object(tmp_path, 300 * KIB)
+    origin, obj = await settled_object(tmp_path, 300 * KIB)
     bad = PackWriter("bad", Unwritable(tmp_path / "bad", "bad"), caches[0], 64 * KIB)
     good_peer = FsBackend(tmp_path / "good", "good")
     good = PackWriter("good", good_peer, caches[1], 64 * KIB)
@@ -93,7 +68,7 @@ async def test_when_every_writer_fails_the_read_stops_incomplete(
 ) -> None:
     """Nothing is left to read for: the object is not complete (the daemon
     then commits nothing for it; each lane backs off and keeps it wanted)."""
-    origin, obj = await _object(tmp_path, 300 * KIB)
+    origin, obj = await settled_object(tmp_path, 300 * KIB)
     writers = [
         PackWriter(f"bad{i}", Unwritable(tmp_path / f"bad{i}", f"bad{i}"), caches[i], 64 * KIB)
         for i in range(2)
