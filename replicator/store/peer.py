@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from replicator.config import FsDestinationSettings, S3DestinationSettings, Settings
@@ -20,6 +20,7 @@ from replicator.errors import CapabilityError, IncompatibleStoreError, NotFoundE
 from replicator.store.backend import Backend, Capabilities, sha256_of
 from replicator.store.backends.fs import FsBackend
 from replicator.store.format import CONFIG_KEY, StoreConfig
+from replicator.store.manifest_store import ManifestStore, manifest_store, register_peer
 from replicator.store.reader import location, parse_store_config
 from replicator.store.retry import RetryingBackend, RetryPolicy
 
@@ -35,6 +36,14 @@ class Peer:
     identity: str
     #: What the start-up probe found (peers opened for writing only).
     capabilities: Capabilities | None = None
+    #: Every manifest read and write of this peer goes through it.
+    manifests: ManifestStore = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "manifests", manifest_store(self.backend, self.config))
+        # A caller handing this peer's backend (or a wrapper of it) where a
+        # ManifestStore is expected gets this format too (manifests_of).
+        register_peer(self.backend, self.config)
 
     async def close(self) -> None:
         await self.backend.close()

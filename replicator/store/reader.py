@@ -23,12 +23,13 @@ from replicator.store.format import (
     PackIndex,
     PackRun,
     StoreConfig,
-    encode_segment,
-    manifest_prefix,
     pack_key,
-    parse_manifest_key,
 )
-from replicator.store.versions import VersionOrder, version_order
+from replicator.store.manifest_store import ManifestStore, manifests_of
+from replicator.store.versions import VersionEntry
+
+#: Names re-exported (VersionEntry lives in store/versions.py; older imports keep working).
+__all__ = ["VersionEntry"]
 
 log = logging.getLogger(__name__)
 #: Upper bound on one ranged GET. A run longer than this (packs may be up to
@@ -43,22 +44,6 @@ class ChunkError(IntegrityError):
         super().__init__(message)
         self.pack = pack
         self.chunk = chunk
-
-
-@dataclass(frozen=True, slots=True)
-class VersionEntry:
-    """One manifest name, before its body is read."""
-
-    store_key: str
-    key: str
-    version_name: str
-    bucket: str = ""
-
-    @property
-    def event_time_ns(self) -> int:
-        # Names start with the zero-padded event time (format.version_name),
-        # so choosing a version never needs the manifest body.
-        return int(self.version_name.split("-", 1)[0])
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,53 +104,22 @@ def parse_store_config(data: bytes, backend: Backend) -> StoreConfig:
         ) from exc
 
 
-async def list_versions(
-    backend: Backend, bucket: str, key_prefix: str = "", *, exact: bool = False
+def list_versions(
+    store: Backend | ManifestStore, bucket: str, key_prefix: str = "", *, exact: bool = False
 ) -> AsyncIterator[tuple[str, list[VersionEntry]]]:
     """(key, versions oldest first) for every key under ``key_prefix``.
 
-    With ``exact``, only the key equal to ``key_prefix``. The listing is in
-    name order, so all versions of one key arrive together."""
-    if exact:
-        prefix = manifest_prefix(bucket) + encode_segment(key_prefix) + "/"
-    else:
-        prefix = manifest_prefix(bucket, key_prefix)
-    async for key, versions in _grouped(backend, prefix):
-        if key.startswith(key_prefix) and (not exact or key == key_prefix):
-            yield key, versions
+    With ``exact``, only the key equal to ``key_prefix``. All versions of
+    one key arrive together (``ManifestStore.list_versions``)."""
+    return manifests_of(store).list_versions(bucket, key_prefix, exact=exact)
 
 
-async def manifest_entries(backend: Backend, prefix: str) -> AsyncIterator[VersionEntry]:
-    """Every manifest name under the store prefix ``prefix``, in name order."""
-    async for info in backend.list(prefix):
-        try:
-            bucket, key, version = parse_manifest_key(info.key)
-        except ValueError:
-            # A stray object (not written by replicator): reported, skipped.
-            log.warning("destination %r: skipped %s: not a manifest name", backend.name, info.key)
-            continue
-        yield VersionEntry(info.key, key, version, bucket)
-
-
-async def _grouped(backend: Backend, prefix: str) -> AsyncIterator[tuple[str, list[VersionEntry]]]:
-    current = ""
-    group: list[VersionEntry] = []
-    async for entry in manifest_entries(backend, prefix):
-        if version_order(entry.version_name) is None:
-            continue  # not written by replicator; verify reports such names
-        if entry.key != current and group:
-            yield current, sorted(group, key=_order)
-            group = []
-        current = entry.key
-        group.append(entry)
-    if group:
-        yield current, sorted(group, key=_order)
-
-
-def _order(entry: VersionEntry) -> VersionOrder:
-    order = version_order(entry.version_name)
-    assert order is not None  # _grouped keeps only version names
-    return order
+def manifest_entries(
+    store: Backend | ManifestStore, bucket: str | None = None, key_prefix: str = ""
+) -> AsyncIterator[VersionEntry]:
+    """Every stored manifest of ``bucket`` under ``key_prefix`` (every bucket
+    when None), in listing order (``ManifestStore.entries``)."""
+    return manifests_of(store).entries(bucket, key_prefix)
 
 
 def choose_version(versions: list[VersionEntry], at_ns: int | None) -> VersionEntry | None:
@@ -192,15 +146,30 @@ _PARSE_ERRORS = (
 )
 
 
-async def read_manifest(backend: Backend, entry: VersionEntry) -> Manifest:
+async def read_manifest(store: Backend | ManifestStore, entry: VersionEntry) -> Manifest:
     """The manifest body, checked against the name it is stored under."""
-    data = await backend.get(entry.store_key)
+    data = await manifests_of(store).read(entry)
+    return parse_manifest(data, entry)
+
+
+def parse_manifest(data: bytes, entry: VersionEntry) -> Manifest:
+    """``data`` parsed, refused unless it describes ``entry``'s (bucket, key,
+    version name): a manifest copied under another name is not that version."""
     try:
         manifest = Manifest.from_bytes(data)
         name = manifest.store_key()
     except _PARSE_ERRORS as exc:
         raise IntegrityError(f"malformed manifest {entry.store_key!r}: {exc!r}") from exc
-    if name != entry.store_key:
+    i = manifest.identity
+    if entry.where is None:
+        same = name == entry.store_key
+    else:
+        same = (i.bucket, i.key, manifest.version_name) == (
+            entry.bucket,
+            entry.key,
+            entry.version_name,
+        )
+    if not same:
         raise IntegrityError(
             f"manifest {entry.store_key!r} describes {name!r} (its content does not match its name)"
         )

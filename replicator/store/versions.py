@@ -1,4 +1,5 @@
-"""Manifest version names: their two patterns and their order.
+"""Manifest version names: their two patterns and their order, and the
+:class:`VersionEntry` that names one stored manifest.
 
 A version-2 name is ``<time>-<sequencer field>-<observed>-<hash>`` and
 sorts, as bytes, in version order (event time, then sequencer, then
@@ -9,6 +10,7 @@ docs/store-format.md §6.2 and §10.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 #: Manifest names. v1: ``<time>-<hash>``; v2 adds the sequencer and the
 #: observation number, so that byte order of names is version order.
@@ -40,3 +42,24 @@ def version_order(name: str) -> VersionOrder | None:
     if m := _V1_NAME.fullmatch(name):
         return (int(m[1]), 0, "", 0, m[2])
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class VersionEntry:
+    """One stored manifest, before its body is read.
+
+    ``store_key`` is the manifest's object name in formats 1 and 2; in
+    format 3 it is ``<segment>#<offset>``, for messages only, and ``where``
+    says where the bytes are: (segment store name, byte offset, length)."""
+
+    store_key: str
+    key: str
+    version_name: str
+    bucket: str = ""
+    where: tuple[str, int, int] | None = None
+
+    @property
+    def event_time_ns(self) -> int:
+        # Names start with the zero-padded event time (format.version_name),
+        # so choosing a version never needs the manifest body.
+        return int(self.version_name.split("-", 1)[0])

@@ -1,0 +1,277 @@
+"""The manifests of one peer, whatever the store format keeps them in.
+
+Every manifest read and write goes through a :class:`ManifestStore`, one
+per opened peer (``Peer.manifests``), so that a store format that keeps
+manifests differently (format 3: many keys' manifests in content-addressed
+segments, store/segment_store.py) only adds an implementation.
+
+Vocabulary:
+
+- *entry*: a :class:`VersionEntry`, one stored manifest named by its
+  (bucket, key, version name), before its bytes are read.
+- *listing order*: (bucket, escaped key, version order), the order
+  ``backend.list("manifests/...")`` gives a format 2 store. Every iterator
+  here is in that order and paged: never a whole peer in memory.
+- *ref*: a string naming an entry (``entry_ref``), for what is carried as
+  text (spilled pairs, restore's queue); ``entry_of_ref`` turns it back.
+
+:class:`ObjectManifests` is formats 1 and 2: one object per manifest,
+``manifests/<bucket>/<escaped key>/<version name>``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import weakref
+from collections.abc import AsyncIterator, Sequence
+from typing import Protocol, runtime_checkable
+
+from replicator.store.backend import Backend
+from replicator.store.bulk import PutItem, get_under, list_names, put_many_if_absent
+from replicator.store.format import Manifest, StoreConfig
+from replicator.store.names import (
+    MANIFESTS,
+    encode_segment,
+    manifest_key,
+    manifest_prefix,
+    parse_manifest_key,
+)
+from replicator.store.versions import VersionEntry, VersionOrder, version_order
+
+__all__ = [
+    "ManifestStore",
+    "ObjectManifests",
+    "VersionEntry",
+    "entry_of_ref",
+    "entry_ref",
+    "grouped",
+    "manifest_store",
+    "manifests_of",
+    "register_peer",
+]
+
+log = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class ManifestStore(Protocol):
+    """The manifests of one peer (see the module doc for the vocabulary)."""
+
+    backend: Backend
+
+    async def put_many(self, manifests: Sequence[Manifest]) -> list[bool | BaseException]:
+        """Put-if-absent of each manifest under its (bucket, key, version name):
+        per manifest True (written), False (that version's manifest is already
+        there) or that manifest's own exception. Durable when it returns."""
+        ...
+
+    def list_versions(
+        self, bucket: str, key_prefix: str = "", *, exact: bool = False
+    ) -> AsyncIterator[tuple[str, list[VersionEntry]]]:
+        """(key, its versions oldest first) of every key under ``key_prefix``
+        (only the key equal to it with ``exact``); names that are not version
+        names are left out (``entries`` yields them, for verify)."""
+        ...
+
+    def entries(
+        self, bucket: str | None = None, key_prefix: str = ""
+    ) -> AsyncIterator[VersionEntry]:
+        """Every stored manifest of ``bucket`` under ``key_prefix`` (of every
+        bucket when ``bucket`` is None), including names that are not
+        version names (verify reports them)."""
+        ...
+
+    def latest(self, bucket: str, key_prefix: str = "") -> AsyncIterator[tuple[str, VersionEntry]]:
+        """(key, its newest manifest) of every key under ``key_prefix``."""
+        ...
+
+    async def versions_at(
+        self, bucket: str, wanted: Sequence[tuple[str, str]]
+    ) -> list[list[tuple[VersionEntry, bytes]]]:
+        """Per (key, version-name prefix): the manifests of exactly that key
+        whose version name starts with the prefix, with their bytes."""
+        ...
+
+    async def read(self, entry: VersionEntry) -> bytes:
+        """The manifest's bytes; NotFoundError when it is gone."""
+        ...
+
+
+class ObjectManifests:
+    """Formats 1 and 2: each manifest is one object named by its identity."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+
+    async def put_many(self, manifests: Sequence[Manifest]) -> list[bool | BaseException]:
+        items: list[PutItem] = []
+        for m in manifests:
+            data = m.to_bytes()
+            items.append((m.store_key(), data, hashlib.sha256(data).digest()))
+        if len(items) == 1:  # a single put stays one plain conditional write
+            key, payload, sha = items[0]
+            try:
+                return [await self.backend.put_if_absent(key, payload, sha256=sha)]
+            except Exception as exc:  # that manifest's own answer, as in a batch
+                return [exc]
+        return list(await put_many_if_absent(self.backend, items))
+
+    async def list_versions(
+        self, bucket: str, key_prefix: str = "", *, exact: bool = False
+    ) -> AsyncIterator[tuple[str, list[VersionEntry]]]:
+        if exact:
+            prefix = manifest_prefix(bucket) + encode_segment(key_prefix) + "/"
+        else:
+            prefix = manifest_prefix(bucket, key_prefix)
+        async for key, versions in grouped(self._entries(prefix)):
+            if key.startswith(key_prefix) and (not exact or key == key_prefix):
+                yield key, versions
+
+    def entries(
+        self, bucket: str | None = None, key_prefix: str = ""
+    ) -> AsyncIterator[VersionEntry]:
+        if bucket is None and key_prefix:
+            raise ValueError("a key prefix needs a bucket")
+        prefix = MANIFESTS if bucket is None else manifest_prefix(bucket, key_prefix)
+        return self._entries(prefix)
+
+    async def _entries(self, prefix: str) -> AsyncIterator[VersionEntry]:
+        async for info in self.backend.list(prefix):
+            try:
+                bucket, key, version = parse_manifest_key(info.key)
+            except ValueError:
+                # A stray object (not written by replicator): reported, skipped.
+                log.warning(
+                    "destination %r: skipped %s: not a manifest name", self.backend.name, info.key
+                )
+                continue
+            yield VersionEntry(info.key, key, version, bucket)
+
+    async def latest(
+        self, bucket: str, key_prefix: str = ""
+    ) -> AsyncIterator[tuple[str, VersionEntry]]:
+        # A key's manifests list together (its escaped name is followed by
+        # '/'): its directory is parsed once, its newest is the greatest by
+        # version_order (the last listed in a version-2 store).
+        current: tuple[str, str, str, VersionOrder] | None = None  # key, store key, name
+        parsed: tuple[str, str | None] = ("", None)  # (key directory, its key)
+        async for store_key in list_names(self.backend, manifest_prefix(bucket, key_prefix)):
+            where, _, name = store_key.rpartition("/")
+            if where != parsed[0]:
+                try:
+                    parsed = (where, parse_manifest_key(store_key)[1])
+                except ValueError:
+                    parsed = (where, None)  # stray objects; verify reports them
+            key, order = parsed[1], version_order(name)
+            if key is None or order is None or not key.startswith(key_prefix):
+                continue
+            if current is not None and current[0] != key:
+                yield current[0], VersionEntry(current[1], current[0], current[2], bucket)
+                current = None
+            if current is None or order > current[3]:
+                current = (key, store_key, name, order)
+        if current is not None:
+            yield current[0], VersionEntry(current[1], current[0], current[2], bucket)
+
+    async def versions_at(
+        self, bucket: str, wanted: Sequence[tuple[str, str]]
+    ) -> list[list[tuple[VersionEntry, bytes]]]:
+        prefixes = [manifest_key(bucket, key, prefix) for key, prefix in wanted]
+        found = await get_under(self.backend, prefixes)
+        out: list[list[tuple[VersionEntry, bytes]]] = []
+        for (key, _), prefix, objects in zip(wanted, prefixes, found, strict=True):
+            directory = prefix.rpartition("/")[0]
+            out.append(
+                [
+                    (VersionEntry(store_key, key, name, bucket), data)
+                    for store_key, data in objects
+                    # Only that key's own directory (a longer key's split
+                    # name may continue below it).
+                    if (split := store_key.rpartition("/"))[0] == directory and (name := split[2])
+                ]
+            )
+        return out
+
+    async def read(self, entry: VersionEntry) -> bytes:
+        return await self.backend.get(entry.store_key)
+
+
+async def grouped(
+    entries: AsyncIterator[VersionEntry],
+) -> AsyncIterator[tuple[str, list[VersionEntry]]]:
+    """(key, versions oldest first) from entries listed key by key; names
+    that are not version names are left out (verify reports them)."""
+    current = ""
+    group: list[VersionEntry] = []
+    async for entry in entries:
+        if version_order(entry.version_name) is None:
+            continue
+        if entry.key != current and group:
+            yield current, sorted(group, key=_order)
+            group = []
+        current = entry.key
+        group.append(entry)
+    if group:
+        yield current, sorted(group, key=_order)
+
+
+def _order(entry: VersionEntry) -> VersionOrder:
+    order = version_order(entry.version_name)
+    assert order is not None  # grouped keeps only version names
+    return order
+
+
+def entry_ref(entry: VersionEntry) -> str:
+    """A string naming ``entry`` that ``entry_of_ref`` turns back: the object
+    name in formats 1 and 2 (what these strings always were), a JSON list
+    when the entry has a place in a segment (store names never start '[')."""
+    if entry.where is None:
+        return entry.store_key
+    segment, offset, length = entry.where
+    fields = [entry.store_key, entry.key, entry.version_name, entry.bucket, segment, offset, length]
+    return json.dumps(fields, ensure_ascii=True, separators=(",", ":"))
+
+
+def entry_of_ref(ref: str) -> VersionEntry:
+    """The entry ``entry_ref`` named; ValueError for a string it never gives."""
+    if ref.startswith("["):
+        store_key, key, name, bucket, segment, offset, length = json.loads(ref)
+        return VersionEntry(store_key, key, name, bucket, (segment, int(offset), int(length)))
+    bucket, key, name = parse_manifest_key(ref)
+    return VersionEntry(ref, key, name, bucket)
+
+
+def manifest_store(backend: Backend, config: StoreConfig) -> ManifestStore:
+    """The ManifestStore of a peer whose ``config`` is ``config``, over ``backend``.
+
+    Cheap to call per operation: an implementation that keeps state (a
+    header cache) keeps it per peer itself."""
+    if config.version in (1, 2):
+        return ObjectManifests(backend)
+    raise ValueError(f"no manifest store for store format {config.version}")
+
+
+#: The config of each opened peer's backend (``register_peer``), so that a
+#: caller handing a bare Backend of a peer still gets that peer's format.
+_opened: weakref.WeakKeyDictionary[object, StoreConfig] = weakref.WeakKeyDictionary()
+
+
+def register_peer(backend: Backend, config: StoreConfig) -> None:
+    _opened[backend] = config
+
+
+def manifests_of(where: Backend | ManifestStore) -> ManifestStore:
+    """``where`` itself when it is a ManifestStore; for a Backend, the store
+    of the peer it belongs to (it, or a wrapper around it, was opened as a
+    peer: a counting wrapper keeps counting), else formats 1 and 2."""
+    if isinstance(where, ManifestStore):
+        return where
+    inner: object = where
+    while inner is not None:
+        config = _opened.get(inner)
+        if config is not None:
+            return manifest_store(where, config)
+        inner = getattr(inner, "inner", None)
+    return ObjectManifests(where)
