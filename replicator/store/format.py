@@ -59,9 +59,13 @@ __all__ = [
 ]
 
 FORMAT_VERSION = 2
-#: Store and manifest format versions this code reads. Version 2 names
-#: manifests in version order and splits over-long key names (PIECE).
+#: Manifest format versions this code reads. Version 2 names manifests in
+#: version order and splits over-long key names (PIECE).
 READABLE_VERSIONS = (1, 2)
+#: Store formats this code reads and writes, each in its own layout: 1 and 2
+#: keep one object per manifest, 3 keeps version-2 manifests of many keys in
+#: segments (store/segments.py). A store keeps the version it was created with.
+STORE_VERSIONS = (1, 2, 3)
 #: The pack index did not change in version 2: its bytes stay those of 1.
 INDEX_VERSION = 1
 CONFIG_KEY = "config"
@@ -122,11 +126,11 @@ class StoreConfig:
         if (
             d.get("format") != "replicator-store"
             or type(version) is not int  # not True, not 1.0
-            or version not in READABLE_VERSIONS
+            or version not in STORE_VERSIONS
         ):
             raise IncompatibleStoreError(
                 f"'config' says format {d.get('format')!r} version {d.get('version')!r}; this "
-                f"replicator reads replicator-store versions {list(READABLE_VERSIONS)}"
+                f"replicator reads replicator-store versions {list(STORE_VERSIONS)}"
             )
         c = d.get("chunker")
         if not isinstance(c, dict) or c.get("algorithm") != "fastcdc-2020":

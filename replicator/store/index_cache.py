@@ -106,6 +106,12 @@ def cache_path(cache_dir: Path | None, peer_identity: str) -> Path:
     return (cache_dir or default_cache_dir()) / f"{h}.sqlite"
 
 
+def segment_cache_path(cache_dir: Path | None, peer_identity: str) -> Path:
+    """The segment header table of a format 3 peer, next to its index cache
+    (store/segment_cache.py; its own file, so neither waits on the other's writes)."""
+    return cache_path(cache_dir, peer_identity).with_suffix(".segments.sqlite")
+
+
 class IndexCache:
     """Digest -> location hints for one peer, persisted in sqlite."""
 

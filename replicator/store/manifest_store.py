@@ -26,6 +26,7 @@ import json
 import logging
 import weakref
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from replicator.store.backend import Backend
@@ -243,13 +244,20 @@ def entry_of_ref(ref: str) -> VersionEntry:
     return VersionEntry(ref, key, name, bucket)
 
 
-def manifest_store(backend: Backend, config: StoreConfig) -> ManifestStore:
+def manifest_store(
+    backend: Backend, config: StoreConfig, *, cache: Path | None = None
+) -> ManifestStore:
     """The ManifestStore of a peer whose ``config`` is ``config``, over ``backend``.
 
     Cheap to call per operation: an implementation that keeps state (a
-    header cache) keeps it per peer itself."""
+    header cache) keeps it per peer itself (format 3: in the file ``cache``,
+    when the first call for that peer names one)."""
     if config.version in (1, 2):
         return ObjectManifests(backend)
+    if config.version == 3:
+        from replicator.store.segment_store import segment_store  # noqa: PLC0415 - imports this
+
+        return segment_store(backend, config, cache)
     raise ValueError(f"no manifest store for store format {config.version}")
 
 

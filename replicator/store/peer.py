@@ -20,6 +20,7 @@ from replicator.errors import CapabilityError, IncompatibleStoreError, NotFoundE
 from replicator.store.backend import Backend, Capabilities, sha256_of
 from replicator.store.backends.fs import FsBackend
 from replicator.store.format import CONFIG_KEY, StoreConfig
+from replicator.store.index_cache import default_cache_dir, segment_cache_path
 from replicator.store.manifest_store import ManifestStore, manifest_store, register_peer
 from replicator.store.reader import location, parse_store_config
 from replicator.store.retry import RetryingBackend, RetryPolicy
@@ -36,11 +37,17 @@ class Peer:
     identity: str
     #: What the start-up probe found (peers opened for writing only).
     capabilities: Capabilities | None = None
+    #: The local cache directory (``store.cache_dir``): a format 3 peer keeps
+    #: its segment header table there; None: a temporary one for this run.
+    cache_dir: Path | None = None
     #: Every manifest read and write of this peer goes through it.
     manifests: ManifestStore = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "manifests", manifest_store(self.backend, self.config))
+        where = self.cache_dir
+        cache = None if where is None else segment_cache_path(where, self.identity)
+        store = manifest_store(self.backend, self.config, cache=cache)
+        object.__setattr__(self, "manifests", store)
         # A caller handing this peer's backend (or a wrapper of it) where a
         # ManifestStore is expected gets this format too (manifests_of).
         register_peer(self.backend, self.config)
@@ -81,7 +88,11 @@ def make_backend(dest: FsDestinationSettings | S3DestinationSettings) -> Backend
 
 
 async def open_peer(
-    dest: FsDestinationSettings | S3DestinationSettings, store_cfg: StoreConfig, *, create: bool
+    dest: FsDestinationSettings | S3DestinationSettings,
+    store_cfg: StoreConfig,
+    *,
+    create: bool,
+    cache_dir: Path | None = None,
 ) -> Peer:
     """Open ``dest`` and check that its store matches ``store_cfg``.
 
@@ -89,13 +100,19 @@ async def open_peer(
     daemons creating one store at once, both end up agreeing on the
     winner's bytes). Without it a missing config is an error: reading from a
     path that is not a store must not silently look empty."""
-    return await peer_on(
-        dest.name, make_backend(dest), store_cfg, peer_identity(dest), create=create
-    )
+    backend, identity = make_backend(dest), peer_identity(dest)
+    name = dest.name
+    return await peer_on(name, backend, store_cfg, identity, create=create, cache_dir=cache_dir)
 
 
 async def peer_on(
-    name: str, backend: Backend, store_cfg: StoreConfig, identity: str, *, create: bool
+    name: str,
+    backend: Backend,
+    store_cfg: StoreConfig,
+    identity: str,
+    *,
+    create: bool,
+    cache_dir: Path | None = None,
 ) -> Peer:
     """A Peer over an already built ``backend`` (closed again if the check fails)."""
     try:
@@ -104,7 +121,7 @@ async def peer_on(
     except BaseException:
         await backend.close()
         raise
-    return Peer(name, backend, config, identity, capabilities)
+    return Peer(name, backend, config, identity, capabilities, cache_dir)
 
 
 async def _probe(backend: Backend, name: str) -> Capabilities:
@@ -151,14 +168,18 @@ def _check(data: bytes, wanted: StoreConfig, backend: Backend, name: str) -> Sto
 
 def store_config(settings: Settings) -> StoreConfig:
     """The StoreConfig the configuration asks for."""
-    return StoreConfig(chunker=settings.chunking.params(), compression=settings.store.compression)
+    store = settings.store
+    # A peer that exists keeps its own version (_store_config): this one only
+    # decides the format of peers created now.
+    return StoreConfig(settings.chunking.params(), store.compression, store.format_version)
 
 
 async def open_peers(settings: Settings, *, create: bool) -> list[Peer]:
     """Every configured destination, opened concurrently; all or none."""
     wanted = store_config(settings)
+    cache_dir = settings.store.cache_dir or default_cache_dir()
     results = await asyncio.gather(
-        *(open_peer(d, wanted, create=create) for d in settings.destinations),
+        *(open_peer(d, wanted, create=create, cache_dir=cache_dir) for d in settings.destinations),
         return_exceptions=True,
     )
     peers = [r for r in results if isinstance(r, Peer)]

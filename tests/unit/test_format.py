@@ -62,7 +62,7 @@ def test_store_config_round_trip_is_byte_identical() -> None:
 @pytest.mark.parametrize(
     ("field", "value"),
     [
-        ("version", 3),
+        ("version", 4),
         ("version", "1"),
         ("version", True),
         ("format", "restic"),

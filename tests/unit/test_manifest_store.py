@@ -41,6 +41,7 @@ PARAMS = ChunkerParams(256, 1024, 4096)
 #: name -> builder of a ManifestStore over a backend.
 stores: dict[str, Callable[[Backend], ManifestStore]] = {
     "v2": lambda b: manifest_store(b, StoreConfig(PARAMS)),
+    "v3": lambda b: manifest_store(b, StoreConfig(PARAMS, version=3)),
 }
 
 
@@ -120,7 +121,8 @@ async def test_a_removed_manifest_reads_as_not_found(store: ManifestStore, tmp_p
     m = manifest("gone", 3)
     await store.put_many([m])
     (entry,) = [e async for e in store.entries("bkt", "gone")]
-    await FsBackend(tmp_path, "peer").delete(m.store_key())
+    # Format 3: the manifest goes with its segment.
+    await FsBackend(tmp_path, "peer").delete(entry.where[0] if entry.where else m.store_key())
     with pytest.raises(NotFoundError):
         await store.read(entry)
 

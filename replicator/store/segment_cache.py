@@ -1,0 +1,216 @@
+"""The header table of a format 3 peer: which manifest sits in which segment.
+
+One row per segment entry: its *place* (``<escaped bucket>/<escaped
+key>/<version name>``, the manifest's name in a version-2 store below
+``manifests/``, so place order is the version-2 listing order), the
+segment, the entry's offset, length and BLAKE3. A (bucket, key, version)
+held by two segments (a replay that batched differently) has two rows;
+readers take one (``GROUP BY place``), verify compares their digests.
+
+The table is a hint like the pack index cache: ``store/segment_store.py``
+reconciles it with a listing of ``segments/`` (mark and sweep by
+generation, reading only the headers of segments it does not know yet).
+It is kept in a file next to the peer's index cache, or, without a cache
+directory, in a private temporary database SQLite deletes on close (on
+disk, so memory stays bounded whatever the peer's size).
+
+The methods block; the store calls them through ``asyncio.to_thread``,
+one lock serialising them on the one connection.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from replicator.store.names import encode_segment
+from replicator.store.segments import SegmentHeader
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS seg_meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS seg_files (name TEXT PRIMARY KEY, size INTEGER NOT NULL,
+                                      gen INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS seg_entries (place TEXT NOT NULL, segment TEXT NOT NULL,
+    offset INTEGER NOT NULL, length INTEGER NOT NULL, digest BLOB NOT NULL,
+    bucket BLOB NOT NULL, key BLOB NOT NULL, PRIMARY KEY (place, segment)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS seg_entries_segment ON seg_entries (segment);
+"""
+#: Above every character of a place (escaped names are ASCII up to '~').
+PLACE_END = "\x7f"
+#: sqlite's default limit on host parameters is 999 in old builds.
+_BATCH = 500
+#: One row of a scan: place, segment, offset, length, BLAKE3, bucket, key.
+Row = tuple[str, str, int, int, bytes, str, str]
+
+
+def place_of(bucket: str, key: str, version_name: str) -> str:
+    return f"{encode_segment(bucket)}/{encode_segment(key)}/{version_name}"
+
+
+def _text(value: bytes) -> str:
+    # Keys of non-UTF-8 file names hold lone surrogates, which sqlite's
+    # TEXT cannot: names are stored as surrogateescape bytes.
+    return value.decode("utf-8", "surrogateescape")
+
+
+def _blob(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")
+
+
+class HeaderTable:
+    """The entries of a peer's segments, in place order."""
+
+    def __init__(self, path: Path | None, store_config: bytes) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        # "" is a private temporary database on disk, removed on close.
+        db = sqlite3.connect(str(path) if path else "", check_same_thread=False)
+        db.isolation_level = None
+        if path is not None:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")  # a lost tail only costs a re-sync
+        db.executescript(_SCHEMA)
+        row = db.execute("SELECT value FROM seg_meta WHERE key='config'").fetchone()
+        if row is not None and bytes(row[0]) != store_config:
+            # The peer was recreated with another configuration: nothing here holds.
+            db.executescript("DELETE FROM seg_entries; DELETE FROM seg_files;")
+        db.execute("INSERT OR REPLACE INTO seg_meta VALUES ('config', ?)", (store_config,))
+        self._db = db
+        self._gen = 0
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # ------------------------------------------------------------ sync
+
+    def begin_sync(self) -> None:
+        """Start a generation: segments not stamped in it are swept at its end."""
+        with self._lock:
+            row = self._db.execute("SELECT COALESCE(MAX(gen), 0) FROM seg_files").fetchone()
+            self._gen = int(row[0]) + 1
+
+    def stamp(self, names: Sequence[str]) -> list[str]:
+        """Stamp the known segments among ``names``; the unknown ones."""
+        with self._lock, self._db:
+            self._db.execute("BEGIN")
+            known: set[str] = set()
+            for i in range(0, len(names), _BATCH):
+                part = list(names[i : i + _BATCH])
+                marks = ",".join("?" * len(part))
+                self._db.execute(
+                    f"UPDATE seg_files SET gen = ? WHERE name IN ({marks})",  # noqa: S608
+                    [self._gen, *part],
+                )
+                sql = f"SELECT name FROM seg_files WHERE name IN ({marks})"  # noqa: S608
+                known.update(r[0] for r in self._db.execute(sql, part))
+        return [n for n in names if n not in known]
+
+    def record(self, headers: Sequence[tuple[str, SegmentHeader]]) -> None:
+        """Add segments (name, header) in the current generation."""
+        with self._lock, self._db:
+            self._db.execute("BEGIN")
+            for name, h in headers:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO seg_files VALUES (?, ?, ?)", (name, h.size, self._gen)
+                )
+                bucket, ebucket = _blob(h.bucket), encode_segment(h.bucket)
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO seg_entries VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (
+                            f"{ebucket}/{encode_segment(e.key)}/{e.version_name}",
+                            name,
+                            e.offset,
+                            e.length,
+                            e.digest,
+                            bucket,
+                            _blob(e.key),
+                        )
+                        for e in h.entries
+                    ],
+                )
+
+    def sweep(self) -> int:
+        """Forget the segments the current generation did not stamp."""
+        with self._lock, self._db:
+            self._db.execute("BEGIN")
+            stale = [
+                r[0]
+                for r in self._db.execute("SELECT name FROM seg_files WHERE gen < ?", (self._gen,))
+            ]
+            for name in stale:
+                self.forget_locked(name)
+        return len(stale)
+
+    def forget(self, name: str) -> None:
+        """The segment is gone from the peer (read as missing)."""
+        with self._lock, self._db:
+            self._db.execute("BEGIN")
+            self.forget_locked(name)
+
+    def forget_locked(self, name: str) -> None:
+        self._db.execute("DELETE FROM seg_entries WHERE segment = ?", (name,))
+        self._db.execute("DELETE FROM seg_files WHERE name = ?", (name,))
+
+    # ------------------------------------------------------------ queries
+
+    def present(self, places: Sequence[str]) -> set[str]:
+        """The places among ``places`` some segment holds."""
+        found: set[str] = set()
+        with self._lock:
+            for i in range(0, len(places), _BATCH):
+                part = list(places[i : i + _BATCH])
+                marks = ",".join("?" * len(part))
+                sql = f"SELECT DISTINCT place FROM seg_entries WHERE place IN ({marks})"  # noqa: S608
+                found.update(r[0] for r in self._db.execute(sql, part))
+        return found
+
+    def page(self, low: str, high: str, limit: int = -1) -> list[Row]:
+        """Up to ``limit`` (-1: all) entries with ``low`` <= place < ``high``,
+        one per place (of several copies, the one in the least segment name),
+        in place order. The next page starts at ``after(last place)``."""
+        with self._lock:
+            # With MIN(), sqlite takes the bare columns from the row holding the minimum.
+            rows = self._db.execute(
+                "SELECT place, MIN(segment), offset, length, digest, bucket, key "
+                "FROM seg_entries WHERE place >= ? AND place < ? "
+                "GROUP BY place ORDER BY place LIMIT ?",
+                (low, high, limit),
+            ).fetchall()
+        return [(p, s, o, n, bytes(d), _text(b), _text(k)) for p, s, o, n, d, b, k in rows]
+
+    def ranges(self, spans: Sequence[tuple[str, str]]) -> list[list[Row]]:
+        """``page`` of each (low, high), whole, in one call."""
+        return [self.page(low, high) for low, high in spans]
+
+    def digest(self, segment: str, offset: int) -> bytes | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT digest FROM seg_entries WHERE segment = ? AND offset = ?",
+                (segment, offset),
+            ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def conflicts(self, limit: int = 1000) -> list[tuple[str, str, str, list[str]]]:
+        """(bucket, key, version name, segments) of the entries held in
+        several segments with different bytes."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT place, bucket, key, group_concat(segment, ' ') FROM seg_entries "
+                "GROUP BY place HAVING COUNT(DISTINCT digest) > 1 ORDER BY place LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [
+            (_text(b), _text(k), p.rpartition("/")[2], sorted(str(s).split(" ")))
+            for p, b, k, s in rows
+        ]
+
+
+def after(place: str) -> str:
+    """The least string above ``place`` (no place holds NUL)."""
+    return place + "\x00"
