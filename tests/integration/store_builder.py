@@ -4,6 +4,11 @@ It follows docs/store-format.md literally (packs, then their index, then
 the manifest; chunks deduplicated against everything written before), so
 the reader is tested against the specification rather than against the
 daemon's own writer, and tests can place versions at exact event times.
+
+With ``format_version=3`` manifests go into segments (§13), written here
+from the text of the specification, not with replicator's segment codec:
+each manifest in a segment of its own, or several at once with
+``put_segment``.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from replicator.store.format import (
     PackRun,
     SourceIdentity,
     StoreConfig,
+    encode_segment,
     index_key,
     pack_key,
 )
@@ -54,9 +60,49 @@ class StoreBuilder:
     pack_size: int = 64 * 1024
     known: dict[bytes, tuple[bytes, int]] = field(default_factory=dict)  # digest -> pack, offset
     manifests: list[Manifest] = field(default_factory=list)
+    #: 2: one object per manifest; 3: manifests in segments.
+    format_version: int = 2
 
     async def init(self) -> None:
-        await self.backend.put(CONFIG_KEY, StoreConfig(self.params).to_bytes())
+        config = StoreConfig(self.params, version=self.format_version)
+        await self.backend.put(CONFIG_KEY, config.to_bytes())
+
+    async def _put_manifest(self, m: Manifest) -> None:
+        if self.format_version == 3:
+            await self.put_segment([m])
+        else:
+            await self.backend.put(m.store_key(), m.to_bytes())
+
+    async def put_segment(self, manifests: list[Manifest]) -> str:
+        """One segment holding ``manifests`` (one bucket), as §13 lays it out; its name."""
+        bucket = manifests[0].identity.bucket
+        entries = sorted(
+            (m.store_key().removeprefix(f"manifests/{encode_segment(bucket)}/"), m)
+            for m in manifests
+        )
+        body, rows = b"", []
+        for _, m in entries:
+            data = m.to_bytes()
+            rows.append([m.identity.key, m.version_name, len(body), len(data), _b3(data)])
+            body += data + b"\n"
+        header = json.dumps(
+            {
+                "format": "replicator-segment",
+                "version": 1,
+                "bucket": bucket,
+                "count": len(rows),
+                "first": rows[0][0],
+                "last": rows[-1][0],
+                "entries": rows,
+            },
+            sort_keys=True,
+            separators=(",", ":"),
+        ).encode()
+        segment = f"replicator-segment 1 {len(header):010d}\n".encode() + header + b"\n" + body
+        h = _b3(segment)
+        name = f"segments/{encode_segment(bucket)}/{h[:2]}/{h}"
+        await self.backend.put(name, segment)
+        return name
 
     async def put(self, key: str, data: bytes, t: int) -> Manifest:
         cl = chunk_buffer(data, self.params)
@@ -75,7 +121,7 @@ class StoreBuilder:
     async def remove(self, key: str, t: int) -> Manifest:
         ident = SourceIdentity("test", self.bucket, key, "", "", 0, t)
         m = Manifest(ident, True, blake3_digest(b""), self.params)
-        await self.backend.put(m.store_key(), m.to_bytes())
+        await self._put_manifest(m)
         self.manifests.append(m)
         return m
 
@@ -102,7 +148,7 @@ class StoreBuilder:
         refs = [(d, n, *self.known[d]) for _off, n, d in chunks]
         ident = SourceIdentity("test", self.bucket, key, "", f'"{digest.hex()[:32]}"', len(view), t)
         m = Manifest(ident, False, digest, self.params, _runs(refs))
-        await self.backend.put(m.store_key(), m.to_bytes())  # last: after packs + index
+        await self._put_manifest(m)  # last: after packs + index
         self.manifests.append(m)
         return m
 
@@ -115,6 +161,10 @@ class StoreBuilder:
         )
         for e in pack.entries:
             self.known[e.digest] = (name, e.offset)
+
+
+def _b3(data: bytes) -> str:
+    return blake3_digest(data).hex()
 
 
 def _runs(refs: list[tuple[bytes, int, bytes, int]]) -> tuple[PackRun, ...]:
@@ -134,7 +184,11 @@ def _runs(refs: list[tuple[bytes, int, bytes, int]]) -> tuple[PackRun, ...]:
 
 
 def write_config(
-    path: Path, store: StoreUnderTest, params: ChunkerParams = SMALL, source: Path | None = None
+    path: Path,
+    store: StoreUnderTest,
+    params: ChunkerParams = SMALL,
+    source: Path | None = None,
+    format_version: int = 2,
 ) -> Path:
     """A replicator.toml whose destination "peer" is the store under test
     (and whose fs source, bucket "src", is ``source``; by default an empty
@@ -154,7 +208,7 @@ def write_config(
         f'[source]\ntype = "fs"\npath = "{source}"\nbucket = "src"\n\n'
         f'[[destinations]]\nname = "peer"\n{dest}\n\n'
         f"[chunking]\nmin_size = {params.min_size}\navg_size = {params.avg_size}\n"
-        f"max_size = {params.max_size}\n"
+        f"max_size = {params.max_size}\n\n[store]\nformat_version = {format_version}\n"
     )
     return path
 
