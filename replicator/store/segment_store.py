@@ -72,8 +72,18 @@ class _PeerState:
     table: HeaderTable
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     synced_at: float | None = None
-    #: Segments found unreadable in the last reconcile: "segment …: why".
-    skipped: list[str] = field(default_factory=list)
+    #: Segments found unreadable in the last reconcile: (name, why).
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentProblem:
+    """A damaged segment, or a version two segments hold with different bytes."""
+
+    segment: str
+    message: str
+    key: str = ""
+    version: str = ""
 
 
 _states: weakref.WeakKeyDictionary[object, _PeerState] = weakref.WeakKeyDictionary()
@@ -207,10 +217,9 @@ class SegmentStore:
     def _skip(self, name: str, why: str) -> None:
         # Left out of the table, its manifests are written again by the next
         # writer that has them (a new segment); verify names the damage.
-        message = f"destination {self.backend.name!r}: skipped {name}: {why}"
         if len(self._state.skipped) < MAX_REPORTS:
-            log.warning("%s", message)
-        self._state.skipped.append(message)
+            log.warning("destination %r: skipped %s: %s", self.backend.name, name, why)
+        self._state.skipped.append((name, why))
 
     async def _header(self, name: str, size: int) -> SegmentHeader:
         data = await self.backend.get(name, 0, min(size, HEADER_READ))
@@ -222,14 +231,31 @@ class SegmentStore:
         return parse_header(data, name, size)
 
     @property
-    def skipped(self) -> list[str]:
-        """The segments the last reconcile could not read (for verify)."""
+    def skipped(self) -> list[tuple[str, str]]:
+        """(segment, why) of the segments the last reconcile could not read."""
         return list(self._state.skipped)
 
     async def conflicts(self) -> list[tuple[str, str, str, list[str]]]:
         """(bucket, key, version name, segments) held with different bytes."""
         await self.refresh()
         return await asyncio.to_thread(self._table.conflicts)
+
+    async def audit(self) -> list[SegmentProblem]:
+        """What ``verify`` reports beyond each manifest's own checks: segments
+        that cannot be read, and versions held with two different bytes."""
+        found = await self.conflicts()  # reconciles first, which fills skipped
+        problems = [SegmentProblem(name, why) for name, why in self.skipped]
+        problems += [
+            SegmentProblem(
+                " ".join(segments),
+                f"bucket {bucket!r}: two different manifests under one version "
+                f"(segments {', '.join(segments)})",
+                key,
+                version,
+            )
+            for bucket, key, version, segments in found
+        ]
+        return problems
 
     # ------------------------------------------------------------ reads
 

@@ -105,6 +105,10 @@ async def test_two_different_bytes_under_one_version_are_a_conflict(tmp_path: Pa
         names.append(seg.name)
     store = segment_store(FsBackend(tmp_path, "peer"), V3)
     assert await store.conflicts() == [("bkt", "k", one.version_name, sorted(names))]
+    (problem,) = await store.audit()
+    assert (problem.key, problem.version) == ("k", one.version_name)
+    assert "two different manifests under one version" in problem.message
+    assert all(n in problem.message for n in names)
 
 
 async def test_a_corrupt_segment_is_skipped_and_named(tmp_path: Path) -> None:
@@ -117,8 +121,10 @@ async def test_a_corrupt_segment_is_skipped_and_named(tmp_path: Path) -> None:
     await FsBackend(tmp_path, "x").put(bad.name, bytes(broken))
     fresh = segment_store(FsBackend(tmp_path, "peer"), V3)
     assert [e.key async for e in fresh.entries()] == ["a"]
-    (message,) = fresh.skipped
-    assert bad.name in message and "do not hash to its name" in message
+    ((name, why),) = fresh.skipped
+    assert name == bad.name and "do not hash to its name" in why
+    (problem,) = await fresh.audit()
+    assert problem.segment == bad.name and "do not hash" in problem.message
 
 
 async def test_a_flipped_byte_in_an_entry_is_found_on_read(tmp_path: Path) -> None:
