@@ -130,9 +130,9 @@ class SegmentStore:
         todo: dict[str, list[tuple[int, str, str, bytes, str]]] = defaultdict(list)
         for i, m in enumerate(manifests):
             try:
-                ident = m.identity
-                place = place_of(ident.bucket, ident.key, m.version_name)
-                todo[ident.bucket].append((i, ident.key, m.version_name, m.to_bytes(), place))
+                ident, version = m.identity, m.version_name
+                place = place_of(ident.bucket, ident.key, version)
+                todo[ident.bucket].append((i, ident.key, version, m.to_bytes(), place))
             except Exception as exc:  # that manifest's own answer
                 answers[i] = exc
         await self.refresh(FRESH)
@@ -143,19 +143,23 @@ class SegmentStore:
             for item in items:  # a version held, or twice in this call: written once
                 if item[4] not in held:
                     new.setdefault(item[4], item)
-            for batch in split_batches([(k, v, d) for _, k, v, d, _ in new.values()]):
-                await self._put_segment(bucket, batch, new, answers)
+            fresh = list(new.values())
+            start = 0
+            for batch in split_batches([(k, v, d) for _, k, v, d, _ in fresh]):
+                index = [item[0] for item in fresh[start : start + len(batch)]]
+                start += len(batch)
+                await self._put_segment(bucket, batch, index, answers)
         return answers
 
     async def _put_segment(
         self,
         bucket: str,
         batch: list[tuple[str, str, bytes]],
-        new: dict[str, tuple[int, str, str, bytes, str]],
+        index: list[int],
         answers: list[bool | BaseException],
     ) -> None:
+        """Write one segment of ``batch``; answer the manifests at ``index``."""
         seg = encode(bucket, batch)
-        index = [new[place_of(bucket, k, v)][0] for k, v, _ in batch]
         item = (seg.name, seg.data, hashlib.sha256(seg.data).digest())
         # One item: on a filesystem its group commit is one file, one fsync,
         # one directory sync (and the crash point between file and link).
