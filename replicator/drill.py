@@ -40,10 +40,10 @@ from replicator.restore import (
     target_path,
 )
 from replicator.store.backend import Backend
+from replicator.store.manifest_store import ManifestStore, manifests_of
 from replicator.store.reader import (
     Problem,
     VersionEntry,
-    list_versions,
     read_manifest,
 )
 from replicator.workers import run_workers
@@ -158,6 +158,10 @@ class _Run:
     report: DrillReport
     parallel: int
     progress: Progress
+    manifests: ManifestStore = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.manifests = manifests_of(self.backend)
 
     async def everything(self) -> RestoreSummary:
         # Exactly what `replicator restore --prefix ''` runs.
@@ -191,7 +195,7 @@ class _Run:
         report = self.report
         live = 0
         spare: list[tuple[int, str, VersionEntry]] = []
-        async for key, versions in list_versions(self.backend, self.bucket):
+        async for key, versions in self.manifests.list_versions(self.bucket):
             latest = versions[-1]  # oldest first
             report.keys += 1
             chosen, draw = sampled(key, report.sample, report.seed)
@@ -209,7 +213,7 @@ class _Run:
                 return
 
     async def _live(self, entry: VersionEntry) -> bool:
-        manifest = await read_manifest(self.backend, entry)
+        manifest = await read_manifest(self.manifests, entry)
         if manifest.removed:
             self.report.removed += 1
             return False
@@ -220,7 +224,7 @@ class _Run:
         """Every restored file against its manifest, read back from disk; and
         no file in the tree that the restore did not account for. Memory is
         constant: files are counted, never collected."""
-        async for key, versions in list_versions(self.backend, self.bucket):
+        async for key, versions in self.manifests.list_versions(self.bucket):
             try:
                 path, is_dir = target_path(self.scratch, key)
             except UnsafeKeyError:
@@ -243,7 +247,7 @@ class _Run:
         self.report.checked_files += 1
         self.report.checked_bytes += size
         for entry in reversed(versions):
-            manifest = await read_manifest(self.backend, entry)
+            manifest = await read_manifest(self.manifests, entry)
             if not manifest.removed and (manifest.identity.size, manifest.digest) == (size, digest):
                 return
         newest = versions[-1]

@@ -34,6 +34,7 @@ from replicator._native import Blake3Hasher
 from replicator.errors import ConfigError, IntegrityError, ReplicatorError
 from replicator.store.backend import Backend
 from replicator.store.format import Manifest, PackRun
+from replicator.store.manifest_store import ManifestStore, manifests_of
 from replicator.store.quarantine import DamageMap, quarantine
 from replicator.store.reader import (
     ChunkError,
@@ -41,7 +42,6 @@ from replicator.store.reader import (
     VersionEntry,
     choose_version,
     fetch_run,
-    list_versions,
     read_manifest,
     split_run,
     verified_chunks,
@@ -169,12 +169,13 @@ async def restore(
     umask = os.umask(0o022)
     os.umask(umask)
     damage = await DamageMap.load(backend)
-    job = _Job(backend, root, progress or NoProgress(), summary, 0o666 & ~umask, damage)
+    manifests = manifests_of(backend)
+    job = _Job(backend, manifests, root, progress or NoProgress(), summary, 0o666 & ~umask, damage)
     found = False
     async with WorkerPool(job.restore_one, parallel) as pool:
-        async for key, store_key in _chosen(backend, selection, summary):
+        async for entry in _chosen(manifests, selection, summary):
             found = True
-            await pool.put((key, store_key))
+            await pool.put(entry)
     nothing = _nothing_restored(selection, summary, found)
     if nothing:
         summary.errors.append(Problem(selection.key_prefix, "", nothing))
@@ -200,20 +201,22 @@ def _nothing_restored(sel: Selection, summary: RestoreSummary, found: bool) -> s
 
 
 async def _chosen(
-    backend: Backend, sel: Selection, summary: RestoreSummary
-) -> AsyncIterator[tuple[str, str]]:
-    """(key, manifest name) of the version to restore, per selected key."""
-    async for key, versions in list_versions(backend, sel.bucket, sel.key_prefix, exact=sel.exact):
+    manifests: ManifestStore, sel: Selection, summary: RestoreSummary
+) -> AsyncIterator[VersionEntry]:
+    """The manifest of the version to restore, per selected key."""
+    versions_of = manifests.list_versions(sel.bucket, sel.key_prefix, exact=sel.exact)
+    async for _key, versions in versions_of:
         chosen = choose_version(versions, sel.at_ns)
         if chosen is None:
             summary.not_yet_created += 1
         else:
-            yield key, chosen.store_key
+            yield chosen
 
 
 @dataclass(slots=True)
 class _Job:
     backend: Backend
+    manifests: ManifestStore
     root: Path
     progress: Progress
     summary: RestoreSummary
@@ -222,12 +225,11 @@ class _Job:
     #: Removes a killed restore's temporary files (older than this run).
     sweeper: Sweeper = field(default_factory=lambda: Sweeper(time.time() - CLOCK_SLACK))
 
-    async def restore_one(self, item: tuple[str, str]) -> None:
-        """Restore one (key, manifest name); a failure is recorded, not raised."""
-        key, store_key = item
-        version = store_key.rsplit("/", 1)[-1]
+    async def restore_one(self, entry: VersionEntry) -> None:
+        """Restore one chosen version; a failure is recorded, not raised."""
+        key, version = entry.key, entry.version_name
         try:
-            await self.one(key, store_key)
+            await self.one(entry)
         except ChunkError as exc:
             self.summary.errors.append(
                 Problem(key, version, str(exc), exc.pack.hex(), (exc.chunk or b"").hex())
@@ -246,9 +248,9 @@ class _Job:
         with contextlib.suppress(ReplicatorError, OSError):
             await quarantine(self.backend, exc.pack, exc.chunk, str(exc))
 
-    async def one(self, key: str, store_key: str) -> None:
-        entry = VersionEntry(store_key, key, store_key.rsplit("/", 1)[-1])
-        manifest = await read_manifest(self.backend, entry)
+    async def one(self, entry: VersionEntry) -> None:
+        key = entry.key
+        manifest = await read_manifest(self.manifests, entry)
         if manifest.removed:
             self.summary.removed.append(key)
             return

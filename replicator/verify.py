@@ -23,7 +23,7 @@ import asyncio
 import random
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -33,16 +33,15 @@ from replicator.restore import NoProgress, Progress
 from replicator.store.backend import Backend
 from replicator.store.format import (
     INDEX,
-    MANIFESTS,
     PACKS,
     ChunkRef,
     IndexEntry,
     Manifest,
     PackRun,
     index_key,
-    manifest_prefix,
     pack_key,
 )
+from replicator.store.manifest_store import ManifestStore, manifest_store
 from replicator.store.quarantine import DamageMap, Findings, quarantine
 from replicator.store.reader import (
     ChunkError,
@@ -50,7 +49,6 @@ from replicator.store.reader import (
     VersionEntry,
     decode_chunks,
     fetch_run,
-    manifest_entries,
     parse_index,
     read_manifest,
     read_store_config,
@@ -135,6 +133,7 @@ class _Packs:
 @dataclass(slots=True)
 class _Checker:
     backend: Backend
+    manifests: ManifestStore
     packs: _Packs
     report: VerifyReport
     progress: Progress
@@ -158,7 +157,7 @@ class _Checker:
         self.progress.object_done(entry.key)
 
     async def check(self, entry: VersionEntry, deep: bool) -> None:
-        manifest = await read_manifest(self.backend, entry)
+        manifest = await read_manifest(self.manifests, entry)
         self.report.manifests += 1
         if manifest.removed:
             self.report.tombstones += 1
@@ -292,13 +291,17 @@ async def verify(
     store, every bucket, when ``key_prefix`` is None). Damaged chunk copies
     are collected in ``findings`` (with the versions they break)."""
     started = time.monotonic()
-    await read_store_config(backend)
+    manifests = manifest_store(backend, await read_store_config(backend))
     report = VerifyReport(deep=deep, sample=sample, seed=seed)
     damage = await DamageMap.load(backend)
     findings = Findings() if findings is None else findings
-    checker = _Checker(backend, _Packs(backend), report, progress or NoProgress(), damage, findings)
-    prefix = MANIFESTS if key_prefix is None else manifest_prefix(bucket, key_prefix)
-    await _check_all(checker, prefix, deep=deep, sample=sample, seed=seed, parallel=parallel)
+    checker = _Checker(
+        backend, manifests, _Packs(backend), report, progress or NoProgress(), damage, findings
+    )
+    entries = (
+        manifests.entries(None, "") if key_prefix is None else manifests.entries(bucket, key_prefix)
+    )
+    await _check_all(checker, entries, deep=deep, sample=sample, seed=seed, parallel=parallel)
     report.packs = len(checker.packs.sizes)
     if key_prefix is None:
         await _unreferenced(backend, set(checker.packs.sizes), report)
@@ -323,12 +326,18 @@ async def _unreferenced(backend: Backend, referenced: set[bytes], report: Verify
 
 
 async def _check_all(
-    checker: _Checker, prefix: str, *, deep: bool, sample: float, seed: int, parallel: int
+    checker: _Checker,
+    entries: AsyncIterator[VersionEntry],
+    *,
+    deep: bool,
+    sample: float,
+    seed: int,
+    parallel: int,
 ) -> None:
     # The sample is drawn here, in listing order, so a seed replays exactly.
     rng = random.Random(seed)
     async with WorkerPool(checker.check_one, parallel) as pool:
-        async for entry in manifest_entries(checker.backend, prefix):
+        async for entry in entries:
             await pool.put((entry, deep and rng.random() < sample))
 
 

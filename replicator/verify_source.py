@@ -24,9 +24,10 @@ from typing import Any
 from replicator.errors import IntegrityError
 from replicator.origins import ObjectVersion, Origin
 from replicator.pipeline.compare import Pair, compare, peer_keys
-from replicator.pipeline.reconcile import read_manifest, same_version
+from replicator.pipeline.reconcile import read_entry, same_version
 from replicator.store.backend import Backend
 from replicator.store.format import Manifest
+from replicator.store.manifest_store import entry_of_ref
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,9 +106,10 @@ async def judge(backend: Backend, origin: Origin, pair: Pair) -> SourceFinding |
     key = pair.key
     if pair.peer is None:
         return SourceFinding(key, "missing", "in the source, no manifest at the peer")
-    version = pair.peer.rsplit("/", 1)[-1]
+    entry = entry_of_ref(pair.peer)
+    version = entry.version_name
     try:
-        newest = await read_manifest(backend, pair.peer)
+        newest = await read_entry(backend, entry)
     except IntegrityError as exc:
         return SourceFinding(key, "unreadable", f"newest manifest unreadable: {exc}", version)
     if newest is None:

@@ -34,6 +34,7 @@ from replicator.errors import ReplicatorError
 from replicator.origins import ObjectVersion
 from replicator.pipeline.reconcile import keys_at_peer
 from replicator.store.backend import Backend
+from replicator.store.manifest_store import ManifestStore
 
 #: Peer keys sorted in memory at once before a run is spilled to disk
 #: (about 300 bytes each: a key and a manifest name).
@@ -57,7 +58,7 @@ def key_bytes(key: str) -> bytes:
 class Pair:
     key: str
     source: ObjectVersion | None
-    peer: str | None  # store name of the peer's newest manifest of the key
+    peer: str | None  # ref of the peer's newest manifest of the key (manifest_store.entry_ref)
 
 
 async def compare(
@@ -94,7 +95,7 @@ async def _in_order(source: AsyncIterable[ObjectVersion]) -> AsyncIterator[Objec
 
 
 async def peer_keys(
-    backend: Backend, bucket: str, key_prefix: str
+    backend: Backend | ManifestStore, bucket: str, key_prefix: str
 ) -> AsyncIterator[tuple[str, str]]:
     """``keys_at_peer`` in key order (external merge sort, bounded memory)."""
     async for item in sorted_by_key(keys_at_peer(backend, bucket, key_prefix)):

@@ -8,10 +8,11 @@ a second copy.
 
 from __future__ import annotations
 
+from replicator.errors import NotFoundError
 from replicator.events import ChangeEvent
-from replicator.pipeline.reconcile import read_manifest
 from replicator.store.backend import Backend
-from replicator.store.format import Manifest, SourceIdentity, manifest_key
+from replicator.store.format import Manifest, SourceIdentity
+from replicator.store.manifest_store import ManifestStore, manifests_of
 
 
 def version_identity(
@@ -44,9 +45,16 @@ def removal_identity(event: ChangeEvent, when_ns: int) -> SourceIdentity:
     )
 
 
-async def newest_manifest(backend: Backend, bucket: str, key: str) -> Manifest | None:
-    """The newest manifest of exactly ``key`` (names sort by version order)."""
+async def newest_manifest(store: Backend | ManifestStore, bucket: str, key: str) -> Manifest | None:
+    """The newest manifest of exactly ``key``; None when it has none (or it
+    was removed since the listing)."""
+    manifests = manifests_of(store)
     newest = None
-    async for info in backend.list(manifest_key(bucket, key, "")):
-        newest = info.key
-    return None if newest is None else await read_manifest(backend, newest)
+    async for _, versions in manifests.list_versions(bucket, key, exact=True):
+        newest = versions[-1]
+    if newest is None:
+        return None
+    try:
+        return Manifest.from_bytes(await manifests.read(newest))
+    except NotFoundError:
+        return None

@@ -8,16 +8,15 @@ order packs -> index -> manifest holds by construction (invariant 1).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections.abc import Sequence
 
 from replicator import failpoints
 from replicator._native import ChunkerParams, blake3_digest
 from replicator.chunking import DIGEST_SIZE
 from replicator.store.backend import Backend
-from replicator.store.bulk import PutItem, put_many_if_absent
 from replicator.store.format import ChunkRef, Manifest, PackRun, SourceIdentity
 from replicator.store.index_cache import Location
+from replicator.store.manifest_store import ManifestStore, manifests_of
 from replicator.store.placed import Placed
 
 EMPTY_DIGEST = blake3_digest(b"")
@@ -100,16 +99,15 @@ def tombstone(identity: SourceIdentity, params: ChunkerParams) -> Manifest:
     return Manifest(identity, True, EMPTY_DIGEST, params, ())
 
 
-async def put_manifest(backend: Backend, manifest: Manifest) -> bool:
+async def put_manifest(store: Backend | ManifestStore, manifest: Manifest) -> bool:
     """Store the manifest unless that version's manifest exists: True if written.
 
     Its name pins the whole identity, so an existing one has equal content
-    (a replay); put_if_absent keeps concurrent writers from replacing it."""
-    data = manifest.to_bytes()
+    (a replay); put-if-absent keeps concurrent writers from replacing it."""
     failpoints.hit(failpoints.BEFORE_MANIFEST_PUT)
-    written = await backend.put_if_absent(
-        manifest.store_key(), data, sha256=hashlib.sha256(data).digest()
-    )
+    (written,) = await manifests_of(store).put_many([manifest])
+    if isinstance(written, BaseException):
+        raise written
     failpoints.hit(failpoints.AFTER_MANIFEST_PUT)
     return written
 
@@ -118,13 +116,15 @@ class ManifestCommits:
     """Group commit of the manifests going to one peer.
 
     Manifests handed in while a batch is being written go together in the
-    next one: a filesystem peer makes a whole batch durable with a couple of
-    syncs in one thread hop, an S3 peer gets the batch's PUTs in flight at
-    once. Each caller is answered (written, present, or its own error) only
-    once its manifest is durable."""
+    next one (one ``ManifestStore.put_many``): a filesystem peer makes a
+    whole batch durable with a couple of syncs in one thread hop, an S3 peer
+    gets the batch's PUTs in flight at once. Each caller is answered
+    (written, present, or its own error) only once its manifest is durable.
+    ``store`` is the peer's ManifestStore, or a Backend of an opened peer."""
 
-    def __init__(self, backend: Backend, limit: int = 512) -> None:
-        self.backend = backend
+    def __init__(self, store: Backend | ManifestStore, limit: int = 512) -> None:
+        self.store = manifests_of(store)
+        self.backend = self.store.backend
         self.limit = limit
         self._pending: list[tuple[Manifest, asyncio.Future[bool]]] = []
         self._writer: asyncio.Task[None] | None = None
@@ -156,20 +156,17 @@ class ManifestCommits:
             self._writer = None
 
     async def _write(self, batch: list[tuple[Manifest, asyncio.Future[bool]]]) -> None:
-        items: list[PutItem] = []
-        for m, _ in batch:
-            data = m.to_bytes()
-            items.append((m.store_key(), data, hashlib.sha256(data).digest()))
+        answers: list[bool | BaseException]
         try:
             failpoints.hit(failpoints.BEFORE_MANIFEST_PUT)
-            answers = await put_many_if_absent(self.backend, items)
+            answers = await self.store.put_many([m for m, _ in batch])
             failpoints.hit(failpoints.AFTER_MANIFEST_PUT)
         except Exception as exc:  # the whole batch failed (a sync, the peer)
             answers = [exc] * len(batch)
         for (_, done), answer in zip(batch, answers, strict=True):
             if done.done():
                 continue  # its caller was cancelled
-            if isinstance(answer, Exception):
+            if isinstance(answer, BaseException):
                 done.set_exception(answer)
             else:
                 done.set_result(answer)

@@ -9,27 +9,30 @@
   When it is not held, ``held_at`` also gives the observation number the new
   manifest takes: after every manifest of that key at that same event time
   (S3 times are whole seconds), so listing order stays version order.
-- ``keys_at_peer``: the keys a peer has manifests for, with the newest
-  version name of each, streamed from the listing (bounded memory).
+- ``keys_at_peer``: the keys a peer has manifests for, with a ref of the
+  newest manifest of each, streamed from the listing (bounded memory).
+
+Every read goes through the peer's ManifestStore (store/manifest_store.py):
+these functions take it, or a Backend of an opened peer (``manifests_of``).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from replicator.errors import NotFoundError
 from replicator.origins import ObjectVersion, Origin
 from replicator.store.backend import Backend
-from replicator.store.bulk import get_under, list_names
-from replicator.store.format import (
-    Manifest,
-    SourceIdentity,
-    manifest_key,
-    manifest_prefix,
-    parse_manifest_key,
+from replicator.store.format import Manifest, SourceIdentity
+from replicator.store.manifest_store import (
+    ManifestStore,
+    VersionEntry,
+    entry_of_ref,
+    entry_ref,
+    manifests_of,
 )
-from replicator.store.versions import version_order
 
 
 def identity_of(origin: Origin, obj: ObjectVersion, etag: str, observed: int = 0) -> SourceIdentity:
@@ -54,38 +57,44 @@ class Held:
     observed: int = 0
 
 
-async def held_at(backend: Backend, origin: Origin, obj: ObjectVersion) -> Held:
-    return (await held_many(backend, origin, [obj]))[0]
+async def held_at(store: Backend | ManifestStore, origin: Origin, obj: ObjectVersion) -> Held:
+    return (await held_many(store, origin, [obj]))[0]
 
 
-async def held_many(backend: Backend, origin: Origin, objs: Sequence[ObjectVersion]) -> list[Held]:
+async def held_many(
+    store: Backend | ManifestStore, origin: Origin, objs: Sequence[ObjectVersion]
+) -> list[Held]:
     """``held_at`` of each object, with the peer's manifests of them all read
     in one batch (one thread hop on a filesystem peer instead of a listing
     and a read per object: an unchanged re-run is mostly this)."""
-    prefixes = [manifest_key(origin.bucket, o.key, f"{o.event_time_ns:020d}-") for o in objs]
-    found = await get_under(backend, prefixes)
+    wanted = [(o.key, f"{o.event_time_ns:020d}-") for o in objs]
+    found = await manifests_of(store).versions_at(origin.bucket, wanted)
     return [_held(origin, o, entries) for o, entries in zip(objs, found, strict=True)]
 
 
-def _held(origin: Origin, obj: ObjectVersion, entries: list[tuple[str, bytes]]) -> Held:
+def _held(origin: Origin, obj: ObjectVersion, entries: list[tuple[VersionEntry, bytes]]) -> Held:
     observed = -1
     for _, data in entries:
-        m = Manifest.from_bytes(data)
-        if same_version(m, origin, obj):
+        removed, identity = manifest_head(data)
+        if same_identity(removed, identity, origin, obj):
             return Held(True)
-        observed = max(observed, m.identity.observed)
+        observed = max(observed, identity.observed)
     return Held(False, observed + 1)
 
 
-async def holds_version(backend: Backend, origin: Origin, obj: ObjectVersion) -> bool:
-    return (await held_at(backend, origin, obj)).held
+async def holds_version(store: Backend | ManifestStore, origin: Origin, obj: ObjectVersion) -> bool:
+    return (await held_at(store, origin, obj)).held
 
 
 def same_version(m: Manifest, origin: Origin, obj: ObjectVersion) -> bool:
     """Does manifest ``m`` record the listed version ``obj``?"""
-    i = m.identity
+    return same_identity(m.removed, m.identity, origin, obj)
+
+
+def same_identity(removed: bool, i: SourceIdentity, origin: Origin, obj: ObjectVersion) -> bool:
+    """``same_version`` from a manifest's head (``manifest_head``)."""
     return (
-        not m.removed
+        not removed
         and (i.source, i.bucket, i.key, i.version_id)
         == (origin.source_id, origin.bucket, obj.key, obj.version_id)
         and (i.size, i.event_time_ns) == (obj.size, obj.event_time_ns)
@@ -97,39 +106,54 @@ def same_version(m: Manifest, origin: Origin, obj: ObjectVersion) -> bool:
     )
 
 
-async def read_manifest(backend: Backend, key: str) -> Manifest | None:
+#: Where a manifest's ``object`` starts and ends: every writer serialises
+#: with sorted keys (chunker, digest, kind, object, runs, version), and an
+#: unescaped '"' cannot follow ',' inside a JSON string, so these markers
+#: only occur between the top-level members.
+_OBJECT_START = b',"object":{'
+_OBJECT_END = b'},"runs":['
+#: How a complete manifest ends (a torn one is parsed whole, and refused).
+_ENDS = (b'],"version":2}', b'],"version":1}')
+
+
+def manifest_head(data: bytes) -> tuple[bool, SourceIdentity]:
+    """(removed, identity) of a manifest's bytes, without parsing its chunk
+    list (a re-run's held check reads one manifest per file; a large file's
+    lists thousands of chunks). Bytes not laid out as written are parsed
+    whole, so a malformed manifest is still an IntegrityError."""
+    start = data.find(_OBJECT_START)
+    end = data.find(_OBJECT_END, start)
+    if start > 0 and end > 0 and data.startswith(b'{"chunker":[') and data.endswith(_ENDS):
+        try:
+            kind = json.loads(data[:start] + b"}")["kind"]
+            identity = SourceIdentity.from_json(json.loads(data[start + 10 : end + 1]))
+            if kind in ("created", "removed"):
+                return kind == "removed", identity
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+            pass  # not the layout it looked like: the whole parse says what is wrong
+    m = Manifest.from_bytes(data)
+    return m.removed, m.identity
+
+
+async def read_manifest(store: Backend | ManifestStore, key: str) -> Manifest | None:
+    """The manifest a ref names (``keys_at_peer`` gives them), None when gone."""
+    return await read_entry(store, entry_of_ref(key))
+
+
+async def read_entry(store: Backend | ManifestStore, entry: VersionEntry) -> Manifest | None:
+    """The manifest of ``entry``, None when it is gone."""
     try:
-        return Manifest.from_bytes(await backend.get(key))
+        return Manifest.from_bytes(await manifests_of(store).read(entry))
     except NotFoundError:
         return None
 
 
 async def keys_at_peer(
-    backend: Backend, bucket: str, key_prefix: str
+    store: Backend | ManifestStore, bucket: str, key_prefix: str
 ) -> AsyncIterator[tuple[str, str]]:
-    """(key, store name of its newest manifest) for every key under the prefix,
-    in the peer's listing order (escaped names, not key order).
-
-    A key's manifests list together (its escaped name is followed by '/');
-    the newest is the greatest by ``version_order`` (the last listed in a
-    version-2 store). Names that are not manifests are skipped."""
-    current: tuple[str, str, tuple[object, ...]] | None = None
-    parsed: tuple[str, str | None] = ("", None)  # (key directory, its key)
-    async for store_key in list_names(backend, manifest_prefix(bucket, key_prefix)):
-        where, _, name = store_key.rpartition("/")
-        if where != parsed[0]:  # a key's versions list together: parse it once
-            try:
-                parsed = (where, parse_manifest_key(store_key)[1])
-            except ValueError:
-                parsed = (where, None)  # stray objects; verify reports them
-        key = parsed[1]
-        order = version_order(name)
-        if key is None or order is None or not key.startswith(key_prefix):
-            continue
-        if current is not None and current[0] != key:
-            yield current[0], current[1]
-            current = None
-        if current is None or order > current[2]:
-            current = (key, store_key, order)
-    if current is not None:
-        yield current[0], current[1]
+    """(key, ref of its newest manifest) for every key under the prefix, in
+    the peer's listing order (escaped names, not key order). The ref is the
+    manifest's object name in formats 1 and 2 (``entry_ref``); names that
+    are not manifests are skipped."""
+    async for key, entry in manifests_of(store).latest(bucket, key_prefix):
+        yield key, entry_ref(entry)

@@ -28,15 +28,20 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from replicator import failpoints
 from replicator._native import ChunkerParams
 from replicator.errors import ReplicatorError
 from replicator.origins import ObjectVersion, Origin
 from replicator.pipeline.compare import Spill, compare, peer_keys
-from replicator.pipeline.manifests import put_manifest, tombstone
+from replicator.pipeline.manifests import tombstone
 from replicator.pipeline.reconcile import read_manifest
 from replicator.pipeline.targets import Target, Targets
 from replicator.store.backend import Backend
-from replicator.store.format import SourceIdentity
+from replicator.store.format import Manifest, SourceIdentity
+from replicator.store.manifest_store import ManifestStore, manifests_of
+
+#: Tombstones written in one group commit by ``apply_removals``.
+TOMBSTONE_BATCH = 512
 
 
 class MassDeletionRefused(ReplicatorError):
@@ -64,7 +69,7 @@ class RemovalPlan:
 
 
 async def plan_removals(
-    backend: Backend,
+    backend: Backend | ManifestStore,
     destination: str,
     source: AsyncIterable[ObjectVersion],
     bucket: str,
@@ -132,7 +137,7 @@ def check_removals(plan: RemovalPlan, max_fraction: float, *, allow: bool) -> No
 
 
 async def apply_removals(
-    backend: Backend,
+    backend: Backend | ManifestStore,
     plan: RemovalPlan,
     *,
     source_id: str,
@@ -140,19 +145,41 @@ async def apply_removals(
     params: ChunkerParams,
     now_ns: int | None = None,
 ) -> int:
-    """Write the plan's tombstones; how many were new. Consumes the plan."""
+    """Write the plan's tombstones; how many were new. Consumes the plan.
+
+    They go ``TOMBSTONE_BATCH`` at a time through the peer's ManifestStore
+    (one group commit each), each durable before the next batch starts."""
     now = time.time_ns() if now_ns is None else now_ns
+    store = manifests_of(backend)
     written = 0
+    batch: list[Manifest] = []
     try:
         if plan.removals is not None:
             async for key, newest_ns in plan.removals.replay():
                 # The removal must sort after the version it removes.
                 when = max(now, newest_ns + 1)
                 ident = SourceIdentity(source_id, bucket, key, "", "", 0, when)
-                written += await put_manifest(backend, tombstone(ident, params))
+                batch.append(tombstone(ident, params))
+                if len(batch) >= TOMBSTONE_BATCH:
+                    written += await _put_tombstones(store, batch)
+                    batch = []
+            written += await _put_tombstones(store, batch)
     finally:
         plan.discard()
     return written
+
+
+async def _put_tombstones(store: ManifestStore, batch: list[Manifest]) -> int:
+    """Put one batch; how many were new. The first failed tombstone raises."""
+    if not batch:
+        return 0
+    failpoints.hit(failpoints.BEFORE_MANIFEST_PUT)
+    answers = await store.put_many(batch)
+    failpoints.hit(failpoints.AFTER_MANIFEST_PUT)
+    for answer in answers:
+        if isinstance(answer, BaseException):
+            raise answer
+    return sum(1 for a in answers if a is True)
 
 
 #: The source listing of the run, replayed (in key order) for each peer.

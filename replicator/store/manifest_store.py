@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from replicator.store.backend import Backend
-from replicator.store.bulk import PutItem, get_under, list_names, put_many_if_absent
+from replicator.store.bulk import PutItem, get_under, holds_any, list_names, put_many_if_absent
 from replicator.store.format import Manifest, StoreConfig
 from replicator.store.names import (
     MANIFESTS,
@@ -48,6 +48,7 @@ __all__ = [
     "entry_of_ref",
     "entry_ref",
     "grouped",
+    "holds_manifests",
     "manifest_store",
     "manifests_of",
     "register_peer",
@@ -111,12 +112,8 @@ class ObjectManifests:
         for m in manifests:
             data = m.to_bytes()
             items.append((m.store_key(), data, hashlib.sha256(data).digest()))
-        if len(items) == 1:  # a single put stays one plain conditional write
-            key, payload, sha = items[0]
-            try:
-                return [await self.backend.put_if_absent(key, payload, sha256=sha)]
-            except Exception as exc:  # that manifest's own answer, as in a batch
-                return [exc]
+        # A filesystem peer writes the batch in one thread hop, durable
+        # together; others get its conditional PUTs in flight at once.
         return list(await put_many_if_absent(self.backend, items))
 
     async def list_versions(
@@ -222,6 +219,22 @@ def _order(entry: VersionEntry) -> VersionOrder:
     order = version_order(entry.version_name)
     assert order is not None  # grouped keeps only version names
     return order
+
+
+async def holds_manifests(
+    store: Backend | ManifestStore, bucket: str, key_prefix: str = ""
+) -> bool:
+    """Does the peer hold any manifest of ``bucket`` under ``key_prefix``?"""
+    manifests = manifests_of(store)
+    if isinstance(manifests, ObjectManifests):  # one short page of names, no sizes
+        return await holds_any(manifests.backend, manifest_prefix(bucket, key_prefix))
+    entries = manifests.entries(bucket, key_prefix)
+    try:
+        return await anext(entries, None) is not None
+    finally:
+        close = getattr(entries, "aclose", None)
+        if close is not None:
+            await close()
 
 
 def entry_ref(entry: VersionEntry) -> str:

@@ -25,7 +25,7 @@ from replicator.store.format import (
     StoreConfig,
     pack_key,
 )
-from replicator.store.manifest_store import ManifestStore, manifests_of
+from replicator.store.manifest_store import ManifestStore, manifests_of, register_peer
 from replicator.store.versions import VersionEntry
 
 #: Names re-exported (VersionEntry lives in store/versions.py; older imports keep working).
@@ -68,7 +68,10 @@ class Problem:
 
 
 async def read_store_config(backend: Backend) -> StoreConfig:
-    """The peer's ``config``; refuses a store this reader cannot understand."""
+    """The peer's ``config``; refuses a store this reader cannot understand.
+
+    The backend is then known to hold a store of that format: its manifests
+    are read in that layout wherever it is handed (``manifests_of``)."""
     try:
         data = await backend.get(CONFIG_KEY)
     except NotFoundError as exc:
@@ -76,7 +79,9 @@ async def read_store_config(backend: Backend) -> StoreConfig:
             f"destination {backend.name!r}: no {location(backend, CONFIG_KEY)}: "
             "not a replicator store (wrong path, or nothing replicated there yet)"
         ) from exc
-    return parse_store_config(data, backend)
+    config = parse_store_config(data, backend)
+    register_peer(backend, config)
+    return config
 
 
 def location(backend: Backend, key: str) -> str:
