@@ -26,7 +26,7 @@ import logging
 import sqlite3
 import time
 import weakref
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +65,9 @@ FETCHES = 8
 GAP = 64 * 1024
 #: Skipped segments reported one by one (the rest are counted).
 MAX_REPORTS = 20
+#: Entry digests remembered from scans, so that reading an entry just listed
+#: (restore, verify) needs no table lookup: a thread hop costs more than the read.
+MEMO = 16384
 
 
 @dataclass(eq=False)
@@ -74,6 +77,14 @@ class _PeerState:
     synced_at: float | None = None
     #: Segments found unreadable in the last reconcile: (name, why).
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    #: (segment, offset) -> BLAKE3 of entries scanned lately (at most MEMO).
+    digests: OrderedDict[tuple[str, int], bytes] = field(default_factory=OrderedDict)
+
+    def remember(self, rows: list[Row]) -> None:
+        for r in rows:
+            self.digests[(r[1], r[2])] = r[4]
+        while len(self.digests) > MEMO:
+            self.digests.popitem(last=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,6 +277,7 @@ class SegmentStore:
     async def _scan(self, low: str, high: str) -> AsyncIterator[VersionEntry]:
         while True:
             rows = await asyncio.to_thread(self._table.page, low, high, PAGE)
+            self._state.remember(rows)
             for row in rows:
                 yield _entry(row)
             if len(rows) < PAGE:
@@ -353,7 +365,9 @@ class SegmentStore:
         if entry.where is None:
             raise NotFoundError(f"{entry.store_key}: not an entry of a format 3 store")
         segment, offset, length = entry.where
-        digest = await asyncio.to_thread(self._table.digest, segment, offset)
+        digest = self._state.digests.get((segment, offset))
+        if digest is None:
+            digest = await asyncio.to_thread(self._table.digest, segment, offset)
         try:
             if digest is None:  # not (or no longer) in the table: its header says
                 return await self._read_unlisted(segment, offset, length)
