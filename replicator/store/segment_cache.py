@@ -175,18 +175,24 @@ class HeaderTable:
         one per place (of several copies, the one in the least segment name),
         in place order. The next page starts at ``after(last place)``."""
         with self._lock:
-            # With MIN(), sqlite takes the bare columns from the row holding the minimum.
-            rows = self._db.execute(
-                "SELECT place, MIN(segment), offset, length, digest, bucket, key "
-                "FROM seg_entries WHERE place >= ? AND place < ? "
-                "GROUP BY place ORDER BY place LIMIT ?",
-                (low, high, limit),
-            ).fetchall()
+            return self._page(low, high, limit)
+
+    def _page(self, low: str, high: str, limit: int) -> list[Row]:
+        # With MIN(), sqlite takes the bare columns from the row holding the minimum.
+        rows = self._db.execute(
+            "SELECT place, MIN(segment), offset, length, digest, bucket, key "
+            "FROM seg_entries WHERE place >= ? AND place < ? "
+            "GROUP BY place ORDER BY place LIMIT ?",
+            (low, high, limit),
+        ).fetchall()
         return [(p, s, o, n, bytes(d), _text(b), _text(k)) for p, s, o, n, d, b, k in rows]
 
     def ranges(self, spans: Sequence[tuple[str, str]]) -> list[list[Row]]:
-        """``page`` of each (low, high), whole, in one call."""
-        return [self.page(low, high) for low, high in spans]
+        """``page`` of each (low, high), whole: one read transaction for all
+        (each statement on its own would take and drop the file locks)."""
+        with self._lock, self._db:
+            self._db.execute("BEGIN")
+            return [self._page(low, high, -1) for low, high in spans]
 
     def digest(self, segment: str, offset: int) -> bytes | None:
         with self._lock:
