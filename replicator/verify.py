@@ -286,12 +286,15 @@ async def verify(
     parallel: int = 4,
     progress: Progress | None = None,
     findings: Findings | None = None,
+    manifests: ManifestStore | None = None,
 ) -> VerifyReport:
     """Check the manifests of ``bucket`` under ``key_prefix`` (the whole
     store, every bucket, when ``key_prefix`` is None). Damaged chunk copies
-    are collected in ``findings`` (with the versions they break)."""
+    are collected in ``findings`` (with the versions they break).
+    ``manifests``: the peer's store when it is open already."""
     started = time.monotonic()
-    manifests = manifest_store(backend, await read_store_config(backend))
+    config = await read_store_config(backend)
+    manifests = manifest_store(backend, config) if manifests is None else manifests
     report = VerifyReport(deep=deep, sample=sample, seed=seed)
     damage = await DamageMap.load(backend)
     findings = Findings() if findings is None else findings
@@ -302,12 +305,30 @@ async def verify(
         manifests.entries(None, "") if key_prefix is None else manifests.entries(bucket, key_prefix)
     )
     await _check_all(checker, entries, deep=deep, sample=sample, seed=seed, parallel=parallel)
+    await _audit(manifests, key_prefix, report)
     report.packs = len(checker.packs.sizes)
     if key_prefix is None:
         await _unreferenced(backend, set(checker.packs.sizes), report)
     await _record_damage(backend, damage, findings, report)
     report.elapsed_seconds = time.monotonic() - started
     return report
+
+
+async def _audit(manifests: ManifestStore, key_prefix: str | None, report: VerifyReport) -> None:
+    """What the store's layout itself can get wrong, beyond each manifest: a
+    store that keeps many manifests per object (format 3) answers ``audit()``
+    with its unreadable segments and the versions it holds with two
+    different bytes (each a problem: exit 1)."""
+    audit = getattr(manifests, "audit", None)
+    if not callable(audit):
+        return  # one object per manifest: every check is per manifest
+    for p in await audit():
+        key, version, segment, message = p.key, p.version, p.segment, p.message
+        if key_prefix is not None and key and not key.startswith(key_prefix):
+            continue
+        # A version's finding names its segments; a damaged segment is named here.
+        where = message if key else f"segment {segment}: {message}"
+        report.problems.append(Problem(key, version, where))
 
 
 async def _unreferenced(backend: Backend, referenced: set[bytes], report: VerifyReport) -> None:

@@ -106,29 +106,36 @@ def same_identity(removed: bool, i: SourceIdentity, origin: Origin, obj: ObjectV
     )
 
 
-#: Where a manifest's ``object`` starts and ends: every writer serialises
+#: Where a manifest's ``kind`` and ``object`` are: every writer serialises
 #: with sorted keys (chunker, digest, kind, object, runs, version), and an
 #: unescaped '"' cannot follow ',' inside a JSON string, so these markers
 #: only occur between the top-level members.
-_OBJECT_START = b',"object":{'
+_KIND = b',"kind":"'
+_OBJECT_START = b'","object":{'
 _OBJECT_END = b'},"runs":['
+_KINDS = {b"created": False, b"removed": True}
 #: How a complete manifest ends (a torn one is parsed whole, and refused).
 _ENDS = (b'],"version":2}', b'],"version":1}')
 
 
 def manifest_head(data: bytes) -> tuple[bool, SourceIdentity]:
-    """(removed, identity) of a manifest's bytes, without parsing its chunk
-    list (a re-run's held check reads one manifest per file; a large file's
-    lists thousands of chunks). Bytes not laid out as written are parsed
-    whole, so a malformed manifest is still an IntegrityError."""
-    start = data.find(_OBJECT_START)
+    """(removed, identity) of a manifest's bytes, parsing only its ``object``
+    (a re-run's held check reads one manifest per file; a large file's lists
+    thousands of chunks). Bytes not laid out as written are parsed whole, so
+    a malformed or torn manifest is still an IntegrityError (damage inside
+    the chunk list or the digest is verify's to find)."""
+    kind_at = data.find(_KIND)
+    start = data.find(_OBJECT_START, kind_at)
     end = data.find(_OBJECT_END, start)
-    if start > 0 and end > 0 and data.startswith(b'{"chunker":[') and data.endswith(_ENDS):
+    removed = _KINDS.get(data[kind_at + len(_KIND) : start]) if kind_at > 0 else None
+    if (
+        removed is not None
+        and end > 0
+        and data.startswith(b'{"chunker":[')
+        and data.endswith(_ENDS)
+    ):
         try:
-            kind = json.loads(data[:start] + b"}")["kind"]
-            identity = SourceIdentity.from_json(json.loads(data[start + 10 : end + 1]))
-            if kind in ("created", "removed"):
-                return kind == "removed", identity
+            return removed, SourceIdentity.from_json(json.loads(data[start + 11 : end + 1]))
         except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
             pass  # not the layout it looked like: the whole parse says what is wrong
     m = Manifest.from_bytes(data)

@@ -259,7 +259,11 @@ class SegmentStore:
         """What ``verify`` reports beyond each manifest's own checks: segments
         that cannot be read, and versions held with two different bytes."""
         found = await self.conflicts()  # reconciles first, which fills skipped
-        problems = [SegmentProblem(name, why) for name, why in self.skipped]
+        # (The reader's errors name the segment already; the finding names it apart.)
+        problems = [
+            SegmentProblem(name, why.removeprefix(f"segment {name}: "))
+            for name, why in self.skipped
+        ]
         problems += [
             SegmentProblem(
                 " ".join(segments),

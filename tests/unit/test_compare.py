@@ -5,7 +5,7 @@ real directory store."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from pathlib import Path
 
 import pytest
@@ -25,6 +25,7 @@ from replicator.pipeline.compare import (
 from replicator.pipeline.manifests import put_manifest, tombstone
 from replicator.pipeline.reconcile import same_version
 from replicator.pipeline.removals import (
+    TOMBSTONE_BATCH,
     MassDeletionRefused,
     apply_removals,
     check_removals,
@@ -32,6 +33,7 @@ from replicator.pipeline.removals import (
     removal_refusal,
 )
 from replicator.store.backends import FsBackend
+from replicator.store.bulk import PutItem, PutOutcome
 from replicator.store.format import Manifest, SourceIdentity
 
 PARAMS = ChunkerParams(256, 1024, 4096)
@@ -141,3 +143,28 @@ def test_same_version_compares_size_ctime_mtime_and_inode() -> None:
         assert not same_version(recorded(**changed), origin, obj), changed
     # Written without a stat (format 1, or an event): size and ctime decide.
     assert same_version(recorded(mtime_ns=None, inode=None), origin, obj)
+
+
+class _Batches(FsBackend):
+    """A directory store that records the size of each batched put."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root, "peer")
+        self.batches: list[int] = []
+
+    async def put_many_if_absent(self, items: Sequence[PutItem]) -> list[PutOutcome]:
+        self.batches.append(len(items))
+        return await super().put_many_if_absent(items)
+
+
+async def test_tombstones_are_written_in_group_commits(tmp_path: Path) -> None:
+    keys = [f"k{i:04d}" for i in range(TOMBSTONE_BATCH + 3)]
+    await _peer_with(tmp_path, keys)
+    backend = _Batches(tmp_path)
+    plan = await plan_removals(backend, "peer", _aiter([]), "src", "")
+    written = await apply_removals(backend, plan, source_id="fs", bucket="src", params=PARAMS)
+    assert written == len(keys)
+    assert backend.batches == [TOMBSTONE_BATCH, 3], "one group commit per batch, not per key"
+    again = await plan_removals(backend, "peer", _aiter([]), "src", "")
+    assert (again.live, again.count) == (0, 0)
+    again.discard()
