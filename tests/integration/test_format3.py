@@ -7,6 +7,7 @@ docs/store-format.md §13, so neither side grades the other with its own code.""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -123,3 +124,24 @@ def _write(root: Path, files: dict[str, bytes]) -> None:
         path = root / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
+
+
+async def test_verify_names_a_damaged_segment_and_a_version_held_twice(
+    store: StoreUnderTest, tmp_path: Path
+) -> None:
+    builder = StoreBuilder(store.backend, format_version=3)
+    await build_corpus(builder)
+    m = next(m for m in builder.manifests if m.runs)
+    run = m.runs[0]
+    other = replace(m, runs=(replace(run, offset=run.offset + 1), *m.runs[1:]))
+    twin = await builder.put_segment([other])  # same (key, version), other bytes
+    junk = "segments/src/ab/ab" + "0" * 62
+    await store.backend.put(junk, b"replicator-segment 1 0000000002\n{}\n")
+    config = write_config(tmp_path / "replicator.toml", store, format_version=3)
+    base = ["--config", str(config), "--destination", "peer"]
+    res = await run_cli(verify_command, base, store)
+    assert res.exit_code == 1, res.stdout + res.stderr
+    assert junk in res.stderr and "do not hash to its name" in res.stderr
+    assert twin in res.stderr and "two different manifests under one version" in res.stderr
+    assert f"key={m.identity.key!r}" in res.stderr
+    print(f"[{store.kind}] verify exit 1: {res.stderr.count('problem:')} problems named")
