@@ -9,10 +9,12 @@ segment already holds are answered False from the header table
 Reads go through the header table, reconciled with a listing of
 ``segments/`` (only new segments' headers are read): a scan (``entries``,
 ``list_versions``, ``latest``) always reconciles first; a point lookup
-(``versions_at``, ``put_many``, one key's versions) when the last one is
-older than ``FRESH`` seconds. A stale table costs at worst a duplicate entry
-(same name, same bytes; readers take one), never a wrong answer about what
-this store wrote itself, which it records as it writes.
+(``versions_at``, one key's versions) when the last one is older than
+``FRESH`` seconds, a group commit when older than ``WRITE_FRESH``. An entry
+whose segment has gone is looked up again after a fresh listing. A stale
+table costs at worst a duplicate entry (same name, same bytes; readers take
+one), never a wrong answer about what this store wrote itself, which it
+records as it writes (store/segment_sync.py reconciles).
 
 The table is kept per peer (the innermost backend), so every
 ``manifest_store`` over that peer's backend or a wrapper of it shares it.
@@ -24,11 +26,10 @@ import asyncio
 import hashlib
 import logging
 import sqlite3
-import time
 import weakref
-from collections import OrderedDict, defaultdict
+from collections import defaultdict
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from replicator.errors import IntegrityError, NotFoundError
@@ -38,53 +39,22 @@ from replicator.store.format import Manifest, StoreConfig
 from replicator.store.manifest_store import grouped
 from replicator.store.names import MANIFESTS, encode_segment, manifest_prefix
 from replicator.store.segment_cache import PLACE_END, HeaderTable, Row, after, place_of
-from replicator.store.segments import (
-    HEADER_READ,
-    SEGMENTS,
-    SegmentEntry,
-    SegmentHeader,
-    check_entry,
-    encode,
-    header_length,
-    parse,
-    parse_header,
-    parse_segment_key,
-    split_batches,
-)
+from replicator.store.segment_sync import PeerState, reconcile
+from replicator.store.segments import SegmentEntry, check_entry, encode, parse, split_batches
 from replicator.store.versions import VersionEntry
 
 log = logging.getLogger(__name__)
 
 #: Seconds a point lookup trusts the table without re-listing ``segments/``.
 FRESH = 2.0
+#: The same for a group commit: the table already has what this process
+#: wrote, and a version another writer added meanwhile only costs a
+#: duplicate entry (a daemon commits every fraction of a second).
+WRITE_FRESH = 60.0
 #: Rows per page of a scan (each page one thread hop).
 PAGE = 1000
-#: Headers fetched at once while reconciling.
-FETCHES = 8
 #: Entries of one segment read together when at most this far apart.
 GAP = 64 * 1024
-#: Skipped segments reported one by one (the rest are counted).
-MAX_REPORTS = 20
-#: Entry digests remembered from scans, so that reading an entry just listed
-#: (restore, verify) needs no table lookup: a thread hop costs more than the read.
-MEMO = 16384
-
-
-@dataclass(eq=False)
-class _PeerState:
-    table: HeaderTable
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    synced_at: float | None = None
-    #: Segments found unreadable in the last reconcile: (name, why).
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-    #: (segment, offset) -> BLAKE3 of entries scanned lately (at most MEMO).
-    digests: OrderedDict[tuple[str, int], bytes] = field(default_factory=OrderedDict)
-
-    def remember(self, rows: list[Row]) -> None:
-        for r in rows:
-            self.digests[(r[1], r[2])] = r[4]
-        while len(self.digests) > MEMO:
-            self.digests.popitem(last=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +67,7 @@ class SegmentProblem:
     version: str = ""
 
 
-_states: weakref.WeakKeyDictionary[object, _PeerState] = weakref.WeakKeyDictionary()
+_states: weakref.WeakKeyDictionary[object, PeerState] = weakref.WeakKeyDictionary()
 
 
 def _innermost(backend: Backend) -> object:
@@ -119,7 +89,7 @@ def segment_store(backend: Backend, config: StoreConfig, cache: Path | None = No
             # Only a cache: the peer is read as well without it, more slowly.
             log.warning("segment header cache %s: %s; using a temporary one", cache, exc)
             table = HeaderTable(None, config.to_bytes())
-        state = _states[peer] = _PeerState(table)
+        state = _states[peer] = PeerState(table)
         weakref.finalize(peer, table.close)
     return SegmentStore(backend, state)
 
@@ -127,7 +97,7 @@ def segment_store(backend: Backend, config: StoreConfig, cache: Path | None = No
 class SegmentStore:
     """Manifests in segments (see the module doc)."""
 
-    def __init__(self, backend: Backend, state: _PeerState) -> None:
+    def __init__(self, backend: Backend, state: PeerState) -> None:
         self.backend = backend
         self._state = state
         self._table = state.table
@@ -146,7 +116,7 @@ class SegmentStore:
                 todo[ident.bucket].append((i, ident.key, version, m.to_bytes(), place))
             except Exception as exc:  # that manifest's own answer
                 answers[i] = exc
-        await self.refresh(FRESH)
+        await self.refresh(WRITE_FRESH)
         places = [item[4] for items in todo.values() for item in items]
         held = await asyncio.to_thread(self._table.present, places)
         for bucket, items in todo.items():
@@ -189,61 +159,7 @@ class SegmentStore:
     async def refresh(self, max_age: float = 0.0) -> None:
         """Reconcile the header table with ``segments/`` unless it was done
         less than ``max_age`` seconds ago."""
-        state = self._state
-        async with state.lock:
-            if state.synced_at is not None and time.monotonic() - state.synced_at < max_age:
-                return
-            started = time.monotonic()
-            state.skipped = []
-            await asyncio.to_thread(self._table.begin_sync)
-            page: list[tuple[str, int]] = []
-            async for info in self.backend.list(SEGMENTS):
-                page.append((info.key, info.size))
-                if len(page) >= PAGE:
-                    await self._sync_page(page)
-                    page = []
-            await self._sync_page(page)
-            await asyncio.to_thread(self._table.sweep)
-            state.synced_at = started
-            if len(state.skipped) > MAX_REPORTS:
-                log.warning(
-                    "destination %r: skipped %d segments", self.backend.name, len(state.skipped)
-                )
-
-    async def _sync_page(self, page: list[tuple[str, int]]) -> None:
-        sizes = dict(page)
-        unknown = await asyncio.to_thread(self._table.stamp, list(sizes))
-        sem = asyncio.Semaphore(FETCHES)
-
-        async def fetch(name: str) -> tuple[str, SegmentHeader] | None:
-            async with sem:
-                try:
-                    parse_segment_key(name)
-                    return name, await self._header(name, sizes[name])
-                except NotFoundError:  # removed between list and get
-                    return None
-                except (IntegrityError, ValueError) as exc:
-                    self._skip(name, str(exc))
-                    return None
-
-        found = [h for h in await asyncio.gather(*map(fetch, unknown)) if h is not None]
-        await asyncio.to_thread(self._table.record, found)
-
-    def _skip(self, name: str, why: str) -> None:
-        # Left out of the table, its manifests are written again by the next
-        # writer that has them (a new segment); verify names the damage.
-        if len(self._state.skipped) < MAX_REPORTS:
-            log.warning("destination %r: skipped %s: %s", self.backend.name, name, why)
-        self._state.skipped.append((name, why))
-
-    async def _header(self, name: str, size: int) -> SegmentHeader:
-        data = await self.backend.get(name, 0, min(size, HEADER_READ))
-        if len(data) >= size:  # the whole segment: check it against its name too
-            return parse(data, name)
-        need = header_length(data, name) + 1
-        if len(data) < need:
-            data += await self.backend.get(name, len(data), need - len(data))
-        return parse_header(data, name, size)
+        await reconcile(self.backend, self._state, max_age)
 
     @property
     def skipped(self) -> list[tuple[str, str]]:
@@ -368,17 +284,27 @@ class SegmentStore:
     async def read(self, entry: VersionEntry) -> bytes:
         if entry.where is None:
             raise NotFoundError(f"{entry.store_key}: not an entry of a format 3 store")
-        segment, offset, length = entry.where
+        try:
+            return await self._read_at(entry, entry.where)
+        except NotFoundError:
+            # The segment is gone (merged into others by a compaction, say):
+            # the version is read wherever a fresh listing now has it.
+            await asyncio.to_thread(self._table.forget, entry.where[0])
+            await self.refresh()
+            place = place_of(entry.bucket, entry.key, entry.version_name)
+            rows = await asyncio.to_thread(self._table.page, place, after(place), 1)
+            if not rows:
+                raise
+            return await self._read_at(entry, _entry(rows[0]).where or entry.where)
+
+    async def _read_at(self, entry: VersionEntry, where: tuple[str, int, int]) -> bytes:
+        segment, offset, length = where
         digest = self._state.digests.get((segment, offset))
         if digest is None:
             digest = await asyncio.to_thread(self._table.digest, segment, offset)
-        try:
-            if digest is None:  # not (or no longer) in the table: its header says
-                return await self._read_unlisted(segment, offset, length)
-            data = await self.backend.get(segment, offset, length)
-        except NotFoundError:
-            await asyncio.to_thread(self._table.forget, segment)
-            raise
+        if digest is None:  # not (or no longer) in the table: its header says
+            return await self._read_unlisted(segment, offset, length)
+        data = await self.backend.get(segment, offset, length)
         found = SegmentEntry(entry.key, entry.version_name, offset, length, digest)
         return check_entry(data, found, segment)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from replicator._native import ChunkerParams, blake3_digest
-from replicator.errors import IntegrityError
+from replicator.errors import IntegrityError, NotFoundError
 from replicator.pipeline.counting import CountingBackend
 from replicator.store import segment_store as segment_store_module
 from replicator.store.backends import FsBackend
@@ -189,3 +189,21 @@ async def test_an_unusable_cache_falls_back_to_a_temporary_table(tmp_path: Path)
     store = segment_store(FsBackend(tmp_path / "peer", "p"), V3, blocker / "t.sqlite")
     assert await store.put_many([manifest("a")]) == [True]
     assert [e.key async for e in store.entries()] == ["a"]
+
+
+async def test_an_entry_whose_segment_was_merged_away_is_read_where_it_went(
+    tmp_path: Path,
+) -> None:
+    backend = FsBackend(tmp_path, "peer")
+    store = segment_store(backend, V3)
+    ms = [manifest("a"), manifest("b")]
+    await store.put_many(ms[:1])
+    (entry,) = [e async for e in store.entries()]
+    assert entry.where is not None
+    merged = encode("bkt", [(m.identity.key, m.version_name, m.to_bytes()) for m in ms])
+    await backend.put(merged.name, merged.data)
+    await backend.delete(entry.where[0])
+    assert await store.read(entry) == ms[0].to_bytes()
+    await backend.delete(merged.name)
+    with pytest.raises(NotFoundError):
+        await store.read(entry)

@@ -1,0 +1,121 @@
+"""Reconciling a format 3 peer's header table with its ``segments/`` listing.
+
+Mark and sweep by generation, as the pack index cache does: every listed
+segment the table knows is stamped; the headers of the others are read (a
+ranged read of the segment's start; the whole segment, checked against its
+name, when it is small) and recorded; segments no longer listed are
+forgotten. A segment that cannot be read is left out and remembered for
+``verify``; its manifests are written again by the next writer that has them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from replicator.errors import IntegrityError, NotFoundError
+from replicator.store.backend import Backend
+from replicator.store.segment_cache import HeaderTable, Row
+from replicator.store.segments import (
+    HEADER_READ,
+    SEGMENTS,
+    SegmentHeader,
+    header_length,
+    parse,
+    parse_header,
+    parse_segment_key,
+)
+
+log = logging.getLogger(__name__)
+
+#: Segments listed per page (one stamp of the table each).
+PAGE = 1000
+#: Headers fetched at once while reconciling.
+FETCHES = 8
+#: Skipped segments reported one by one (the rest are counted).
+MAX_REPORTS = 20
+#: Entry digests remembered from scans, so that reading an entry just listed
+#: (restore, verify) needs no table lookup: a thread hop costs more than the read.
+MEMO = 16384
+
+
+@dataclass(eq=False)
+class PeerState:
+    """What every store over one peer shares: its table and when it was reconciled."""
+
+    table: HeaderTable
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    synced_at: float | None = None
+    #: Segments found unreadable in the last reconcile: (name, why).
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    #: (segment, offset) -> BLAKE3 of entries scanned lately (at most MEMO).
+    digests: OrderedDict[tuple[str, int], bytes] = field(default_factory=OrderedDict)
+
+    def remember(self, rows: list[Row]) -> None:
+        for r in rows:
+            self.digests[(r[1], r[2])] = r[4]
+        while len(self.digests) > MEMO:
+            self.digests.popitem(last=False)
+
+
+async def reconcile(backend: Backend, state: PeerState, max_age: float = 0.0) -> None:
+    """Bring ``state.table`` up to the listing unless that was done less than
+    ``max_age`` seconds ago."""
+    async with state.lock:
+        if state.synced_at is not None and time.monotonic() - state.synced_at < max_age:
+            return
+        started = time.monotonic()
+        state.skipped = []
+        await asyncio.to_thread(state.table.begin_sync)
+        page: list[tuple[str, int]] = []
+        async for info in backend.list(SEGMENTS):
+            page.append((info.key, info.size))
+            if len(page) >= PAGE:
+                await _sync_page(backend, state, page)
+                page = []
+        await _sync_page(backend, state, page)
+        await asyncio.to_thread(state.table.sweep)
+        state.synced_at = started
+        if len(state.skipped) > MAX_REPORTS:
+            log.warning("destination %r: skipped %d segments", backend.name, len(state.skipped))
+
+
+async def _sync_page(backend: Backend, state: PeerState, page: list[tuple[str, int]]) -> None:
+    sizes = dict(page)
+    unknown = await asyncio.to_thread(state.table.stamp, list(sizes))
+    sem = asyncio.Semaphore(FETCHES)
+
+    async def fetch(name: str) -> tuple[str, SegmentHeader] | None:
+        async with sem:
+            try:
+                parse_segment_key(name)
+                return name, await read_header(backend, name, sizes[name])
+            except NotFoundError:  # removed between list and get
+                return None
+            except (IntegrityError, ValueError) as exc:
+                _skip(backend, state, name, str(exc))
+                return None
+
+    found = [h for h in await asyncio.gather(*map(fetch, unknown)) if h is not None]
+    await asyncio.to_thread(state.table.record, found)
+
+
+def _skip(backend: Backend, state: PeerState, name: str, why: str) -> None:
+    if len(state.skipped) < MAX_REPORTS:
+        log.warning("destination %r: skipped %s: %s", backend.name, name, why)
+    state.skipped.append((name, why))
+
+
+async def read_header(backend: Backend, name: str, size: int) -> SegmentHeader:
+    """The header of segment ``name`` (``size`` bytes): one ranged read,
+    two when the header is longer than ``HEADER_READ``."""
+    data = await backend.get(name, 0, min(size, HEADER_READ))
+    if len(data) >= size:  # the whole segment: check it against its name too
+        return parse(data, name)
+    need = header_length(data, name) + 1
+    if len(data) < need:
+        data += await backend.get(name, len(data), need - len(data))
+    return parse_header(data, name, size)
