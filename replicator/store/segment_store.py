@@ -237,6 +237,15 @@ class SegmentStore:
         self, bucket: str, wanted: Sequence[tuple[str, str]]
     ) -> list[list[tuple[VersionEntry, bytes]]]:
         await self.refresh(FRESH)
+        try:
+            return await self._versions_at(bucket, wanted)
+        except NotFoundError:  # a segment went (merged elsewhere): look again
+            await self.refresh()
+            return await self._versions_at(bucket, wanted)
+
+    async def _versions_at(
+        self, bucket: str, wanted: Sequence[tuple[str, str]]
+    ) -> list[list[tuple[VersionEntry, bytes]]]:
         ebucket = encode_segment(bucket)
         spans = [(low := f"{ebucket}/{encode_segment(k)}/{p}", low + PLACE_END) for k, p in wanted]
         found = await asyncio.to_thread(self._table.ranges, spans)

@@ -196,7 +196,7 @@ async def test_an_entry_whose_segment_was_merged_away_is_read_where_it_went(
 ) -> None:
     backend = FsBackend(tmp_path, "peer")
     store = segment_store(backend, V3)
-    ms = [manifest("a"), manifest("b")]
+    ms, c = [manifest("a"), manifest("b")], manifest("c")
     await store.put_many(ms[:1])
     (entry,) = [e async for e in store.entries()]
     assert entry.where is not None
@@ -204,6 +204,12 @@ async def test_an_entry_whose_segment_was_merged_away_is_read_where_it_went(
     await backend.put(merged.name, merged.data)
     await backend.delete(entry.where[0])
     assert await store.read(entry) == ms[0].to_bytes()
+    # Merged once more: the table still names the first merge for "b".
+    again = encode("bkt", [(m.identity.key, m.version_name, m.to_bytes()) for m in [*ms, c]])
+    await backend.put(again.name, again.data)
     await backend.delete(merged.name)
+    (found,) = await store.versions_at("bkt", [("b", "")])
+    assert [d for _, d in found] == [ms[1].to_bytes()]
+    await backend.delete(again.name)
     with pytest.raises(NotFoundError):
         await store.read(entry)
