@@ -159,6 +159,15 @@ class HeaderTable:
 
     # ------------------------------------------------------------ queries
 
+    def segments(self, prefix: str) -> list[tuple[str, int]]:
+        """(name, size) of the known segments whose name starts with ``prefix``."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT name, size FROM seg_files WHERE name >= ? AND name < ? ORDER BY name",
+                (prefix, prefix + PLACE_END),
+            ).fetchall()
+        return [(str(n), int(z)) for n, z in rows]
+
     def present(self, places: Sequence[str]) -> set[str]:
         """The places among ``places`` some segment holds."""
         found: set[str] = set()

@@ -102,6 +102,11 @@ class SegmentStore:
         self._state = state
         self._table = state.table
 
+    @property
+    def state(self) -> PeerState:
+        """What every store over this peer shares (its header table)."""
+        return self._state
+
     # ------------------------------------------------------------ writes
 
     async def put_many(self, manifests: Sequence[Manifest]) -> list[bool | BaseException]:

@@ -17,6 +17,7 @@ from replicator.store.backends import FsBackend
 from replicator.store.format import ChunkRef, Manifest, PackRun, SourceIdentity, StoreConfig
 from replicator.store.index_cache import segment_cache_path
 from replicator.store.peer import Peer
+from replicator.store.segment_compact import compact
 from replicator.store.segment_store import SegmentStore, segment_store
 from replicator.store.segments import encode
 
@@ -213,3 +214,37 @@ async def test_an_entry_whose_segment_was_merged_away_is_read_where_it_went(
     await backend.delete(again.name)
     with pytest.raises(NotFoundError):
         await store.read(entry)
+
+
+async def test_compaction_merges_small_segments_and_readers_follow(tmp_path: Path) -> None:
+    backend = FsBackend(tmp_path, "peer")
+    store = segment_store(backend, V3)
+    reader = segment_store(FsBackend(tmp_path, "peer"), V3)  # another process, say
+    ms = [manifest(f"k{i:02d}", t) for i in range(12) for t in (1, 2)]
+    for i in range(0, len(ms), 3):  # daemon-like: one small segment per commit
+        await store.put_many(ms[i : i + 3])
+    await reader.put_many(ms[:2])  # held: nothing written
+    listed = [e async for e in reader.entries("bkt")]
+    assert len(files_under(tmp_path)) == 8 and len(listed) == 24
+    assert (await compact(store, "bkt", at_least=9)).inputs == 0, "below the threshold"
+    stats = await compact(store, "bkt", at_least=8)
+    assert (stats.inputs, stats.outputs, stats.entries) == (8, 1, 24)
+    assert len(files_under(tmp_path)) == 1
+    # The reader's table still names the deleted inputs: it follows the entries.
+    assert [await reader.read(e) for e in listed] == [m.to_bytes() for m in ms]
+    assert [e.key async for e in reader.entries("bkt")] == [e.key for e in listed]
+    assert await store.put_many(ms) == [False] * 24
+    print(f"compaction: {stats}")
+
+
+async def test_compaction_leaves_a_conflict_for_verify(tmp_path: Path) -> None:
+    backend = FsBackend(tmp_path, "peer")
+    one, other = manifest("k", pack=b"\x01" * 32), manifest("k", pack=b"\x02" * 32)
+    for m in (one, other, manifest("j"), manifest("l")):
+        seg = encode("bkt", [(m.identity.key, m.version_name, m.to_bytes())])
+        await backend.put(seg.name, seg.data)
+    store = segment_store(backend, V3)
+    stats = await compact(store, "bkt", at_least=2)
+    assert (stats.inputs, stats.outputs) == (2, 1)  # j and l; both copies of k stay
+    assert len(files_under(tmp_path)) == 3
+    assert len(await store.audit()) == 1
