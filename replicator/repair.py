@@ -129,11 +129,13 @@ async def repair(settings: Settings, destination: str) -> RepairReport:
         await _clear_stale(peer)
         findings = Findings()
         report.before = await verify(peer.backend, settings.source.bucket, None, deep=True,
-                                     findings=findings)  # fmt: skip
+                                     findings=findings, manifests=peer.manifests)  # fmt: skip
         report.damaged = len(findings.damaged)
         if findings.damaged:
             await _heal(settings, peer, findings, report)
-            report.after = await verify(peer.backend, settings.source.bucket, None, deep=True)
+            report.after = await verify(
+                peer.backend, settings.source.bucket, None, deep=True, manifests=peer.manifests
+            )
         else:
             report.after = report.before
     finally:

@@ -147,6 +147,18 @@ async def read_manifest(store: Backend | ManifestStore, key: str) -> Manifest | 
     return await read_entry(store, entry_of_ref(key))
 
 
+async def read_head(
+    store: Backend | ManifestStore, entry: VersionEntry
+) -> tuple[bool, SourceIdentity] | None:
+    """(removed, identity) of ``entry``'s manifest (``manifest_head``), None
+    when it is gone: what the removal pass and ``verify --against-source``
+    compare, without the chunk list."""
+    try:
+        return manifest_head(await manifests_of(store).read(entry))
+    except NotFoundError:
+        return None
+
+
 async def read_entry(store: Backend | ManifestStore, entry: VersionEntry) -> Manifest | None:
     """The manifest of ``entry``, None when it is gone."""
     try:

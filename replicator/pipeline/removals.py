@@ -34,11 +34,11 @@ from replicator.errors import ReplicatorError
 from replicator.origins import ObjectVersion, Origin
 from replicator.pipeline.compare import Spill, compare, peer_keys
 from replicator.pipeline.manifests import tombstone
-from replicator.pipeline.reconcile import read_manifest
+from replicator.pipeline.reconcile import read_head
 from replicator.pipeline.targets import Target, Targets
 from replicator.store.backend import Backend
 from replicator.store.format import Manifest, SourceIdentity
-from replicator.store.manifest_store import ManifestStore, manifests_of
+from replicator.store.manifest_store import ManifestStore, entry_of_ref, manifests_of
 
 #: Tombstones written in one group commit by ``apply_removals``.
 TOMBSTONE_BATCH = 512
@@ -92,12 +92,12 @@ async def plan_removals(
             if pair.source is not None or pair.key.startswith(tuple(unlisted)):
                 plan.live += 1
                 continue
-            newest = await read_manifest(backend, pair.peer)
-            if newest is None or newest.removed:
+            newest = await read_head(backend, entry_of_ref(pair.peer))
+            if newest is None or newest[0]:
                 continue  # already recorded as removed: a replay writes nothing
             plan.live += 1
             assert plan.removals is not None
-            plan.removals.add((pair.key, newest.identity.event_time_ns))
+            plan.removals.add((pair.key, newest[1].event_time_ns))
     except BaseException:
         plan.discard()
         raise

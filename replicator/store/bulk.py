@@ -25,6 +25,7 @@ from typing import Any
 
 from replicator.errors import NotFoundError
 from replicator.store.backend import Backend, Payload
+from replicator.store.names import MANIFESTS
 
 #: One item of a batched put: key, bytes, expected sha256 (or None).
 PutItem = tuple[str, Payload, bytes | None]
@@ -46,7 +47,16 @@ async def get_under(backend: Backend, prefixes: Sequence[str]) -> list[list[tupl
 
 
 async def holds_any(backend: Backend, prefix: str) -> bool:
-    """Is there any object under ``prefix``? (one short listing page)"""
+    """Is there any object under ``prefix``? (one short listing page)
+
+    A manifests prefix is answered by the peer's ManifestStore when its
+    manifests are not objects under it (format 3 keeps them in segments)."""
+    if prefix.startswith(MANIFESTS):
+        # Imported here: manifest_store imports this module.
+        from replicator.store.manifest_store import holds_manifests_under  # noqa: PLC0415
+
+        if (held := await holds_manifests_under(backend, prefix)) is not None:
+            return held
     names = list_names(backend, prefix)
     try:
         return await anext(names, None) is not None

@@ -35,6 +35,7 @@ from replicator.store.bulk import PutItem, get_under, holds_any, list_names, put
 from replicator.store.format import Manifest, StoreConfig
 from replicator.store.names import (
     MANIFESTS,
+    decode_segment,
     encode_segment,
     manifest_key,
     manifest_prefix,
@@ -236,6 +237,38 @@ async def holds_manifests(
         close = getattr(entries, "aclose", None)
         if close is not None:
             await close()
+
+
+async def holds_manifests_under(backend: Backend, prefix: str) -> bool | None:
+    """``holds_manifests`` for a raw ``manifest_prefix`` string handed to a
+    peer whose manifests are not objects under it (format 3); None when the
+    listing under ``prefix`` itself answers (formats 1 and 2). A bridge for
+    callers still asking ``bulk.holds_any`` about manifests: on a format 3
+    peer that listing is always empty, and no removal pass would run."""
+    manifests = manifests_of(backend)
+    parsed = split_manifest_prefix(prefix)
+    if isinstance(manifests, ObjectManifests) or parsed is None:
+        return None
+    return await holds_manifests(manifests, *parsed)
+
+
+def split_manifest_prefix(prefix: str) -> tuple[str, str] | None:
+    """(bucket, key prefix) that ``manifest_prefix`` made ``prefix`` of; None
+    when it is not such a prefix (no bucket name ended by '/')."""
+    if not prefix.startswith(MANIFESTS):
+        return None
+    parts = prefix.removeprefix(MANIFESTS).split("/")
+    # A long bucket name continues in pieces marked '+' (which escaping never
+    # starts a name with); the first other segment begins the key prefix.
+    n = 1
+    while n < len(parts) and parts[n].startswith("+"):
+        n += 1
+    if n >= len(parts) or not parts[0]:
+        return None
+    try:
+        return decode_segment("/".join(parts[:n])), decode_segment("/".join(parts[n:]))
+    except UnicodeDecodeError:
+        return None
 
 
 def entry_ref(entry: VersionEntry) -> str:

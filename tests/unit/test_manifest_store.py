@@ -11,12 +11,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from replicator._native import ChunkerParams, blake3_digest
 from replicator.errors import NotFoundError
 from replicator.pipeline.counting import CountingBackend
 from replicator.store.backend import Backend
 from replicator.store.backends import FsBackend
+from replicator.store.bulk import holds_any
 from replicator.store.format import (
     ChunkRef,
     Manifest,
@@ -24,6 +27,7 @@ from replicator.store.format import (
     SourceIdentity,
     StoreConfig,
     manifest_key,
+    manifest_prefix,
 )
 from replicator.store.manifest_store import (
     ManifestStore,
@@ -33,6 +37,7 @@ from replicator.store.manifest_store import (
     entry_ref,
     manifest_store,
     manifests_of,
+    split_manifest_prefix,
 )
 from replicator.store.peer import Peer
 from replicator.store.versions import version_order
@@ -162,3 +167,34 @@ async def test_stray_objects_are_skipped_by_listings_but_not_hidden_from_entries
     assert [e.version_name async for e in store.entries()][-1] == "not-a-version"
     assert [len(vs) async for _, vs in store.list_versions("bkt")] == [1]
     assert [k async for k, _ in store.latest("bkt")] == ["k"]
+
+
+@given(st.text(max_size=8) | st.text(min_size=190, max_size=230), st.text(max_size=260))
+def test_a_manifest_prefix_splits_back_into_bucket_and_key_prefix(bucket: str, prefix: str) -> None:
+    assert split_manifest_prefix(manifest_prefix(bucket, prefix)) == (bucket, prefix)
+
+
+def test_other_prefixes_are_not_split() -> None:
+    assert split_manifest_prefix("packs/ab/") is None
+    assert split_manifest_prefix("manifests/") is None
+    assert split_manifest_prefix("manifests/bkt") is None  # no '/' ends the bucket yet
+
+
+async def test_holds_any_on_a_manifests_prefix_asks_the_peers_store(tmp_path: Path) -> None:
+    """A caller still asking bulk.holds_any about a raw manifests/ prefix gets
+    the peer's answer on a store that keeps manifests elsewhere (format 3)."""
+    pytest.importorskip("replicator.store.segment_store")
+    backend = FsBackend(tmp_path, "peer")
+    peer = Peer("peer", backend, StoreConfig(PARAMS, version=3), "fs:v3")
+    assert not isinstance(peer.manifests, ObjectManifests)
+    assert not await holds_any(backend, manifest_prefix("bkt", ""))
+    await peer.manifests.put_many([manifest("dir/k", 5)])
+    assert not await holds_any(backend, "manifests/"), "nothing is stored under manifests/"
+    for prefix, held in [
+        ("", True),
+        ("dir/", True),
+        ("dir/k", True),
+        ("dir/x", False),
+        ("e", False),
+    ]:
+        assert await holds_any(CountingBackend(backend), manifest_prefix("bkt", prefix)) is held
