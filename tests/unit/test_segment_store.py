@@ -8,8 +8,10 @@ import os
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from replicator._native import ChunkerParams, blake3_digest
+from replicator.cli import main
 from replicator.errors import IntegrityError, NotFoundError
 from replicator.pipeline.counting import CountingBackend
 from replicator.store import segment_store as segment_store_module
@@ -248,3 +250,22 @@ async def test_compaction_leaves_a_conflict_for_verify(tmp_path: Path) -> None:
     assert (stats.inputs, stats.outputs) == (2, 1)  # j and l; both copies of k stay
     assert len(files_under(tmp_path)) == 3
     assert len(await store.audit()) == 1
+
+
+@pytest.mark.parametrize(("value", "ok"), [("3", True), ("2", True), ("4", False), ('"3"', False)])
+def test_store_format_version_is_checked_by_check_config(
+    tmp_path: Path, value: str, ok: bool
+) -> None:
+    cfg = tmp_path / "r.toml"
+    (tmp_path / "src").mkdir()
+    cfg.write_text(
+        f'[source]\ntype = "fs"\npath = "{tmp_path / "src"}"\n\n'
+        f'[[destinations]]\nname = "p"\ntype = "fs"\npath = "{tmp_path / "p"}"\n\n'
+        f"[store]\nformat_version = {value}\n"
+    )
+    done = CliRunner().invoke(main, ["check-config", "--config", str(cfg)])
+    print(value, done.exit_code, done.output.strip())
+    if ok:
+        assert done.exit_code == 0, done.output
+    else:
+        assert done.exit_code == 2 and "store.format_version" in done.output
