@@ -15,7 +15,10 @@ serialisation is deterministic, so a replay writes identical bytes.
 
 Version 2 (this writer) names manifests so that listing order is version
 order (event time, then sequencer, then observation number) and records the
-file mtime and inode; version 1 stores and manifests are still read.
+file mtime and inode; version 1 stores and manifests are still read. A
+version 3 store keeps the same version 2 manifests, many keys' in one
+*segment* object (store/segments.py, store/segment_store.py); ``StoreConfig.
+version`` is the store's layout, ``Manifest.format_version`` the manifest's.
 """
 
 from __future__ import annotations

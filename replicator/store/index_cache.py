@@ -7,6 +7,9 @@ HEADs a pack before it first relies on it in a run (see ``packs.py``).
 
 sqlite calls block, so they run on one dedicated thread per cache, in
 batches (a thread hop costs far more than a lookup).
+
+A format 3 peer's segment header table lives beside it, in its own file
+(``segment_cache_path``; store/segment_cache.py).
 """
 
 from __future__ import annotations
