@@ -45,6 +45,26 @@ _BATCH = 500
 Row = tuple[str, str, int, int, bytes, str, str]
 
 
+def _connect(path: Path | None, store_config: bytes) -> sqlite3.Connection:
+    # "" is a private temporary database on disk, removed on close.
+    db = sqlite3.connect(str(path) if path else "", check_same_thread=False)
+    try:
+        db.isolation_level = None
+        if path is not None:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")  # a lost tail only costs a re-sync
+        db.executescript(_SCHEMA)
+        row = db.execute("SELECT value FROM seg_meta WHERE key='config'").fetchone()
+        if row is not None and bytes(row[0]) != store_config:
+            # The peer was recreated with another configuration: nothing here holds.
+            db.executescript("DELETE FROM seg_entries; DELETE FROM seg_files;")
+        db.execute("INSERT OR REPLACE INTO seg_meta VALUES ('config', ?)", (store_config,))
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
 def place_of(bucket: str, key: str, version_name: str) -> str:
     return f"{encode_segment(bucket)}/{encode_segment(key)}/{version_name}"
 
@@ -67,19 +87,15 @@ class HeaderTable:
         self._lock = threading.Lock()
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-        # "" is a private temporary database on disk, removed on close.
-        db = sqlite3.connect(str(path) if path else "", check_same_thread=False)
-        db.isolation_level = None
-        if path is not None:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")  # a lost tail only costs a re-sync
-        db.executescript(_SCHEMA)
-        row = db.execute("SELECT value FROM seg_meta WHERE key='config'").fetchone()
-        if row is not None and bytes(row[0]) != store_config:
-            # The peer was recreated with another configuration: nothing here holds.
-            db.executescript("DELETE FROM seg_entries; DELETE FROM seg_files;")
-        db.execute("INSERT OR REPLACE INTO seg_meta VALUES ('config', ?)", (store_config,))
-        self._db = db
+        try:
+            self._db = _connect(path, store_config)
+        except sqlite3.DatabaseError as exc:
+            if path is None or isinstance(exc, sqlite3.OperationalError):
+                raise  # (a directory it cannot write: the caller falls back)
+            # A damaged cache is only a lost hint: start afresh, a reconcile refills it.
+            for suffix in ("", "-wal", "-shm"):
+                path.with_name(path.name + suffix).unlink(missing_ok=True)
+            self._db = _connect(path, store_config)
         self._gen = 0
 
     def close(self) -> None:

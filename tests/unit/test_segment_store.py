@@ -269,3 +269,12 @@ def test_store_format_version_is_checked_by_check_config(
         assert done.exit_code == 0, done.output
     else:
         assert done.exit_code == 2 and "store.format_version" in done.output
+
+
+async def test_a_damaged_cache_file_is_started_afresh(tmp_path: Path) -> None:
+    cache = tmp_path / "c.segments.sqlite"
+    cache.write_bytes(b"not a database" * 100)
+    store = segment_store(FsBackend(tmp_path / "peer", "p"), V3, cache)
+    assert await store.put_many([manifest("a")]) == [True]
+    assert store.state.table.path == cache
+    assert cache.read_bytes().startswith(b"SQLite format 3")
