@@ -124,17 +124,20 @@ class SegmentStore:
         await self.refresh(WRITE_FRESH)
         places = [item[4] for items in todo.values() for item in items]
         held = await asyncio.to_thread(self._table.present, places)
+        repeats: list[tuple[int, int]] = []  # (manifest, its first copy in this call)
         for bucket, items in todo.items():
             new: dict[str, tuple[int, str, str, bytes, str]] = {}
             for item in items:  # a version held, or twice in this call: written once
-                if item[4] not in held:
-                    new.setdefault(item[4], item)
+                if item[4] not in held and new.setdefault(item[4], item) is not item:
+                    repeats.append((item[0], new[item[4]][0]))
             fresh = list(new.values())
             start = 0
             for batch in split_batches([(k, v, d) for _, k, v, d, _ in fresh]):
                 index = [item[0] for item in fresh[start : start + len(batch)]]
                 start += len(batch)
                 await self._put_segment(bucket, batch, index, answers)
+        for i, first in repeats:  # present once its first copy is; failed with it
+            answers[i] = answers[first] if isinstance(answers[first], BaseException) else False
         return answers
 
     async def _put_segment(

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from replicator._native import ChunkerParams, blake3_digest
 from replicator.cli import main
-from replicator.errors import IntegrityError, NotFoundError
+from replicator.errors import IntegrityError, NotFoundError, StoreError
 from replicator.pipeline.counting import CountingBackend
 from replicator.store import segment_store as segment_store_module
 from replicator.store.backends import FsBackend
@@ -278,3 +278,11 @@ async def test_a_damaged_cache_file_is_started_afresh(tmp_path: Path) -> None:
     assert await store.put_many([manifest("a")]) == [True]
     assert store.state.table.path == cache
     assert cache.read_bytes().startswith(b"SQLite format 3")
+
+
+async def test_a_repeat_in_one_call_fails_with_its_first_copy(tmp_path: Path) -> None:
+    (tmp_path / "segments").write_bytes(b"")  # a file where the directory goes: writes fail
+    store = segment_store(FsBackend(tmp_path, "peer"), V3)
+    answers = await store.put_many([manifest("a"), manifest("a")])
+    assert all(isinstance(a, StoreError) for a in answers), answers
+    print(answers[1])  # never "present" for work not done
