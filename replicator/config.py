@@ -152,6 +152,13 @@ class StoreSettings(Table):
     max_pack_delay: float = setting(
         default=0.5, gt=0, le=60, doc="Seconds a waiting change may sit in an open pack."
     )
+    format_version: Literal[2, 3] = setting(
+        default=2,
+        doc=(
+            "Store format of peers created from now on: 3 keeps the manifests of many keys "
+            "in segments (docs/store-format.md §13); a peer keeps the format it was created with."
+        ),
+    )
     max_delete_fraction: float = setting(
         default=0.1,
         ge=0.0,

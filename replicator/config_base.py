@@ -193,9 +193,12 @@ def check(kind: Any, value: object, loc: Loc, errors: list[tuple[Loc, str]]) -> 
 
 
 def _literal(args: tuple[object, ...], value: object) -> object:
-    if value not in args or type(value) is not type(args[args.index(value)]):
-        raise ValueError(f"Input should be {_choices(args)}")
-    return value
+    """One of the declared values; an integral float is its int (pydantic's rule)."""
+    for arg in args:
+        same = type(value) is type(arg) or (isinstance(value, float) and isinstance(arg, int))
+        if value == arg and same:
+            return arg
+    raise ValueError(f"Input should be {_choices(args)}")
 
 
 def _items(kind: Any, value: object, loc: Loc, errors: list[tuple[Loc, str]]) -> object:
@@ -230,6 +233,11 @@ def _split(text: str, sep: str) -> list[str]:
     return [*parts, text[start:].strip()]
 
 
+def _literal_value(text: str) -> object:
+    """A value of ``Literal[...]``: a quoted string or an int."""
+    return text[1:-1] if text[:1] in ("'", '"') else int(text)
+
+
 def _kind(note: str, space: dict[str, Any]) -> Any:
     """What an annotation's text asks for: a type, a table, or a tuple
     ``("literal", values)``, ``("list", kind)``, ``("union", kinds)``.
@@ -242,7 +250,7 @@ def _kind(note: str, space: dict[str, Any]) -> Any:
         if head == "list":
             return ("list", _kind(inner, space))
         if head == "Literal":
-            return ("literal", tuple(v.strip("'\"") for v in _split(inner, ",")))
+            return ("literal", tuple(_literal_value(v) for v in _split(inner, ",")))
     if note == "None":
         return type(None)
     found = space[note] if note in space else getattr(builtins, note)

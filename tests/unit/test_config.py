@@ -68,6 +68,12 @@ MISTAKES = {
         "store.compression: Input should be 'none' or 'zstd'",
         "store.concurrency: Input should be greater than or equal to 1",
     ],
+    SRC + DEST + '[store]\nformat_version = "3"\n': [
+        "store.format_version: Input should be 2 or 3"
+    ],
+    SRC + DEST + "[store]\nformat_version = true\n": [
+        "store.format_version: Input should be 2 or 3"
+    ],
     SRC + DEST + '[store]\nconcurrency = "seven"\n': [
         "store.concurrency: Input should be a valid integer, unable to parse string as an integer"
     ],
@@ -122,6 +128,9 @@ def test_lax_values_are_read_as_pydantic_read_them(tmp_path: Path) -> None:
     path.write_text(SRC + DEST + '[store]\nconcurrency = 4.0\npack_size = "2097152"\n')
     store = load(path).store
     assert (store.concurrency, store.pack_size) == (4, 2 * 1024 * 1024)
+    assert store.format_version == 2
+    path.write_text(SRC + DEST + "[store]\nformat_version = 3.0\n")
+    assert type(load(path).store.format_version) is int
     assert isinstance(store.max_pack_delay, float) and store.cache_dir is None
 
 
