@@ -13,14 +13,11 @@ Types come from the annotations, resolved once per class on its first use:
 
 from __future__ import annotations
 
-import builtins
-import operator
 import sys
-import typing
 from collections.abc import Callable
-from pathlib import Path
-from types import UnionType
 from typing import TYPE_CHECKING, Any, ClassVar
+
+from replicator.config_values import bounded, choices, kind_of, literal, scalar
 
 if TYPE_CHECKING:
     from typing import Self
@@ -110,76 +107,15 @@ def setting(  # one keyword per constraint, as pydantic's Field
 
 
 _BAD: Any = object()
-#: Per bound: the test a value passes and the words of its message.
-_BOUNDS: dict[str, tuple[Callable[[Any, float], bool], str]] = {
-    "gt": (operator.gt, "greater than"),
-    "ge": (operator.ge, "greater than or equal to"),
-    "lt": (operator.lt, "less than"),
-    "le": (operator.le, "less than or equal to"),
-}
-
-
-#: What pydantic's lax bool accepts besides True and False.
-_BOOLS: dict[str | int, bool] = {
-    **dict.fromkeys(("true", "t", "yes", "y", "on", "1", 1), True),
-    **dict.fromkeys(("false", "f", "no", "n", "off", "0", 0), False),
-}
-
-
-def _choices(values: tuple[object, ...]) -> str:
-    shown = [repr(v) for v in values]
-    return shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + " or " + shown[-1]
-
-
-def _number(kind: type, value: object) -> object:
-    """pydantic's lax int/float: integral floats and numeric strings pass."""
-    name = "integer" if kind is int else "number"
-    if isinstance(value, str):
-        try:
-            value = float(value.strip()) if kind is float else int(value.strip())
-        except ValueError:
-            raise ValueError(
-                f"Input should be a valid {name}, unable to parse string as an {name}"
-                if kind is int
-                else "Input should be a valid number, unable to parse string as a number"
-            ) from None
-    if not isinstance(value, int | float):  # bool is an int here, as in pydantic
-        raise ValueError(f"Input should be a valid {name}")
-    if kind is float:
-        return float(value)
-    if isinstance(value, float) and not value.is_integer():
-        raise ValueError("Input should be a valid integer, got a number with a fractional part")
-    return int(value)
-
-
-def _scalar(kind: type, value: object) -> object:
-    if kind is int or kind is float:
-        return _number(kind, value)
-    if kind is str:
-        if not isinstance(value, str):
-            raise ValueError("Input should be a valid string")
-        return value
-    if kind is bool:
-        if isinstance(value, bool):
-            return value
-        word = value.strip().lower() if isinstance(value, str) else value
-        if isinstance(word, str | int) and word in _BOOLS:
-            return _BOOLS[word]
-        raise ValueError("Input should be a valid boolean")
-    if kind is Path:
-        if not isinstance(value, str | Path):
-            raise ValueError("Input is not a valid path for <class 'pathlib.Path'>")
-        return Path(value)
-    raise TypeError(f"no check for {kind!r}")  # a table declared with an unknown type
 
 
 def _tag(options: tuple[type[Table], ...], value: dict[str, Any]) -> type[Table]:
     """The table of a union chosen by the document's ``type`` key."""
     tags = {c._types()["type"][1][0]: c for c in options}
     if "type" not in value:
-        raise ValueError(f"'type' is missing: set type = {_choices(tuple(tags))}")
+        raise ValueError(f"'type' is missing: set type = {choices(tuple(tags))}")
     if value["type"] not in tags:
-        raise ValueError(f"type = {value['type']!r} is not allowed: use {_choices(tuple(tags))}")
+        raise ValueError(f"type = {value['type']!r} is not allowed: use {choices(tuple(tags))}")
     return tags[value["type"]]
 
 
@@ -190,15 +126,6 @@ def check(kind: Any, value: object, loc: Loc, errors: list[tuple[Loc, str]]) -> 
     except ValueError as exc:
         errors.append((loc, str(exc)))
         return _BAD
-
-
-def _literal(args: tuple[object, ...], value: object) -> object:
-    """One of the declared values; an integral float is its int (pydantic's rule)."""
-    for arg in args:
-        same = type(value) is type(arg) or (isinstance(value, float) and isinstance(arg, int))
-        if value == arg and same:
-            return arg
-    raise ValueError(f"Input should be {_choices(args)}")
 
 
 def _items(kind: Any, value: object, loc: Loc, errors: list[tuple[Loc, str]]) -> object:
@@ -222,48 +149,11 @@ def _union(args: tuple[Any, ...], value: object, loc: Loc, errors: list[tuple[Lo
     return _check(_tag(options, value), value, loc, errors)
 
 
-def _split(text: str, sep: str) -> list[str]:
-    """``text`` cut at each ``sep`` outside brackets."""
-    parts, depth, start = [], 0, 0
-    for i, char in enumerate(text):
-        depth += (char == "[") - (char == "]")
-        if char == sep and depth == 0:
-            parts.append(text[start:i].strip())
-            start = i + 1
-    return [*parts, text[start:].strip()]
-
-
-def _literal_value(text: str) -> object:
-    """A value of ``Literal[...]``: a quoted string or an int."""
-    return text[1:-1] if text[:1] in ("'", '"') else int(text)
-
-
-def _kind(note: str, space: dict[str, Any]) -> Any:
-    """What an annotation's text asks for: a type, a table, or a tuple
-    ``("literal", values)``, ``("list", kind)``, ``("union", kinds)``.
-    Read by hand: evaluating them (a compile each) made a load 2-4 ms, now 1.6."""
-    parts = _split(note, "|")
-    if len(parts) > 1:
-        return ("union", tuple(_kind(p, space) for p in parts))
-    if note.endswith("]"):
-        head, inner = note[:-1].split("[", 1)
-        if head == "list":
-            return ("list", _kind(inner, space))
-        if head == "Literal":
-            return ("literal", tuple(_literal_value(v) for v in _split(inner, ",")))
-    if note == "None":
-        return type(None)
-    found = space[note] if note in space else getattr(builtins, note)
-    if isinstance(found, UnionType):  # an alias such as ``A | B``
-        return ("union", typing.get_args(found))
-    return found
-
-
 def _check(kind: Any, value: object, loc: Loc, errors: list[tuple[Loc, str]]) -> object:
     if isinstance(kind, tuple):  # what _kind made of ``Literal[..]``, ``list[..]``, ``A | B``
         shape, args = kind
         if shape == "literal":
-            return _literal(args, value)
+            return literal(args, value)
         if shape == "list":
             return _items(args, value, loc, errors)
         return _union(args, value, loc, errors)
@@ -273,20 +163,7 @@ def _check(kind: Any, value: object, loc: Loc, errors: list[tuple[Loc, str]]) ->
         if not isinstance(value, dict):
             raise ValueError(f"Input should be a valid dictionary or instance of {kind.__name__}")
         return kind.build(value, loc, errors)
-    return _scalar(kind, value)
-
-
-def _bounded(spec: Setting, value: Any) -> Any:
-    for name, bound in spec.bounds.items():
-        test, words = _BOUNDS[name]
-        if not test(value, bound):
-            shown = int(bound) if float(bound).is_integer() else bound
-            raise ValueError(f"Input should be {words} {shown}")
-    if spec.min_length and len(value) < spec.min_length:
-        raise ValueError(
-            f"List should have at least {spec.min_length} item after validation, not {len(value)}"
-        )
-    return value
+    return scalar(kind, value)
 
 
 def _field(spec: Setting, kind: Any, value: object, loc: Loc, errors: list[tuple[Loc, str]]) -> Any:
@@ -299,7 +176,7 @@ def _field(spec: Setting, kind: Any, value: object, loc: Loc, errors: list[tuple
         out = _check(kind, value, loc, errors)
         if out is _BAD or out is None:  # bounds hold for a value, not for "unset"
             return out
-        out = _bounded(spec, out)
+        out = bounded(spec.bounds, spec.min_length, out)
         return out if spec.after is None else spec.after(out)
     except Invalid as exc:
         errors.extend(((*loc, *inner), msg) for inner, msg in exc.problems)
@@ -348,7 +225,7 @@ class Table:
                 space = vars(sys.modules[klass.__module__])
                 for name, note in vars(klass).get("__annotations__", {}).items():
                     if name in cls.model_fields and cls.model_fields[name].parse is None:
-                        hints[name] = _kind(note, space)
+                        hints[name] = kind_of(note, space)
             cls._kinds = hints
         return cls._kinds
 
