@@ -225,7 +225,7 @@ class Table:
                 space = vars(sys.modules[klass.__module__])
                 for name, note in vars(klass).get("__annotations__", {}).items():
                     if name in cls.model_fields and cls.model_fields[name].parse is None:
-                        hints[name] = kind_of(note, space)
+                        hints[name] = _kind(f"{cls.__name__}.{name}", note, space)
             cls._kinds = hints
         return cls._kinds
 
@@ -308,6 +308,13 @@ class Table:
     def __repr__(self) -> str:
         keys = ", ".join(f"{k}={v!r}" for k, v in self.__dict__.items())
         return f"{type(self).__name__}({keys})"
+
+
+def _kind(where: str, note: object, space: dict[str, Any]) -> Any:
+    """A key's type from its annotation, which must be text (see kind_of)."""
+    if not isinstance(note, str):
+        raise TypeError(f"{where}: declare tables under `from __future__ import annotations`")
+    return kind_of(note, space)
 
 
 def _hashable(value: object) -> object:
