@@ -365,7 +365,7 @@ def table(result: dict[str, Any]) -> str:
     default=1,
     show_default=True,
     type=click.IntRange(1, 50),
-    help="Times the re-run and the AI update, tools in turns; medians are reported.",
+    help="Rounds of the re-run and the AI update (tools in turns); medians are reported.",
 )
 @click.option("--dir", "workdir", type=click.Path(path_type=Path), help="Work directory (temp).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
