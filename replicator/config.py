@@ -7,8 +7,10 @@ standard AWS chain (env vars, shared config/credentials files, instance
 roles), so nothing secret is ever printed with the configuration.
 
 Import every table from here: the ``[kafka]`` table lives in
-``config_kafka.py`` and the strict base of all tables in ``config_base.py``
-(only to keep each module short).
+``config_kafka.py`` (a pydantic model, imported only when a file has a
+``[kafka]`` table or code asks for ``KafkaSettings``) and the strict base of
+the other tables in ``config_base.py``, which validates without pydantic: its
+import and model building were a third of every command's start-up.
 """
 
 from __future__ import annotations
@@ -18,108 +20,108 @@ import importlib.util
 import os
 import tomllib
 from pathlib import Path
-from typing import Annotated, Literal
-
-from pydantic import Field, ValidationError, field_validator, model_validator
+from typing import TYPE_CHECKING, Literal
 
 from replicator._native import ChunkerParams
-from replicator.config_base import Strict as _Strict
-from replicator.config_base import not_blank as _not_blank
-from replicator.config_kafka import KafkaSettings as KafkaSettings  # noqa: PLC0414 - re-exported
+from replicator.config_base import Invalid, Table, setting, where
 from replicator.errors import ConfigError
 
+if TYPE_CHECKING:
+    from replicator.config_kafka import KafkaSettings as KafkaSettings  # noqa: PLC0414
 
-class FsSourceSettings(_Strict):
+
+def __getattr__(name: str) -> object:
+    """``KafkaSettings`` (pydantic) is imported on first use, not by every command."""
+    if name == "KafkaSettings":
+        from replicator.config_kafka import KafkaSettings  # noqa: PLC0415
+
+        return KafkaSettings
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class FsSourceSettings(Table):
     type: Literal["fs"] = "fs"
-    path: Path = Field(description="Directory tree whose files are replicated.")
-    bucket: str = Field("local", description="Name recorded as the bucket in manifests.")
-    settle_seconds: float = Field(
-        2.0, gt=0, le=3600, description="A file not closed is replicated once unchanged this long."
+    path: Path = setting(blank=False, doc="Directory tree whose files are replicated.")
+    bucket: str = setting(
+        default="local", blank=False, doc="Name recorded as the bucket in manifests."
     )
-    ignore: list[str] = Field(
-        ["*.tmp", ".*", "*.partial", "*~"],
-        description="fnmatch patterns of names (any path segment) the watcher never replicates.",
+    settle_seconds: float = setting(
+        default=2.0, gt=0, le=3600, doc="A file not closed is replicated once unchanged this long."
+    )
+    ignore: list[str] = setting(
+        default_factory=lambda: ["*.tmp", ".*", "*.partial", "*~"],
+        doc="fnmatch patterns of names (any path segment) the watcher never replicates.",
     )
 
-    _blank = field_validator("path", "bucket", mode="before")(_not_blank)
 
-
-class S3SourceSettings(_Strict):
+class S3SourceSettings(Table):
     type: Literal["s3"]
-    bucket: str = Field(description="Source bucket.")
-    prefix: str = Field("", description="Only keys under this prefix.")
-
-    _blank = field_validator("bucket", mode="before")(_not_blank)
+    bucket: str = setting(blank=False, doc="Source bucket.")
+    prefix: str = setting(default="", doc="Only keys under this prefix.")
 
 
-SourceSettings = Annotated[FsSourceSettings | S3SourceSettings, Field(discriminator="type")]
+#: Told apart by their ``type`` key.
+SourceSettings = FsSourceSettings | S3SourceSettings
 
 
-class S3EndpointSettings(_Strict):
-    endpoint_url: str | None = Field(None, description="S3-compatible endpoint; AWS when unset.")
-    region: str = Field("us-east-1", description="Signing region.")
-    addressing_style: Literal["auto", "path", "virtual"] = Field("auto")
-    ca_bundle: Path | None = Field(None, description="CA bundle for TLS verification.")
+class S3EndpointSettings(Table):
+    endpoint_url: str | None = setting(default=None, doc="S3-compatible endpoint; AWS when unset.")
+    region: str = setting(default="us-east-1", doc="Signing region.")
+    addressing_style: Literal["auto", "path", "virtual"] = "auto"
+    ca_bundle: Path | None = setting(default=None, doc="CA bundle for TLS verification.")
 
 
 class S3OriginSettings(S3EndpointSettings):
     type: Literal["s3"] = "s3"
-    read_size: int = Field(
-        8 * 1024 * 1024,
+    read_size: int = setting(
+        default=8 * 1024 * 1024,
         ge=1024 * 1024,
-        description="Bytes per ranged GET; two such windows are in memory per object.",
+        doc="Bytes per ranged GET; two such windows are in memory per object.",
     )
 
 
 #: The RPO the alert rules compare each peer's measured RPO with.
-RpoTarget = Annotated[float, Field(gt=0, description="RPO target of this peer, in seconds.")]
+RPO_DOC = "RPO target of this peer, in seconds."
 
 
-class FsDestinationSettings(_Strict):
-    name: str = Field(description="Peer name, used in metrics and commands.")
-    rpo_target_seconds: RpoTarget = 300.0
+class FsDestinationSettings(Table):
+    name: str = setting(blank=False, doc="Peer name, used in metrics and commands.")
+    rpo_target_seconds: float = setting(default=300.0, gt=0, doc=RPO_DOC)
     type: Literal["fs"] = "fs"
-    path: Path = Field(description="Root directory of the replica store.")
-
-    _blank = field_validator("name", "path", mode="before")(_not_blank)
+    path: Path = setting(blank=False, doc="Root directory of the replica store.")
 
 
 class S3DestinationSettings(S3EndpointSettings):
-    name: str = Field(description="Peer name, used in metrics and commands.")
-    rpo_target_seconds: RpoTarget = 300.0
+    name: str = setting(blank=False, doc="Peer name, used in metrics and commands.")
+    rpo_target_seconds: float = setting(default=300.0, gt=0, doc=RPO_DOC)
     type: Literal["s3"]
-    bucket: str = Field(description="Bucket holding the replica store.")
-    prefix: str = Field("", description="Key prefix of the replica store inside the bucket.")
+    bucket: str = setting(blank=False, doc="Bucket holding the replica store.")
+    prefix: str = setting(default="", doc="Key prefix of the replica store inside the bucket.")
     # A dead or hung endpoint fails after max_attempts * timeout, seconds not minutes.
-    connect_timeout: float = Field(
-        5.0, gt=0, le=600, description="Seconds to wait for a TCP/TLS connection."
+    connect_timeout: float = setting(
+        default=5.0, gt=0, le=600, doc="Seconds to wait for a TCP/TLS connection."
     )
-    read_timeout: float = Field(
-        10.0, gt=0, le=3600, description="Seconds to wait for the server's next bytes."
+    read_timeout: float = setting(
+        default=10.0, gt=0, le=3600, doc="Seconds to wait for the server's next bytes."
     )
-    max_attempts: int = Field(
-        3, ge=1, le=20, description="Tries per request (timeouts, 5xx) before the peer fails."
+    max_attempts: int = setting(
+        default=3, ge=1, le=20, doc="Tries per request (timeouts, 5xx) before the peer fails."
     )
 
-    _blank = field_validator("name", "bucket", mode="before")(_not_blank)
+
+#: Told apart by their ``type`` key.
+DestinationSettings = FsDestinationSettings | S3DestinationSettings
 
 
-DestinationSettings = Annotated[
-    FsDestinationSettings | S3DestinationSettings, Field(discriminator="type")
-]
+class ChunkingSettings(Table):
+    min_size: int = setting(default=16384, doc="FastCDC minimum chunk size (bytes, even).")
+    avg_size: int = setting(default=65536, doc="FastCDC average chunk size (bytes, even).")
+    max_size: int = setting(default=262144, doc="FastCDC maximum chunk size (bytes, even).")
+    normalization: int = setting(default=1, ge=0, le=3, doc="FastCDC normalization level.")
+    seed: int = setting(default=0, ge=0, lt=2**64, doc="Gear table seed.")
 
-
-class ChunkingSettings(_Strict):
-    min_size: int = Field(16384, description="FastCDC minimum chunk size (bytes, even).")
-    avg_size: int = Field(65536, description="FastCDC average chunk size (bytes, even).")
-    max_size: int = Field(262144, description="FastCDC maximum chunk size (bytes, even).")
-    normalization: int = Field(1, ge=0, le=3, description="FastCDC normalization level.")
-    seed: int = Field(0, ge=0, lt=2**64, description="Gear table seed.")
-
-    @model_validator(mode="after")
-    def _native_check(self) -> ChunkingSettings:
+    def _after(self) -> None:
         self.params()  # raises ValueError naming the parameter
-        return self
 
     def params(self) -> ChunkerParams:
         return ChunkerParams(
@@ -127,44 +129,45 @@ class ChunkingSettings(_Strict):
         )
 
 
-class StoreSettings(_Strict):
-    pack_size: int = Field(
-        16 * 1024 * 1024, ge=1024 * 1024, le=1024**3, description="Target pack size in bytes."
+def _zstd_installed(value: str) -> str:
+    if value == "zstd" and importlib.util.find_spec("zstandard") is None:
+        raise ValueError(
+            "'zstd' needs the zstandard package, a dependency of replicator: "
+            "reinstall replicator or run `pip install zstandard`"
+        )
+    return value
+
+
+class StoreSettings(Table):
+    pack_size: int = setting(
+        default=16 * 1024 * 1024, ge=1024 * 1024, le=1024**3, doc="Target pack size in bytes."
     )
-    compression: Literal["none", "zstd"] = Field("none", description="Per-chunk compression.")
-    concurrency: int = Field(4, ge=1, le=256, description="Objects processed at once.")
-    cache_dir: Path | None = Field(
-        None, description="Local index cache; default ~/.cache/replicator."
+    compression: Literal["none", "zstd"] = setting(
+        default="none", after=_zstd_installed, doc="Per-chunk compression."
     )
-    max_pack_delay: float = Field(
-        0.5, gt=0, le=60, description="Seconds a waiting change may sit in an open pack."
+    concurrency: int = setting(default=4, ge=1, le=256, doc="Objects processed at once.")
+    cache_dir: Path | None = setting(
+        default=None, doc="Local index cache; default ~/.cache/replicator."
     )
-    format_version: Literal[2, 3] = Field(
-        2,
-        description=(
+    max_pack_delay: float = setting(
+        default=0.5, gt=0, le=60, doc="Seconds a waiting change may sit in an open pack."
+    )
+    format_version: Literal[2, 3] = setting(
+        default=2,
+        doc=(
             "Store format of peers created from now on: 3 keeps the manifests of many keys "
             "in segments (docs/store-format.md §13); a peer keeps the format it was created with."
         ),
     )
-    max_delete_fraction: float = Field(
-        0.1,
+    max_delete_fraction: float = setting(
+        default=0.1,
         ge=0.0,
         le=1.0,
-        description=(
+        doc=(
             "Refuse a run that would tombstone more than this share of a peer's live keys "
             "(any key when the source lists nothing), unless --allow-deletes is given."
         ),
     )
-
-    @field_validator("compression")
-    @classmethod
-    def _zstd_installed(cls, value: str) -> str:
-        if value == "zstd" and importlib.util.find_spec("zstandard") is None:
-            raise ValueError(
-                "'zstd' needs the zstandard package, a dependency of replicator: "
-                "reinstall replicator or run `pip install zstandard`"
-            )
-        return value
 
 
 #: Where the heartbeat canary lives under the source (directory or bucket
@@ -177,69 +180,86 @@ HEARTBEAT_KEY = "_replicator/heartbeat"
 FS_SMALL_IN_FLIGHT, S3_SMALL_IN_FLIGHT = 8, 32
 
 
-class ServiceSettings(_Strict):
+def _relative_key(value: str) -> str:
+    parts = value.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        raise ValueError(f"{value!r} must be a relative key: no empty, '.' or '..' segment")
+    return value
+
+
+def _kafka_table(value: object) -> KafkaSettings | None:
+    """The ``[kafka]`` table through its pydantic model, imported only here."""
+    from pydantic import ValidationError  # noqa: PLC0415 - only for a [kafka] table
+
+    from replicator.config_kafka import KafkaSettings  # noqa: PLC0415
+
+    if value is None or isinstance(value, KafkaSettings):
+        return value
+    try:
+        return KafkaSettings.model_validate(value)
+    except ValidationError as exc:
+        raise Invalid(
+            [(tuple(e["loc"]), str(e["msg"]).removeprefix("Value error, ")) for e in exc.errors()]
+        ) from None
+
+
+class ServiceSettings(Table):
     """The daemon (``replicator run``)."""
 
-    metrics_address: str = Field("127.0.0.1:9464", description="host:port of /metrics.")
-    drain_timeout_seconds: float = Field(
-        30.0, ge=0, le=3600, description="On SIGTERM, time to finish what is in flight."
+    metrics_address: str = setting(default="127.0.0.1:9464", doc="host:port of /metrics.")
+    drain_timeout_seconds: float = setting(
+        default=30.0, ge=0, le=3600, doc="On SIGTERM, time to finish what is in flight."
     )
-    max_in_flight: int | None = Field(
-        None,
+    max_in_flight: int | None = setting(
+        default=None,
         ge=1,
         le=1024,
-        description="Small objects being read at once [default: 8 for a directory source, "
+        doc="Small objects being read at once [default: 8 for a directory source, "
         "32 for an S3 source, whose reads wait on the network].",
     )
-    large_object_size: int = Field(
-        4 * 1024 * 1024,
+    large_object_size: int = setting(
+        default=4 * 1024 * 1024,
         ge=64 * 1024,
-        description="Objects of at least this many bytes are large: own workers and packs.",
+        doc="Objects of at least this many bytes are large: own workers and packs.",
     )
-    max_large_in_flight: int = Field(
-        2,
+    max_large_in_flight: int = setting(
+        default=2,
         ge=1,
         le=64,
-        description="Large objects being read at once (two read windows each).",
+        doc="Large objects being read at once (two read windows each).",
     )
-    max_pending: int = Field(
-        100_000, ge=1, description="Changes held per peer before the source is paused."
+    max_pending: int = setting(
+        default=100_000, ge=1, doc="Changes held per peer before the source is paused."
     )
-    retry_max_seconds: float = Field(
-        30.0, gt=0, le=3600, description="Cap of the backoff between retries of a failing peer."
+    retry_max_seconds: float = setting(
+        default=30.0, gt=0, le=3600, doc="Cap of the backoff between retries of a failing peer."
     )
     # Off by default: the beat writes into the source, which a least-privilege
     # (read-only) source credential does not allow (docs/install.md).
-    heartbeat_interval_seconds: float = Field(
-        0.0,
+    heartbeat_interval_seconds: float = setting(
+        default=0.0,
         ge=0,
         le=86400,
-        description="Write the heartbeat canary into the source this often; 0 disables it.",
+        doc="Write the heartbeat canary into the source this often; 0 disables it.",
     )
-    heartbeat_key: str = Field(
-        HEARTBEAT_KEY, description="Key of the heartbeat canary under the source."
+    heartbeat_key: str = setting(
+        default=HEARTBEAT_KEY,
+        after=_relative_key,
+        doc="Key of the heartbeat canary under the source.",
     )
 
-    @field_validator("heartbeat_key")
-    @classmethod
-    def _relative_key(cls, value: str) -> str:
-        parts = value.split("/")
-        if any(p in ("", ".", "..") for p in parts):
-            raise ValueError(f"{value!r} must be a relative key: no empty, '.' or '..' segment")
-        return value
 
-
-class Settings(_Strict):
+class Settings(Table):
     source: SourceSettings
     origin: S3OriginSettings | None = None
-    destinations: list[DestinationSettings] = Field(min_length=1)
-    chunking: ChunkingSettings = ChunkingSettings()
-    store: StoreSettings = StoreSettings()
-    service: ServiceSettings = ServiceSettings()
-    kafka: KafkaSettings | None = None
+    destinations: list[DestinationSettings] = setting(min_length=1)
+    chunking: ChunkingSettings = setting(default_factory=ChunkingSettings)
+    store: StoreSettings = setting(default_factory=StoreSettings)
+    service: ServiceSettings = setting(default_factory=ServiceSettings)
+    kafka: KafkaSettings | None = setting(default=None, parse=_kafka_table)
 
-    @model_validator(mode="after")
-    def _cross_checks(self) -> Settings:
+    def _after(self) -> None:
+        """Checks across tables: names, places, the canary, the event feed."""
         names = [d.name for d in self.destinations]
         dup = {n for n in names if names.count(n) > 1}
         if dup:
@@ -251,7 +271,6 @@ class Settings(_Strict):
             _heartbeat_not_ignored(self.service.heartbeat_key, self.source.ignore)
         if self.kafka is not None and not isinstance(self.source, S3SourceSettings):
             raise ValueError("a [kafka] table needs an s3 source (the bucket its events name)")
-        return self
 
     def small_in_flight(self) -> int:
         """``service.max_in_flight``, or its default for the source. An S3 read
@@ -325,28 +344,6 @@ def check_places(settings: Settings) -> None:
         seen.append((d.name, here))
 
 
-#: Allowed values of each discriminated ``type`` key, for the message.
-_TYPES = "'fs' or 's3'"
-
-
-def _message(err: dict[str, object]) -> str:
-    """pydantic's message, reworded where it speaks pydantic, not TOML."""
-    if err["type"] == "union_tag_not_found":
-        return f"'type' is missing: set type = {_TYPES}"
-    if err["type"] == "union_tag_invalid":
-        ctx = err.get("ctx")
-        tag = ctx.get("tag") if isinstance(ctx, dict) else None
-        return f"type = {tag!r} is not allowed: use {_TYPES}"
-    return str(err["msg"]).removeprefix("Value error, ")
-
-
-def _where(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(top level)"
-
-
 def default_path() -> Path:
     env = os.environ.get("REPLICATOR_CONFIG")
     return Path(env) if env else Path("replicator.toml")
@@ -363,10 +360,6 @@ def load(path: Path | None = None) -> Settings:
         raise ConfigError(f"{path}: cannot read configuration: {exc}") from exc
     try:
         return Settings.model_validate(raw)
-    except ValidationError as exc:
-        msgs = []
-        for err in exc.errors():
-            # Discriminated unions add the tag ('fs'/'s3') to the location.
-            loc = tuple(p for p in err["loc"] if p not in ("fs", "s3"))
-            msgs.append(f"{path}: {_where(loc)}: {_message(dict(err))}")
-        raise ConfigError("\n".join(msgs)) from None
+    except Invalid as exc:
+        lines = (f"{path}: {where(loc)}: {msg}" for loc, msg in exc.problems)
+        raise ConfigError("\n".join(lines)) from None

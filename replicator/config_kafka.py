@@ -8,10 +8,17 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from replicator.config_base import Strict
 from replicator.errors import ConfigError
+
+
+class Strict(BaseModel):
+    """Unknown keys are refused, values never change once read (as every
+    table of ``config_base``; this one stays a pydantic model, loaded only
+    for a ``[kafka]`` table)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class KafkaSettings(Strict):

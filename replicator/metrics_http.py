@@ -9,18 +9,21 @@
 
 Bound to ``service.metrics_address`` (default ``127.0.0.1:9464``, never all
 interfaces by default: the status shows object keys' event times).
+
+aiohttp and prometheus_client are imported when the server starts: ``status``
+and ``check-config`` only parse the address here, and importing both cost
+them more than the rest of their start-up.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from aiohttp import web
-from prometheus_client.exposition import choose_encoder
-
 from replicator.errors import ConfigError
 
 if TYPE_CHECKING:
+    from aiohttp import web
+
     from replicator.metrics import Telemetry
 
 DEFAULT_ADDRESS = "127.0.0.1:9464"
@@ -55,6 +58,9 @@ class MetricsServer:
 
 
 def _app(telemetry: Telemetry) -> web.Application:
+    from aiohttp import web  # noqa: PLC0415 - only when serving
+    from prometheus_client.exposition import choose_encoder  # noqa: PLC0415
+
     async def metrics(request: web.Request) -> web.Response:
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
         body = encoder(telemetry.registry)
@@ -83,6 +89,8 @@ def _app(telemetry: Telemetry) -> web.Application:
 
 async def serve(telemetry: Telemetry, address: str = DEFAULT_ADDRESS) -> MetricsServer:
     """Start serving; ConfigError (exit 2) when the address is bad or taken."""
+    from aiohttp import web  # noqa: PLC0415 - only when serving
+
     host, port = parse_address(address)
     runner = web.AppRunner(_app(telemetry), access_log=None, handle_signals=False)
     await runner.setup()

@@ -12,6 +12,11 @@ Workloads: ``small_first`` (first copy of many 1-16 KiB files),
 (first copy of a few large files, beside a plain write + fsync of the same
 bytes), ``ai_update`` (a checkpoint with frozen tensors, an appended shard,
 bytes inserted in a blob, an unchanged file: v1 copied untimed, then v2).
+
+``--rounds N`` times the unchanged re-run and the AI update N times, every
+tool once per round and their order turned each round; a row's seconds is
+its median and each ratio the median of the rounds' own ratios, so a load
+spike on this shared machine moves one round, not the figure.
 """
 
 from __future__ import annotations
@@ -189,10 +194,11 @@ def write_fsync(src: Path, dst: Path) -> float:
 class Comparison:
     """Runs every workload through every installed tool, collecting figures."""
 
-    def __init__(self, root: Path, scale: Scale, seed: int) -> None:
+    def __init__(self, root: Path, scale: Scale, seed: int, rounds: int = 1) -> None:
         self.root = root
         self.scale = scale
         self.seed = seed
+        self.rounds = rounds
         all_tools = [t(root / "tools") for t in TOOLS]
         self.tools = [t for t in all_tools if t.available()]
         self.skipped = [t.name for t in all_tools if not t.available()]
@@ -200,6 +206,29 @@ class Comparison:
 
     def _each(self, workload: str, fn: Callable[[Tool], dict[str, Any]]) -> None:
         self.results[workload] = {t.name: fn(t) for t in self.tools}
+
+    def _order(self, turn: int) -> list[Tool]:
+        """Every tool, the first one moved to the end at each turn."""
+        k = turn % len(self.tools)
+        return self.tools[k:] + self.tools[:k]
+
+    def _in_turns(
+        self,
+        workload: str,
+        one_round: Callable[[int], dict[str, float]],
+        peer_bytes: Callable[[Tool], int],
+    ) -> None:
+        """``one_round(i)`` times every tool once; a row keeps each round's
+        seconds and their median."""
+        rounds = [one_round(i) for i in range(self.rounds)]
+        self.results[workload] = {
+            t.name: {
+                "seconds": statistics.median(r[t.name] for r in rounds),
+                "peer_bytes": peer_bytes(t),
+                "rounds": [r[t.name] for r in rounds],
+            }
+            for t in self.tools
+        }
 
     def small(self) -> None:
         src = self.root / "small"
@@ -213,7 +242,11 @@ class Comparison:
             t.name: {"seconds": first[t.name], "peer_bytes": du(t.repo)} for t in self.tools
         }
         self.results["small_first"]["_data"] = {"files": self.scale.small_files, "bytes": data}
-        self._each("small_rerun", lambda t: {"seconds": t.copy(src), "peer_bytes": du(t.repo)})
+        self._in_turns(
+            "small_rerun",
+            lambda i: {t.name: t.copy(src) for t in self._order(i)},
+            lambda t: du(t.repo),
+        )
 
     def large(self) -> None:
         src = self.root / "large"
@@ -246,17 +279,20 @@ class Comparison:
 
     def ai_update(self) -> None:
         tree = AiTree(self.root / "ai", self.scale.ai_size, self.seed + 2)
-        tree.write_v1()
-        for t in self.tools:
-            t.fresh()
-            t.copy(tree.root)
-        before = {t.name: du(t.repo) for t in self.tools}
-        tree.write_v2()
-        warm(tree.root)
-        self._each(
-            "ai_update",
-            lambda t: {"seconds": t.copy(tree.root), "peer_bytes": du(t.repo) - before[t.name]},
-        )
+        before: dict[str, int] = {}
+
+        def one_round(turn: int) -> dict[str, float]:
+            reset(tree.root)  # each round from v1 again: every tool copies it, untimed
+            tree.write_v1()
+            for t in self.tools:
+                t.fresh()
+                t.copy(tree.root)
+                before[t.name] = du(t.repo)
+            tree.write_v2()
+            warm(tree.root)
+            return {t.name: t.copy(tree.root) for t in self._order(turn)}
+
+        self._in_turns("ai_update", one_round, lambda t: du(t.repo) - before[t.name])
         self.results["ai_update"]["_data"] = {"changed_bytes": tree.changed_bytes}
 
     def run(self) -> dict[str, Any]:
@@ -266,6 +302,7 @@ class Comparison:
         return {
             "scale": vars(self.scale),
             "seed": self.seed,
+            "rounds": self.rounds,
             "skipped": self.skipped,
             "workloads": self.results,
             "ratios": ratios(self.results, self.scale),
@@ -276,10 +313,15 @@ def ratios(results: dict[str, dict[str, Any]], scale: Scale) -> dict[str, float]
     """replicator's time over each tool's, and the targets' own figures."""
     out: dict[str, float] = {}
     for workload, rows in results.items():
-        mine = rows["replicator"]["seconds"]
+        mine = rows["replicator"].get("rounds", [rows["replicator"]["seconds"]])
         for tool, row in rows.items():
-            if tool not in ("replicator", "_data") and row["seconds"] > 0:
-                out[f"{workload}.time_vs_{tool}"] = mine / row["seconds"]
+            if tool in ("replicator", "_data"):
+                continue
+            # Each round's ratio (the same minutes), then their median.
+            theirs = row.get("rounds", [row["seconds"]])
+            per_round = [a / b for a, b in zip(mine, theirs, strict=True) if b > 0]
+            if per_round:
+                out[f"{workload}.time_vs_{tool}"] = statistics.median(per_round)
     rounds = results["large_first"]["_data"]["rounds"]
     out["large_first.throughput_vs_write_fsync"] = statistics.median(
         r["write_fsync"] / r["replicator"] for r in rounds
@@ -318,9 +360,16 @@ def table(result: dict[str, Any]) -> str:
     "--scale", default="1", show_default=True, help="'tiny', or a factor of the full size."
 )
 @click.option("--seed", default=7, show_default=True, help="Seed of the generated trees.")
+@click.option(
+    "--rounds",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 50),
+    help="Rounds of the re-run and the AI update (tools in turns); medians are reported.",
+)
 @click.option("--dir", "workdir", type=click.Path(path_type=Path), help="Work directory (temp).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def compare(scale: str, seed: int, workdir: Path | None, as_json: bool) -> None:
+def compare(scale: str, seed: int, rounds: int, workdir: Path | None, as_json: bool) -> None:
     """replicator beside restic, borg and rclone on the same trees, one run."""
     try:
         size = Scale.named(scale)
@@ -328,5 +377,5 @@ def compare(scale: str, seed: int, workdir: Path | None, as_json: bool) -> None:
         msg = f"{scale!r} is neither 'tiny' nor a number"
         raise click.BadParameter(msg, param_hint="--scale") from None
     with tempfile.TemporaryDirectory(prefix="replicator-compare-", dir=workdir) as tmp:
-        result = Comparison(Path(tmp), size, seed).run()
+        result = Comparison(Path(tmp), size, seed, rounds).run()
     click.echo(json.dumps(result, indent=2) if as_json else table(result))

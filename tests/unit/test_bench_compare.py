@@ -51,3 +51,33 @@ def test_large_tree_writes_files_over_256_mib(tmp_path: Path) -> None:
     data = (tmp_path / "large-0.bin").read_bytes()
     assert len(data) == size
     assert data[:4096] == random.Random(3).randbytes(4096)  # seeded, reproducible
+
+
+def test_rounds_in_turns_report_medians_of_same_round_ratios(tmp_path: Path) -> None:
+    """``--rounds 3``: the re-run and the AI update are timed three times,
+    every tool once per round, the order turned each round; a ratio is the
+    median of the rounds' own ratios, not a ratio of medians."""
+    comparison = Comparison(tmp_path, TINY, seed=5, rounds=3)
+    names = [t.name for t in comparison.tools]
+    orders = [[t.name for t in comparison._order(i)] for i in range(3)]
+    assert all(sorted(o) == sorted(names) for o in orders)
+    if len(names) > 1:
+        assert orders[0][0] != orders[1][0]
+    result = comparison.run()
+    w = result["workloads"]
+    assert result["rounds"] == 3
+    for workload in ("small_rerun", "ai_update"):
+        for name in names:
+            row = w[workload][name]
+            assert len(row["rounds"]) == 3 and row["seconds"] == sorted(row["rounds"])[1]
+    assert (
+        w["small_rerun"]["replicator"]["peer_bytes"] == w["small_first"]["replicator"]["peer_bytes"]
+    )
+    changed = w["ai_update"]["_data"]["changed_bytes"]
+    assert changed <= w["ai_update"]["replicator"]["peer_bytes"] < TINY.ai_size
+    got = result["ratios"]
+    for name in names[1:]:
+        mine, theirs = w["ai_update"]["replicator"]["rounds"], w["ai_update"][name]["rounds"]
+        expected = sorted(a / b for a, b in zip(mine, theirs, strict=True))[1]
+        assert got[f"ai_update.time_vs_{name}"] == expected
+    print(json.dumps({k: v for k, v in got.items() if k.startswith(("ai", "small"))}, indent=1))

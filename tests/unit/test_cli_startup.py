@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +28,9 @@ NOT_FOR_BACKFILL = (
     "replicator.daemon",
     "replicator.bench",
     "replicator.store.backends.s3",
+    # The configuration is read without pydantic (only a [kafka] table uses it).
+    "pydantic",
+    "replicator.config_kafka",
 )
 
 
@@ -119,9 +123,27 @@ def test_a_test_invoking_the_group_keeps_its_collector() -> None:
 def test_check_config_loads_no_daemon_logging(tmp_path: Path) -> None:
     """``check-config`` shares a module with ``run`` but not its logging set-up
     (structlog, and rich through it) or the daemon."""
-    unwanted = ["structlog", "rich", "replicator.daemon", "aiobotocore", "aiokafka"]
+    unwanted = [
+        *("structlog", "rich", "replicator.daemon", "aiobotocore", "aiokafka", "pydantic"),
+        # The metrics endpoint's server: check-config only parses its address.
+        *("aiohttp", "prometheus_client"),
+    ]
     argv = ["check-config", "--config", str(_fs_config(tmp_path))]
     done = _python(_PROGRAM, json.dumps(unwanted), *argv)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("configuration ok")
+    assert json.loads(done.stderr.splitlines()[-1])["loaded"] == []
+
+
+def test_status_without_a_daemon_loads_no_http_server(tmp_path: Path) -> None:
+    """``status`` is a client of the daemon's endpoint (urllib): the server
+    side (aiohttp, prometheus_client) is not loaded to parse its address."""
+    cfg = _fs_config(tmp_path)
+    with socket.socket() as sock:  # a port nothing listens on once closed
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cfg.write_text(cfg.read_text() + f'\n[service]\nmetrics_address = "127.0.0.1:{port}"\n')
+    unwanted = ["aiohttp", "prometheus_client", "pydantic", "replicator.daemon"]
+    done = _python(_PROGRAM, json.dumps(unwanted), "status", "--json", "--config", str(cfg))
+    assert done.returncode == 2, done.stderr  # nothing answered: exit 2, one line
     assert json.loads(done.stderr.splitlines()[-1])["loaded"] == []
