@@ -153,10 +153,11 @@ class StoreSettings(Table):
         default=0.5, gt=0, le=60, doc="Seconds a waiting change may sit in an open pack."
     )
     format_version: Literal[2, 3] = setting(
-        default=2,
+        default=3,
         doc=(
-            "Store format of peers created from now on: 3 keeps the manifests of many keys "
-            "in segments (docs/store-format.md §13); a peer keeps the format it was created with."
+            "Store format of peers created from now on (default 3: the manifests of many keys "
+            "in segments, docs/store-format.md §13; 2: one object per manifest); a peer keeps "
+            "the format it was created with."
         ),
     )
     max_delete_fraction: float = setting(

@@ -228,7 +228,7 @@ def test_pushgateway_keeps_last_success_after_a_failure(
 
     # The same drill against an empty peer fails; the last success stays.
     empty = tmp_path / "empty-peer"
-    shutil.copytree(peer, empty, ignore=shutil.ignore_patterns("manifests"))
+    shutil.copytree(peer, empty, ignore=shutil.ignore_patterns("manifests", "segments"))
     bad_config = _write_config(tmp_path, tmp_path / "unused", empty)
     bad = ["drill", "--config", str(bad_config), "--destination", "dr-eu"]
     code, out, err = _cli(*bad, "--pushgateway", pushgateway.url)

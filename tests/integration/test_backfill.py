@@ -13,7 +13,7 @@ import os
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 import zstandard
@@ -34,13 +34,11 @@ from replicator.store.backend import Backend, Capabilities, ObjectInfo, Payload
 from replicator.store.backends import FsBackend
 from replicator.store.format import (
     INDEX,
-    MANIFESTS,
     PACKS,
     Manifest,
     PackIndex,
     index_key,
     pack_key,
-    parse_manifest_key,
 )
 from replicator.store.peer import (
     close_peers,
@@ -50,6 +48,7 @@ from replicator.store.peer import (
     peer_on,
     store_config,
 )
+from tests.integration.peer_reader import manifests_by_key
 
 MIB = 1024 * 1024
 CHUNKING = ChunkingSettings(min_size=4096, avg_size=16384, max_size=65536)
@@ -117,7 +116,9 @@ async def fs_probe_requests(root: Path) -> int:
     return counter.probe_requests
 
 
-def settings_for(tmp: Path, peers: int = 2, concurrency: int = 4) -> Settings:
+def settings_for(
+    tmp: Path, peers: int = 2, concurrency: int = 4, format_version: Literal[2, 3] = 3
+) -> Settings:
     return Settings(
         source=FsSourceSettings(path=tmp / "src"),
         destinations=[
@@ -130,6 +131,7 @@ def settings_for(tmp: Path, peers: int = 2, concurrency: int = 4) -> Settings:
             cache_dir=tmp / "cache",
             concurrency=concurrency,
             max_delete_fraction=1.0,
+            format_version=format_version,
         ),
     )
 
@@ -141,12 +143,9 @@ def write_tree(root: Path, files: dict[str, bytes]) -> None:
 
 
 async def manifests_at(backend: Backend) -> dict[str, list[Manifest]]:
-    """Every manifest at a peer, by object key, oldest first."""
-    out: dict[str, list[Manifest]] = {}
-    async for info in backend.list(MANIFESTS):
-        _, key, _ = parse_manifest_key(info.key)
-        out.setdefault(key, []).append(Manifest.from_bytes(await backend.get(info.key)))
-    return out
+    """Every manifest at a peer (format 2 objects or format 3 segments), by
+    object key, oldest first: read by the independent reader of peer_reader."""
+    return await manifests_by_key(backend)
 
 
 async def check_structure(backend: Backend) -> dict[str, bytes]:
@@ -229,7 +228,7 @@ def tree(tmp_path: Path) -> dict[str, bytes]:
 async def test_backfill_replicates_every_object_to_every_peer(
     tmp_path: Path, tree: dict[str, bytes]
 ) -> None:
-    settings = settings_for(tmp_path)
+    settings = settings_for(tmp_path, format_version=2)  # counts manifests/ PUTs (format 2)
     summary, counters = await counted_backfill(settings)
     total = sum(len(v) for v in tree.values())
     unique = total - 3 * MIB
@@ -282,7 +281,7 @@ async def test_replay_with_lost_cache_reads_but_ships_nothing(
 ) -> None:
     """A rebuilt cache (from index/) still finds every chunk; only the mtime
     check is defeated here by a touched file, so it is read and deduplicated."""
-    settings = settings_for(tmp_path)
+    settings = settings_for(tmp_path, format_version=2)  # counts manifests/ PUTs (format 2)
     await counted_backfill(settings)
     for f in (tmp_path / "cache").iterdir():
         f.unlink()
@@ -298,7 +297,7 @@ async def test_replay_with_lost_cache_reads_but_ships_nothing(
 async def test_changed_middle_ships_only_the_changed_chunks(tmp_path: Path) -> None:
     data = bytearray(os.urandom(8 * MIB))
     write_tree(tmp_path / "src", {"ckpt.pt": bytes(data), "other.bin": os.urandom(MIB)})
-    settings = settings_for(tmp_path)
+    settings = settings_for(tmp_path, format_version=2)  # counts manifests/ PUTs (format 2)
     await counted_backfill(settings)
     data[4 * MIB : 4 * MIB + 100] = os.urandom(100)
     write_tree(tmp_path / "src", {"ckpt.pt": bytes(data)})
@@ -318,7 +317,7 @@ async def test_changed_middle_ships_only_the_changed_chunks(tmp_path: Path) -> N
 
 
 async def test_removed_keys_get_one_tombstone(tmp_path: Path, tree: dict[str, bytes]) -> None:
-    settings = settings_for(tmp_path)
+    settings = settings_for(tmp_path, format_version=2)  # counts manifests/ PUTs (format 2)
     await counted_backfill(settings)
     (tmp_path / "src" / "data/shard-000.jsonl").unlink()
     summary, counters = await counted_backfill(settings)
@@ -359,7 +358,7 @@ async def test_many_small_objects_share_packs(tmp_path: Path) -> None:
 async def test_run_backfill_opens_and_creates_the_stores(
     tmp_path: Path, tree: dict[str, bytes]
 ) -> None:
-    settings = settings_for(tmp_path)
+    settings = settings_for(tmp_path, format_version=2)  # counts manifests/ PUTs (format 2)
     summary = await run_backfill(settings)
     assert summary.replicated == 5
     assert summary.put_requests["peer0"] == 5 + 2 * summary.packs["peer0"]

@@ -38,7 +38,9 @@ CRASH_POINTS = [
 ]
 
 
-def _config(tmp: Path) -> Path:
+def _config(tmp: Path, format_version: int = 2) -> Path:
+    """Format 2 unless asked: this sweep counts manifests/ objects (the format 3
+    sweep, test_crash_format3.py, counts segments)."""
     cfg = tmp / "replicator.toml"
     cfg.write_text(
         f"""
@@ -65,6 +67,7 @@ max_size = 65536
 pack_size = {MIB}
 concurrency = 3
 cache_dir = "{tmp / "cache"}"
+format_version = {format_version}
 """
     )
     return cfg

@@ -15,33 +15,13 @@ from pathlib import Path
 import pytest
 
 from replicator import failpoints
-from replicator._native import blake3_digest
 from replicator.store.backends import FsBackend
-from replicator.store.format import PACKS, Manifest, index_key, pack_key
+from replicator.store.format import PACKS, index_key, pack_key
+from tests.integration.peer_reader import segment_manifests
 from tests.integration.test_backfill import rebuild, write_tree
 from tests.integration.test_crash import CRASH_POINTS, _backfill, _config, _count, _verify_clean
 
 pytestmark = pytest.mark.integration
-
-
-async def segment_manifests(backend: FsBackend) -> dict[str, dict[str, Manifest]]:
-    """key -> version name -> manifest, from every segment (§13: a 32-byte
-    preamble with the header's length, the header, the entries after it)."""
-    out: dict[str, dict[str, Manifest]] = {}
-    async for info in backend.list("segments/"):
-        data = await backend.get(info.key)
-        assert blake3_digest(data).hex() == info.key.rsplit("/", 1)[1], info.key
-        length = int(data[21:31])
-        header = json.loads(data[32 : 32 + length])
-        body = 32 + length + 1
-        for key, version, offset, n, digest in header["entries"]:
-            entry = data[body + offset : body + offset + n]
-            assert blake3_digest(entry).hex() == digest
-            m = Manifest.from_bytes(entry)
-            assert (m.identity.key, m.version_name) == (key, version)
-            seen = out.setdefault(key, {}).setdefault(version, m)
-            assert seen.to_bytes() == entry, "one version, two different bytes"
-    return out
 
 
 async def check_peer(backend: FsBackend) -> dict[str, bytes]:
@@ -57,16 +37,11 @@ async def check_peer(backend: FsBackend) -> dict[str, bytes]:
     return live
 
 
-def _format3(cfg: Path) -> Path:
-    cfg.write_text(cfg.read_text() + "format_version = 3\n")  # [store] is the last table
-    return cfg
-
-
 @pytest.mark.parametrize("point", CRASH_POINTS)
 def test_crash_of_a_format_3_backfill_leaves_peers_consistent(tmp_path: Path, point: str) -> None:
     tree = {f"obj-{i}": os.urandom(300_000 + i) for i in range(5)}
     write_tree(tmp_path / "src", tree)
-    cfg = _format3(_config(tmp_path))
+    cfg = _config(tmp_path, format_version=3)
 
     crashed = _backfill(cfg, point)
     assert crashed.returncode == failpoints.CRASH_EXIT, crashed.stderr

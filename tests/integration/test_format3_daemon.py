@@ -14,8 +14,9 @@ import pytest
 
 from replicator.store.backends import FsBackend
 from tests.daemon.harness import Daemon, replicator, source_state, wait_until, write_config
+from tests.integration.peer_reader import segment_manifests
 from tests.integration.store_builder import tree
-from tests.integration.test_crash_format3 import check_peer, segment_manifests
+from tests.integration.test_crash_format3 import check_peer
 
 pytestmark = pytest.mark.integration
 PEERS = ("a", "b")

@@ -28,8 +28,18 @@ def _tree(tmp: Path) -> None:
 @pytest.fixture
 def replicated(tmp_path: Path) -> Path:
     """A source tree backfilled to peers a and b; returns the config."""
-    _tree(tmp_path)
-    cfg = fs_config(tmp_path, cache_dir=tmp_path / "cache")
+    return _replicate(tmp_path)
+
+
+@pytest.fixture
+def replicated_v2(tmp_path: Path) -> Path:
+    """The same, to format 2 peers (one object per manifest under manifests/)."""
+    return _replicate(tmp_path, "format_version = 2\n")
+
+
+def _replicate(tmp: Path, store: str = "") -> Path:
+    _tree(tmp)
+    cfg = fs_config(tmp, cache_dir=tmp / "cache", extra=store)
     ran = replicator("backfill", "--config", cfg)
     assert ran.code == 0, ran.stderr
     return cfg
@@ -171,7 +181,8 @@ def test_stray_and_garbage_index_files_are_skipped_not_fatal(replicated: Path) -
         assert (out / "new.bin").read_bytes() == (tmp / "src" / "new.bin").read_bytes()
 
 
-def test_stray_manifest_files_never_end_in_a_traceback(replicated: Path) -> None:
+def test_stray_manifest_files_never_end_in_a_traceback(replicated_v2: Path) -> None:
+    replicated = replicated_v2  # stray files in a format 2 store's manifests/ tree
     tmp = replicated.parent
     (tmp / "a" / "manifests" / "stray").write_text("x")
     (tmp / "a" / "manifests" / "local" / "stray").write_text("x")

@@ -25,9 +25,11 @@ from replicator.store.backends import FsBackend
 from tests.integration.test_backfill import manifests_at, write_tree
 
 
-def _config(tmp: Path, source: Path | None = None, fraction: float | None = None) -> Path:
+def _config(
+    tmp: Path, source: Path | None = None, fraction: float | None = None, format_version: int = 3
+) -> Path:
     cfg = tmp / "replicator.toml"
-    store = f'[store]\ncache_dir = "{tmp / "cache"}"\n'
+    store = f'[store]\ncache_dir = "{tmp / "cache"}"\nformat_version = {format_version}\n'
     if fraction is not None:
         store += f"max_delete_fraction = {fraction}\n"
     cfg.write_text(
@@ -227,7 +229,7 @@ def test_a_file_replaced_by_another_inode_is_replicated(tmp_path: Path) -> None:
 def test_verify_against_source_finds_what_restore_would_get_wrong(tmp_path: Path) -> None:
     src = tmp_path / "src"
     write_tree(src, {"keep": b"k", "lost-manifest": b"m", "edited": b"e1", "gone": b"g"})
-    cfg = _config(tmp_path, fraction=1.0)
+    cfg = _config(tmp_path, fraction=1.0, format_version=2)  # deletes one manifest file
     assert _backfill(cfg).exit_code == 0
     args = ["verify", "--config", str(cfg), "--destination", "a", "--against-source"]
     assert _cli(*args).exit_code == 0

@@ -25,7 +25,7 @@ from replicator.errors import SourceUnavailableError
 from replicator.origins.s3 import S3Origin
 from replicator.pipeline.backfill import Backfill, run_backfill
 from replicator.restore import Selection, restore
-from replicator.store.backends import FsBackend
+from replicator.store.backend import Backend
 from replicator.store.peer import close_peers, open_peers
 from replicator.store.reader import (
     VersionEntry,
@@ -114,12 +114,17 @@ async def test_many_versions_in_one_second_keep_their_order(
         await origin.close()
     same_second = sum(a // 10**6 == b // 10**6 for a, b in itertools.pairwise(stamps))
     assert same_second >= 1, f"no two versions shared a second: {stamps}"
-    backend = FsBackend(tmp_path / "peer", "peer")
-    [(_, versions)] = [kv async for kv in list_versions(backend, bucket)]
-    got = [await _bytes_of(backend, v) for v in versions]
-    assert got == bodies, "listing order is the order the versions were written"
-    last = max(stamps) * 1000  # --at the last version's second: the newest
-    assert await _restored(backend, bucket, tmp_path / "at-last", last) == bodies[-1]
+    # Read back as restore does: through the reopened peer (its own format).
+    [peer] = await open_peers(settings, create=False)
+    backend = peer.backend
+    try:
+        [(_, versions)] = [kv async for kv in list_versions(backend, bucket)]
+        got = [await _bytes_of(backend, v) for v in versions]
+        assert got == bodies, "listing order is the order the versions were written"
+        last = max(stamps) * 1000  # --at the last version's second: the newest
+        assert await _restored(backend, bucket, tmp_path / "at-last", last) == bodies[-1]
+    finally:
+        await close_peers([peer])
     first = min(stamps) * 1000 - 1  # just before the first version: nothing
     assert choose_version(versions, first) is None
     print(
@@ -128,7 +133,7 @@ async def test_many_versions_in_one_second_keep_their_order(
     )
 
 
-async def _bytes_of(backend: FsBackend, entry: VersionEntry) -> bytes:
+async def _bytes_of(backend: Backend, entry: VersionEntry) -> bytes:
     """One stored version's bytes, read through the store reader."""
     m = await read_manifest(backend, entry)
     parts: list[bytes] = []
@@ -137,7 +142,7 @@ async def _bytes_of(backend: FsBackend, entry: VersionEntry) -> bytes:
     return b"".join(parts)
 
 
-async def _restored(backend: FsBackend, bucket: str, out: Path, at: int) -> bytes:
+async def _restored(backend: Backend, bucket: str, out: Path, at: int) -> bytes:
     """What ``restore --key ckpt --at`` writes."""
     summary = await restore(backend, Selection(bucket, "ckpt", True, at), out)
     assert summary.ok, summary.errors

@@ -230,7 +230,7 @@ async def peer_state(peer: Path) -> dict[str, bytes]:
 async def held_versions(peer: Path) -> dict[tuple[str, str, int], bytes]:
     """(key, version id, event time) -> whole-object digest of each live manifest."""
     out: dict[tuple[str, str, int], bytes] = {}
-    if not (peer / "manifests").exists():
+    if not any((peer / layout).exists() for layout in ("manifests", "segments")):
         return out
     for key, manifests in (await manifests_at(FsBackend(peer, peer.name))).items():
         for m in manifests:

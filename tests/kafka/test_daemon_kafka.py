@@ -119,8 +119,9 @@ def packs_of(peer: Path) -> set[str]:
 
 
 def manifest_files(peer: Path) -> dict[str, bytes]:
-    root = peer / "manifests"
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    """Every manifest-holding file: manifests/ (format 2) or segments/ (format 3)."""
+    files = [p for d in ("manifests", "segments") for p in (peer / d).rglob("*") if p.is_file()]
+    return {p.relative_to(peer).as_posix(): p.read_bytes() for p in files}
 
 
 async def reset_group_to_earliest(topics: Topics) -> None:

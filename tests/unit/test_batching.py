@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Literal
 
 from replicator.config import FsDestinationSettings, FsSourceSettings, Settings, StoreSettings
 from replicator.errors import IntegrityError
@@ -56,11 +57,11 @@ async def test_manifests_under_many_prefixes_read_in_one_batch(tmp_path: Path) -
     assert backend.counts["get"] == 3
 
 
-def _settings(tmp: Path) -> Settings:
+def _settings(tmp: Path, format_version: Literal[2, 3] = 3) -> Settings:
     return Settings(
         source=FsSourceSettings(path=tmp / "src"),
         destinations=[FsDestinationSettings(name=f"p{i}", path=tmp / f"p{i}") for i in range(2)],
-        store=StoreSettings(cache_dir=tmp / "cache", concurrency=4),
+        store=StoreSettings(cache_dir=tmp / "cache", concurrency=4, format_version=format_version),
     )
 
 
@@ -144,7 +145,7 @@ async def test_a_first_copy_skips_the_removal_pass_a_rerun_makes_it(tmp_path: Pa
     for i in range(20):
         (src / f"d{i % 3}").mkdir(parents=True, exist_ok=True)
         (src / f"d{i % 3}" / f"f{i}").write_bytes(os.urandom(50 + i))
-    settings = _settings(tmp_path)
+    settings = _settings(tmp_path, format_version=2)  # counts walks of manifests/ directories
     walks: list[str] = []
     real = FsBackend.list_names
 

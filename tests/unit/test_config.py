@@ -128,9 +128,9 @@ def test_lax_values_are_read_as_pydantic_read_them(tmp_path: Path) -> None:
     path.write_text(SRC + DEST + '[store]\nconcurrency = 4.0\npack_size = "2097152"\n')
     store = load(path).store
     assert (store.concurrency, store.pack_size) == (4, 2 * 1024 * 1024)
-    assert store.format_version == 2
-    path.write_text(SRC + DEST + "[store]\nformat_version = 3.0\n")
-    assert type(load(path).store.format_version) is int
+    assert store.format_version == 3  # the default: new peers are format 3
+    path.write_text(SRC + DEST + "[store]\nformat_version = 2.0\n")
+    assert (lax := load(path).store.format_version) == 2 and type(lax) is int
     assert isinstance(store.max_pack_delay, float) and store.cache_dir is None
 
 

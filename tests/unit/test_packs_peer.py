@@ -60,8 +60,9 @@ async def test_open_peers_fails_on_any_mismatch_naming_it(tmp_path: Path) -> Non
     (tmp_path / "bad" / CONFIG_KEY).unlink()
     peers = await open_peers(settings, create=True)
     assert [p.name for p in peers] == ["good", "bad"]
-    assert all(p.config == StoreConfig(SMALL.params()) for p in peers)
+    created = StoreConfig(SMALL.params(), version=3)  # new peers get format 3 by default
+    assert all(p.config == created for p in peers)
     for p in peers:
         await p.close()
-    assert store_config(settings) == StoreConfig(SMALL.params())
+    assert store_config(settings) == created
     assert len({peer_identity(d) for d in settings.destinations}) == 2
