@@ -54,6 +54,7 @@ def _config(tmp: Path, url: str | None) -> Path:
         f'[[destinations]]\nname = "good"\ntype = "fs"\npath = "{tmp / "good"}"\n\n'
         f'[[destinations]]\nname = "sick"\n{sick}\n'
         f'[store]\ncache_dir = "{tmp / "cache"}"\npack_size = 4194304\n'
+        "format_version = 2\n"  # _manifests counts one file per manifest (format 2 layout)
     )
     return cfg
 

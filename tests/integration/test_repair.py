@@ -204,10 +204,10 @@ async def test_repair_heals_a_peer_on_every_backend(store: StoreUnderTest, tmp_p
     small = ChunkerParams(4096, 16384, 65536)
     cfg = write_config(tmp_path / "base.toml", store, params=small, source=tmp_path / "src")
     text = cfg.read_text().replace('name = "peer"', 'name = "a"')
-    text += (
-        f'\n[[destinations]]\nname = "b"\ntype = "fs"\npath = "{tmp_path / "b"}"\n\n'
-        f'[store]\ncache_dir = "{tmp_path / "cache"}"\npack_size = {MIB}\n'
-    )
+    # write_config's [store] table (format_version) takes the keys: one table.
+    store_keys = f'[store]\ncache_dir = "{tmp_path / "cache"}"\npack_size = {MIB}\n'
+    text = text.replace("[store]\n", store_keys)
+    text += f'\n[[destinations]]\nname = "b"\ntype = "fs"\npath = "{tmp_path / "b"}"\n'
     cfg.write_text(text)
     assert (await run_cli(main, ["backfill", "--config", str(cfg)], store)).exit_code == 0
     write_tree(tmp_path / "src", {k: os.urandom(len(v)) for k, v in files.items()})
