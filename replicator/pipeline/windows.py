@@ -21,7 +21,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
-from replicator._native import ChunkerParams, ChunkList, StreamChunker
+from replicator._native import ChunkerParams, ChunkList, StreamChunker, chunk_buffer
 from replicator.chunking import DIGEST_SIZE
 from replicator.origins import ObjectReader
 from replicator.store.spool import drained
@@ -126,6 +126,8 @@ class WindowChunks:
         self, cl: ChunkList, window: memoryview, start: int, carry: bytes, carry_start: int
     ) -> None:
         self._digests = cl.digests
+        #: The whole object's BLAKE3 (only the object's last batch has it).
+        self.whole_digest = cl.digest or b""
         self._offsets = memoryview(cl.offsets).cast("Q")
         self._lengths = memoryview(cl.lengths).cast("I")
         self._window = window  # object bytes [start, start + len(window))
@@ -198,6 +200,15 @@ async def chunk_windows(
     try:
         while n := await reading:
             window, mine = views[turn][:n], turn
+            if not pos and n < window_size:
+                # A read is short only at the end: the whole object is in
+                # this window. One batch, cut in one hop, and no read of the
+                # end: half the thread hops and placements of a small object.
+                batch = WindowChunks(await _whole(reader, window, params), window, 0, b"", 0)
+                busy[mine] = batch.busy
+                yield batch
+                out.size, out.digest = n, batch.whole_digest
+                return
             turn ^= 1
             await drained(busy[turn])  # the previous window's spool appends
             # The reader is sequential: the next read starts once this one is done.
@@ -226,6 +237,14 @@ async def chunk_windows(
     yield WindowChunks(last, memoryview(b""), pos, carry, carry_start)
     out.size = pos
     out.digest = last.digest or b""
+
+
+async def _whole(reader: ObjectReader, window: memoryview, params: ChunkerParams) -> ChunkList:
+    """Every chunk of an object read whole into ``window`` (the cut points
+    and digest of the stream chunker), once the reader confirms the version."""
+    cl = await asyncio.to_thread(chunk_buffer, window, params, CHUNK_THREADS)
+    await reader.finish()
+    return cl
 
 
 def _tail(carry: bytes, carry_start: int, window: memoryview, start: int, cut: int) -> bytes:
