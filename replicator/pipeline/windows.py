@@ -241,9 +241,12 @@ async def chunk_windows(
 
 async def _whole(reader: ObjectReader, window: memoryview, params: ChunkerParams) -> ChunkList:
     """Every chunk of an object read whole into ``window`` (the cut points
-    and digest of the stream chunker), once the reader confirms the version."""
-    cl = await asyncio.to_thread(chunk_buffer, window, params, CHUNK_THREADS)
-    await reader.finish()
+    and digest of the stream chunker), once the reader confirms the version.
+    The two overlap: a file read just after it was written waits out its
+    racy-clean window (origins/fs.py) while it is cut."""
+    cl, _ = await asyncio.gather(
+        asyncio.to_thread(chunk_buffer, window, params, CHUNK_THREADS), reader.finish()
+    )
     return cl
 
 
