@@ -57,6 +57,7 @@ class WindowPool:
         self._free: dict[int, list[bytearray]] = {}
         self._last_take = 0.0
         self._trim: asyncio.TimerHandle | None = None
+        self._trim_loop: asyncio.AbstractEventLoop | None = None
 
     def take(self, size: int) -> bytearray:
         """A buffer of at least ``size`` bytes (its old contents are garbage)."""
@@ -76,7 +77,8 @@ class WindowPool:
                 continue  # dropped: freed like an unpooled window
             self._free.setdefault(len(buf), []).append(buf)
             self.idle_bytes += len(buf)
-        if self.idle_bytes and self._trim is None:
+        # A timer of a loop that has ended never fires: arm one on this loop.
+        if self.idle_bytes and (self._trim is None or self._trim_loop is not _running_loop()):
             self._arm(self.idle_seconds)
 
     def give_after(
@@ -96,8 +98,9 @@ class WindowPool:
         self.idle_bytes = 0
 
     def _arm(self, delay: float) -> None:
-        with contextlib.suppress(RuntimeError):  # no running loop: nothing to time
-            self._trim = asyncio.get_running_loop().call_later(delay, self._on_timer)
+        loop = _running_loop()
+        if loop is not None:  # no running loop: nothing to time
+            self._trim, self._trim_loop = loop.call_later(delay, self._on_timer), loop
 
     def _on_timer(self) -> None:
         self._trim = None
@@ -106,6 +109,13 @@ class WindowPool:
             self._arm(left)  # taken from meanwhile: idle counts from the last take
         else:
             self.clear()
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def capacity(size: int) -> int:

@@ -211,3 +211,21 @@ def test_a_pooled_window_costs_less_than_a_fresh_one() -> None:
     pooled = (time.perf_counter() - started) / rounds
     print(f"8 MiB window: fresh {fresh * 1e3:.2f} ms, pooled {pooled * 1e3:.3f} ms")
     assert pool.allocated == 1
+
+
+def test_the_idle_trim_works_in_a_later_event_loop() -> None:
+    """One pool serves a process; a timer armed in an event loop that has
+    ended never fires, so a later loop arms its own."""
+    pool = WindowPool(idle_seconds=0.05)
+
+    async def use_and_leave() -> None:
+        pool.give([pool.take(WINDOW)])
+
+    async def use_and_wait() -> None:
+        pool.give([pool.take(WINDOW), pool.take(WINDOW)])
+        await asyncio.sleep(0.2)
+
+    asyncio.run(use_and_leave())  # its timer dies with its loop
+    assert pool.idle_bytes == WINDOW
+    asyncio.run(use_and_wait())
+    assert pool.idle_bytes == 0
