@@ -211,9 +211,8 @@ async def chunk_windows(
         while n := await reading:
             window, mine = views[turn][:n], turn
             if not pos and n < window_size:
-                # A read is short only at the end: the whole object is in
-                # this window. One batch, cut in one hop, and no read of the
-                # end: half the thread hops and placements of a small object.
+                # Short only at the end: the whole object is in this window.
+                # One batch cut in one hop, no read of the end (see _whole).
                 batch = WindowChunks(await _whole(reader, window, params), window, 0, b"", 0)
                 busy[mine] = batch.busy
                 yield batch
@@ -233,15 +232,7 @@ async def chunk_windows(
             carry_start, pos = cut, pos + n
     finally:
         views.clear()
-        if reading.done() and not reading.cancelled():
-            # Back to the pool once the appends reading them are over. Not
-            # after a read was cancelled: its thread may still be filling
-            # a buffer, which then must not serve another object.
-            pool.give_after(buffers, busy[0] + busy[1])
-        elif not reading.done():
-            reading.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await reading
+        await _release(pool, buffers, reading, busy[0] + busy[1])
     await reader.finish()
     last = chunker.finish()
     yield WindowChunks(last, memoryview(b""), pos, carry, carry_start)
@@ -249,9 +240,27 @@ async def chunk_windows(
     out.digest = last.digest or b""
 
 
+async def _release(
+    pool: WindowPool,
+    buffers: list[bytearray],
+    reading: asyncio.Future[int],
+    busy: list[asyncio.Future[None]],
+) -> None:
+    """The windows go back to the pool once the appends reading them are
+    over; not after a read was cancelled: its thread may still be filling a
+    buffer, which then must not serve another object."""
+    if reading.done() and not reading.cancelled():
+        pool.give_after(buffers, busy)
+    elif not reading.done():
+        reading.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await reading
+
+
 async def _whole(reader: ObjectReader, window: memoryview, params: ChunkerParams) -> ChunkList:
     """Every chunk of an object read whole into ``window`` (the cut points
-    and digest of the stream chunker), once the reader confirms the version.
+    and digest of the stream chunker), once the reader confirms the version:
+    half the thread hops and placements of a small object.
     The two overlap: a file read just after it was written waits out its
     racy-clean window (origins/fs.py) while it is cut."""
     cl, _ = await asyncio.gather(
