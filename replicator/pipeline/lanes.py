@@ -206,16 +206,19 @@ class Lane:
         """Seal both writers' open packs and wait for their uploads."""
         await asyncio.gather(*(w.flush() for w in self.writers))
 
-    async def resolve(self, placed: Placed, *, large: bool = False) -> list[bytes]:
+    async def resolve(
+        self, placed: Placed, *, large: bool = False, since_ns: int | None = None
+    ) -> list[bytes]:
         """Durable names of the packs ``placed`` names (``placed.packs``
         order), once its chunks are durable. The lane's seal budget seals a
-        small object's open pack when the wait has lasted ``max_pack_delay``
-        (others may fill it meanwhile) or ``max_active`` commits wait. A
-        large object's is sealed at once: it holds the object's tail, and
-        waiting would only add the delay."""
+        small object's open pack ``max_pack_delay`` after the change's event
+        (``since_ns``; after the wait began when not given; others may fill
+        it meanwhile) or once ``max_active`` commits wait. A large object's
+        is sealed at once: it holds the object's tail, and waiting would
+        only add the delay."""
         if large and unsealed(placed):
             await self.large_writer.flush()
-        [names] = await self.seals.wait_placed([placed])
+        [names] = await self.seals.wait_placed([placed], since_ns=since_ns)
         return names
 
     async def tombstone(self, event: ChangeEvent, params: ChunkerParams) -> None:

@@ -299,7 +299,7 @@ class Service:
         """Packs durable, then the manifest (invariant 1), at one lane."""
         placed = fan.placements[lane.name]
         try:
-            names = await lane.resolve(placed, large=large)
+            names = await lane.resolve(placed, large=large, since_ns=event.event_time_ns)
             if lane.name in self._torn.get(event, ()):
                 self._finish(lane, event, superseded=True)
                 return
