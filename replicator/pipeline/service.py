@@ -41,8 +41,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from dataclasses import dataclass, field, replace
 
 import structlog
 
@@ -55,7 +55,8 @@ from replicator.origins import ObjectReader
 from replicator.pipeline.identity import version_identity
 from replicator.pipeline.lanes import Lane
 from replicator.pipeline.ship import BEHIND_SECONDS, Shipped, byte_counts, read_window, ship
-from replicator.sources import Outcome, Source
+from replicator.pipeline.tracking import Observer, Outcomes, Route, Track
+from replicator.sources import Source
 
 log = structlog.get_logger("replicator.service")
 
@@ -67,21 +68,6 @@ Opener = Callable[[ChangeEvent], Awaitable[ObjectReader]]
 
 
 @dataclass
-class _Track:
-    """An event handed out by the source, until every lane is done with it."""
-
-    lanes: set[str]
-    copies: int = 1  # a source may hand out an equal event twice
-    superseded: bool = False
-    failed: bool = False
-
-    def outcome(self) -> Outcome:
-        if self.failed:
-            return Outcome.FAILED
-        return Outcome.SUPERSEDED if self.superseded else Outcome.DURABLE
-
-
-@dataclass
 class _Job:
     key: str
     event: ChangeEvent
@@ -89,8 +75,12 @@ class _Job:
     lanes: list[Lane] = field(default_factory=list)
 
 
-class Service:
-    """Runs until :meth:`drain`; the owner opens and closes source and lanes."""
+class Service(Outcomes):
+    """Runs until :meth:`drain`; the owner opens and closes source and lanes.
+
+    ``route`` names the lanes each event from the source is pending at (a
+    listing's events: the peers that lack the version); every lane when it
+    is not given. ``observer`` hears each lane's outcome."""
 
     def __init__(
         self,
@@ -104,8 +94,12 @@ class Service:
         window_size: int,
         etag_is_digest: bool,
         behind_seconds: float = BEHIND_SECONDS,
+        route: Route | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self.source = source
+        self.route = route
+        self.observer = observer or Observer()
         self.opener = opener
         self.lanes = list(lanes)
         self.telemetry = telemetry
@@ -116,10 +110,8 @@ class Service:
         #: A lane whose last pack took longer than this to write, and whose
         #: writer would wait, is left out of a read shared with other lanes.
         self.behind_seconds = behind_seconds
-        self._tracks: dict[ChangeEvent, _Track] = {}
-        #: Active versions found to be a write seen half done (see ``take``),
-        #: with the lanes that must not write their manifest.
-        self._torn: dict[ChangeEvent, set[str]] = {}
+        self._tracks: dict[ChangeEvent, Track] = {}
+        self._torn: dict[ChangeEvent, set[str]] = {}  # see ``take``
         self._work = asyncio.Event()
         self._room = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()  # commits
@@ -179,16 +171,24 @@ class Service:
                 event = await anext(events)
             except StopAsyncIteration:
                 return
-            self.take(event)
+            self.take(event, None if self.route is None else self.route(event))
 
-    def take(self, event: ChangeEvent) -> None:
-        """Make ``event`` pending at every lane, replacing older versions not started."""
+    def take(self, event: ChangeEvent, lanes: Collection[str] | None = None) -> None:
+        """Make ``event`` pending at the ``lanes`` named (default: every lane),
+        replacing older versions not started. At no lane, it is done at once."""
         track = self._tracks.get(event)
         if track is not None:
             track.copies += 1
             return
-        self._tracks[event] = _Track({lane.name for lane in self.lanes})
-        for lane in self.lanes:
+        at = [lane for lane in self.lanes if lanes is None or lane.name in lanes]
+        self._tracks[event] = track = Track({lane.name for lane in at})
+        if not at:
+            self._done(event, track)
+        for lane in at:
+            if lane.down is not None:  # down for the run: nothing more is sent to it
+                self.telemetry.pending(lane.name, event, event.size)
+                self._not_sent(lane, event)
+                continue
             active = lane.active.get(event.key)
             if active is not None and active.event_time_ns == event.event_time_ns:
                 # Two states with one event time: the first was seen mid-write
@@ -219,6 +219,7 @@ class Service:
                 await self._run(job)
             except Exception as exc:  # one bad job must not stop a worker
                 log.error("job failed", key=job.key, error=f"{type(exc).__name__}: {exc}")
+                self.observer.failed(None, job.event, exc)
                 for lane in job.lanes:
                     self._finish(lane, job.event, failed=True)
 
@@ -285,15 +286,10 @@ class Service:
             if lane.name in fan.failures:
                 self._lane_failed(lane, job.event, fan.failures[lane.name], "put")
             elif lane.name in fan.behind:
+                self.observer.behind(lane.name, job.event)
                 self._behind(lane, job.event)
             elif fan.complete:
                 self._spawn(self._commit(lane, job.event, fan, large=job.large))
-
-    def _spawn(self, coro: Awaitable[None], into: set[asyncio.Task[None]] | None = None) -> None:
-        tasks = self._tasks if into is None else into
-        task = asyncio.ensure_future(coro)
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
 
     async def _commit(self, lane: Lane, event: ChangeEvent, fan: Shipped, *, large: bool) -> None:
         """Packs durable, then the manifest (invariant 1), at one lane."""
@@ -306,92 +302,21 @@ class Service:
             ident = version_identity(
                 event, fan.size, fan.digest, etag_is_digest=self.etag_is_digest
             )
+            if event.listed:  # after the peers' manifests of that event time
+                ident = replace(ident, observed=event.observed)
             # Group commit: answered once the manifest is durable, with the
             # manifests of the same batch (one sync for all of them).
-            await lane.manifests.put(fan.manifest(ident, self.params, lane.name, names))
+            written = await lane.manifests.put(fan.manifest(ident, self.params, lane.name, names))
         except Exception as exc:
             self._lane_failed(lane, event, exc, "commit")
             return
         shipped, deduplicated = byte_counts(placed)
-        self._durable(lane, event, shipped, deduplicated)
+        self._durable(lane, event, shipped, deduplicated, written=written)
 
     async def _tombstone(self, lane: Lane, event: ChangeEvent) -> None:
         try:
-            await lane.tombstone(event, self.params)
+            written = await lane.tombstone(event, self.params)
         except Exception as exc:
             self._lane_failed(lane, event, exc, "tombstone")
             return
-        self._durable(lane, event, 0, 0)
-
-    # ------------------------------------------------------------ outcomes
-
-    def _durable(self, lane: Lane, event: ChangeEvent, shipped: int, deduplicated: int) -> None:
-        if lane.succeeded():
-            self.telemetry.set_peer_up(lane.name, True)
-            log.info("peer is back", destination=lane.name)
-        self.telemetry.durable(
-            lane.name, event, shipped_bytes=shipped, deduplicated_bytes=deduplicated
-        )
-        covered = lane.covered.get(event.key)
-        if covered is not None and covered.event_time_ns <= event.event_time_ns:
-            del lane.covered[event.key]
-            self.telemetry.settled(lane.name, covered)
-        self._finish(lane, event)
-
-    def _behind(self, lane: Lane, event: ChangeEvent) -> None:
-        """Left out of a read for being behind (ship.py): the version stays
-        wanted at the lane, which reads it again alone, so a slow peer does
-        not pace the others. No backoff: the peer is slow, not failing."""
-        if lane.active.get(event.key) == event:
-            del lane.active[event.key]
-        if event.key in lane.want:  # a newer version came meanwhile
-            self._finish(lane, event, superseded=True)
-        else:
-            lane.want[event.key] = event  # still pending at this peer
-        self._work.set()
-
-    def _lane_failed(self, lane: Lane, event: ChangeEvent, exc: BaseException, op: str) -> None:
-        """Back off; keep the version wanted unless a newer one replaced it."""
-        delay = lane.failed()
-        self.telemetry.destination_error(lane.name, op, type(exc).__name__)
-        self.telemetry.set_peer_up(lane.name, False)
-        log.warning(
-            "peer failed, retrying",
-            destination=lane.name,
-            operation=op,
-            error=f"{type(exc).__name__}: {exc}",
-            retry_in_seconds=round(delay, 3),
-        )
-        self._behind(lane, event)  # wanted again, after the backoff
-
-    def _finish(
-        self, lane: Lane, event: ChangeEvent, *, superseded: bool = False, failed: bool = False
-    ) -> None:
-        """``lane`` is done with ``event``; the source hears once every lane is."""
-        if lane.active.get(event.key) == event:
-            del lane.active[event.key]
-        torn = self._torn.get(event)
-        if torn is not None:
-            torn.discard(lane.name)
-            if not torn:
-                del self._torn[event]
-        if failed:
-            self.telemetry.settled(lane.name, event)
-        elif superseded and (settled := lane.cover(event)) is not None:
-            self.telemetry.settled(lane.name, settled)
-        track = self._tracks.get(event)
-        if track is not None:
-            track.superseded |= superseded
-            track.failed |= failed
-            track.lanes.discard(lane.name)
-            if not track.lanes:
-                del self._tracks[event]
-                self._spawn(self._report(event, track), self._reports)
-        self._room.set()
-        self._work.set()
-
-    async def _report(self, event: ChangeEvent, track: _Track) -> None:
-        outcome = track.outcome()
-        for _ in range(track.copies):
-            self.telemetry.outcome(self.source.name, str(outcome))
-            await self.source.done(event, outcome)
+        self._durable(lane, event, 0, 0, written=written)

@@ -19,9 +19,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from replicator.config import StoreSettings
-from replicator.errors import IntegrityError, NotFoundError, StoreError
 from replicator.origins import ObjectVersion, Origin
 from replicator.pipeline.counting import CountingBackend
+from replicator.pipeline.lanes import peer_failure
 from replicator.pipeline.manifests import ManifestCommits
 from replicator.pipeline.plan import PackWriter
 from replicator.pipeline.reconcile import held_many
@@ -66,14 +66,6 @@ async def open_target(peer: Peer, store: StoreSettings, manifests: str) -> Targe
 
 #: The live peers lacking an object, and the observation number its manifest takes.
 Lacking = tuple[list[Target], int]
-
-
-def peer_failure(exc: BaseException) -> bool:
-    """An error that says the peer itself is failing (its retries are spent,
-    access denied, I/O error), not that one stored object is bad."""
-    return isinstance(exc, StoreError | OSError) and not isinstance(
-        exc, IntegrityError | NotFoundError
-    )
 
 
 class Targets:
