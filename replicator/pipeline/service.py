@@ -44,21 +44,16 @@ import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 
-import structlog
-
 from replicator._native import ChunkerParams
 from replicator.config import FS_SMALL_IN_FLIGHT, ServiceSettings
 from replicator.errors import SupersededError
 from replicator.events import ChangeEvent
-from replicator.metrics import Telemetry
 from replicator.origins import ObjectReader
 from replicator.pipeline.identity import version_identity
 from replicator.pipeline.lanes import Lane
 from replicator.pipeline.ship import BEHIND_SECONDS, Shipped, byte_counts, read_window, ship
-from replicator.pipeline.tracking import Observer, Outcomes, Route, Track
+from replicator.pipeline.tracking import Meter, Observer, Outcomes, Route, Track
 from replicator.sources import Source
-
-log = structlog.get_logger("replicator.service")
 
 #: At the end of a drain, how long the source's ``done`` calls may take.
 REPORT_WAIT_SECONDS = 10.0
@@ -87,7 +82,7 @@ class Service(Outcomes):
         source: Source,
         opener: Opener,
         lanes: Sequence[Lane],
-        telemetry: Telemetry,
+        telemetry: Meter,
         settings: ServiceSettings,
         *,
         params: ChunkerParams,
@@ -218,7 +213,6 @@ class Service(Outcomes):
             try:
                 await self._run(job)
             except Exception as exc:  # one bad job must not stop a worker
-                log.error("job failed", key=job.key, error=f"{type(exc).__name__}: {exc}")
                 self.observer.failed(None, job.event, exc)
                 for lane in job.lanes:
                     self._finish(lane, job.event, failed=True)
@@ -282,6 +276,7 @@ class Service(Outcomes):
                 self._finish(lane, job.event, superseded=True)
             return
         self.telemetry.source_bytes(fan.size)
+        self.observer.read(job.event, fan.size)
         for lane in job.lanes:
             if lane.name in fan.failures:
                 self._lane_failed(lane, job.event, fan.failures[lane.name], "put")

@@ -8,8 +8,10 @@ backs off and keeps the version (retry forever); a run with an end
 (backfill) marks a peer whose retries are spent *down* for the run, and
 every version it still wants finishes FAILED there.
 
-An :class:`Observer` hears each lane's outcome as it happens (backfill's
-summary is one); the default hears nothing.
+An :class:`Observer` hears each lane's outcome as it happens: the daemon's
+logs them (``daemon.LogObserver``), backfill's summary counts them. Neither
+the metrics nor structlog are imported here: a backfill loads neither (it
+starts faster, and its ``--json`` output is the only thing on stdout).
 """
 
 from __future__ import annotations
@@ -17,15 +19,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
-
-import structlog
+from typing import Any, Protocol
 
 from replicator.events import ChangeEvent
-from replicator.metrics import Telemetry
 from replicator.pipeline.lanes import Lane, Policy, peer_failure
 from replicator.sources import Outcome, Source
-
-log = structlog.get_logger("replicator.service")
 
 #: The lanes (by name) an event is pending at; None: every lane.
 Route = Callable[[ChangeEvent], Collection[str] | None]
@@ -44,6 +42,36 @@ class Track:
         if self.failed:
             return Outcome.FAILED
         return Outcome.SUPERSEDED if self.superseded else Outcome.DURABLE
+
+
+class Meter(Protocol):
+    """What the service measures (``metrics.Telemetry`` in the daemon)."""
+
+    def pending(self, destination: str, event: ChangeEvent, size: int) -> None: ...
+    def durable(
+        self,
+        destination: str,
+        event: ChangeEvent,
+        *,
+        shipped_bytes: int,
+        deduplicated_bytes: int,
+    ) -> None: ...
+    def settled(self, destination: str, event: ChangeEvent) -> None: ...
+    def outcome(self, source: str, outcome: str) -> None: ...
+    def source_bytes(self, n: int) -> None: ...
+    def destination_error(self, destination: str, operation: str, error: str) -> None: ...
+    def set_peer_up(self, destination: str, up: bool) -> None: ...
+
+
+class NoMeter:
+    """Measures nothing (a run with an end reports its summary instead)."""
+
+    def __getattr__(self, name: str) -> Any:
+        return _ignore
+
+
+def _ignore(*args: object, **kwargs: object) -> None:
+    return None
 
 
 class Observer:
@@ -66,12 +94,21 @@ class Observer:
     def not_sent(self, lane: str, event: ChangeEvent) -> None:
         """Not sent to ``lane``: it is down for the run."""
 
+    def read(self, event: ChangeEvent, size: int) -> None:
+        """``size`` bytes of ``event``'s version read from the source."""
+
+    def retrying(self, lane: str, op: str, exc: BaseException, delay: float) -> None:
+        """A lane that failed takes no work for ``delay`` seconds (``Policy.RETRY``)."""
+
+    def back(self, lane: str) -> None:
+        """A lane that failed succeeded again."""
+
 
 class Outcomes:
     """The outcome half of :class:`~replicator.pipeline.service.Service`."""
 
     source: Source
-    telemetry: Telemetry
+    telemetry: Meter
     observer: Observer
     _tracks: dict[ChangeEvent, Track]
     #: Active versions found to be a write seen half done, with the lanes
@@ -99,7 +136,7 @@ class Outcomes:
     ) -> None:
         if lane.succeeded():
             self.telemetry.set_peer_up(lane.name, True)
-            log.info("peer is back", destination=lane.name)
+            self.observer.back(lane.name)
         self.telemetry.durable(
             lane.name, event, shipped_bytes=shipped, deduplicated_bytes=deduplicated
         )
@@ -135,13 +172,7 @@ class Outcomes:
             return
         delay = lane.failed()
         self.telemetry.set_peer_up(lane.name, False)
-        log.warning(
-            "peer failed, retrying",
-            destination=lane.name,
-            operation=op,
-            error=f"{type(exc).__name__}: {exc}",
-            retry_in_seconds=round(delay, 3),
-        )
+        self.observer.retrying(lane.name, op, exc, delay)
         self._behind(lane, event)  # wanted again, after the backoff
 
     def _lane_down(self, lane: Lane, exc: BaseException) -> None:
