@@ -147,7 +147,7 @@ class Lane:
         writer: PackWriter,
         cache: IndexCache,
         *,
-        max_pack_delay: float,
+        max_pack_delay: float | None,
         retry_cap: float,
         large_writer: PackWriter | None = None,
         large_object_size: int = LARGE_OBJECT_SIZE,
@@ -179,6 +179,8 @@ class Lane:
         self.max_active = MAX_ACTIVE
         #: When the open pack seals for the commits waiting on it.
         self.seals = SealBudget(self.writers, MAX_ACTIVE, max_delay=max_pack_delay)
+        #: The seal of every open pack asked for by an idle worker, if any.
+        self.sealing: asyncio.Future[None] | None = None
 
     def __repr__(self) -> str:
         return f"Lane({self.name!r})"

@@ -40,19 +40,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 from replicator._native import ChunkerParams
 from replicator.config import FS_SMALL_IN_FLIGHT, ServiceSettings
 from replicator.errors import SupersededError
 from replicator.events import ChangeEvent
-from replicator.origins import ObjectReader
-from replicator.pipeline.identity import version_identity
+from replicator.origins import ObjectReader, ObjectVersion
+from replicator.pipeline.lane_commits import LaneCommits
 from replicator.pipeline.lanes import Lane
-from replicator.pipeline.ship import BEHIND_SECONDS, Shipped, byte_counts, read_window, ship
-from replicator.pipeline.tracking import Meter, Observer, Outcomes, Route, Track
+from replicator.pipeline.ship import BEHIND_SECONDS, read_window, ship
+from replicator.pipeline.small import (
+    BATCH_BYTES,
+    BATCH_OBJECTS,
+    SMALL_OBJECT,
+    BatchOrigin,
+    ship_many,
+)
+from replicator.pipeline.tracking import Job, Meter, Observer, Route, Track
 from replicator.sources import Source
 
 #: At the end of a drain, how long the source's ``done`` calls may take.
@@ -62,20 +70,15 @@ REPORT_WAIT_SECONDS = 10.0
 Opener = Callable[[ChangeEvent], Awaitable[ObjectReader]]
 
 
-@dataclass
-class _Job:
-    key: str
-    event: ChangeEvent
-    large: bool = False
-    lanes: list[Lane] = field(default_factory=list)
-
-
-class Service(Outcomes):
+class Service(LaneCommits):
     """Runs until :meth:`drain`; the owner opens and closes source and lanes.
 
     ``route`` names the lanes each event from the source is pending at (a
     listing's events: the peers that lack the version); every lane when it
-    is not given. ``observer`` hears each lane's outcome."""
+    is not given. ``observer`` hears each lane's outcome. With a
+    ``batch_reader`` (an origin's ``read_many``), a worker takes up to
+    ``small.BATCH_OBJECTS`` small versions wanted by the same lanes at once,
+    reads them in one call and places them together (``small.ship_many``)."""
 
     def __init__(
         self,
@@ -91,7 +94,11 @@ class Service(Outcomes):
         behind_seconds: float = BEHIND_SECONDS,
         route: Route | None = None,
         observer: Observer | None = None,
+        batch_reader: BatchOrigin | None = None,
     ) -> None:
+        self.batch_reader = batch_reader
+        #: Set by :meth:`finish_up`: idle workers seal the lanes' open packs.
+        self.finishing = False
         self.source = source
         self.route = route
         self.observer = observer or Observer()
@@ -126,6 +133,13 @@ class Service(Outcomes):
             asyncio.create_task(self._worker(large=True))
             for _ in range(self.settings.max_large_in_flight)
         ]
+
+    def finish_up(self) -> None:
+        """No more events will come but those under way (a listing ended):
+        from now on a worker with nothing to do seals each lane's open packs
+        that commits wait on, since nothing else would fill them."""
+        self.finishing = True
+        self._work.set()
 
     def held(self) -> int:
         """Changes pending or active at any lane."""
@@ -208,16 +222,28 @@ class Service(Outcomes):
         while True:
             job = self._next_job(large)
             if job is None:
+                if self.finishing:
+                    self._seal_waited()
                 await self._wait_for_work()
-                continue
-            try:
-                await self._run(job)
-            except Exception as exc:  # one bad job must not stop a worker
-                self.observer.failed(None, job.event, exc)
-                for lane in job.lanes:
-                    self._finish(lane, job.event, failed=True)
+            elif not large and self.batch_reader is not None and _batchable(job.event):
+                await self._run_batch([job, *self._more_like(job)])
+            else:
+                await self._run_safely(job)
 
-    def _next_job(self, large: bool) -> _Job | None:
+    async def _run_safely(self, job: Job) -> None:
+        try:
+            await self._run(job)
+        except Exception as exc:  # one bad job must not stop a worker
+            self.observer.failed(None, job.event, exc)
+            for lane in job.lanes:
+                self._finish(lane, job.event, failed=True)
+
+    def _seal_waited(self) -> None:
+        for lane in self.lanes:
+            if lane.seals.waiting and (lane.sealing is None or lane.sealing.done()):
+                lane.sealing = asyncio.ensure_future(lane.seals.flush_all())
+
+    def _next_job(self, large: bool) -> Job | None:
         """The oldest version of the worker's size class some lane may start."""
         now = time.monotonic()
         n = len(self.lanes)
@@ -227,12 +253,12 @@ class Service(Outcomes):
                 continue
             for key, event in lane.want.items(large):
                 if key not in lane.active:
-                    return self._claim(key, event, now, large)
+                    return self._claim(key, event, now, large=large)
         return None
 
-    def _claim(self, key: str, event: ChangeEvent, now: float, large: bool) -> _Job:
+    def _claim(self, key: str, event: ChangeEvent, now: float, *, large: bool) -> Job:
         """Every available lane that wants exactly this version joins the job."""
-        job = _Job(key, event, large)
+        job = Job(key, event, large)
         for lane in self.lanes:
             if lane.available(now) and key not in lane.active and lane.want.get(key) == event:
                 del lane.want[key]
@@ -247,9 +273,68 @@ class Service(Outcomes):
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._work.wait(), min(waits, default=None))
 
+    # ------------------------------------------------------------ small batches
+
+    def _more_like(self, job: Job) -> list[Job]:
+        """More small versions wanted by exactly the lanes of ``job``, claimed
+        for one batch (bounded in count and bytes)."""
+        names = {lane.name for lane in job.lanes}
+        size, now = job.event.size, time.monotonic()
+        out: list[Job] = []
+        seen = itertools.islice(job.lanes[0].want.items(False), 4 * BATCH_OBJECTS)
+        for key, event in list(seen):
+            if len(out) + 1 >= BATCH_OBJECTS or size >= BATCH_BYTES:
+                break
+            if key in job.lanes[0].active or not _batchable(event):
+                continue
+            lanes = [
+                lane
+                for lane in self.lanes
+                if lane.available(now) and key not in lane.active and lane.want.get(key) == event
+            ]
+            if {lane.name for lane in lanes} == names:
+                out.append(self._claim(key, event, now, large=False))
+                size += event.size
+        return out
+
+    async def _run_batch(self, jobs: list[Job]) -> None:
+        """Read a batch whole; what the origin cannot vouch for goes alone."""
+        assert self.batch_reader is not None
+        try:
+            datas = await self.batch_reader.read_many([version_of(j.event) for j in jobs])
+        except Exception:  # e.g. the thread pool is gone: each version alone
+            datas = [None] * len(jobs)
+        whole = [(j, d) for j, d in zip(jobs, datas, strict=True) if d is not None]
+        if whole:
+            try:
+                await self._ship_batch([j for j, _ in whole], [d for _, d in whole])
+            except Exception as exc:  # as one version's failure, for each
+                for job, _ in whole:
+                    self.observer.failed(None, job.event, exc)
+                    for lane in job.lanes:
+                        self._finish(lane, job.event, failed=True)
+        for job, data in zip(jobs, datas, strict=True):
+            if data is None:
+                await self._run_safely(job)
+
+    async def _ship_batch(self, jobs: list[Job], datas: list[bytes]) -> None:
+        lanes = jobs[0].lanes
+        fans = await ship_many(datas, self.params, [lane.pack_writer(False) for lane in lanes])
+        for job, fan in zip(jobs, fans, strict=True):
+            self.telemetry.source_bytes(fan.size)
+            self.observer.read(job.event, fan.size)
+        events = [job.event for job in jobs]
+        for lane in lanes:
+            # The same lanes failed for every version of the batch.
+            if (exc := fans[0].failures.get(lane.name)) is not None:
+                for event in events:
+                    self._lane_failed(lane, event, exc, "put")
+            else:
+                self._spawn(self._commit_batch(lane, events, fans))
+
     # ------------------------------------------------------------ jobs
 
-    async def _run(self, job: _Job) -> None:
+    async def _run(self, job: Job) -> None:
         if job.event.removed:
             await asyncio.gather(*(self._tombstone(lane, job.event) for lane in job.lanes))
             return
@@ -286,32 +371,12 @@ class Service(Outcomes):
             elif fan.complete:
                 self._spawn(self._commit(lane, job.event, fan, large=job.large))
 
-    async def _commit(self, lane: Lane, event: ChangeEvent, fan: Shipped, *, large: bool) -> None:
-        """Packs durable, then the manifest (invariant 1), at one lane."""
-        placed = fan.placements[lane.name]
-        try:
-            names = await lane.resolve(placed, large=large)
-            if lane.name in self._torn.get(event, ()):
-                self._finish(lane, event, superseded=True)
-                return
-            ident = version_identity(
-                event, fan.size, fan.digest, etag_is_digest=self.etag_is_digest
-            )
-            if event.listed:  # after the peers' manifests of that event time
-                ident = replace(ident, observed=event.observed)
-            # Group commit: answered once the manifest is durable, with the
-            # manifests of the same batch (one sync for all of them).
-            written = await lane.manifests.put(fan.manifest(ident, self.params, lane.name, names))
-        except Exception as exc:
-            self._lane_failed(lane, event, exc, "commit")
-            return
-        shipped, deduplicated = byte_counts(placed)
-        self._durable(lane, event, shipped, deduplicated, written=written)
 
-    async def _tombstone(self, lane: Lane, event: ChangeEvent) -> None:
-        try:
-            written = await lane.tombstone(event, self.params)
-        except Exception as exc:
-            self._lane_failed(lane, event, exc, "tombstone")
-            return
-        self._durable(lane, event, 0, 0, written=written)
+def _batchable(event: ChangeEvent) -> bool:
+    return not event.removed and event.size <= SMALL_OBJECT
+
+
+def version_of(event: ChangeEvent) -> ObjectVersion:
+    """The version an origin reads for ``event`` (with the file identity it
+    is pinned to, when the event has one)."""
+    return replace(event.object_version(), mtime_ns=event.mtime_ns, inode=event.inode)

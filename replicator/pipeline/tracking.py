@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from replicator.events import ChangeEvent
@@ -72,6 +72,16 @@ class NoMeter:
 
 def _ignore(*args: object, **kwargs: object) -> None:
     return None
+
+
+@dataclass
+class Job:
+    """One key's version, for every lane that wants exactly it."""
+
+    key: str
+    event: ChangeEvent
+    large: bool = False
+    lanes: list[Lane] = field(default_factory=list)
 
 
 class Observer:

@@ -16,8 +16,8 @@ from pathlib import Path
 from replicator.config import ChunkingSettings, ServiceSettings, StoreSettings
 from replicator.events import ChangeEvent, Kind
 from replicator.metrics import Telemetry
-from replicator.origins import ObjectReader
-from replicator.origins.fs import FsOrigin
+from replicator.origins import ObjectReader, ObjectVersion
+from replicator.origins.fs import FsOrigin, FsReader
 from replicator.pipeline.lanes import Lane, Policy, open_lane
 from replicator.pipeline.service import Service
 from replicator.pipeline.tracking import Observer
@@ -123,13 +123,15 @@ async def _run(
     policy: Policy = Policy.RETRY,
     routes: dict[str, set[str]] | None = None,
     observer: Observer | None = None,
+    origin: FsOrigin | None = None,
+    batches: bool = False,
 ) -> tuple[Service, list[Lane]]:
     store = StoreSettings(pack_size=1 << 20, cache_dir=tmp_path / "cache", max_pack_delay=0.05)
     lanes = []
     for name, backend in backends.items():
         peer = Peer(name, backend, StoreConfig(PARAMS), f"fs:{name}")
         lanes.append(await open_lane(peer, store, 5.0, policy=policy))
-    origin = FsOrigin(tmp_path / "src", "b")
+    origin = origin or FsOrigin(tmp_path / "src", "b")
 
     async def opener(event: ChangeEvent) -> ObjectReader:
         return await origin.open(event.object_version())
@@ -145,6 +147,7 @@ async def _run(
         etag_is_digest=True,
         route=None if routes is None else (lambda e: routes.get(e.key)),
         observer=observer,
+        batch_reader=origin if batches else None,
     )
     service.start()
     return service, lanes
@@ -250,3 +253,41 @@ async def test_the_daemon_policy_keeps_retrying_a_failing_peer(tmp_path: Path) -
         assert source.outcomes == {}
     finally:
         await _close(service, lanes, 0.1)  # the failing peer keeps its versions
+
+
+class CountingOrigin(FsOrigin):
+    """A real FsOrigin that counts batched and single reads."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root, "b")
+        self.batches: list[int] = []
+        self.opened = 0
+
+    async def read_many(self, objs: Sequence[ObjectVersion]) -> list[bytes | None]:
+        self.batches.append(len(objs))
+        return await super().read_many(objs)
+
+    async def open(self, obj: ObjectVersion) -> FsReader:
+        self.opened += 1
+        return await super().open(obj)
+
+
+async def test_small_versions_are_read_and_committed_in_batches(tmp_path: Path) -> None:
+    """Small versions wanted by the same lanes are read in one call, placed
+    together and committed together; each is durable at both peers."""
+    keys = _tree(tmp_path, 60)
+    await asyncio.sleep(0.05)  # past the racy window: every file can be batched
+    source = ListSource([_event(tmp_path / "src", k) for k in keys])
+    backends = {n: FsBackend(tmp_path / n, n) for n in ("a", "b")}
+    origin = CountingOrigin(tmp_path / "src")
+    service, lanes = await _run(tmp_path, source, backends, origin=origin, batches=True)
+    try:
+        await asyncio.wait_for(source.all_done.wait(), WAIT)
+    finally:
+        await _close(service, lanes)
+    print("batches", origin.batches, "opened", origin.opened)
+    assert set(source.outcomes.values()) == {Outcome.DURABLE}
+    assert sum(origin.batches) == len(keys) and len(origin.batches) < len(keys) // 2
+    assert origin.opened == 0
+    for backend in backends.values():
+        assert sorted(await _keys(backend)) == sorted(keys)
