@@ -179,8 +179,6 @@ class Lane:
         self.max_active = MAX_ACTIVE
         #: When the open pack seals for the commits waiting on it.
         self.seals = SealBudget(self.writers, MAX_ACTIVE, max_delay=max_pack_delay)
-        #: The seal of every open pack asked for by an idle worker, if any.
-        self.sealing: asyncio.Future[None] | None = None
 
     def __repr__(self) -> str:
         return f"Lane({self.name!r})"

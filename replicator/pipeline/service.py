@@ -66,6 +66,10 @@ from replicator.sources import Source
 #: At the end of a drain, how long the source's ``done`` calls may take.
 REPORT_WAIT_SECONDS = 10.0
 
+#: Once a run's source has nothing more to hand out, a commit waits at most
+#: this long for its pack to seal (``finish_up``).
+FINISH_SEAL_SECONDS = 0.05
+
 #: Opens the bytes of exactly one event's version (SupersededError if gone).
 Opener = Callable[[ChangeEvent], Awaitable[ObjectReader]]
 
@@ -97,8 +101,6 @@ class Service(LaneCommits):
         batch_reader: BatchOrigin | None = None,
     ) -> None:
         self.batch_reader = batch_reader
-        #: Set by :meth:`finish_up`: idle workers seal the lanes' open packs.
-        self.finishing = False
         self.source = source
         self.route = route
         self.observer = observer or Observer()
@@ -134,12 +136,19 @@ class Service(LaneCommits):
             for _ in range(self.settings.max_large_in_flight)
         ]
 
+    async def intake_done(self) -> None:
+        """Until the source's events end (a listing: every event it yielded is done)."""
+        assert self._intake is not None, "not started"
+        await asyncio.shield(self._intake)
+
     def finish_up(self) -> None:
         """No more events will come but those under way (a listing ended):
-        from now on a worker with nothing to do seals each lane's open packs
-        that commits wait on, since nothing else would fill them."""
-        self.finishing = True
-        self._work.set()
+        the open packs commits wait on seal now, and from now on within
+        ``FINISH_SEAL_SECONDS`` of a commit waiting on one (nothing else
+        would fill them)."""
+        for lane in self.lanes:
+            lane.seals.max_delay = FINISH_SEAL_SECONDS
+            self._spawn(lane.seals.flush_all())
 
     def held(self) -> int:
         """Changes pending or active at any lane."""
@@ -222,8 +231,6 @@ class Service(LaneCommits):
         while True:
             job = self._next_job(large)
             if job is None:
-                if self.finishing:
-                    self._seal_waited()
                 await self._wait_for_work()
             elif not large and self.batch_reader is not None and _batchable(job.event):
                 await self._run_batch([job, *self._more_like(job)])
@@ -237,11 +244,6 @@ class Service(LaneCommits):
             self.observer.failed(None, job.event, exc)
             for lane in job.lanes:
                 self._finish(lane, job.event, failed=True)
-
-    def _seal_waited(self) -> None:
-        for lane in self.lanes:
-            if lane.seals.waiting and (lane.sealing is None or lane.sealing.done()):
-                lane.sealing = asyncio.ensure_future(lane.seals.flush_all())
 
     def _next_job(self, large: bool) -> Job | None:
         """The oldest version of the worker's size class some lane may start."""

@@ -185,6 +185,10 @@ class Outcomes:
         self.observer.retrying(lane.name, op, exc, delay)
         self._behind(lane, event)  # wanted again, after the backoff
 
+    def take_down(self, lane: Lane, exc: BaseException) -> None:
+        """A run's lane found failing outside the service (a listing's check)."""
+        self._lane_down(lane, exc)
+
     def _lane_down(self, lane: Lane, exc: BaseException) -> None:
         """Down for the run: nothing more is sent to it, what it still
         wants finishes FAILED there (the other lanes go on)."""
