@@ -10,7 +10,7 @@ the group commit together: one task per lane and batch, not per object.
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -23,11 +23,14 @@ from replicator.pipeline.lanes import Lane
 from replicator.pipeline.ship import Shipped, byte_counts
 from replicator.pipeline.tracking import Outcomes
 from replicator.store.format import Manifest, SourceIdentity
+from replicator.store.placed import Placed
 
 
 class LaneCommits(Outcomes):
     params: ChunkerParams
     etag_is_digest: bool
+    #: The source has nothing more to hand out (``Service.finish_up``).
+    finishing: bool
 
     def _identity(self, event: ChangeEvent, fan: Shipped) -> SourceIdentity:
         ident = version_identity(event, fan.size, fan.digest, etag_is_digest=self.etag_is_digest)
@@ -66,13 +69,22 @@ class LaneCommits(Outcomes):
     ) -> None:
         """``_commit`` of a batch's versions at one lane, together."""
         placed = [fan.placements[lane.name] for fan in fans]
-        names: list[Any]
-        try:
-            # Each version counts against the lane's seal budget, as alone.
-            names = list(await asyncio.gather(*(lane.seals.wait_placed([p]) for p in placed)))
-            names = [n[0] for n in names]
-        except Exception:  # find out which pack failed
-            names = await asyncio.gather(*(pack_names(p) for p in placed), return_exceptions=True)
+        if self.finishing or len(lane.active) >= lane.max_active:
+            # Nothing else would fill the open pack (the run is ending), or
+            # the lane takes no more work until these are durable: seal now.
+            await lane.seals.flush_all()
+        # One wait for every pack of the batch (one waiter of the lane's
+        # seal budget, its seal timers armed), not one task per version.
+        every = Placed()
+        every.packs = list(dict.fromkeys(pack for p in placed for pack in p.packs))
+        with contextlib.suppress(Exception):  # a failed pack: told per version below
+            await lane.seals.wait_placed([every])
+        names: list[Any] = []
+        for p in placed:  # durable by now: answered without waiting
+            try:
+                names.append(await pack_names(p))
+            except Exception as exc:  # that version's pack failed
+                names.append(exc)
         manifests: list[Manifest] = []
         which: list[tuple[ChangeEvent, Shipped]] = []
         for event, fan, got in zip(events, fans, names, strict=True):

@@ -101,6 +101,7 @@ class Service(LaneCommits):
         batch_reader: BatchOrigin | None = None,
     ) -> None:
         self.batch_reader = batch_reader
+        self.finishing = False
         self.source = source
         self.route = route
         self.observer = observer or Observer()
@@ -146,6 +147,7 @@ class Service(LaneCommits):
         the open packs commits wait on seal now, and from now on within
         ``FINISH_SEAL_SECONDS`` of a commit waiting on one (nothing else
         would fill them)."""
+        self.finishing = True
         for lane in self.lanes:
             lane.seals.max_delay = FINISH_SEAL_SECONDS
             self._spawn(lane.seals.flush_all())

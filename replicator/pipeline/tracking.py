@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from replicator.events import ChangeEvent
 from replicator.pipeline.lanes import Lane, Policy, peer_failure
@@ -66,12 +66,33 @@ class Meter(Protocol):
 class NoMeter:
     """Measures nothing (a run with an end reports its summary instead)."""
 
-    def __getattr__(self, name: str) -> Any:
-        return _ignore
+    def pending(self, destination: str, event: ChangeEvent, size: int) -> None:
+        return None
 
+    def durable(
+        self,
+        destination: str,
+        event: ChangeEvent,
+        *,
+        shipped_bytes: int,
+        deduplicated_bytes: int,
+    ) -> None:
+        return None
 
-def _ignore(*args: object, **kwargs: object) -> None:
-    return None
+    def settled(self, destination: str, event: ChangeEvent) -> None:
+        return None
+
+    def outcome(self, source: str, outcome: str) -> None:
+        return None
+
+    def source_bytes(self, n: int) -> None:
+        return None
+
+    def destination_error(self, destination: str, operation: str, error: str) -> None:
+        return None
+
+    def set_peer_up(self, destination: str, up: bool) -> None:
+        return None
 
 
 @dataclass
