@@ -32,16 +32,19 @@ import uvloop
 
 from replicator.config import Settings
 from replicator.errors import ReplicatorError
+from replicator.events import ChangeEvent
 from replicator.heartbeat import beating
 from replicator.metrics import Telemetry, serve
 from replicator.notify import Notifier
 from replicator.pipeline.backfill import Backfill
 from replicator.pipeline.lanes import Lane, open_lane
 from replicator.pipeline.service import Service
+from replicator.pipeline.tracking import Observer
 from replicator.sources.factory import Feed, make_source
 from replicator.store.peer import Peer, close_peers, open_peers
 
 log = structlog.get_logger("replicator.daemon")
+service_log = structlog.get_logger("replicator.service")
 
 #: Period of the STATUS= line (per peer RPO) sent to systemd.
 STATUS_EVERY_SECONDS = 10.0
@@ -50,6 +53,26 @@ IO_THREADS = 32
 #: After a failed reconcile, try again this much later (doubling up to the max).
 RECONCILE_RETRY_SECONDS = 30.0
 RECONCILE_RETRY_MAX_SECONDS = 1800.0
+
+
+class LogObserver(Observer):
+    """The daemon's: failures and recoveries as log lines."""
+
+    def failed(self, lane: str | None, event: ChangeEvent, exc: BaseException) -> None:
+        if lane is None:
+            service_log.error("job failed", key=event.key, error=f"{type(exc).__name__}: {exc}")
+
+    def retrying(self, lane: str, op: str, exc: BaseException, delay: float) -> None:
+        service_log.warning(
+            "peer failed, retrying",
+            destination=lane,
+            operation=op,
+            error=f"{type(exc).__name__}: {exc}",
+            retry_in_seconds=round(delay, 3),
+        )
+
+    def back(self, lane: str) -> None:
+        service_log.info("peer is back", destination=lane)
 
 
 class StartupError(ReplicatorError):
@@ -157,6 +180,7 @@ class Daemon:
             params=self.settings.chunking.params(),
             window_size=feed.window_size,
             etag_is_digest=feed.etag_is_digest,
+            observer=LogObserver(),
         )
 
     async def _serve(self, feed: Feed, service: Service, peers: list[Peer]) -> int:

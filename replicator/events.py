@@ -65,6 +65,11 @@ class ChangeEvent:
     #: manifest, so the version's identity is the one a listing gives.
     mtime_ns: int | None = None
     inode: int | None = None
+    #: A listing's event (``sources/listing.py``): ``observed`` is then the
+    #: observation number its manifest takes (``reconcile.identity_of``), so
+    #: a listed version gets the one manifest name a backfill gives it. Other
+    #: sources' ``observed`` is their own token, never written to a manifest.
+    listed: bool = False
 
     @property
     def removed(self) -> bool:

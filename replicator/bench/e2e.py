@@ -23,6 +23,7 @@ import random
 import resource
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,8 @@ from replicator.demo.daemon import PEERS, DaemonProcess, Durable, free_port, wri
 from replicator.pipeline.backfill import run_backfill
 
 SMALL_MIN, SMALL_MAX = 1024, 1024 * 1024
+#: A large object is generated and written in pieces of this size.
+LARGE_PIECE = 1024 * 1024
 SAMPLE_SECONDS = 0.1
 SETTLE_SECONDS = 120.0
 
@@ -61,24 +64,50 @@ class Load:
     writes: list[Write] = field(default_factory=list)
 
     def run(self, duration: float, stop: threading.Event) -> None:
-        rng = random.Random(self.seed)
+        """Small objects at ``rate`` on this thread, large ones on their own.
+
+        With one thread, generating and writing a 64 MiB object paused the
+        small writes for about a second, then wrote the ~50 that were due
+        in one burst, just as the daemon started on the large object: not
+        the steady load the figures are about."""
         start = time.monotonic()
-        small = large = 0
+        large = threading.Thread(target=self._large, args=(start, duration, stop), daemon=True)
+        if self.large_every:
+            large.start()
+        try:
+            self._small(start, duration, stop)
+        finally:
+            if large.is_alive():
+                large.join()
+
+    def _small(self, start: float, duration: float, stop: threading.Event) -> None:
+        rng = random.Random(self.seed)
+        small = 0
         while not stop.is_set():
             elapsed = time.monotonic() - start
             if elapsed >= duration:
                 break
-            if self.large_every and elapsed >= large * self.large_every:
-                self._write(f"large/obj-{large:05d}", "large", rng.randbytes(self.large_size))
-                large += 1
             due = int(elapsed * self.rate) + 1
             while small < due:
                 size = int(math.exp(rng.uniform(math.log(SMALL_MIN), math.log(SMALL_MAX))))
                 self._write(
-                    f"small/{small // 1000:03d}/obj-{small:06d}", "small", rng.randbytes(size)
+                    f"small/{small // 1000:03d}/obj-{small:06d}", "small", [rng.randbytes(size)]
                 )
                 small += 1
             stop.wait(max(0.0, (small / self.rate) - (time.monotonic() - start)))
+
+    def _large(self, start: float, duration: float, stop: threading.Event) -> None:
+        rng = random.Random(self.seed + 1)
+        n = 0
+        while (due := n * self.large_every) < duration:
+            if stop.wait(max(0.0, due - (time.monotonic() - start))):
+                break
+            # Generated piece by piece as it is written: each piece holds the
+            # GIL briefly, so the small writer keeps its pace meanwhile.
+            count, rest = divmod(self.large_size, LARGE_PIECE)
+            sizes = [LARGE_PIECE] * count + ([rest] if rest else [])
+            self._write(f"large/obj-{n:05d}", "large", (rng.randbytes(k) for k in sizes))
+            n += 1
 
     def burst(self, count: int) -> None:
         """``count`` large objects at once: written outside the tree, then
@@ -96,15 +125,18 @@ class Load:
             ctime = os.stat(self.root / key).st_ctime_ns
             self.writes.append(Write(key, "large", self.large_size, ctime))
 
-    def _write(self, key: str, size_class: str, data: bytes) -> None:
+    def _write(self, key: str, size_class: str, pieces: Iterable[bytes]) -> None:
         path = self.root / key
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
+        size = 0
         with open(tmp, "wb") as f:
-            f.write(data)
+            for piece in pieces:
+                f.write(piece)
+                size += len(piece)
         os.replace(tmp, path)
         ctime = os.stat(path).st_ctime_ns
-        self.writes.append(Write(key, size_class, len(data), ctime))
+        self.writes.append(Write(key, size_class, size, ctime))  # atomic under the GIL
 
 
 async def sample_rpo(daemon: DaemonProcess, stop: asyncio.Event, out: list[Sample]) -> None:

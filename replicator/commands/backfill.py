@@ -27,7 +27,7 @@ def _human(s: BackfillSummary) -> str:
             f"  {name}: shipped {s.shipped_bytes[name]} bytes, deduplicated "
             f"{s.deduplicated_bytes[name]}, {s.packs[name]} packs, "
             f"{s.manifests[name]} manifests, {s.put_requests[name]} PUTs"
-            + (f", {s.caught_up[name]} caught up after the listing" if name in s.caught_up else "")
+            + (f", {s.caught_up[name]} read again alone (behind)" if name in s.caught_up else "")
         )
     lines += [
         f"  {name}: DOWN ({why}); {s.not_sent.get(name, 0)} objects not sent to it"

@@ -11,7 +11,12 @@ on size, the budget seals:
 
 - **on time** (``max_delay``, ``store.max_pack_delay`` in the daemon): an
   open pack seals once its first waiter has waited that long, so a small
-  change is durable within about that delay, not when 16 MiB has gathered;
+  change is durable within about that delay, not when 16 MiB has gathered.
+  A waiter that gives its change's event time (``since_ns``) counts the
+  delay from that event instead: a change that already spent the delay
+  queued behind a burst or being read seals its pack at once (its peer's
+  RPO is past the budget; the next pack gathers what is placed while this
+  one is written), and one that comes in time changes nothing;
 - **on count** (``limit``): once ``limit`` objects wait, every open pack of
   the budget's writers seals, so waiting memory stays bounded and a caller
   holding at most ``limit`` waiters can never deadlock (nothing else would
@@ -27,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 
 from replicator.pipeline.plan import OpenPack, PackWriter, Placement
@@ -82,32 +88,54 @@ class SealBudget:
         async with self._counted([p.pack for each in placements for p in each]):
             return list(await asyncio.gather(*(resolve(p) for p in placements)))
 
-    async def wait_placed(self, placed: Sequence[Placed]) -> list[list[bytes]]:
-        """``pack_names`` for each peer's compact placements, counted likewise."""
-        async with self._counted([p for each in placed for p in each.packs]):
+    async def wait_placed(
+        self, placed: Sequence[Placed], *, since_ns: int | None = None
+    ) -> list[list[bytes]]:
+        """``pack_names`` for each peer's compact placements, counted likewise;
+        ``since_ns``: the change's event time (wall clock), where the seal
+        delay counts from."""
+        async with self._counted([p for each in placed for p in each.packs], since_ns):
             return list(await asyncio.gather(*(pack_names(p) for p in placed)))
 
     @contextlib.asynccontextmanager
-    async def _counted(self, packs: Iterable[bytes | OpenPack]) -> AsyncIterator[None]:
+    async def _counted(
+        self, packs: Iterable[bytes | OpenPack], since_ns: int | None = None
+    ) -> AsyncIterator[None]:
         self.waiting += 1
         try:
             if self.waiting >= self.limit:
                 await asyncio.gather(*(w.flush() for w in self.writers))
             elif self.max_delay is not None:
-                self._arm(packs)
+                self._arm(packs, self._delay(self.max_delay, since_ns))
             yield
         finally:
             self.waiting -= 1
 
-    def _arm(self, packs: Iterable[bytes | OpenPack]) -> None:
-        """Start the seal timer of every open pack a waiter waits on."""
-        assert self.max_delay is not None
+    @staticmethod
+    def _delay(max_delay: float, since_ns: int | None) -> float:
+        """What is left of ``max_delay`` since the event (all of it when the
+        event time is unknown, or ahead of this clock)."""
+        if since_ns is None:
+            return max_delay
+        age = (time.time_ns() - since_ns) / 1e9
+        return min(max_delay, max(0.0, max_delay - age))
+
+    def _arm(self, packs: Iterable[bytes | OpenPack], delay: float) -> None:
+        """Seal every open pack a waiter waits on within ``delay`` (an
+        earlier deadline than the pack's timer replaces it)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + delay
         for pack in packs:
-            if not isinstance(pack, OpenPack) or pack.name.done() or pack in self._timers:
+            if not isinstance(pack, OpenPack) or pack.name.done():
                 continue
-            loop = asyncio.get_running_loop()
-            self._timers[pack] = loop.call_later(self.max_delay, self._on_time, pack)
-            pack.name.add_done_callback(functools.partial(self._disarm, pack))
+            timer = self._timers.get(pack)
+            if timer is not None:
+                if timer.when() <= deadline:
+                    continue
+                timer.cancel()
+            else:
+                pack.name.add_done_callback(functools.partial(self._disarm, pack))
+            self._timers[pack] = loop.call_at(deadline, self._on_time, pack)
 
     def _disarm(self, pack: OpenPack, _: object = None) -> None:
         timer = self._timers.pop(pack, None)

@@ -23,6 +23,10 @@ its chunks in those packs (measured: small p99 3.3 s with a 64 MiB object
 every 10 s, against 0.8 s without). Manifests of both classes go through
 one group commit per lane (:class:`ManifestCommits`): the manifests that
 arrive while a batch is being made durable go together in the next one.
+
+Policy: the daemon's lanes retry forever (:attr:`Policy.RETRY`); a run
+with an end, such as backfill, takes a peer whose retries are spent down
+for the rest of the run (:attr:`Policy.RUN`, ``tracking.py``).
 """
 
 from __future__ import annotations
@@ -32,9 +36,11 @@ import random
 import time
 from collections.abc import ItemsView
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from replicator._native import ChunkerParams
 from replicator.config import StoreSettings
+from replicator.errors import IntegrityError, NotFoundError, StoreError
 from replicator.events import ChangeEvent
 from replicator.pipeline.durable import SealBudget, unsealed
 from replicator.pipeline.identity import newest_manifest, removal_identity
@@ -51,6 +57,24 @@ BASE_BACKOFF_SECONDS = 0.5
 MAX_ACTIVE = 256
 #: Objects of at least this size are *large* (default of ``service.large_object_size``).
 LARGE_OBJECT_SIZE = 4 * 1024 * 1024
+
+
+class Policy(StrEnum):
+    """What a lane does when its peer fails."""
+
+    #: The daemon: back off, keep the version, retry forever.
+    RETRY = "retry"
+    #: A run with an end (backfill): a peer whose retries are spent is down
+    #: for the run; the versions it wants finish FAILED there.
+    RUN = "run"
+
+
+def peer_failure(exc: BaseException) -> bool:
+    """An error that says the peer itself is failing (its retries are spent,
+    access denied, I/O error), not that one stored object is bad."""
+    return isinstance(exc, StoreError | OSError) and not isinstance(
+        exc, IntegrityError | NotFoundError
+    )
 
 
 @dataclass
@@ -109,6 +133,10 @@ class Wants:
     def __len__(self) -> int:
         return len(self._small) + len(self._large)
 
+    def events(self) -> list[ChangeEvent]:
+        """Every wanted version, small ones first."""
+        return [*self._small.values(), *self._large.values()]
+
 
 class Lane:
     """One peer's pending changes, writer and health."""
@@ -119,12 +147,16 @@ class Lane:
         writer: PackWriter,
         cache: IndexCache,
         *,
-        max_pack_delay: float,
+        max_pack_delay: float | None,
         retry_cap: float,
         large_writer: PackWriter | None = None,
         large_object_size: int = LARGE_OBJECT_SIZE,
+        policy: Policy = Policy.RETRY,
     ) -> None:
         self.peer = peer
+        self.policy = policy
+        #: Why the lane is down for the run (``Policy.RUN`` only), or None.
+        self.down: str | None = None
         self.name = peer.name
         self.backend = peer.backend
         self.writer = writer
@@ -156,8 +188,8 @@ class Lane:
         return len(self.want) + len(self.active)
 
     def available(self, now: float) -> bool:
-        """May take new work: not backing off, and not too far behind."""
-        return now >= self.retry_at and len(self.active) < self.max_active
+        """May take new work: not down, not backing off, not too far behind."""
+        return self.down is None and now >= self.retry_at and len(self.active) < self.max_active
 
     def failed(self) -> float:
         """Record a failure; the delay before the lane takes work again.
@@ -206,26 +238,31 @@ class Lane:
         """Seal both writers' open packs and wait for their uploads."""
         await asyncio.gather(*(w.flush() for w in self.writers))
 
-    async def resolve(self, placed: Placed, *, large: bool = False) -> list[bytes]:
+    async def resolve(
+        self, placed: Placed, *, large: bool = False, since_ns: int | None = None
+    ) -> list[bytes]:
         """Durable names of the packs ``placed`` names (``placed.packs``
         order), once its chunks are durable. The lane's seal budget seals a
-        small object's open pack when the wait has lasted ``max_pack_delay``
-        (others may fill it meanwhile) or ``max_active`` commits wait. A
-        large object's is sealed at once: it holds the object's tail, and
-        waiting would only add the delay."""
+        small object's open pack ``max_pack_delay`` after the change's event
+        (``since_ns``; after the wait began when not given; others may fill
+        it meanwhile) or once ``max_active`` commits wait. A large object's
+        is sealed at once: it holds the object's tail, and waiting would
+        only add the delay."""
         if large and unsealed(placed):
             await self.large_writer.flush()
-        [names] = await self.seals.wait_placed([placed])
+        [names] = await self.seals.wait_placed([placed], since_ns=since_ns)
         return names
 
-    async def tombstone(self, event: ChangeEvent, params: ChunkerParams) -> None:
+    async def tombstone(self, event: ChangeEvent, params: ChunkerParams) -> bool:
         """Record a removal, if the peer holds a live version of the key
-        (a removal of a key it never had, or already removed, writes nothing)."""
+        (a removal of a key it never had, or already removed, writes
+        nothing); True when a tombstone was written."""
         newest = await newest_manifest(self.backend, event.bucket, event.key)
-        if newest is not None and not newest.removed:
-            # The removal must sort after the version it removes.
-            when = max(event.event_time_ns, newest.identity.event_time_ns + 1)
-            await self.manifests.put(tombstone(removal_identity(event, when), params))
+        if newest is None or newest.removed:
+            return False
+        # The removal must sort after the version it removes.
+        when = max(event.event_time_ns, newest.identity.event_time_ns + 1)
+        return await self.manifests.put(tombstone(removal_identity(event, when), params))
 
     async def close(self) -> None:
         self.seals.close()
@@ -238,6 +275,7 @@ async def open_lane(
     retry_cap: float,
     *,
     large_object_size: int = LARGE_OBJECT_SIZE,
+    policy: Policy = Policy.RETRY,
 ) -> Lane:
     """A lane over an opened peer: its index cache synced with the peer."""
     cache = IndexCache(cache_path(store.cache_dir, peer.identity), peer.config.to_bytes())
@@ -259,4 +297,5 @@ async def open_lane(
         retry_cap=retry_cap,
         large_writer=writer(),
         large_object_size=large_object_size,
+        policy=policy,
     )

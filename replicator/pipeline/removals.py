@@ -12,30 +12,28 @@ A removal pass has two steps, so that a peer is never half-tombstoned:
    an unmounted volume or a wrong bucket must never read as "everything was
    deleted". Only then ``apply_removals`` writes the tombstones.
 
-``removal_pass`` is backfill's use of them, at every live peer of a run
-(the daemon's start-up reconcile is a backfill, so it runs the same pass).
+Backfill's listing source (``sources/listing.py``) plans and guards them at
+every live peer after a whole listing, and hands the tombstones the guard
+allows to the service as removal events.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import tempfile
 import time
-from collections.abc import AsyncIterable, Callable, Sequence
+from collections.abc import AsyncIterable, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 from replicator import failpoints
 from replicator._native import ChunkerParams
 from replicator.errors import ReplicatorError
-from replicator.origins import ObjectVersion, Origin
+from replicator.origins import ObjectVersion
 from replicator.pipeline.compare import Spill, compare, peer_keys
 from replicator.pipeline.manifests import tombstone
 from replicator.pipeline.reconcile import read_head
-from replicator.pipeline.targets import Target, Targets
 from replicator.store.backend import Backend
 from replicator.store.format import Manifest, SourceIdentity
 from replicator.store.manifest_store import ManifestStore, entry_of_ref, manifests_of
@@ -180,71 +178,3 @@ async def _put_tombstones(store: ManifestStore, batch: list[Manifest]) -> int:
         if isinstance(answer, BaseException):
             raise answer
     return sum(1 for a in answers if a is True)
-
-
-#: The source listing of the run, replayed (in key order) for each peer.
-Listing = Callable[[], AsyncIterable[ObjectVersion]]
-
-
-async def removal_pass(
-    targets: Targets,
-    origin: Origin,
-    listing: Listing,
-    prefix: str,
-    *,
-    params: ChunkerParams,
-    max_fraction: float,
-    allow: bool,
-) -> None:
-    """Plan the removals at every live peer, then apply those the guard allows.
-
-    Only after a whole listing: without one, "absent" proves nothing."""
-    key_prefix = origin.key_prefix(prefix)
-    # A peer that held no manifest here before the run holds only what
-    # this run wrote, all of it listed: a first copy skips the pass.
-    live = [t for t in targets.live() if t.had_manifests]
-    unlisted = [where for where, _ in origin.unlisted]
-    results = await asyncio.gather(
-        *(
-            plan_removals(
-                t.backend, t.name, listing(), origin.bucket, key_prefix, unlisted=unlisted
-            )
-            for t in live
-        ),
-        return_exceptions=True,
-    )
-    apply = partial(
-        _apply, targets, origin=origin, params=params, max_fraction=max_fraction, allow=allow
-    )
-    for t, plan in zip(live, results, strict=True):
-        if isinstance(plan, RemovalPlan):
-            await apply(t, plan)
-        elif isinstance(plan, ReplicatorError | OSError):
-            targets.summary.error(f"destination {t.name!r}: removal pass failed: {plan}")
-        else:
-            raise plan
-
-
-async def _apply(
-    targets: Targets,
-    target: Target,
-    plan: RemovalPlan,
-    *,
-    origin: Origin,
-    params: ChunkerParams,
-    max_fraction: float,
-    allow: bool,
-) -> None:
-    """Tombstones at one peer, unless the guard refuses the plan (exit 1)."""
-    summary = targets.summary
-    refusal = removal_refusal(plan, max_fraction, allow=allow)
-    if refusal is not None:
-        summary.refused_removals[target.name] = plan.count
-        summary.error(refusal)
-        plan.discard()
-        return
-    written = await apply_removals(
-        target.backend, plan, source_id=origin.source_id, bucket=origin.bucket, params=params
-    )
-    summary.removed += written
-    summary.bump(summary.manifests, target.name, written)

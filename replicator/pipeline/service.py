@@ -40,72 +40,71 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-
-import structlog
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from dataclasses import replace
 
 from replicator._native import ChunkerParams
 from replicator.config import FS_SMALL_IN_FLIGHT, ServiceSettings
 from replicator.errors import SupersededError
 from replicator.events import ChangeEvent
-from replicator.metrics import Telemetry
-from replicator.origins import ObjectReader
-from replicator.pipeline.identity import version_identity
+from replicator.origins import ObjectReader, ObjectVersion
+from replicator.pipeline.lane_commits import LaneCommits
 from replicator.pipeline.lanes import Lane
-from replicator.pipeline.ship import BEHIND_SECONDS, Shipped, byte_counts, read_window, ship
-from replicator.sources import Outcome, Source
-
-log = structlog.get_logger("replicator.service")
+from replicator.pipeline.ship import BEHIND_SECONDS, read_window, ship
+from replicator.pipeline.small import (
+    BATCH_BYTES,
+    BATCH_OBJECTS,
+    SMALL_OBJECT,
+    BatchOrigin,
+    ship_many,
+)
+from replicator.pipeline.tracking import Job, Meter, Observer, Route, Track
+from replicator.sources import Source
 
 #: At the end of a drain, how long the source's ``done`` calls may take.
 REPORT_WAIT_SECONDS = 10.0
+
+#: Once a run's source has nothing more to hand out, a commit waits at most
+#: this long for its pack to seal (``finish_up``).
+FINISH_SEAL_SECONDS = 0.05
 
 #: Opens the bytes of exactly one event's version (SupersededError if gone).
 Opener = Callable[[ChangeEvent], Awaitable[ObjectReader]]
 
 
-@dataclass
-class _Track:
-    """An event handed out by the source, until every lane is done with it."""
+class Service(LaneCommits):
+    """Runs until :meth:`drain`; the owner opens and closes source and lanes.
 
-    lanes: set[str]
-    copies: int = 1  # a source may hand out an equal event twice
-    superseded: bool = False
-    failed: bool = False
-
-    def outcome(self) -> Outcome:
-        if self.failed:
-            return Outcome.FAILED
-        return Outcome.SUPERSEDED if self.superseded else Outcome.DURABLE
-
-
-@dataclass
-class _Job:
-    key: str
-    event: ChangeEvent
-    large: bool = False
-    lanes: list[Lane] = field(default_factory=list)
-
-
-class Service:
-    """Runs until :meth:`drain`; the owner opens and closes source and lanes."""
+    ``route`` names the lanes each event from the source is pending at (a
+    listing's events: the peers that lack the version); every lane when it
+    is not given. ``observer`` hears each lane's outcome. With a
+    ``batch_reader`` (an origin's ``read_many``), a worker takes up to
+    ``small.BATCH_OBJECTS`` small versions wanted by the same lanes at once,
+    reads them in one call and places them together (``small.ship_many``)."""
 
     def __init__(
         self,
         source: Source,
         opener: Opener,
         lanes: Sequence[Lane],
-        telemetry: Telemetry,
+        telemetry: Meter,
         settings: ServiceSettings,
         *,
         params: ChunkerParams,
         window_size: int,
         etag_is_digest: bool,
         behind_seconds: float = BEHIND_SECONDS,
+        route: Route | None = None,
+        observer: Observer | None = None,
+        batch_reader: BatchOrigin | None = None,
     ) -> None:
+        self.batch_reader = batch_reader
+        self.finishing = False
         self.source = source
+        self.route = route
+        self.observer = observer or Observer()
         self.opener = opener
         self.lanes = list(lanes)
         self.telemetry = telemetry
@@ -116,10 +115,8 @@ class Service:
         #: A lane whose last pack took longer than this to write, and whose
         #: writer would wait, is left out of a read shared with other lanes.
         self.behind_seconds = behind_seconds
-        self._tracks: dict[ChangeEvent, _Track] = {}
-        #: Active versions found to be a write seen half done (see ``take``),
-        #: with the lanes that must not write their manifest.
-        self._torn: dict[ChangeEvent, set[str]] = {}
+        self._tracks: dict[ChangeEvent, Track] = {}
+        self._torn: dict[ChangeEvent, set[str]] = {}  # see ``take``
         self._work = asyncio.Event()
         self._room = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()  # commits
@@ -139,6 +136,21 @@ class Service:
             asyncio.create_task(self._worker(large=True))
             for _ in range(self.settings.max_large_in_flight)
         ]
+
+    async def intake_done(self) -> None:
+        """Until the source's events end (a listing: every event it yielded is done)."""
+        assert self._intake is not None, "not started"
+        await asyncio.shield(self._intake)
+
+    def finish_up(self) -> None:
+        """No more events will come but those under way (a listing ended):
+        the open packs commits wait on seal now, and from now on within
+        ``FINISH_SEAL_SECONDS`` of a commit waiting on one (nothing else
+        would fill them)."""
+        self.finishing = True
+        for lane in self.lanes:
+            lane.seals.max_delay = FINISH_SEAL_SECONDS
+            self._spawn(lane.seals.flush_all())
 
     def held(self) -> int:
         """Changes pending or active at any lane."""
@@ -179,16 +191,24 @@ class Service:
                 event = await anext(events)
             except StopAsyncIteration:
                 return
-            self.take(event)
+            self.take(event, None if self.route is None else self.route(event))
 
-    def take(self, event: ChangeEvent) -> None:
-        """Make ``event`` pending at every lane, replacing older versions not started."""
+    def take(self, event: ChangeEvent, lanes: Collection[str] | None = None) -> None:
+        """Make ``event`` pending at the ``lanes`` named (default: every lane),
+        replacing older versions not started. At no lane, it is done at once."""
         track = self._tracks.get(event)
         if track is not None:
             track.copies += 1
             return
-        self._tracks[event] = _Track({lane.name for lane in self.lanes})
-        for lane in self.lanes:
+        at = [lane for lane in self.lanes if lanes is None or lane.name in lanes]
+        self._tracks[event] = track = Track({lane.name for lane in at})
+        if not at:
+            self._done(event, track)
+        for lane in at:
+            if lane.down is not None:  # down for the run: nothing more is sent to it
+                self.telemetry.pending(lane.name, event, event.size)
+                self._not_sent(lane, event)
+                continue
             active = lane.active.get(event.key)
             if active is not None and active.event_time_ns == event.event_time_ns:
                 # Two states with one event time: the first was seen mid-write
@@ -214,15 +234,20 @@ class Service:
             job = self._next_job(large)
             if job is None:
                 await self._wait_for_work()
-                continue
-            try:
-                await self._run(job)
-            except Exception as exc:  # one bad job must not stop a worker
-                log.error("job failed", key=job.key, error=f"{type(exc).__name__}: {exc}")
-                for lane in job.lanes:
-                    self._finish(lane, job.event, failed=True)
+            elif not large and self.batch_reader is not None and _batchable(job.event):
+                await self._run_batch([job, *self._more_like(job)])
+            else:
+                await self._run_safely(job)
 
-    def _next_job(self, large: bool) -> _Job | None:
+    async def _run_safely(self, job: Job) -> None:
+        try:
+            await self._run(job)
+        except Exception as exc:  # one bad job must not stop a worker
+            self.observer.failed(None, job.event, exc)
+            for lane in job.lanes:
+                self._finish(lane, job.event, failed=True)
+
+    def _next_job(self, large: bool) -> Job | None:
         """The oldest version of the worker's size class some lane may start."""
         now = time.monotonic()
         n = len(self.lanes)
@@ -232,12 +257,12 @@ class Service:
                 continue
             for key, event in lane.want.items(large):
                 if key not in lane.active:
-                    return self._claim(key, event, now, large)
+                    return self._claim(key, event, now, large=large)
         return None
 
-    def _claim(self, key: str, event: ChangeEvent, now: float, large: bool) -> _Job:
+    def _claim(self, key: str, event: ChangeEvent, now: float, *, large: bool) -> Job:
         """Every available lane that wants exactly this version joins the job."""
-        job = _Job(key, event, large)
+        job = Job(key, event, large)
         for lane in self.lanes:
             if lane.available(now) and key not in lane.active and lane.want.get(key) == event:
                 del lane.want[key]
@@ -252,9 +277,68 @@ class Service:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._work.wait(), min(waits, default=None))
 
+    # ------------------------------------------------------------ small batches
+
+    def _more_like(self, job: Job) -> list[Job]:
+        """More small versions wanted by exactly the lanes of ``job``, claimed
+        for one batch (bounded in count and bytes)."""
+        names = {lane.name for lane in job.lanes}
+        size, now = job.event.size, time.monotonic()
+        out: list[Job] = []
+        seen = itertools.islice(job.lanes[0].want.items(False), 4 * BATCH_OBJECTS)
+        for key, event in list(seen):
+            if len(out) + 1 >= BATCH_OBJECTS or size >= BATCH_BYTES:
+                break
+            if key in job.lanes[0].active or not _batchable(event):
+                continue
+            lanes = [
+                lane
+                for lane in self.lanes
+                if lane.available(now) and key not in lane.active and lane.want.get(key) == event
+            ]
+            if {lane.name for lane in lanes} == names:
+                out.append(self._claim(key, event, now, large=False))
+                size += event.size
+        return out
+
+    async def _run_batch(self, jobs: list[Job]) -> None:
+        """Read a batch whole; what the origin cannot vouch for goes alone."""
+        assert self.batch_reader is not None
+        try:
+            datas = await self.batch_reader.read_many([version_of(j.event) for j in jobs])
+        except Exception:  # e.g. the thread pool is gone: each version alone
+            datas = [None] * len(jobs)
+        whole = [(j, d) for j, d in zip(jobs, datas, strict=True) if d is not None]
+        if whole:
+            try:
+                await self._ship_batch([j for j, _ in whole], [d for _, d in whole])
+            except Exception as exc:  # as one version's failure, for each
+                for job, _ in whole:
+                    self.observer.failed(None, job.event, exc)
+                    for lane in job.lanes:
+                        self._finish(lane, job.event, failed=True)
+        for job, data in zip(jobs, datas, strict=True):
+            if data is None:
+                await self._run_safely(job)
+
+    async def _ship_batch(self, jobs: list[Job], datas: list[bytes]) -> None:
+        lanes = jobs[0].lanes
+        fans = await ship_many(datas, self.params, [lane.pack_writer(False) for lane in lanes])
+        for job, fan in zip(jobs, fans, strict=True):
+            self.telemetry.source_bytes(fan.size)
+            self.observer.read(job.event, fan.size)
+        events = [job.event for job in jobs]
+        for lane in lanes:
+            # The same lanes failed for every version of the batch.
+            if (exc := fans[0].failures.get(lane.name)) is not None:
+                for event in events:
+                    self._lane_failed(lane, event, exc, "put")
+            else:
+                self._spawn(self._commit_batch(lane, events, fans))
+
     # ------------------------------------------------------------ jobs
 
-    async def _run(self, job: _Job) -> None:
+    async def _run(self, job: Job) -> None:
         if job.event.removed:
             await asyncio.gather(*(self._tombstone(lane, job.event) for lane in job.lanes))
             return
@@ -281,117 +365,22 @@ class Service:
                 self._finish(lane, job.event, superseded=True)
             return
         self.telemetry.source_bytes(fan.size)
+        self.observer.read(job.event, fan.size)
         for lane in job.lanes:
             if lane.name in fan.failures:
                 self._lane_failed(lane, job.event, fan.failures[lane.name], "put")
             elif lane.name in fan.behind:
+                self.observer.behind(lane.name, job.event)
                 self._behind(lane, job.event)
             elif fan.complete:
                 self._spawn(self._commit(lane, job.event, fan, large=job.large))
 
-    def _spawn(self, coro: Awaitable[None], into: set[asyncio.Task[None]] | None = None) -> None:
-        tasks = self._tasks if into is None else into
-        task = asyncio.ensure_future(coro)
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
 
-    async def _commit(self, lane: Lane, event: ChangeEvent, fan: Shipped, *, large: bool) -> None:
-        """Packs durable, then the manifest (invariant 1), at one lane."""
-        placed = fan.placements[lane.name]
-        try:
-            names = await lane.resolve(placed, large=large)
-            if lane.name in self._torn.get(event, ()):
-                self._finish(lane, event, superseded=True)
-                return
-            ident = version_identity(
-                event, fan.size, fan.digest, etag_is_digest=self.etag_is_digest
-            )
-            # Group commit: answered once the manifest is durable, with the
-            # manifests of the same batch (one sync for all of them).
-            await lane.manifests.put(fan.manifest(ident, self.params, lane.name, names))
-        except Exception as exc:
-            self._lane_failed(lane, event, exc, "commit")
-            return
-        shipped, deduplicated = byte_counts(placed)
-        self._durable(lane, event, shipped, deduplicated)
+def _batchable(event: ChangeEvent) -> bool:
+    return not event.removed and event.size <= SMALL_OBJECT
 
-    async def _tombstone(self, lane: Lane, event: ChangeEvent) -> None:
-        try:
-            await lane.tombstone(event, self.params)
-        except Exception as exc:
-            self._lane_failed(lane, event, exc, "tombstone")
-            return
-        self._durable(lane, event, 0, 0)
 
-    # ------------------------------------------------------------ outcomes
-
-    def _durable(self, lane: Lane, event: ChangeEvent, shipped: int, deduplicated: int) -> None:
-        if lane.succeeded():
-            self.telemetry.set_peer_up(lane.name, True)
-            log.info("peer is back", destination=lane.name)
-        self.telemetry.durable(
-            lane.name, event, shipped_bytes=shipped, deduplicated_bytes=deduplicated
-        )
-        covered = lane.covered.get(event.key)
-        if covered is not None and covered.event_time_ns <= event.event_time_ns:
-            del lane.covered[event.key]
-            self.telemetry.settled(lane.name, covered)
-        self._finish(lane, event)
-
-    def _behind(self, lane: Lane, event: ChangeEvent) -> None:
-        """Left out of a read for being behind (ship.py): the version stays
-        wanted at the lane, which reads it again alone, so a slow peer does
-        not pace the others. No backoff: the peer is slow, not failing."""
-        if lane.active.get(event.key) == event:
-            del lane.active[event.key]
-        if event.key in lane.want:  # a newer version came meanwhile
-            self._finish(lane, event, superseded=True)
-        else:
-            lane.want[event.key] = event  # still pending at this peer
-        self._work.set()
-
-    def _lane_failed(self, lane: Lane, event: ChangeEvent, exc: BaseException, op: str) -> None:
-        """Back off; keep the version wanted unless a newer one replaced it."""
-        delay = lane.failed()
-        self.telemetry.destination_error(lane.name, op, type(exc).__name__)
-        self.telemetry.set_peer_up(lane.name, False)
-        log.warning(
-            "peer failed, retrying",
-            destination=lane.name,
-            operation=op,
-            error=f"{type(exc).__name__}: {exc}",
-            retry_in_seconds=round(delay, 3),
-        )
-        self._behind(lane, event)  # wanted again, after the backoff
-
-    def _finish(
-        self, lane: Lane, event: ChangeEvent, *, superseded: bool = False, failed: bool = False
-    ) -> None:
-        """``lane`` is done with ``event``; the source hears once every lane is."""
-        if lane.active.get(event.key) == event:
-            del lane.active[event.key]
-        torn = self._torn.get(event)
-        if torn is not None:
-            torn.discard(lane.name)
-            if not torn:
-                del self._torn[event]
-        if failed:
-            self.telemetry.settled(lane.name, event)
-        elif superseded and (settled := lane.cover(event)) is not None:
-            self.telemetry.settled(lane.name, settled)
-        track = self._tracks.get(event)
-        if track is not None:
-            track.superseded |= superseded
-            track.failed |= failed
-            track.lanes.discard(lane.name)
-            if not track.lanes:
-                del self._tracks[event]
-                self._spawn(self._report(event, track), self._reports)
-        self._room.set()
-        self._work.set()
-
-    async def _report(self, event: ChangeEvent, track: _Track) -> None:
-        outcome = track.outcome()
-        for _ in range(track.copies):
-            self.telemetry.outcome(self.source.name, str(outcome))
-            await self.source.done(event, outcome)
+def version_of(event: ChangeEvent) -> ObjectVersion:
+    """The version an origin reads for ``event`` (with the file identity it
+    is pinned to, when the event has one)."""
+    return replace(event.object_version(), mtime_ns=event.mtime_ns, inode=event.inode)

@@ -36,7 +36,7 @@ from replicator._native import ChunkerParams
 from replicator.origins import ObjectReader
 from replicator.pipeline.manifests import placed_manifest
 from replicator.pipeline.plan import PackWriter
-from replicator.pipeline.windows import Chunked, WindowChunks, chunk_windows
+from replicator.pipeline.windows import WINDOWS, Chunked, WindowChunks, WindowPool, chunk_windows
 from replicator.store.format import Manifest, SourceIdentity
 from replicator.store.placed import Placed
 
@@ -71,9 +71,10 @@ class Shipped:
 
 def read_window(size: int, window_size: int) -> int:
     """Read window for one object of ``size`` bytes: no larger than the
-    object. Two windows are allocated (and zeroed) per object: 8 MiB ones
-    for a 4 KiB file cost more than everything else done for it (measured:
-    24 ms in the daemon, ~20 ms in backfill; docs/performance.md)."""
+    object. Two windows are used per object: fresh 8 MiB ones for a 4 KiB
+    file cost more than everything else done for it (measured: 24 ms in the
+    daemon, ~20 ms in backfill; docs/performance.md), and pooled ones
+    (``windows.WindowPool``) of that size would keep memory for nothing."""
     fits = -(-(size + 1) // SMALL_WINDOW) * SMALL_WINDOW
     return min(window_size, fits)
 
@@ -86,6 +87,7 @@ async def ship(
     *,
     may_defer: bool = False,
     behind_seconds: float = BEHIND_SECONDS,
+    pool: WindowPool = WINDOWS,
 ) -> Shipped:
     """Chunk the object and place every chunk at every writer's peer; a
     writer that failed is in ``failures``, one left out in ``behind``,
@@ -96,7 +98,7 @@ async def ship(
     # An async generator (typed as an iterator), closed however the loop
     # ends, so an abandoned read is cancelled at once.
     windows = cast(
-        AsyncGenerator[WindowChunks], chunk_windows(reader, params, window_size, chunked)
+        AsyncGenerator[WindowChunks], chunk_windows(reader, params, window_size, chunked, pool)
     )
     async with contextlib.aclosing(windows):
         async for batch in windows:

@@ -43,7 +43,7 @@ class BackfillSummary:
     #: Per peer, objects not replicated to it because it was down.
     not_sent: dict[str, int] = field(default_factory=dict)
     #: Per peer, objects it was behind for when they were read, read again
-    #: for it alone at the end of the listing (pipeline/catchup.py).
+    #: for it alone (the lanes' behind rule, pipeline/service.py).
     caught_up: dict[str, int] = field(default_factory=dict)
     source_bytes: int = 0  # bytes read from the source
     unchanged_bytes: int = 0  # not read: every peer already held the version

@@ -1,106 +1,108 @@
-"""Backfill's peers during one run: which are live, which lack an object.
+"""Backfill's peers during one run, and the tally that makes its summary.
 
-A *target* is one peer seen by a backfill run: its counting backend, index
-cache, pack writer and manifest group commit, and whether it is down.
-Unlike a daemon lane (``lanes.py``), a target that fails is not retried:
-backfill is a run with an end, so a peer whose retries are spent is marked
-down, nothing more is sent to it, and the summary names it (exit 1). The
-other peers go on: one peer's failure never costs another its copy.
+A backfill is the daemon's service driven by a listing: each peer is a
+*lane* (``lanes.py``) with the run policy (``Policy.RUN``): a peer whose
+retries are spent is down for the rest of the run, nothing more is sent to
+it, and the summary names it (exit 1); the other peers go on. A run's lane
+has one pack writer (a backfill's packs fill: no size classes) and seals
+on count only, or when the run has nothing left to read.
 
-:class:`Targets` also keeps the run's summary and progress, so the parts of
-a run (``backfill.py``, ``commits.py``, the removal pass) report outcomes
-one way.
+:class:`Tally` hears every lane's outcome from the service (it is the
+service's observer) and keeps the run's :class:`BackfillSummary` and
+progress, so the parts of a run (the listing source, the service, the
+removals) report one way.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, replace
 
 from replicator.config import StoreSettings
-from replicator.errors import IntegrityError, NotFoundError, StoreError
-from replicator.origins import ObjectVersion, Origin
+from replicator.events import ChangeEvent
 from replicator.pipeline.counting import CountingBackend
-from replicator.pipeline.manifests import ManifestCommits
+from replicator.pipeline.lanes import Lane, Policy, peer_failure
 from replicator.pipeline.plan import PackWriter
-from replicator.pipeline.reconcile import held_many
-from replicator.pipeline.ship import Shipped
 from replicator.pipeline.summary import BackfillSummary, NoProgress, Progress
-from replicator.store.bulk import holds_any
+from replicator.pipeline.tracking import Observer
 from replicator.store.index_cache import IndexCache, cache_path
 from replicator.store.peer import Peer
 
-
-@dataclass
-class Target:
-    """One peer during a run."""
-
-    peer: Peer
-    backend: CountingBackend
-    cache: IndexCache
-    writer: PackWriter
-    manifests: ManifestCommits
-    #: Why the peer was marked down (its retries were spent), or None.
-    down: str | None = None
-    #: Whether the peer held manifests under the run's prefix before it
-    #: began; without any, there is nothing to tombstone (no removal pass).
-    had_manifests: bool = True
-
-    @property
-    def name(self) -> str:
-        return self.peer.name
+#: No size classes in a run: every object is a "small" one to the service
+#: (one writer, every worker).
+NO_LARGE = 1 << 62
 
 
-async def open_target(peer: Peer, store: StoreSettings, manifests: str) -> Target:
-    """A target over an opened peer: its index cache synced, and whether it
-    holds any manifest under ``manifests`` (the run's prefix) yet."""
-    backend = CountingBackend(peer.backend)
+async def open_run_lane(peer: Peer, store: StoreSettings, waiting: int) -> Lane:
+    """A run's lane over an opened peer (its requests counted), its index
+    cache synced; at most ``waiting`` versions wait for their packs."""
+    counted = replace(peer, backend=CountingBackend(peer.backend))
     cache = IndexCache(cache_path(store.cache_dir, peer.identity), peer.config.to_bytes())
     await cache.open()
-    await cache.sync(backend)
-    writer = PackWriter(peer.name, backend, cache, store.pack_size, store.compression)
-    had = await holds_any(backend, manifests)
-    return Target(peer, backend, cache, writer, ManifestCommits(backend), had_manifests=had)
-
-
-#: The live peers lacking an object, and the observation number its manifest takes.
-Lacking = tuple[list[Target], int]
-
-
-def peer_failure(exc: BaseException) -> bool:
-    """An error that says the peer itself is failing (its retries are spent,
-    access denied, I/O error), not that one stored object is bad."""
-    return isinstance(exc, StoreError | OSError) and not isinstance(
-        exc, IntegrityError | NotFoundError
+    try:
+        await cache.sync(counted.backend)
+    except BaseException:
+        await cache.close()
+        raise
+    writer = PackWriter(peer.name, counted.backend, cache, store.pack_size, store.compression)
+    lane = Lane(
+        counted,
+        writer,
+        cache,
+        max_pack_delay=None,
+        retry_cap=0.0,
+        policy=Policy.RUN,
+        large_object_size=NO_LARGE,
     )
+    lane.max_active = lane.seals.limit = waiting
+    return lane
 
 
-class Targets:
-    """The run's peers, its summary and its progress."""
+class Tally(Observer):
+    """The run's summary and progress, from the lanes' outcomes."""
 
     def __init__(self, progress: Progress | None = None) -> None:
-        self.all: list[Target] = []
         self.summary = BackfillSummary()
         self.progress = progress or NoProgress()
+        #: Versions durable at some peer, and each one's own error if any.
+        self._held: set[ChangeEvent] = set()
+        self._errors: dict[ChangeEvent, str] = {}
 
-    def live(self) -> list[Target]:
-        return [t for t in self.all if t.down is None]
+    # ------------------------------------------------------------ from the service
 
-    def totals(self, elapsed: float) -> None:
-        """The per-peer figures of the summary, at the end of the run."""
-        s = self.summary
-        for t in self.all:
-            stats = t.writer.stats
-            s.shipped_bytes[t.name] = stats.shipped_bytes
-            s.deduplicated_bytes[t.name] = stats.deduplicated_bytes
-            s.stored_bytes[t.name] = stats.stored_bytes
-            s.packs[t.name] = stats.packs
-            s.put_requests[t.name] = t.backend.counts["put"]
-            s.manifests.setdefault(t.name, 0)
-            if t.peer.capabilities is not None:
-                s.capabilities[t.name] = asdict(t.peer.capabilities)
-        s.elapsed_seconds = elapsed
+    def durable(
+        self, lane: str, event: ChangeEvent, written: bool, shipped: int, deduplicated: int
+    ) -> None:
+        if event.removed:
+            self.summary.removed += written
+        else:
+            self._held.add(event)
+        self.summary.bump(self.summary.manifests, lane, int(written))
+
+    def failed(self, lane: str | None, event: ChangeEvent, exc: BaseException) -> None:
+        # A peer's own failure takes it down (one error for the peer, not
+        # one per object); anything else is this version's error.
+        if lane is None or not peer_failure(exc):
+            self._errors.setdefault(event, f"{event.key!r}: {type(exc).__name__}: {exc}")
+        elif lane is not None:
+            self.not_sent(lane, event)
+
+    def behind(self, lane: str, event: ChangeEvent) -> None:
+        self.summary.bump(self.summary.caught_up, lane)
+
+    def down(self, lane: str, reason: str) -> None:
+        self.summary.down[lane] = reason
+        self.summary.error(
+            f"destination {lane!r} is down, nothing more is sent to it this run: {reason}"
+        )
+
+    def not_sent(self, lane: str, event: ChangeEvent) -> None:
+        self.summary.bump(self.summary.not_sent, lane)
+
+    def read(self, event: ChangeEvent, size: int) -> None:
+        self.summary.source_bytes += size
+
+    # ------------------------------------------------------------ per object
 
     def done(self, outcome: str, size: int) -> None:
         """One object finished (counted once, whatever number of peers)."""
@@ -108,66 +110,36 @@ class Targets:
             self.summary.count(outcome)
         self.progress.done(outcome, size)
 
-    def mark_down(self, target: Target, exc: BaseException) -> None:
-        """Stop sending to a peer whose retries are spent; the others go on.
+    def unchanged(self, size: int) -> None:
+        self.summary.unchanged_bytes += size
+        self.done("unchanged", size)
 
-        Nothing more is packed for it, so a dead peer costs at most the one
-        open pack it already had. That pack stays in the seal budget: sealing
-        it (and failing) is what releases the manifests waiting on it."""
-        self.summary.bump(self.summary.not_sent, target.name)
-        if target.down is not None:
-            return
-        target.down = f"{type(exc).__name__}: {exc}"
-        self.summary.down[target.name] = target.down
-        self.summary.error(
-            f"destination {target.name!r} is down, nothing more is sent to it "
-            f"this run: {target.down}"
-        )
+    def ended(self, event: ChangeEvent, failed: bool) -> str:
+        """The object outcome of a version every lane is done with: replicated
+        once some peer holds it and it had no error of its own (a peer that
+        went down is reported once, as the peer's error)."""
+        held = event in self._held
+        self._held.discard(event)
+        error = self._errors.pop(event, None)
+        if error is not None:
+            self.summary.error(error)
+            return "error"
+        return "replicated" if held or not failed else "error"
 
-    def failed_at(self, target: Target, exc: BaseException) -> str | None:
-        """A peer's failure marks it down (None: the object may still be
-        replicated at another peer); any other is the object's error."""
-        if peer_failure(exc):
-            self.mark_down(target, exc)
-            return None
-        return f"{type(exc).__name__}: {exc}"
-
-    async def lacking(self, origin: Origin, objs: Sequence[ObjectVersion]) -> list[Lacking]:
-        """For each object, the live peers lacking it and the observation
-        number its manifest takes (one name at every peer: after each one's
-        manifests at that event time)."""
-        if not objs:
-            return []
-        live = self.live()
-        for t in self.all:
-            if t.down is not None:
-                self.summary.bump(self.summary.not_sent, t.name, len(objs))
-        held = await asyncio.gather(
-            *(held_many(t.backend, origin, objs) for t in live), return_exceptions=True
-        )
-        out: list[Lacking] = [([], 0) for _ in objs]
-        for t, h in zip(live, held, strict=True):
-            if isinstance(h, BaseException):
-                if not peer_failure(h):
-                    raise h
-                for _ in objs:
-                    self.mark_down(t, h)
-                continue
-            for i, one in enumerate(h):
-                if not one.held:
-                    out[i][0].append(t)
-                    out[i] = (out[i][0], max(out[i][1], one.observed))
-        return out
-
-    def without_failed(self, targets: list[Target], shipped: Shipped) -> list[Target]:
-        """The targets still shipping once the object is read; a peer that
-        failed is marked down (the others keep their copy). Any other
-        failure fails the object."""
-        for t in targets:
-            exc = shipped.failures.get(t.name)
-            if exc is not None and not peer_failure(exc):
-                raise exc
-        for t in targets:
-            if t.name in shipped.failures:
-                self.mark_down(t, shipped.failures[t.name])
-        return [t for t in targets if t.name not in shipped.failures]
+    def totals(self, lanes: Sequence[Lane], elapsed: float) -> None:
+        """The per-peer figures of the summary, at the end of the run."""
+        s = self.summary
+        for lane in lanes:
+            stats = lane.writer.stats
+            s.shipped_bytes[lane.name] = stats.shipped_bytes
+            s.deduplicated_bytes[lane.name] = stats.deduplicated_bytes
+            s.stored_bytes[lane.name] = stats.stored_bytes
+            s.packs[lane.name] = stats.packs
+            backend = lane.backend
+            s.put_requests[lane.name] = (
+                backend.counts["put"] if isinstance(backend, CountingBackend) else 0
+            )
+            s.manifests.setdefault(lane.name, 0)
+            if lane.peer.capabilities is not None:
+                s.capabilities[lane.name] = asdict(lane.peer.capabilities)
+        s.elapsed_seconds = elapsed

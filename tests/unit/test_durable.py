@@ -15,6 +15,8 @@ from replicator.pipeline.durable import SealBudget
 from replicator.pipeline.plan import OpenPack, PackWriter
 from replicator.store.backends import FsBackend
 from replicator.store.index_cache import IndexCache
+from replicator.store.placed import Placed
+from replicator.store.spool import settle
 from tests.unit.test_packs import Batch
 
 KIB = 1024
@@ -73,3 +75,51 @@ async def test_the_timer_never_seals_a_later_pack(writer: PackWriter) -> None:
     assert writer.stats.packs == 1
     budget.close()
     await writer.flush()
+
+
+async def _placed(writer: PackWriter) -> Placed:
+    placed = Placed()
+    await settle(await writer.place_into(Batch([os.urandom(KIB)]), placed))
+    return placed
+
+
+async def test_a_change_older_than_the_delay_seals_its_pack_at_once(writer: PackWriter) -> None:
+    """The delay counts from the change's event: one that already spent it
+    (queued behind a burst, say) does not wait another whole delay."""
+    budget = SealBudget([writer], limit=100, max_delay=5.0)
+    late = await _placed(writer)
+    started = time.monotonic()
+    [[name]] = await asyncio.wait_for(
+        budget.wait_placed([late], since_ns=time.time_ns() - 6_000_000_000), timeout=3
+    )
+    print(f"a change 6 s old: durable after {time.monotonic() - started:.3f} s (delay 5 s)")
+    assert name and writer.stats.packs == 1
+    budget.close()
+
+
+async def test_a_late_waiter_brings_an_armed_timer_forward(writer: PackWriter) -> None:
+    budget = SealBudget([writer], limit=100, max_delay=5.0)
+    timely = await _placed(writer)
+    first = asyncio.create_task(budget.wait_placed([timely], since_ns=time.time_ns()))
+    await asyncio.sleep(0.2)
+    assert not first.done(), "a change in time waits for its pack to gather"
+    late = await _placed(writer)  # the same open pack
+    both = asyncio.gather(
+        first, budget.wait_placed([late], since_ns=time.time_ns() - 4_900_000_000)
+    )
+    [[a]], [[b]] = await asyncio.wait_for(both, timeout=3)
+    assert a == b and writer.stats.packs == 1
+    budget.close()
+
+
+async def test_an_event_ahead_of_the_clock_waits_the_whole_delay(writer: PackWriter) -> None:
+    budget = SealBudget([writer], limit=100, max_delay=0.3)
+    placed = await _placed(writer)
+    started = time.monotonic()
+    await asyncio.wait_for(
+        budget.wait_placed([placed], since_ns=time.time_ns() + 60_000_000_000), timeout=30
+    )
+    waited = time.monotonic() - started
+    print(f"event 60 s ahead: sealed after {waited:.3f} s (delay 0.3 s)")
+    assert waited >= 0.25
+    budget.close()
