@@ -20,8 +20,7 @@ import pytest
 from replicator import config
 from replicator.demo.check import check_peers
 from replicator.demo.job import SHARD, load_log
-from replicator.store.backends import FsBackend
-from replicator.store.reader import list_versions
+from replicator.store.peer import close_peers, open_peers
 
 MAIN = "from replicator.cli import main; main()"
 
@@ -84,13 +83,18 @@ def test_checker_finds_a_missing_newest_version(demo_run: tuple[Path, dict[str, 
     root, _ = demo_run
 
     async def newest_shard_manifest() -> Path:
-        backend = FsBackend(root / "peer-b", "peer-b")
+        """The object holding the newest shard manifest at peer-b: its own
+        file (format 2), or the segment that holds it (format 3, the default:
+        removing it takes other versions too, the shard's newest among them)."""
+        peers = await open_peers(config.load(root / "replicator.toml"), create=False)
         try:
-            async for key, entries in list_versions(backend, "demo", SHARD, exact=True):
+            [peer] = [p for p in peers if p.name == "peer-b"]
+            async for key, entries in peer.manifests.list_versions("demo", SHARD, exact=True):
                 assert key == SHARD
-                return root / "peer-b" / entries[-1].store_key
+                where = entries[-1].where
+                return root / "peer-b" / (entries[-1].store_key if where is None else where[0])
         finally:
-            await backend.close()
+            await close_peers(peers)
         raise AssertionError("no shard manifest at peer-b")
 
     manifest = asyncio.run(newest_shard_manifest())
