@@ -16,6 +16,7 @@ import pytest
 from replicator._native import ChunkerParams, blake3_digest
 from replicator.origins import ObjectVersion
 from replicator.origins.fs import FsOrigin
+from replicator.pipeline import windows
 from replicator.pipeline.durable import pack_names
 from replicator.pipeline.plan import PackWriter
 from replicator.pipeline.ship import Shipped, ship
@@ -229,3 +230,24 @@ def test_the_idle_trim_works_in_a_later_event_loop() -> None:
     assert pool.idle_bytes == WINDOW
     asyncio.run(use_and_wait())
     assert pool.idle_bytes == 0
+
+
+async def test_a_large_objects_windows_are_freed_not_pooled(
+    tmp_path: Path, caches: list[IndexCache], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past ``POOL_OBJECT_LIMIT`` an object's windows are not kept: its
+    manifest is built while they would sit idle (the peak RSS of a 4 GiB
+    object). An object under the limit still gives its two back."""
+    monkeypatch.setattr(windows, "POOL_OBJECT_LIMIT", 400 * KIB)
+    origin, [small, large] = await _files(tmp_path, [300 * KIB, 500 * KIB])
+    peer = FsBackend(tmp_path / "peer", "peer")
+    writer = PackWriter("peer", peer, caches[0], 256 * KIB)
+    pool = WindowPool()
+    shipped = await _ship(origin, large, writer, pool)
+    await writer.flush()
+    assert pool.allocated == 2 and pool.idle_bytes == 0
+    shipped_small = await _ship(origin, small, writer, pool)
+    await writer.flush()
+    assert pool.allocated == 4 and pool.idle_bytes == 2 * capacity(WINDOW)
+    assert await _stored_correctly(peer, shipped, "peer")
+    assert await _stored_correctly(peer, shipped_small, "peer")
