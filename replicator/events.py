@@ -17,10 +17,10 @@ in ``replicator.sources.s3events``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import StrEnum
 
 from replicator.origins import ObjectVersion
+from replicator.records import record
 
 
 class Kind(StrEnum):
@@ -28,7 +28,7 @@ class Kind(StrEnum):
     REMOVED = "removed"
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Position:
     """Where an event came from: a Kafka record, or a watcher's sequence number."""
 
@@ -47,7 +47,7 @@ def sequencer_key(sequencer: str) -> tuple[int, str]:
     return (len(s), s)
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class ChangeEvent:
     source: str  # the source id recorded in manifests (SourceIdentity.source)
     bucket: str

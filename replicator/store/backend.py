@@ -16,20 +16,21 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
+
+from replicator.records import record
 
 #: Bytes handed to a put: a pack is put straight from its bytearray.
 Payload = bytes | bytearray
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class ObjectInfo:
     key: str
     size: int
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Capabilities:
     """What a peer supports, found by a start-up probe.
 

@@ -24,12 +24,13 @@ version`` is the store's layout, ``Manifest.format_version`` the manifest's.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import UTC, datetime
 from typing import Any
 
 from replicator._native import ChunkerParams, blake3_digest
 from replicator.errors import IncompatibleStoreError, IntegrityError
+from replicator.records import record
 from replicator.store import identity_text
 from replicator.store.names import (
     INDEX,
@@ -93,7 +94,7 @@ _MALFORMED = (KeyError, IndexError, TypeError, ValueError, AttributeError, Overf
 # ----------------------------------------------------------------- config
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class StoreConfig:
     chunker: ChunkerParams
     compression: str = "none"
@@ -160,7 +161,7 @@ class StoreConfig:
 # ----------------------------------------------------------------- index
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class IndexEntry:
     """One chunk inside a pack."""
 
@@ -171,7 +172,7 @@ class IndexEntry:
     compression: str = "none"
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class PackIndex:
     pack: bytes
     size: int
@@ -205,7 +206,7 @@ class PackIndex:
 # ----------------------------------------------------------------- manifests
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class SourceIdentity:
     """Where a version came from; the storage system's own time, never ours.
 
@@ -270,7 +271,7 @@ class SourceIdentity:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class ChunkRef:
     digest: bytes
     length: int
@@ -278,7 +279,7 @@ class ChunkRef:
     compression: str = "none"
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class PackRun:
     """Consecutive chunks of an object stored back to back in one pack:
     one ranged GET of ``[offset, offset + sum(stored_length))`` fetches them."""
@@ -292,7 +293,7 @@ class PackRun:
         return sum(c.stored_length for c in self.chunks)
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Manifest:
     identity: SourceIdentity
     removed: bool

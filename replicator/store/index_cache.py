@@ -21,11 +21,11 @@ import re
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
 from replicator.errors import ConfigError, IntegrityError, NotFoundError
+from replicator.records import record
 from replicator.store.backend import Backend
 from replicator.store.format import INDEX, PackIndex, index_key
 
@@ -49,7 +49,7 @@ CREATE INDEX IF NOT EXISTS chunks_pack ON chunks (pack);
 """
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Location:
     """Where a chunk sits at a peer."""
 
@@ -60,7 +60,7 @@ class Location:
     compression: str = "none"
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class SyncStats:
     loaded: int  # index objects read from the peer
     dropped: int  # packs forgotten because their index vanished

@@ -12,11 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 
 from replicator.config import FsDestinationSettings, S3DestinationSettings, Settings
 from replicator.errors import CapabilityError, IncompatibleStoreError, NotFoundError
+from replicator.records import record
 from replicator.store.backend import Backend, Capabilities, sha256_of
 from replicator.store.backends.fs import FsBackend
 from replicator.store.format import CONFIG_KEY, StoreConfig
@@ -26,7 +27,7 @@ from replicator.store.reader import location, parse_store_config
 from replicator.store.retry import RetryingBackend, RetryPolicy
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Peer:
     """One opened destination."""
 
