@@ -8,15 +8,15 @@ into records only where Python code needs to look at them one by one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from replicator._native import ChunkerParams, ChunkList
+from replicator.records import record
 
 DIGEST_SIZE = 32
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Chunk:
     offset: int
     length: int

@@ -10,13 +10,13 @@ raises SupersededError -- a newer state exists, nothing failed.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Protocol
 
 from replicator.config import Settings
+from replicator.records import record
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class ObjectVersion:
     key: str
     size: int

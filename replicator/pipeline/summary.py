@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Protocol
+
+from replicator.records import record
 
 
 class Progress(Protocol):
@@ -28,7 +30,7 @@ OUTCOMES = ("replicated", "unchanged", "superseded", "error")
 MAX_ERROR_SAMPLES = 20
 
 
-@dataclass
+@record
 class BackfillSummary:
     objects: int = 0  # listed at the source
     replicated: int = 0

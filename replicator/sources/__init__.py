@@ -11,11 +11,11 @@ Nothing flows back up otherwise.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
 from replicator.events import ChangeEvent
+from replicator.records import record
 
 
 class Outcome(StrEnum):
@@ -28,7 +28,7 @@ class Outcome(StrEnum):
     FAILED = "failed"  # not done: must not be acknowledged (e.g. 403)
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Backlog:
     """Changes the source knows of but has not handed out yet (RPO input)."""
 

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 from array import array
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from replicator.records import record
 
 if TYPE_CHECKING:
     from replicator.pipeline.plan import OpenPack, Placement
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Entry:
     """One chunk's place inside its pack (what its index entry says)."""
 

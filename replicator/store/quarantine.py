@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from replicator.errors import NotFoundError, ReplicatorError
+from replicator.records import record
 from replicator.store.backend import Backend, sha256_of
 from replicator.store.format import ChunkRef, PackRun
 from replicator.store.index_cache import Location
@@ -91,7 +92,7 @@ def _parse_relocation(data: bytes) -> Location:
         raise ReplicatorError(f"malformed relocation record: {exc!r}") from exc
 
 
-@dataclass
+@record
 class DamageMap:
     """Every quarantined and relocated copy of one peer."""
 
@@ -159,7 +160,7 @@ class DamageMap:
             yield PackRun(run.pack, start, tuple(pending))
 
 
-@dataclass
+@record
 class Damage:
     """One damaged copy and the object versions it breaks."""
 
@@ -169,7 +170,7 @@ class Damage:
     versions: set[tuple[str, str]] = field(default_factory=set)  # (key, version name)
 
 
-@dataclass
+@record
 class Findings:
     """Damaged copies found by one verify run, by (pack, chunk)."""
 

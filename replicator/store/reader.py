@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 
 from replicator._native import blake3_digest
 from replicator.errors import IncompatibleStoreError, IntegrityError, NotFoundError
+from replicator.records import record
 from replicator.store.backend import Backend
 from replicator.store.backends.fs import FsBackend
 from replicator.store.format import (
@@ -46,7 +46,7 @@ class ChunkError(IntegrityError):
         self.chunk = chunk
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Problem:
     """What is wrong with one stored object version (restore and verify
     report these); the pack and chunk, where known, as hex."""

@@ -15,10 +15,10 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import TypeVar
 
 from replicator.errors import ReplicatorError
+from replicator.records import record
 from replicator.store import bulk, spool
 from replicator.store.backend import Backend, Capabilities, ObjectInfo, Payload
 
@@ -27,7 +27,7 @@ T = TypeVar("T")
 Sleep = Callable[[float], Awaitable[None]]
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class RetryPolicy:
     """How often and how patiently to retry."""
 

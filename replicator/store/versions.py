@@ -10,7 +10,8 @@ docs/store-format.md §6.2 and §10.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+
+from replicator.records import record
 
 #: Manifest names. v1: ``<time>-<hash>``; v2 adds the sequencer and the
 #: observation number, so that byte order of names is version order.
@@ -44,7 +45,7 @@ def version_order(name: str) -> VersionOrder | None:
     return None
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class VersionEntry:
     """One stored manifest, before its body is read.
 

@@ -67,7 +67,7 @@ def test_same_behaviour_as_dataclass(kw: dict[str, bool]) -> None:
         assert copy.deepcopy(a).tags == ["x"]
 
 
-_PICKLED = record(frozen=True, slots=True)(type("Pickled", (), {"__annotations__": {"x": "int"}}))
+_PICKLED: Any = record(frozen=True, slots=True)(type("Pickled", (), {"__annotations__": {"x": "int"}}))
 
 
 def test_frozen_slots_pickle() -> None:
@@ -90,7 +90,7 @@ def test_post_init_and_keyword_only() -> None:
     with pytest.raises(ValueError, match="low above high"):
         Checked(5, high=2)
     with pytest.raises(TypeError):
-        Checked(1, 2)  # type: ignore[misc]
+        Checked(1, 2)  # type: ignore[call-arg]
 
 
 def test_refuses_what_it_would_silently_replace() -> None:
