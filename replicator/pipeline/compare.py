@@ -26,13 +26,13 @@ import json
 import os
 import tempfile
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Generator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Generic, TypeVar
 
 from replicator.errors import ReplicatorError
 from replicator.origins import ObjectVersion
 from replicator.pipeline.reconcile import keys_at_peer
+from replicator.records import record
 from replicator.store.backend import Backend
 from replicator.store.manifest_store import ManifestStore
 
@@ -54,7 +54,7 @@ def key_bytes(key: str) -> bytes:
     return key.encode("utf-8", "surrogateescape")
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Pair:
     key: str
     source: ObjectVersion | None

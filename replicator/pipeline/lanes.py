@@ -35,7 +35,7 @@ import asyncio
 import random
 import time
 from collections.abc import ItemsView
-from dataclasses import dataclass, field
+from dataclasses import field
 from enum import StrEnum
 
 from replicator._native import ChunkerParams
@@ -46,6 +46,7 @@ from replicator.pipeline.durable import SealBudget, unsealed
 from replicator.pipeline.identity import newest_manifest, removal_identity
 from replicator.pipeline.manifests import ManifestCommits, tombstone
 from replicator.pipeline.plan import PackWriter
+from replicator.records import record
 from replicator.store.index_cache import IndexCache, cache_path
 from replicator.store.peer import Peer
 from replicator.store.placed import Placed
@@ -77,7 +78,7 @@ def peer_failure(exc: BaseException) -> bool:
     )
 
 
-@dataclass
+@record
 class Backoff:
     """Capped, jittered exponential backoff (full jitter on the upper half)."""
 

@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Protocol
 
 from replicator import failpoints
 from replicator._native import Blake3Hasher
 from replicator.errors import ConfigError
+from replicator.records import record
 from replicator.store.backend import Backend
 from replicator.store.format import PACKS, IndexEntry, pack_key
 from replicator.store.index_cache import IndexCache, Location
@@ -55,7 +56,7 @@ class ChunkBatch(Protocol):
     def data(self, i: int) -> memoryview: ...
 
 
-@dataclass(eq=False)
+@record(eq=False)
 class OpenPack:
     """A pack being filled; ``name`` resolves once pack and index are durable."""
 
@@ -75,7 +76,7 @@ class OpenPack:
     written: asyncio.Future[None] | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Placement:
     pack: bytes | OpenPack
     offset: int
@@ -85,7 +86,7 @@ class Placement:
     new: bool = False  # shipped by this placement (not deduplicated)
 
 
-@dataclass
+@record
 class WriterStats:
     shipped_bytes: int = 0  # chunk bytes added to packs (uncompressed)
     stored_bytes: int = 0  # what they take in the packs (after compression)

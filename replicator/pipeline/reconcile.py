@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
 
 from replicator.errors import NotFoundError
 from replicator.origins import ObjectVersion, Origin
+from replicator.records import record
 from replicator.store.backend import Backend
 from replicator.store.format import Manifest, SourceIdentity
 from replicator.store.manifest_store import (
@@ -50,7 +50,7 @@ def identity_of(origin: Origin, obj: ObjectVersion, etag: str, observed: int = 0
     )
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Held:
     held: bool
     #: Observation number for a new manifest of this version (when not held).

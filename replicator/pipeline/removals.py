@@ -23,7 +23,7 @@ import os
 import tempfile
 import time
 from collections.abc import AsyncIterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from replicator.origins import ObjectVersion
 from replicator.pipeline.compare import Spill, compare, peer_keys
 from replicator.pipeline.manifests import tombstone
 from replicator.pipeline.reconcile import read_head
+from replicator.records import record
 from replicator.store.backend import Backend
 from replicator.store.format import Manifest, SourceIdentity
 from replicator.store.manifest_store import ManifestStore, entry_of_ref, manifests_of
@@ -46,7 +47,7 @@ class MassDeletionRefused(ReplicatorError):
     """A removal pass would tombstone too much; nothing was tombstoned."""
 
 
-@dataclass
+@record
 class RemovalPlan:
     """What a removal pass at one peer would do (before it does anything)."""
 

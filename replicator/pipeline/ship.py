@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import cast
 
 from replicator._native import ChunkerParams
@@ -37,6 +37,7 @@ from replicator.origins import ObjectReader
 from replicator.pipeline.manifests import placed_manifest
 from replicator.pipeline.plan import PackWriter
 from replicator.pipeline.windows import WINDOWS, Chunked, WindowChunks, WindowPool, chunk_windows
+from replicator.records import record
 from replicator.store.format import Manifest, SourceIdentity
 from replicator.store.placed import Placed
 
@@ -48,7 +49,7 @@ SMALL_WINDOW = 64 * 1024
 BEHIND_SECONDS = 2.0
 
 
-@dataclass
+@record
 class Shipped:
     size: int = 0
     digest: bytes = b""  # whole-object BLAKE3

@@ -18,18 +18,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Collection
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Protocol
 
 from replicator.events import ChangeEvent
 from replicator.pipeline.lanes import Lane, Policy, peer_failure
+from replicator.records import record
 from replicator.sources import Outcome, Source
 
 #: The lanes (by name) an event is pending at; None: every lane.
 Route = Callable[[ChangeEvent], Collection[str] | None]
 
 
-@dataclass
+@record
 class Track:
     """An event handed out by the source, until every lane is done with it."""
 
@@ -95,7 +96,7 @@ class NoMeter:
         return None
 
 
-@dataclass
+@record
 class Job:
     """One key's version, for every lane that wants exactly it."""
 

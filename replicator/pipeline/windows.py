@@ -19,11 +19,11 @@ import contextlib
 import os
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
 
 from replicator._native import ChunkerParams, ChunkList, StreamChunker, chunk_buffer
 from replicator.chunking import DIGEST_SIZE
 from replicator.origins import ObjectReader
+from replicator.records import record
 from replicator.store.spool import drained
 
 #: Native threads per window: cuts and the whole-object BLAKE3 of one window
@@ -188,7 +188,7 @@ class WindowChunks:
         return memoryview(head + self._window[: n - len(head)])
 
 
-@dataclass
+@record
 class Chunked:
     """What chunking an object produced, beside the batches."""
 

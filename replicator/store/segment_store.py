@@ -29,10 +29,10 @@ import sqlite3
 import weakref
 from collections import defaultdict
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from replicator.errors import IntegrityError, NotFoundError
+from replicator.records import record
 from replicator.store.backend import Backend
 from replicator.store.bulk import put_many_if_absent
 from replicator.store.format import Manifest, StoreConfig
@@ -57,7 +57,7 @@ PAGE = 1000
 GAP = 64 * 1024
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class SegmentProblem:
     """A damaged segment, or a version two segments hold with different bytes."""
 

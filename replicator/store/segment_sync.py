@@ -14,9 +14,10 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from replicator.errors import IntegrityError, NotFoundError
+from replicator.records import record
 from replicator.store.backend import Backend
 from replicator.store.segment_cache import HeaderTable, Row
 from replicator.store.segments import (
@@ -42,7 +43,7 @@ MAX_REPORTS = 20
 MEMO = 16384
 
 
-@dataclass(eq=False)
+@record(eq=False)
 class PeerState:
     """What every store over one peer shares: its table and when it was reconciled."""
 

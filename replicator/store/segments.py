@@ -29,11 +29,11 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from replicator._native import blake3_digest
 from replicator.errors import IntegrityError
+from replicator.records import record
 from replicator.store.names import _take_name, decode_segment, encode_segment
 
 SEGMENTS = "segments/"
@@ -50,7 +50,7 @@ HEADER_READ = 128 * 1024
 _DIGEST_HEX = re.compile(r"[0-9a-f]{64}")
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class SegmentEntry:
     """One manifest inside a segment; ``offset`` counts from the segment's start."""
 
@@ -61,7 +61,7 @@ class SegmentEntry:
     digest: bytes  # BLAKE3 of the entry's bytes
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class SegmentHeader:
     bucket: str
     entries: tuple[SegmentEntry, ...]
@@ -69,7 +69,7 @@ class SegmentHeader:
     size: int
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Segment:
     """An encoded segment: its store name, bytes and header."""
 
