@@ -67,7 +67,9 @@ def test_same_behaviour_as_dataclass(kw: dict[str, bool]) -> None:
         assert copy.deepcopy(a).tags == ["x"]
 
 
-_PICKLED: Any = record(frozen=True, slots=True)(type("Pickled", (), {"__annotations__": {"x": "int"}}))
+_PICKLED: Any = record(frozen=True, slots=True)(
+    type("Pickled", (), {"__annotations__": {"x": "int"}})
+)
 
 
 def test_frozen_slots_pickle() -> None:
