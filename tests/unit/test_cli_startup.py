@@ -147,3 +147,36 @@ def test_status_without_a_daemon_loads_no_http_server(tmp_path: Path) -> None:
     done = _python(_PROGRAM, json.dumps(unwanted), "status", "--json", "--config", str(cfg))
     assert done.returncode == 2, done.stderr  # nothing answered: exit 2, one line
     assert json.loads(done.stderr.splitlines()[-1])["loaded"] == []
+
+
+#: Classes replicator defined while the program ran, reported at exit.
+_CLASSES = """
+import atexit, dataclasses, json, sys
+def report():
+    defined = [
+        (name, cls.__name__, cls.__dataclass_params__.init)
+        for name, module in list(sys.modules.items()) if name.startswith("replicator")
+        for cls in vars(module).values()
+        if isinstance(cls, type) and cls.__module__ == name and dataclasses.is_dataclass(cls)
+    ]
+    print(json.dumps(defined), file=sys.stderr)
+atexit.register(report)
+from replicator.cli import main
+sys.argv = ["replicator", *sys.argv[1:]]
+main()
+"""
+
+
+def test_backfill_defines_its_classes_as_records(tmp_path: Path) -> None:
+    """A stdlib ``@dataclass`` compiles ~6 methods when it is defined (~1 ms
+    each class, every run); ``replicator.records.record`` compiles one. Every
+    class a backfill (first copy and no-op) defines is a record: a new one on
+    this path should be ``@record`` too (docs/performance.md, "boot")."""
+    argv = ["backfill", "--config", str(_fs_config(tmp_path)), "--json"]
+    for run in ("first copy", "no-op"):
+        done = _python(_CLASSES, *argv)
+        assert done.returncode == 0, done.stderr
+        defined = json.loads(done.stderr.splitlines()[-1])
+        print(run, len(defined), "classes")
+        assert len(defined) > 30
+        assert [f"{module}.{name}" for module, name, dataclass in defined if dataclass] == []
