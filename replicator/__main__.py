@@ -1,5 +1,5 @@
 """``python -m replicator`` runs the command line."""
 
-from replicator.cli import main
+from replicator.program import main
 
 main(prog_name="replicator")

@@ -2,69 +2,54 @@
 found (verify/restore), 2 usage or configuration error.
 
 Each command lives in its own module; this file only assembles the group.
-Nothing a user or the environment can cause ends in a Python traceback: a
-ReplicatorError prints its message, an OSError its path and reason, and
-anything else one line (the traceback only with ``--debug`` or
-``REPLICATOR_DEBUG=1``).
+The program itself (the console script) is replicator/program.py: it runs
+a plain ``backfill`` without click and hands everything else to this group.
+Nothing a user or the environment can cause ends in a Python traceback
+(program.guarded).
 """
 
 from __future__ import annotations
 
-import gc
-import os
-import sys
 from typing import Any
 
 import click
 
 from replicator import __version__
-from replicator.commands import LazyGroup
-from replicator.commands.common import EXIT_PROBLEM, fail
-from replicator.errors import ReplicatorError
+from replicator.commands import COMMANDS, load
 from replicator.memory import pin_mmap_threshold
+from replicator.program import debug as _debug
+from replicator.program import describe, guarded, start_up, start_up_done
 
-#: Set by ``--debug`` (or REPLICATOR_DEBUG=1): unexpected errors show their traceback.
-_debug = {"on": False}
-
-
-def _debugging() -> bool:
-    return _debug["on"] or os.environ.get("REPLICATOR_DEBUG", "") not in ("", "0")
+__all__ = ["_debug", "describe", "main"]
 
 
-def describe(exc: BaseException) -> str:
-    """One line for an exception replicator did not raise on purpose."""
-    if isinstance(exc, OSError) and exc.strerror:
-        where = f"{exc.filename}: " if exc.filename is not None else ""
-        return f"{where}{exc.strerror}"
-    text = str(exc).splitlines()[0] if str(exc) else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported only when one is invoked."""
 
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(COMMANDS) | set(self.commands))
 
-#: Whether the collector was paused for this process's start-up.
-_paused = {"gc": False}
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.commands:
+            return self.commands[cmd_name]
+        if cmd_name not in COMMANDS:
+            return None
+        return load(cmd_name)
 
-
-def _start_up() -> None:
-    """Run as the program: the collector waits until the command is loaded.
-
-    Start-up creates ~50,000 objects that live as long as the process
-    (modules, classes, the config models' validators); the cyclic collector
-    ran ~60 times over them while ``backfill`` was imported."""
-    # replicator uses no pydantic plugin; looking for them reads the entry
-    # points of every installed distribution (~10 ms).
-    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
-    if gc.isenabled():
-        gc.disable()
-        _paused["gc"] = True
-
-
-def _start_up_done() -> None:
-    """What exists now is start-up, kept for the whole run: frozen out of
-    later collections, and the collector runs again."""
-    if _paused["gc"]:
-        _paused["gc"] = False
-        gc.freeze()
-        gc.enable()
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The command list of ``--help`` from the summaries: importing every
+        command (pydantic, the pipeline, the bench) only to print one line
+        each cost more than the rest of the start-up."""
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max(len(n) for n in names)
+        rows = []
+        for name in names:
+            # A stand-in shortens the summary exactly as click shortens a help.
+            cmd = self.commands.get(name) or click.Command(name, help=COMMANDS[name].summary)
+            if not cmd.hidden:
+                rows.append((name, cmd.get_short_help_str(limit)))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
 
 class _Group(LazyGroup):
@@ -74,28 +59,16 @@ class _Group(LazyGroup):
         # Only as the program (arguments from sys.argv): a test invoking the
         # group in its own process keeps that process as it is.
         if (args[0] if args else kwargs.get("args")) is None:
-            _start_up()
+            start_up()
         try:
             return super().main(*args, **kwargs)
         finally:
-            _start_up_done()
+            start_up_done()
 
     def invoke(self, ctx: click.Context) -> object:
-        try:
-            return super().invoke(ctx)
-        except ReplicatorError as exc:
-            fail(exc)
-        except (click.ClickException, click.exceptions.Exit, click.Abort):
-            raise  # click's own usage errors and exits, already one line
-        except Exception as exc:  # the last resort: never a traceback by default
-            if _debugging():
-                import traceback  # noqa: PLC0415 - 16 ms of every start-up otherwise
-
-                traceback.print_exc()
-            else:
-                hint = " (run with --debug or REPLICATOR_DEBUG=1 for the traceback)"
-                click.echo(f"error: {describe(exc)}{hint}", err=True)
-            sys.exit(EXIT_PROBLEM)
+        # click's own usage errors and exits are already one line.
+        passed = (click.ClickException, click.exceptions.Exit, click.Abort)
+        return guarded(lambda: LazyGroup.invoke(self, ctx), passed)
 
 
 @click.group(cls=_Group)
@@ -107,4 +80,4 @@ def main(debug: bool) -> None:
     pin_mmap_threshold()
     # The command's module is imported by now: click resolves it before
     # this callback runs.
-    _start_up_done()
+    start_up_done()

@@ -5,15 +5,17 @@ module and what it needs, never the daemon, the Kafka client or the bench
 harness, and ``replicator --help`` imports no command at all: its list is
 written from the one-line summaries kept here (a test holds each one equal
 to its command's own). Start-up cost counts on every run (measured in
-docs/performance.md). Adding a command is one line in ``COMMANDS``.
+docs/performance.md). Adding a command is one line in ``COMMANDS``; the
+group that loads them is ``replicator.cli``'s.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-import click
+if TYPE_CHECKING:
+    import click
 
 
 class Entry(NamedTuple):
@@ -85,39 +87,12 @@ COMMANDS: dict[str, Entry] = {
 
 
 def load(name: str) -> click.Command:
+    import click  # noqa: PLC0415 - a plain backfill runs without click (replicator/program.py)
+
     entry = COMMANDS[name]
     command = getattr(importlib.import_module(entry.module), entry.attr)
     assert isinstance(command, click.Command)
     return command
 
 
-class LazyGroup(click.Group):
-    """A group whose subcommands are imported only when one is invoked."""
-
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(set(COMMANDS) | set(self.commands))
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name in self.commands:
-            return self.commands[cmd_name]
-        if cmd_name not in COMMANDS:
-            return None
-        return load(cmd_name)
-
-    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        """The command list of ``--help`` from the summaries: importing every
-        command (pydantic, the pipeline, the bench) only to print one line
-        each cost more than the rest of the start-up."""
-        names = self.list_commands(ctx)
-        limit = formatter.width - 6 - max(len(n) for n in names)
-        rows = []
-        for name in names:
-            # A stand-in shortens the summary exactly as click shortens a help.
-            cmd = self.commands.get(name) or click.Command(name, help=COMMANDS[name].summary)
-            if not cmd.hidden:
-                rows.append((name, cmd.get_short_help_str(limit)))
-        with formatter.section("Commands"):
-            formatter.write_dl(rows)
-
-
-__all__ = ["COMMANDS", "Entry", "LazyGroup", "load"]
+__all__ = ["COMMANDS", "Entry", "load"]

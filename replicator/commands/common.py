@@ -7,9 +7,11 @@ its own code (``exit_code``) and ends a command as one line on stderr,
 through :func:`fail`, whether the command runs under the ``replicator``
 group or on its own.
 
-Imports stay light (no pydantic, no rich, no aiobotocore at import time):
-the top-level group imports this module for every command, ``--help``
-included.
+Imports stay light (no pydantic, no rich, no aiobotocore, no click at
+import time): the top-level group imports this module for every command,
+``--help`` included, and the program's plain ``backfill`` runs without
+click (replicator/program.py). The options import click when a command
+module applies them.
 """
 
 from __future__ import annotations
@@ -20,8 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TypeVar
 
-import click
-
+from replicator.commands.output import echo
 from replicator.errors import ReplicatorError
 
 if TYPE_CHECKING:
@@ -37,23 +38,31 @@ EXIT_USAGE = 2
 
 F = TypeVar("F", bound=Callable[..., object])
 
-#: ``--config FILE``; without it ``$REPLICATOR_CONFIG``, else ``./replicator.toml``.
-config_option = click.option(
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    help="Config file (default $REPLICATOR_CONFIG, else ./replicator.toml).",
-)
 
-#: ``--parallel N``: objects handled at once by restore, verify and drill.
-parallel_option = click.option(
-    "--parallel", default=4, show_default=True, type=click.IntRange(1, 64)
-)
+def config_option(f: F) -> F:
+    """``--config FILE``; without it ``$REPLICATOR_CONFIG``, else ``./replicator.toml``."""
+    import click  # noqa: PLC0415 - the module doc
+
+    return click.option(
+        "--config",
+        "config_path",
+        type=click.Path(path_type=Path, dir_okay=False),
+        default=None,
+        help="Config file (default $REPLICATOR_CONFIG, else ./replicator.toml).",
+    )(f)
+
+
+def parallel_option(f: F) -> F:
+    """``--parallel N``: objects handled at once by restore, verify and drill."""
+    import click  # noqa: PLC0415 - the module doc
+
+    return click.option("--parallel", default=4, show_default=True, type=click.IntRange(1, 64))(f)
 
 
 def json_option(help_text: str) -> Callable[[F], F]:
     """``--json``: the command's one JSON document on stdout (``as_json``)."""
+    import click  # noqa: PLC0415 - the module doc
+
     return click.option("--json", "as_json", is_flag=True, help=help_text)
 
 
@@ -66,7 +75,7 @@ def load_settings(path: Path | None) -> Settings:
 
 def fail(exc: ReplicatorError) -> NoReturn:
     """End the command with the error's one line and its exit code."""
-    click.echo(f"error: {exc}", err=True)
+    echo(f"error: {exc}", err=True)
     sys.exit(exc.exit_code)
 
 

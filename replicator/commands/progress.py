@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-import click
+from replicator.commands.output import echo
 
 if TYPE_CHECKING:
     from replicator.pipeline.summary import Progress as BackfillProgress
@@ -70,7 +70,7 @@ class _LogProgress:
     def emit(self) -> None:
         self.last = time.monotonic()
         line = {"event": self.event, "objects": self.objects, "bytes": self.bytes}
-        click.echo(json.dumps(line | {"total_bytes": self.total}), err=True)
+        echo(json.dumps(line | {"total_bytes": self.total}), err=True)
 
 
 @contextlib.contextmanager
@@ -157,7 +157,7 @@ class _BackfillLines:
         if time.monotonic() - self._last >= LOG_EVERY:
             self._last = time.monotonic()
             line = {"event": "backfill.progress", "listed": self.listed_objects, **self.counts}
-            click.echo(json.dumps(line), err=True)
+            echo(json.dumps(line), err=True)
 
     def __enter__(self) -> _BackfillLines:
         return self
