@@ -110,7 +110,7 @@ def test_runtime_entrypoint_is_a_console_script_of_the_wheel(wheel: Path) -> Non
     stage = _runtime_stage()
     entrypoint = json.loads(stage["ENTRYPOINT"])
     assert entrypoint[0] in scripts, f"{entrypoint[0]} not in the wheel's scripts {scripts}"
-    assert scripts[entrypoint[0]] == "replicator.cli:main"
+    assert scripts[entrypoint[0]] == "replicator.program:main"
     health = json.loads(stage["HEALTHCHECK"].split(" CMD ", 1)[1])
     assert health[0] == "python"  # the base image's interpreter, not the wheel's
     print(f"wheel {wheel.name}: console scripts {scripts}; runtime runs {entrypoint}")
