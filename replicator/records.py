@@ -17,8 +17,9 @@ the same rules (same class and equal compared fields; frozen classes hash,
 mutable ones are unhashable unless they define ``__hash__``), a frozen
 instance refuses assignment with ``FrozenInstanceError``, and it copies and
 pickles. Only ``__init__`` is compiled (it runs for every object, so it
-stays straight-line code); the other methods are shared functions over the
-class's field names (``operator.attrgetter`` builds the compared tuple in C).
+stays straight-line code), and only when the class's first instance is
+made; the other methods are shared functions over the class's field names
+(``operator.attrgetter`` builds the compared tuple in C).
 """
 
 from __future__ import annotations
@@ -78,6 +79,21 @@ def _make_init(cls: type, frozen: bool) -> Callable[..., None]:
     return init
 
 
+def _first_init(cls: type, frozen: bool) -> Callable[..., None]:
+    """An ``__init__`` that compiles the real one when the class's first
+    instance is made, and puts it in its place: a process defines every
+    record it imports but builds instances of only some of them (a no-op
+    backfill: the write path's records are never built). Until then the
+    class's signature reads ``(*args, **kwargs)``."""
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        init = _make_init(cls, frozen)
+        setattr(cls, "__init__", init)  # noqa: B010 - what a call finds from now on
+        init(self, *args, **kwargs)
+
+    return __init__
+
+
 def _methods(cls: type, frozen: bool, eq: bool) -> dict[str, Any]:
     fields = dataclasses.fields(cls)
     shown = tuple(f.name for f in fields if f.repr)
@@ -110,7 +126,7 @@ def _methods(cls: type, frozen: bool, eq: bool) -> dict[str, Any]:
             raise dataclasses.FrozenInstanceError(f"cannot delete field {name!r}")
         super(owner, self).__delattr__(name)
 
-    out: dict[str, Any] = {"__init__": _make_init(cls, frozen), "__repr__": __repr__}
+    out: dict[str, Any] = {"__init__": _first_init(cls, frozen), "__repr__": __repr__}
     if eq:
         out["__eq__"] = __eq__
         explicit = cls.__dict__.get("__hash__", _MISSING)

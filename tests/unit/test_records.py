@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import inspect
 import pickle
 import time
 from collections.abc import Callable
@@ -113,3 +114,17 @@ def test_cheaper_to_define_than_dataclass() -> None:
         for _ in range(50):
             _define(deco, frozen=True, slots=True)
         print(f"{getattr(deco, '__name__', deco)}: {(time.perf_counter() - start) * 20:.3f} ms")
+
+
+def test_init_compiled_at_first_instance() -> None:
+    """A record never built costs no compile; once built, its __init__ takes
+    the same parameters as the dataclass's."""
+    cls = _define(record, frozen=True, slots=True)
+    stand_in = cls.__init__
+    first, second = cls("a", 1), cls("a", 1, note="n")
+    assert cls.__init__ is not stand_in
+    assert (first.note, second.note) == ("", "n")
+    ours = inspect.signature(cls).parameters
+    theirs = inspect.signature(_define(dataclass, frozen=True, slots=True)).parameters
+    assert list(ours) == list(theirs) == ["name", "size", "tags", "note"]
+    assert [p.kind for p in ours.values()] == [p.kind for p in theirs.values()]
