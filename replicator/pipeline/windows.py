@@ -29,6 +29,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from replicator._native import ChunkerParams, ChunkList, StreamChunker, chunk_buffer
 from replicator.chunking import DIGEST_SIZE
@@ -228,13 +229,18 @@ async def chunk_windows(
 
     Two window buffers take turns: the next window is read while the
     current one is chunked and its new chunks are copied into packs, so a
-    slow origin (S3) and the CPU work overlap. Memory: two windows."""
+    slow origin (S3) and the CPU work overlap. Memory: two windows.
+
+    A window is cut while the previous window's new chunks are still being
+    appended to the pack spool (a window of new chunks takes about as long
+    to write and hash as to cut); only the read into that buffer waits."""
     buffers = [pool.take(window_size) for _ in range(2)]
     views = [memoryview(b)[:window_size] for b in buffers]
     chunker = StreamChunker(params, threads=CHUNK_THREADS)
     carry, carry_start, pos, turn = b"", 0, 0, 0
     busy: list[list[asyncio.Future[None]]] = [[], []]  # per buffer
     reading = asyncio.ensure_future(reader.readinto(views[0]))
+    cutting: asyncio.Future[ChunkList] | None = None
     try:
         while n := await reading:
             window, mine = views[turn][:n], turn
@@ -247,11 +253,11 @@ async def chunk_windows(
                 out.size, out.digest = n, batch.whole_digest
                 return
             turn ^= 1
+            cutting = asyncio.ensure_future(asyncio.to_thread(chunker.feed, window))
             await drained(busy[turn])  # the previous window's spool appends
             # The reader is sequential: the next read starts once this one is done.
             reading = asyncio.ensure_future(reader.readinto(views[turn]))
-            cl = await asyncio.to_thread(chunker.feed, window)
-            batch = WindowChunks(cl, window, pos, carry, carry_start)
+            batch = WindowChunks(await cutting, window, pos, carry, carry_start)
             busy[mine] = batch.busy
             yield batch
             # Keep only the bytes after the last cut: the next chunk starts there.
@@ -262,7 +268,7 @@ async def chunk_windows(
         views.clear()
         if pos > POOL_OBJECT_LIMIT:
             pool = NO_POOL
-        await _release(pool, buffers, reading, busy[0] + busy[1])
+        await _release(pool, buffers, [reading, cutting], busy[0] + busy[1])
     await reader.finish()
     last = chunker.finish()
     yield WindowChunks(last, memoryview(b""), pos, carry, carry_start)
@@ -273,18 +279,21 @@ async def chunk_windows(
 async def _release(
     pool: WindowPool,
     buffers: list[Buffer],
-    reading: asyncio.Future[int],
+    users: Sequence[asyncio.Future[Any] | None],
     busy: list[asyncio.Future[None]],
 ) -> None:
     """The windows go back to the pool once the appends reading them are
-    over; not after a read was cancelled: its thread may still be filling a
-    buffer, which then must not serve another object."""
-    if reading.done() and not reading.cancelled():
+    over; not after a read or a cut was cancelled (``users``): its thread
+    may still be using a buffer, which then must not serve another object."""
+    started = [f for f in users if f is not None]
+    if all(f.done() and not f.cancelled() for f in started):
         pool.give_after(buffers, busy)
-    elif not reading.done():
-        reading.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await reading
+        return
+    for f in started:
+        if not f.done():
+            f.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await f
 
 
 async def _whole(reader: ObjectReader, window: memoryview, params: ChunkerParams) -> ChunkList:
