@@ -18,8 +18,13 @@ use crate::batch::Batch;
 use crate::cutter::Cutter;
 use crate::pool;
 
-/// Below this many bytes per segment, threads cost more than they save.
-const MIN_SEGMENT: usize = 4 * 1024 * 1024;
+/// Below this many bytes per segment, threads cost more than they save
+/// (a segment of 1 MiB is ~1 ms of work; handing it to a pool thread costs
+/// microseconds). It was 4 MiB, and a streaming feed of an 8 MiB read window
+/// is a little under 8 MiB once the carried tail is cut apart, so every
+/// window after an object's first was cut on one thread: an object read
+/// alone (the last large file of an update) used one core of two.
+pub(crate) const MIN_SEGMENT: usize = 1024 * 1024;
 
 /// Where cutting stops in a buffer.
 #[derive(Clone, Copy, Debug)]
@@ -111,8 +116,34 @@ pub fn parallel(
     whole: Option<&mut blake3::Hasher>,
     out: &mut Batch,
 ) -> usize {
-    let segments = threads.min(data.len() / MIN_SEGMENT);
-    segmented(c, data, base, lim, (threads, segments), whole, out).0
+    segmented(
+        c,
+        data,
+        base,
+        lim,
+        (threads, segments(data.len(), threads)),
+        whole,
+        out,
+    )
+    .0
+}
+
+/// How many segments [`parallel`] cuts `len` bytes in.
+pub(crate) fn segments(len: usize, threads: usize) -> usize {
+    threads.min(len / MIN_SEGMENT)
+}
+
+/// Bytes the cut chain consumes at least under `lim` (chunks are at most
+/// `max_size` long, and a chain stops only at `start_limit`, at the end of
+/// a final buffer, or less than `max_size` before the end of another): the
+/// whole-object hash can take them before the chain is known.
+fn surely_consumed(c: &Cutter, len: usize, lim: Limits) -> usize {
+    let end = if lim.is_final {
+        len
+    } else {
+        len.saturating_sub(c.max_size())
+    };
+    end.min(lim.start_limit)
 }
 
 /// Segment starts: `segments` roughly equal parts, each start a multiple of
@@ -144,21 +175,32 @@ pub(crate) fn segmented(
     }
     let bounds = bounds(data.len(), segments, c.max_size());
     let pool = pool::get(threads);
+    // The whole-object hash is a BLAKE3 tree: rayon hashes its subtrees on
+    // the same threads as the segments' chains, at the same time (it was a
+    // second parallel pass after them), over the bytes surely consumed;
+    // the few after them are added once the merge knows where it stopped.
+    let sure = surely_consumed(c, data.len(), lim);
+    let mut whole = whole;
     let chains: Vec<Chain> = pool.install(|| {
-        bounds
-            .par_iter()
-            .enumerate()
-            .map(|(i, &b)| {
-                let until = bounds.get(i + 1).copied().unwrap_or(data.len());
-                chain(c, data, b, until, lim)
-            })
-            .collect()
+        let chains = || {
+            bounds
+                .par_iter()
+                .enumerate()
+                .map(|(i, &b)| {
+                    let until = bounds.get(i + 1).copied().unwrap_or(data.len());
+                    chain(c, data, b, until, lim)
+                })
+                .collect()
+        };
+        match whole.as_deref_mut() {
+            Some(w) => rayon::join(chains, || w.update_rayon(&data[..sure])).0,
+            None => chains(),
+        }
     });
     let (consumed, recut) = merge(c, data, base, lim, &bounds, &chains, out);
-    // The whole-object hash is a BLAKE3 tree: rayon hashes its subtrees in
-    // parallel, one more pass over memory instead of a serial one.
+    debug_assert!(sure <= consumed, "{sure} > {consumed}");
     if let Some(w) = whole {
-        pool.install(|| w.update_rayon(&data[..consumed]));
+        w.update(&data[sure..consumed]);
     }
     (consumed, recut)
 }

@@ -225,3 +225,16 @@ fn merge_adopts_segment_chains() {
     // All zeros: segment starts are max_size-aligned, so chains agree at once.
     assert_eq!(recut(small(), &vec![0u8; 1 << 20], 8).0, 0);
 }
+
+#[test]
+fn read_windows_are_cut_on_every_thread() {
+    // A streaming feed of an 8 MiB read window cuts a little under 8 MiB
+    // (the carried tail is cut apart first): with 4 MiB segments that was
+    // one segment, and every window after an object's first ran on one
+    // thread. The default max_size is 256 KiB; the tail at most that long.
+    let window = 8 * 1024 * 1024;
+    let max_size = Params::default().max_size;
+    assert_eq!(segments(window - max_size - 1000, 2), 2);
+    assert_eq!(segments(window - max_size - 1000, 4), 4);
+    assert_eq!(segments(MIN_SEGMENT - 1, 2), 0);
+}

@@ -45,7 +45,11 @@ class LaneCommits(Outcomes):
             # A daemon change seals its pack by its own age (durable.py); a
             # listing's versions are old by nature and fill packs instead.
             since = None if event.listed else event.event_time_ns
-            names = await lane.resolve(placed, large=large, since_ns=since)
+            # The run is ending and nothing else is under way at this lane:
+            # no object could fill the open pack, seal it now (not after the
+            # finishing delay: the last object of every backfill waited it).
+            alone = self.finishing and len(lane.active) <= 1
+            names = await lane.resolve(placed, large=large or alone, since_ns=since)
             if lane.name in self._torn.get(event, ()):
                 self._finish(lane, event, superseded=True)
                 return
