@@ -39,6 +39,7 @@ from replicator.restore import (
     restore,
     target_path,
 )
+from replicator.restore_damage import Damaged, damaged_segments
 from replicator.store.backend import Backend
 from replicator.store.manifest_store import ManifestStore, manifests_of
 from replicator.store.reader import (
@@ -179,12 +180,18 @@ class _Run:
 
         async def restore_key(key: str) -> None:
             one = Selection(self.bucket, key, True, None)
-            got = await restore(self.backend, one, self.scratch, parallel=1, progress=self.progress)
+            got = await restore(
+                self.backend, one, self.scratch, parallel=1, progress=self.progress,
+                damage_check=False,
+            )  # fmt: skip
             summary.objects += got.objects
             summary.bytes += got.bytes
             summary.errors.extend(got.errors)
 
+        # Damaged segments once for the whole drill, not once per key drawn.
+        segments = await damaged_segments(self.manifests, self.bucket)
         await run_workers(self._sampled_keys(), restore_key, self.parallel)
+        summary.errors.extend(map(_unreadable, segments))
         return summary
 
     async def _sampled_keys(self) -> AsyncIterator[str]:
@@ -258,6 +265,13 @@ class _Run:
                 f"restored file ({size} bytes) matches no version's length and BLAKE3",
             )
         )
+
+
+def _unreadable(seg: Damaged) -> Problem:
+    held = "which manifests it held is unknown" if seg.held is None else (
+        f"the {len(seg.held)} manifests its header lists cannot be restored from it"
+    )  # fmt: skip
+    return Problem("", "", f"segment {seg.segment} could not be read ({seg.why}): {held}")
 
 
 def _count_files(root: Path) -> int:

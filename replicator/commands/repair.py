@@ -15,6 +15,7 @@ import click
 
 from replicator.commands.common import config_option, exit_codes, load_settings
 from replicator.commands.output import echo_json
+from replicator.commands.restore import described
 from replicator.repair import RepairReport, repair
 
 
@@ -35,6 +36,12 @@ def repair_command(*, config_path: Path | None, destination: str, as_json: bool)
 
 
 def _print(report: RepairReport) -> None:
+    for s in report.segments:
+        line = f"segment {s.segment} ({s.why}): {s.done}"
+        click.echo(line if s.ok else f"unrepaired: {line}", err=not s.ok)
+        for key, version in s.lost:
+            click.echo(f"unrepaired: key={key!r} version={version}: its manifest was only in "
+                       f"segment {s.segment}", err=True)  # fmt: skip
     for d in report.unrepaired:
         versions = ", ".join(f"key={k!r} version={v}" for k, v in sorted(d.versions))
         click.echo(
@@ -45,16 +52,23 @@ def _print(report: RepairReport) -> None:
     for name, why in report.peer_errors.items():
         click.echo(f"peer {name!r} could not be used as a source: {why}", err=True)
     after = report.after
+    named = tuple(f"segment {s.segment}" for s in report.segments)
     for p in after.problems if after else []:
-        click.echo(
-            f"problem left: key={p.key!r} version={p.version} pack={p.pack} chunk={p.chunk}: "
-            f"{p.message}",
-            err=True,
-        )
+        if not p.key and named and p.message.startswith(named):
+            continue  # the segment's own line above says it
+        click.echo(f"problem left: {described(p, chunk_fields=True)}", err=True)
     peers = ", ".join(f"{n}: {c}" for n, c in report.from_peers.items()) or "none asked"
     state = "verifies clean" if report.ok else "still damaged"
     click.echo(
-        f"repair of {report.destination!r}: {report.damaged} damaged chunk copies, "
+        f"repair of {report.destination!r}: {_segments(report)}"
+        f"{report.damaged} damaged chunk copies, "
         f"{report.from_source} healed from the source, from peers {peers}; "
         f"{len(report.unrepaired)} unrepaired; deep verify afterwards: {state}"
     )
+
+
+def _segments(report: RepairReport) -> str:
+    if not report.segments:
+        return ""
+    fixed = sum(s.ok for s in report.segments)
+    return f"{len(report.segments)} damaged segments ({fixed} repaired), "

@@ -28,6 +28,7 @@ from replicator.commands.output import echo_json
 from replicator.commands.progress import progress_display
 from replicator.errors import ConfigError
 from replicator.restore import Progress, RestoreSummary, Selection, parse_time, restore
+from replicator.store.reader import Problem
 
 
 def prepare_target(to: Path) -> Path:
@@ -95,13 +96,24 @@ async def _run(
         await backend.close()
 
 
+def described(p: Problem, *, chunk_fields: bool = False) -> str:
+    """``key=… version=… [pack=… chunk=…]: message``; a problem of no
+    version (a damaged segment, nothing to drill) is its message alone.
+    ``chunk_fields``: pack and chunk shown even when empty (verify's lines)."""
+    if not (p.key or p.version or p.pack):
+        return p.message
+    what = f"key={p.key!r}" + (f" version={p.version}" if p.version or chunk_fields else "")
+    if p.pack or chunk_fields:
+        what += f" pack={p.pack} chunk={p.chunk}"
+    return f"{what}: {p.message}"
+
+
 def _report(summary: RestoreSummary, destination: str, sel: Selection, as_json: bool) -> None:
     if as_json:
         echo_json({"destination": destination, "bucket": sel.bucket} | summary.to_json())
         return
     for p in summary.errors:
-        where = f" pack={p.pack} chunk={p.chunk}" if p.pack else ""
-        click.echo(f"error: key={p.key!r} version={p.version}{where}: {p.message}", err=True)
+        click.echo(f"error: {described(p)}", err=True)
     for k in summary.removed:
         click.echo(f"removed (tombstone, nothing restored): {k!r}")
     click.echo(

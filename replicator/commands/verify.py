@@ -26,6 +26,7 @@ from replicator.commands.common import (
 )
 from replicator.commands.output import echo_json
 from replicator.commands.progress import progress_display
+from replicator.commands.restore import described
 from replicator.origins import make_origin
 from replicator.store.backends.fs import LEFTOVER_GRACE
 from replicator.store.reader import Problem
@@ -109,11 +110,7 @@ def _report(report: VerifyReport, destination: str, prefix: str | None, as_json:
     for f in report.info:
         click.echo(f"info: pack={f.pack}: {f.message}" if f.pack else f"info: {f.message}")
     for p in report.problems:
-        click.echo(
-            f"problem: key={p.key!r} version={p.version} pack={p.pack} chunk={p.chunk}: "
-            f"{p.message}",
-            err=True,
-        )
+        click.echo(f"problem: {described(p, chunk_fields=True)}", err=True)
     mode = "deep" if report.deep else "structural"
     if report.deep and report.sample < 1:
         mode = f"deep on a sample of {report.sample:g} (seed {report.seed}, --seed replays it)"

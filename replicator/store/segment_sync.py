@@ -5,7 +5,11 @@ segment the table knows is stamped; the headers of the others are read (a
 ranged read of the segment's start; the whole segment, checked against its
 name, when it is small) and recorded; segments no longer listed are
 forgotten. A segment that cannot be read is left out and remembered for
-``verify``; its manifests are written again by the next writer that has them.
+``verify`` and ``restore``; its manifests are written again by the next
+writer that has them. When only its body is damaged, the (key, version)
+pairs its header lists are remembered too (``salvaged``), so readers can
+name the versions they miss; they are never recorded in the table (the
+held check must keep answering "not held" for them).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from replicator.errors import IntegrityError, NotFoundError
+from replicator.errors import IntegrityError, NotFoundError, ReplicatorError
 from replicator.store.backend import Backend
 from replicator.store.segment_cache import HeaderTable, Row
 from replicator.store.segments import (
@@ -51,6 +55,8 @@ class PeerState:
     synced_at: float | None = None
     #: Segments found unreadable in the last reconcile: (name, why).
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    #: Of those, the (key, version name) pairs a still readable header lists.
+    salvaged: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
     #: (segment, offset) -> BLAKE3 of entries scanned lately (at most MEMO).
     digests: OrderedDict[tuple[str, int], bytes] = field(default_factory=OrderedDict)
 
@@ -69,6 +75,7 @@ async def reconcile(backend: Backend, state: PeerState, max_age: float = 0.0) ->
             return
         started = time.monotonic()
         state.skipped = []
+        state.salvaged = {}
         await asyncio.to_thread(state.table.begin_sync)
         page: list[tuple[str, int]] = []
         async for info in backend.list(SEGMENTS):
@@ -97,6 +104,8 @@ async def _sync_page(backend: Backend, state: PeerState, page: list[tuple[str, i
                 return None
             except (IntegrityError, ValueError) as exc:
                 _skip(backend, state, name, str(exc))
+                if (held := await _salvage(backend, name, sizes[name])) is not None:
+                    state.salvaged[name] = held
                 return None
 
     found = [h for h in await asyncio.gather(*map(fetch, unknown)) if h is not None]
@@ -107,6 +116,21 @@ def _skip(backend: Backend, state: PeerState, name: str, why: str) -> None:
     if len(state.skipped) < MAX_REPORTS:
         log.warning("destination %r: skipped %s: %s", backend.name, name, why)
     state.skipped.append((name, why))
+
+
+async def _salvage(backend: Backend, name: str, size: int) -> tuple[tuple[str, str], ...] | None:
+    """(key, version name) of each entry a damaged segment's header still
+    lists (its header parses, whatever its body); None when it does not."""
+    try:
+        parse_segment_key(name)
+        data = await backend.get(name, 0, min(size, HEADER_READ))
+        need = header_length(data, name) + 1
+        if len(data) < need:
+            data += await backend.get(name, len(data), need - len(data))
+        header = parse_header(data, name, size)
+    except (ReplicatorError, ValueError, OSError):  # best effort: only a name is lost
+        return None
+    return tuple((e.key, e.version_name) for e in header.entries)
 
 
 async def read_header(backend: Backend, name: str, size: int) -> SegmentHeader:
