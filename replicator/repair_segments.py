@@ -18,20 +18,29 @@ own BLAKE3 in the header, so every copy used here is checked first:
    writes the source's current versions again (the held check finds them
    missing); older versions it held exist only at other peers.
 
+Every damaged segment found is then forgotten by the header table that
+backfill and the daemon keep in ``store.cache_dir``: a segment damaged after
+that table recorded it is otherwise still trusted there (its header is not
+read again), and the held check would keep answering "held" for versions
+nobody can read, so no writer would ever write them again.
+
 Formats 1 and 2 have no segments: nothing is done.
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
 from replicator.config import Settings
 from replicator.errors import ReplicatorError
 from replicator.store.format import Manifest
+from replicator.store.index_cache import default_cache_dir, segment_cache_path
 from replicator.store.manifest_store import ManifestStore
 from replicator.store.peer import Peer, make_backend, peer_identity, peer_on, store_config
 from replicator.store.reader import parse_manifest
+from replicator.store.segment_cache import HeaderTable
 from replicator.store.segments import check_entry, encode, parse, parse_header
 from replicator.store.versions import VersionEntry
 from replicator.verify import Packs
@@ -74,10 +83,24 @@ async def repair_segments(settings: Settings, peer: Peer) -> list[SegmentRepair]
     finally:
         for other in others:
             await other.close()
+    await asyncio.to_thread(_forget_in_cache, settings, peer, [s.segment for s in found])
     refresh = getattr(peer.manifests, "refresh", None)
     if callable(refresh):
         await refresh()  # what follows (the deep verify) sees the repaired peer
     return out
+
+
+def _forget_in_cache(settings: Settings, peer: Peer, names: list[str]) -> None:
+    """Make the writers' header table read these segments' headers afresh."""
+    path = segment_cache_path(settings.store.cache_dir or default_cache_dir(), peer.identity)
+    if not path.exists():
+        return  # no writer has a table of this peer here
+    table = HeaderTable(path, peer.config.to_bytes())
+    try:
+        for name in names:
+            table.forget(name)
+    finally:
+        table.close()
 
 
 async def _open_others(settings: Settings, name: str) -> list[Peer]:
@@ -127,12 +150,19 @@ async def _rewrite(peer: Peer, others: list[Peer], seg: Any, result: SegmentRepa
     held = {(e.key, e.version_name) for e in await _held(peer.manifests, bucket, wanted)}
     todo = [kv for kv in wanted if kv not in held]
     own = await _own_entries(peer, seg.segment, bucket, todo)
-    if len(own) == len(wanted) and await _in_place(peer, seg.segment, bucket, own):
-        result.done, result.ok = "rewritten in place from its intact entries", True
-        return
     todo = [kv for kv in todo if kv not in own]
     borrowed, lenders = await _borrow(peer, others, bucket, todo)
-    manifests = [*(m for m, _ in own.values()), *borrowed.values()]
+    # Every entry recovered encodes to the segment's own name again: a
+    # put-if-absent would find the damaged object there and keep it.
+    recovered = own | borrowed
+    parts = f"{len(held)} held elsewhere here, {len(own)} from its intact entries, " + (
+        f"{len(borrowed)} from peers {', '.join(sorted(lenders))}" if lenders else "0 from peers"
+    )
+    whole = not held and len(recovered) == len(wanted)
+    if whole and await _in_place(peer, seg.segment, bucket, recovered):
+        result.done, result.ok = f"rewritten in place, its bytes whole again ({parts})", True
+        return
+    manifests = [m for m, _ in recovered.values()]
     if manifests:
         await peer.manifests.put_many(manifests)  # a failed one shows in the check below
     # Held again means listed from a readable segment (the damaged one never
@@ -140,9 +170,6 @@ async def _rewrite(peer: Peer, others: list[Peer], seg: Any, result: SegmentRepa
     await peer.manifests.refresh()  # type: ignore[attr-defined]
     now = {(e.key, e.version_name) for e in await _held(peer.manifests, bucket, wanted)}
     result.lost = [kv for kv in wanted if kv not in now]
-    parts = f"{len(held)} held elsewhere here, {len(own)} from its intact entries, " + (
-        f"{len(borrowed)} from peers {', '.join(sorted(lenders))}" if lenders else "0 from peers"
-    )
     if result.lost:
         lost = len(result.lost)
         result.done = f"of its {len(wanted)} manifests {parts}; {lost} lost: left in place"
@@ -167,7 +194,10 @@ async def _in_place(
 async def _held(
     store: ManifestStore, bucket: str, wanted: list[tuple[str, str]]
 ) -> list[VersionEntry]:
-    found = await store.versions_at(bucket, wanted)
+    try:
+        found = await store.versions_at(bucket, wanted)
+    except ReplicatorError:  # a copy that does not read is no copy
+        return []
     return [e for (k, v), f in zip(wanted, found, strict=True) for e, _ in f
             if (e.key, e.version_name) == (k, v)]  # fmt: skip
 
@@ -197,9 +227,10 @@ async def _own_entries(
 
 async def _borrow(
     peer: Peer, others: list[Peer], bucket: str, todo: list[tuple[str, str]]
-) -> tuple[dict[tuple[str, str], Manifest], set[str]]:
+) -> tuple[dict[tuple[str, str], tuple[Manifest, bytes]], set[str]]:
     """Other peers' manifests of ``todo`` whose every chunk is at this peer."""
-    packs, out, lenders = Packs(peer.backend), {}, set()
+    packs, lenders = Packs(peer.backend), set()
+    out: dict[tuple[str, str], tuple[Manifest, bytes]] = {}
     for other in others:
         need = [kv for kv in todo if kv not in out]
         if not need:
@@ -217,7 +248,7 @@ async def _borrow(
                 except ReplicatorError:
                     continue
                 if await references_hold(packs, m):
-                    out[(key, version)] = m
+                    out[(key, version)] = (m, raw)
                     lenders.add(other.name)
                     break
     return out, lenders

@@ -29,7 +29,7 @@ from replicator.commands.common import (
 )
 from replicator.commands.output import echo_json
 from replicator.commands.progress import progress_display
-from replicator.commands.restore import described
+from replicator.commands.restore import described, segments_named_here
 from replicator.drill import DrillReport, drill
 from replicator.drill_export import push, write_textfile
 from replicator.errors import ConfigError
@@ -82,7 +82,7 @@ def drill_command(
     with exit_codes():
         settings = load_settings(config_path)
         _check_outputs(scratch, textfile, pushgateway)
-        with progress_display("drill.progress") as progress:
+        with progress_display("drill.progress") as progress, segments_named_here():
             options = {"sample": sample, "seed": seed, "parallel": parallel}
             report = asyncio.run(_run(settings, destination, scratch, progress, **options))
     _report(report, as_json)

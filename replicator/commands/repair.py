@@ -15,7 +15,7 @@ import click
 
 from replicator.commands.common import config_option, exit_codes, load_settings
 from replicator.commands.output import echo_json
-from replicator.commands.restore import described
+from replicator.commands.restore import described, segments_named_here
 from replicator.repair import RepairReport, repair
 
 
@@ -27,7 +27,8 @@ def repair_command(*, config_path: Path | None, destination: str, as_json: bool)
     """Write good copies of damaged chunks (from the source, else another peer)."""
     with exit_codes():
         settings = load_settings(config_path)
-        report = asyncio.run(repair(settings, destination))
+        with segments_named_here():
+            report = asyncio.run(repair(settings, destination))
     if as_json:
         echo_json(report.to_json())
     else:

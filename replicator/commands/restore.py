@@ -8,7 +8,10 @@ or configuration error.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -72,7 +75,7 @@ def restore_command(
         at_ns = parse_time(at) if at is not None else None
         prepare_target(to)
         selection = Selection(settings.source.bucket, key or prefix or "", key is not None, at_ns)
-        with progress_display("restore.progress") as progress:
+        with progress_display("restore.progress") as progress, segments_named_here():
             summary = asyncio.run(
                 _run(settings, destination, selection, to, parallel=parallel, progress=progress)
             )
@@ -94,6 +97,23 @@ async def _run(
         return await restore(backend, selection, to, parallel=parallel, progress=progress)
     finally:
         await backend.close()
+
+
+@contextlib.contextmanager
+def segments_named_here() -> Iterator[None]:
+    """While a command that names every damaged segment in its own report
+    runs, the reconcile's warning about each is held back: one line per
+    problem, not two."""
+
+    def quiet(record: logging.LogRecord) -> bool:
+        return record.levelno > logging.WARNING
+
+    logger = logging.getLogger("replicator.store.segment_sync")
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
 
 
 def described(p: Problem, *, chunk_fields: bool = False) -> str:

@@ -26,7 +26,7 @@ from replicator.commands.common import (
 )
 from replicator.commands.output import echo_json
 from replicator.commands.progress import progress_display
-from replicator.commands.restore import described
+from replicator.commands.restore import described, segments_named_here
 from replicator.origins import make_origin
 from replicator.store.backends.fs import LEFTOVER_GRACE
 from replicator.store.reader import Problem
@@ -79,7 +79,7 @@ def verify_command(
     options = {"deep": deep, "sample": sample or 1.0, "seed": seed, "parallel": parallel}
     with exit_codes():
         settings = load_settings(config_path)
-        with progress_display("verify.progress") as progress:
+        with progress_display("verify.progress") as progress, segments_named_here():
             report = asyncio.run(_run(settings, destination, prefix, progress=progress, **options))
     _report(report, destination, prefix, as_json)
     sys.exit(0 if report.ok else 1)

@@ -114,7 +114,8 @@ async def _sync_page(backend: Backend, state: PeerState, page: list[tuple[str, i
 
 def _skip(backend: Backend, state: PeerState, name: str, why: str) -> None:
     if len(state.skipped) < MAX_REPORTS:
-        log.warning("destination %r: skipped %s: %s", backend.name, name, why)
+        short = why.removeprefix(f"segment {name}: ")  # the name once is enough
+        log.warning("destination %r: skipped %s: %s", backend.name, name, short)
     state.skipped.append((name, why))
 
 
