@@ -122,8 +122,9 @@ class _Healer:
         return [d for d in self.wanted if d not in self.placed]
 
 
-async def repair(settings: Settings, destination: str) -> RepairReport:
-    """Repair ``destination`` from the source and the other peers."""
+async def repair(settings: Settings, destination: str, *, discard: bool = False) -> RepairReport:
+    """Repair ``destination`` from the source and the other peers (``discard``:
+    delete the damaged segments nothing can rebuild)."""
     dest = settings.destination(destination)
     backend = make_backend(dest)
     peer = await peer_on(
@@ -132,7 +133,7 @@ async def repair(settings: Settings, destination: str) -> RepairReport:
     report = RepairReport(destination)
     try:
         await _clear_stale(peer)
-        report.segments = await repair_segments(settings, peer)
+        report.segments = await repair_segments(settings, peer, discard=discard)
         findings = Findings()
         report.before = await verify(peer.backend, settings.source.bucket, None, deep=True,
                                      findings=findings, manifests=peer.manifests)  # fmt: skip

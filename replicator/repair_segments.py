@@ -18,6 +18,10 @@ own BLAKE3 in the header, so every copy used here is checked first:
    writes the source's current versions again (the held check finds them
    missing); older versions it held exist only at other peers.
 
+A segment that stays damaged is deleted only when the operator says so
+(``discard``, after that backfill): the versions only it held are then lost
+at this peer, and every reader stops reporting it.
+
 Every damaged segment found is then forgotten by the header table that
 backfill and the daemon keep in ``store.cache_dir``: a segment damaged after
 that table recorded it is otherwise still trusted there (its header is not
@@ -47,8 +51,13 @@ from replicator.verify import Packs
 
 UNKNOWN = (
     "its header is unreadable, so which manifests it held is unknown and no other peer "
-    "holds this segment: left in place; `replicator backfill` writes the source's current "
-    "versions again, older versions it held are only at other peers (restore them from there)"
+    "holds this segment: left in place"
+)
+#: What the operator can do about a segment left in place.
+NEXT = (
+    "run `replicator backfill` (it writes the source's current versions again), then "
+    "`replicator repair --discard-damaged-segments` to delete it; older versions only it "
+    "held are at other peers alone (restore them from there)"
 )
 
 
@@ -69,8 +78,11 @@ class SegmentRepair:
                 "lost": lost}  # fmt: skip
 
 
-async def repair_segments(settings: Settings, peer: Peer) -> list[SegmentRepair]:
-    """Repair every damaged segment of ``peer`` (see the module doc)."""
+async def repair_segments(
+    settings: Settings, peer: Peer, *, discard: bool = False
+) -> list[SegmentRepair]:
+    """Repair every damaged segment of ``peer``; with ``discard``, delete
+    those that cannot be (see the module doc)."""
     damaged = getattr(peer.manifests, "damaged", None)
     if not callable(damaged):
         return []
@@ -80,6 +92,9 @@ async def repair_segments(settings: Settings, peer: Peer) -> list[SegmentRepair]
     others = await _open_others(settings, peer.name)
     try:
         out = [await _repair_one(peer, others, seg) for seg in found]
+        for result in out:
+            if not result.ok:
+                await _left(peer, result, discard)
     finally:
         for other in others:
             await other.close()
@@ -88,6 +103,16 @@ async def repair_segments(settings: Settings, peer: Peer) -> list[SegmentRepair]
     if callable(refresh):
         await refresh()  # what follows (the deep verify) sees the repaired peer
     return out
+
+
+async def _left(peer: Peer, result: SegmentRepair, discard: bool) -> None:
+    """A segment nothing could rebuild: deleted when the operator said so."""
+    if not discard:
+        result.done += f"; {NEXT}"
+        return
+    await peer.backend.delete(result.segment)
+    result.done += "; deleted (--discard-damaged-segments): versions only it held are lost here"
+    result.ok = True
 
 
 def _forget_in_cache(settings: Settings, peer: Peer, names: list[str]) -> None:

@@ -1,8 +1,10 @@
-"""``replicator repair``: heal a peer's damaged or missing chunks.
+"""``replicator repair``: heal a peer's damaged or missing chunks, and its
+damaged format 3 manifest segments (``repair_segments.py``).
 
 Exit codes: 0 the peer deep-verifies clean afterwards (or had nothing to
 repair); 1 chunks that no healthy copy holds (each named with the versions
-it breaks) or other problems left; 2 usage or configuration error.
+it breaks), a damaged segment left in place (named, with what to do), or
+other problems left; 2 usage or configuration error.
 """
 
 from __future__ import annotations
@@ -22,13 +24,23 @@ from replicator.repair import RepairReport, repair
 @click.command("repair")
 @config_option
 @click.option("--destination", required=True, help="Peer to repair.")
+@click.option(
+    "--discard-damaged-segments",
+    "discard",
+    is_flag=True,
+    help="Delete damaged manifest segments that no copy can rebuild (run backfill first: "
+    "versions only they held are lost at this peer).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report on stdout.")
-def repair_command(*, config_path: Path | None, destination: str, as_json: bool) -> None:
-    """Write good copies of damaged chunks (from the source, else another peer)."""
+def repair_command(
+    *, config_path: Path | None, destination: str, discard: bool, as_json: bool
+) -> None:
+    """Write good copies of damaged chunks (from the source, else another peer)
+    and of damaged manifest segments (from their intact parts or other peers)."""
     with exit_codes():
         settings = load_settings(config_path)
         with segments_named_here():
-            report = asyncio.run(repair(settings, destination))
+            report = asyncio.run(repair(settings, destination, discard=discard))
     if as_json:
         echo_json(report.to_json())
     else:
@@ -41,7 +53,8 @@ def _print(report: RepairReport) -> None:
         line = f"segment {s.segment} ({s.why}): {s.done}"
         click.echo(line if s.ok else f"unrepaired: {line}", err=not s.ok)
         for key, version in s.lost:
-            click.echo(f"unrepaired: key={key!r} version={version}: its manifest was only in "
+            what = "unrepaired" if not s.ok else "lost"
+            click.echo(f"{what}: key={key!r} version={version}: its manifest was only in "
                        f"segment {s.segment}", err=True)  # fmt: skip
     for d in report.unrepaired:
         versions = ", ".join(f"key={k!r} version={v}" for k, v in sorted(d.versions))

@@ -173,6 +173,8 @@ class SegmentStore:
         # One item: on a filesystem its group commit is one file, one fsync,
         # one directory sync (and the crash point between file and link).
         (outcome,) = await put_many_if_absent(self.backend, [item])
+        if outcome is False:
+            outcome = await self._replace_if_damaged(item)
         if isinstance(outcome, Exception):
             for i in index:
                 answers[i] = outcome
@@ -181,6 +183,27 @@ class SegmentStore:
         await asyncio.to_thread(self._table.record, [(seg.name, seg.header)])
         for i in index:
             answers[i] = outcome
+
+    async def _replace_if_damaged(self, item: tuple[str, bytes, bytes]) -> bool | Exception:
+        """The object of this name exists: False when it is these very bytes
+        (a replay); when it is not, it was damaged since it was written (the
+        name is these bytes' BLAKE3), and these bytes replace it: the answer
+        "present" must not point readers at a segment none can read."""
+        name, data, sha256 = item
+        try:
+            held = await self.backend.get(name)
+        except NotFoundError:
+            held = b""  # removed since (compacted): written again below
+        except Exception as exc:  # that segment's own answer, as a failed put
+            return exc
+        if held == data:
+            return False
+        try:
+            await self.backend.put(name, data, sha256=sha256)
+        except Exception as exc:
+            return exc
+        log.warning("destination %r: rewrote damaged segment %s", self.backend.name, name)
+        return True
 
     # ------------------------------------------------------------ reconcile
 
