@@ -35,8 +35,10 @@ from replicator.repair import RepairReport, repair
 def repair_command(
     *, config_path: Path | None, destination: str, discard: bool, as_json: bool
 ) -> None:
-    """Write good copies of damaged chunks (from the source, else another peer)
-    and of damaged manifest segments (from their intact parts or other peers)."""
+    """Write good copies of damaged chunks (from the source, else another peer).
+
+    Damaged manifest segments (format 3) are rebuilt from checked copies:
+    their intact entries, the peer's other segments, other peers."""
     with exit_codes():
         settings = load_settings(config_path)
         with segments_named_here():
