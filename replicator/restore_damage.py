@@ -29,12 +29,16 @@ from replicator.store.versions import version_order
 
 
 class Damaged(Protocol):
-    """The shape of segment_store.DamagedSegment."""
+    """The shape of segment_store.DamagedSegment (read-only: it is frozen)."""
 
-    segment: str
-    why: str
-    bucket: str
-    held: tuple[tuple[str, str], ...] | None
+    @property
+    def segment(self) -> str: ...
+    @property
+    def why(self) -> str: ...
+    @property
+    def bucket(self) -> str: ...
+    @property
+    def held(self) -> tuple[tuple[str, str], ...] | None: ...
 
 
 async def damaged_segments(manifests: Any, bucket: str) -> Sequence[Damaged]:
