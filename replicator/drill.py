@@ -170,7 +170,9 @@ class _Run:
         summary = await restore(
             self.backend, selection, self.scratch, parallel=self.parallel, progress=self.progress
         )
-        self.report.keys = summary.objects + len(summary.removed) + len(summary.errors)
+        # A damaged segment's problem names no key (what it held is unknown).
+        failed = sum(1 for p in summary.errors if p.key)
+        self.report.keys = summary.objects + len(summary.removed) + failed
         self.report.selected = self.report.keys
         return summary
 
