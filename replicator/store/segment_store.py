@@ -39,16 +39,18 @@ from replicator.store.format import Manifest, StoreConfig
 from replicator.store.manifest_store import grouped
 from replicator.store.names import MANIFESTS, encode_segment, manifest_prefix
 from replicator.store.segment_cache import PLACE_END, HeaderTable, Row, after, place_of
-from replicator.store.segment_sync import PeerState, reconcile
-from replicator.store.segments import (
-    SegmentEntry,
-    check_entry,
-    encode,
-    parse,
-    parse_segment_key,
-    split_batches,
+from replicator.store.segment_sync import (
+    DamagedSegment,
+    PeerState,
+    damaged_of,
+    held_text,
+    reconcile,
 )
+from replicator.store.segments import SegmentEntry, check_entry, encode, parse, split_batches
 from replicator.store.versions import VersionEntry
+
+#: Re-exported: what ``damaged()`` answers (defined beside the reconcile that finds them).
+__all__ = ["DamagedSegment", "SegmentProblem", "SegmentStore", "segment_store"]
 
 log = logging.getLogger(__name__)
 
@@ -72,19 +74,6 @@ class SegmentProblem:
     message: str
     key: str = ""
     version: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class DamagedSegment:
-    """A segment the last reconcile could not read (restore, drill and
-    repair name it): why, its bucket (from its name), and the (key, version
-    name) of each manifest it holds when its header still reads (else None:
-    it may hold any version of its bucket)."""
-
-    segment: str
-    why: str
-    bucket: str
-    held: tuple[tuple[str, str], ...] | None = None
 
 
 _states: weakref.WeakKeyDictionary[object, PeerState] = weakref.WeakKeyDictionary()
@@ -229,16 +218,7 @@ class SegmentStore:
         done less than ``max_age`` seconds ago. An object under ``segments/``
         whose name is no segment's is left out: no reader reads it."""
         await self.refresh(max_age)
-        out = []
-        for name, why in self._state.skipped:
-            try:
-                of = parse_segment_key(name)[0]
-            except ValueError:
-                continue
-            if bucket is None or of == bucket:
-                held = self._state.salvaged.get(name)
-                out.append(DamagedSegment(name, why.removeprefix(f"segment {name}: "), of, held))
-        return out
+        return damaged_of(self._state, bucket)
 
     async def audit(self) -> list[SegmentProblem]:
         """What ``verify`` reports beyond each manifest's own checks: segments
@@ -246,7 +226,9 @@ class SegmentStore:
         found = await self.conflicts()  # reconciles first, which fills skipped
         # (The reader's errors name the segment already; the finding names it apart.)
         problems = [
-            SegmentProblem(name, why.removeprefix(f"segment {name}: ") + _lists(name, self._state))
+            SegmentProblem(
+                name, why.removeprefix(f"segment {name}: ") + held_text(name, self._state)
+            )
             for name, why in self.skipped
         ]
         problems += [
@@ -392,26 +374,6 @@ class SegmentStore:
             if (e.offset, e.length) == (offset, length):
                 return check_entry(data[offset : offset + length], e, segment)
         raise IntegrityError(f"segment {segment}: no entry of {length} bytes at offset {offset}")
-
-
-def _lists(name: str, state: PeerState) -> str:
-    """What a damaged segment's still readable header says it held."""
-    held = state.salvaged.get(name)
-    if held is None and not _is_segment(name):
-        return ""  # not a segment's name: nothing was ever read from it
-    if not held:
-        return "; its header is unreadable: which manifests it held is unknown"
-    key, version = held[0]
-    more = f" and {len(held) - 1} more" if len(held) > 1 else ""
-    return f"; its header lists {len(held)} manifests (key {key!r} version {version}{more})"
-
-
-def _is_segment(name: str) -> bool:
-    try:
-        parse_segment_key(name)
-    except ValueError:
-        return False
-    return True
 
 
 def _low(bucket: str, key_prefix: str) -> str:

@@ -144,3 +144,52 @@ async def read_header(backend: Backend, name: str, size: int) -> SegmentHeader:
     if len(data) < need:
         data += await backend.get(name, len(data), need - len(data))
     return parse_header(data, name, size)
+
+
+@dataclass(frozen=True, slots=True)
+class DamagedSegment:
+    """A segment the last reconcile could not read (restore, drill and
+    repair name it): why, its bucket (from its name), and the (key, version
+    name) of each manifest it holds when its header still reads (else None:
+    it may hold any version of its bucket)."""
+
+    segment: str
+    why: str
+    bucket: str
+    held: tuple[tuple[str, str], ...] | None = None
+
+
+def damaged_of(state: PeerState, bucket: str | None) -> list[DamagedSegment]:
+    """The segments (of ``bucket``) the last reconcile could not read. An
+    object under ``segments/`` whose name is no segment's is left out: no
+    reader reads it."""
+    out = []
+    for name, why in state.skipped:
+        try:
+            of = parse_segment_key(name)[0]
+        except ValueError:
+            continue
+        if bucket is None or of == bucket:
+            held = state.salvaged.get(name)
+            out.append(DamagedSegment(name, why.removeprefix(f"segment {name}: "), of, held))
+    return out
+
+
+def held_text(name: str, state: PeerState) -> str:
+    """What a damaged segment's still readable header says it held."""
+    held = state.salvaged.get(name)
+    if held is None and not _is_segment(name):
+        return ""  # not a segment's name: nothing was ever read from it
+    if not held:
+        return "; its header is unreadable: which manifests it held is unknown"
+    key, version = held[0]
+    more = f" and {len(held) - 1} more" if len(held) > 1 else ""
+    return f"; its header lists {len(held)} manifests (key {key!r} version {version}{more})"
+
+
+def _is_segment(name: str) -> bool:
+    try:
+        parse_segment_key(name)
+    except ValueError:
+        return False
+    return True
