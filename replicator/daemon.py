@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import structlog
 import uvloop
@@ -165,6 +167,10 @@ class Daemon:
             raise StartupError(f"start-up check failed: {exc}") from None
         for peer in peers:
             self.telemetry.set_peer_up(peer.name, True)
+            # Format 3: the segments its last reconcile could not read (status names them).
+            state = getattr(peer.manifests, "state", None)
+            if state is not None:
+                self.telemetry.set_damaged_segments(peer.name, functools.partial(_skipped, state))
         return peers
 
     def _service(self, feed: Feed, lanes: list[Lane]) -> Service:
@@ -292,3 +298,8 @@ class Daemon:
         # A Kafka gap waits for this; errors (a peer down) are retried later,
         # while the other peers go on with the events after the gap.
         feed.settled.set()
+
+
+def _skipped(state: Any) -> list[tuple[str, str]]:
+    """(segment, why) of a format 3 peer's unreadable segments."""
+    return [(n, why.removeprefix(f"segment {n}: ")) for n, why in state.skipped]

@@ -39,6 +39,7 @@ from replicator.restore import (
     restore,
     target_path,
 )
+from replicator.restore_damage import Damaged, damaged_segments
 from replicator.store.backend import Backend
 from replicator.store.manifest_store import ManifestStore, manifests_of
 from replicator.store.reader import (
@@ -169,7 +170,9 @@ class _Run:
         summary = await restore(
             self.backend, selection, self.scratch, parallel=self.parallel, progress=self.progress
         )
-        self.report.keys = summary.objects + len(summary.removed) + len(summary.errors)
+        # A damaged segment's problem names no key (what it held is unknown).
+        failed = sum(1 for p in summary.errors if p.key)
+        self.report.keys = summary.objects + len(summary.removed) + failed
         self.report.selected = self.report.keys
         return summary
 
@@ -179,12 +182,18 @@ class _Run:
 
         async def restore_key(key: str) -> None:
             one = Selection(self.bucket, key, True, None)
-            got = await restore(self.backend, one, self.scratch, parallel=1, progress=self.progress)
+            got = await restore(
+                self.backend, one, self.scratch, parallel=1, progress=self.progress,
+                damage_check=False,
+            )  # fmt: skip
             summary.objects += got.objects
             summary.bytes += got.bytes
             summary.errors.extend(got.errors)
 
+        # Damaged segments once for the whole drill, not once per key drawn.
+        segments = await damaged_segments(self.manifests, self.bucket)
         await run_workers(self._sampled_keys(), restore_key, self.parallel)
+        summary.errors.extend(map(_unreadable, segments))
         return summary
 
     async def _sampled_keys(self) -> AsyncIterator[str]:
@@ -258,6 +267,13 @@ class _Run:
                 f"restored file ({size} bytes) matches no version's length and BLAKE3",
             )
         )
+
+
+def _unreadable(seg: Damaged) -> Problem:
+    held = "which manifests it held is unknown" if seg.held is None else (
+        f"the {len(seg.held)} manifests its header lists cannot be restored from it"
+    )  # fmt: skip
+    return Problem("", "", f"segment {seg.segment} could not be read ({seg.why}): {held}")
 
 
 def _count_files(root: Path) -> int:

@@ -90,6 +90,8 @@ class Telemetry:
         self._started = time.time()
         self._outcomes: dict[tuple[str, str], int] = {}
         self._source_bytes = 0
+        #: Per format 3 peer: its unreadable segments, (name, why) (``set_damaged_segments``).
+        self._damaged: dict[str, Callable[[], Sequence[tuple[str, str]]]] = {}
         self._declare(own_registry)
 
     def _declare(self, own_registry: bool) -> None:
@@ -245,6 +247,16 @@ class Telemetry:
         """``fn`` is called at every scrape; its changes are pending at every peer."""
         self._backlog = fn
 
+    def set_damaged_segments(
+        self, destination: str, read: Callable[[], Sequence[tuple[str, str]]]
+    ) -> None:
+        """What names a peer's damaged segments, read at every ``/status``."""
+        self._damaged[destination] = read
+
+    def _damaged_json(self, destination: str) -> list[dict[str, str]]:
+        read = self._damaged.get(destination)
+        return [{"segment": n, "why": w} for n, w in (read() if read else ())]
+
     def set_source_link(self, link: SourceLink) -> None:
         """A source holding a connection (Kafka): polled by ``ready`` and every scrape."""
         self.source_link = link
@@ -308,7 +320,10 @@ class Telemetry:
         backlog = self._backlog()
         ready, reason = self.ready()
         with self._lock:
-            peers = {name: peer_json(peer, *view[name]) for name, peer in self._peers.items()}
+            peers = {
+                name: peer_json(peer, *view[name]) | {"damaged_segments": self._damaged_json(name)}
+                for name, peer in self._peers.items()
+            }
             outcomes: dict[str, dict[str, int]] = {}
             for (name, outcome), n in sorted(self._outcomes.items()):
                 outcomes.setdefault(name, {})[outcome] = n

@@ -15,7 +15,8 @@ Packs are write-once, so nothing is fixed in place. The steps:
 5. a second deep verify shows whether the peer is clean.
 
 Chunks no healthy copy holds stay quarantined and are reported with the
-versions they break.
+versions they break. Before all this, a format 3 peer's damaged segments
+(manifests) are repaired where a checked copy exists (``repair_segments.py``).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from replicator.origins import make_origin
 from replicator.pipeline.durable import resolve
 from replicator.pipeline.plan import PackWriter, Placement
 from replicator.pipeline.windows import Chunked, chunk_windows
+from replicator.repair_segments import SegmentRepair, repair_segments
 from replicator.store.format import ChunkRef, PackRun, pack_key
 from replicator.store.index_cache import IndexCache, Location, cache_path
 from replicator.store.peer import Peer, make_backend, peer_identity, peer_on, store_config
@@ -50,10 +52,12 @@ class RepairReport:
     unrepaired: list[Damage] = field(default_factory=list)
     before: VerifyReport | None = None
     after: VerifyReport | None = None
+    segments: list[SegmentRepair] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not self.unrepaired and self.after is not None and self.after.ok
+        segments_ok = all(s.ok for s in self.segments)
+        return segments_ok and not self.unrepaired and self.after is not None and self.after.ok
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -63,6 +67,7 @@ class RepairReport:
             "healed_from_peers": self.from_peers,
             "peer_errors": self.peer_errors,
             "unrepaired": [damage_json(d) for d in self.unrepaired],
+            "segments": [s.to_json() for s in self.segments],
             "problems_before": [p.to_json() for p in self.before.problems] if self.before else [],
             "problems_after": [p.to_json() for p in self.after.problems] if self.after else [],
             "ok": self.ok,
@@ -117,8 +122,9 @@ class _Healer:
         return [d for d in self.wanted if d not in self.placed]
 
 
-async def repair(settings: Settings, destination: str) -> RepairReport:
-    """Repair ``destination`` from the source and the other peers."""
+async def repair(settings: Settings, destination: str, *, discard: bool = False) -> RepairReport:
+    """Repair ``destination`` from the source and the other peers (``discard``:
+    delete the damaged segments nothing can rebuild)."""
     dest = settings.destination(destination)
     backend = make_backend(dest)
     peer = await peer_on(
@@ -127,6 +133,7 @@ async def repair(settings: Settings, destination: str) -> RepairReport:
     report = RepairReport(destination)
     try:
         await _clear_stale(peer)
+        report.segments = await repair_segments(settings, peer, discard=discard)
         findings = Findings()
         report.before = await verify(peer.backend, settings.source.bucket, None, deep=True,
                                      findings=findings, manifests=peer.manifests)  # fmt: skip

@@ -11,6 +11,10 @@ A key becomes a path under the target directory segment by segment; a key
 that could name anything outside it (absolute, ``..``/``.``/empty segments,
 NUL) is refused and reported, and the restore exits 1.
 
+Manifests a restore cannot read because their format 3 segment is damaged
+are named per key (or per segment, when what it held is unknown) by
+``restore_damage.py``, and the restore exits 1.
+
 Chunks that ``repair`` relocated are read from their new place; a chunk
 found damaged is recorded in the peer's ``quarantine/`` (best effort), so
 no writer deduplicates onto it again (``store/quarantine.py``).
@@ -32,6 +36,7 @@ from typing import IO, Any, Protocol
 
 from replicator._native import Blake3Hasher
 from replicator.errors import ConfigError, IntegrityError, ReplicatorError
+from replicator.restore_damage import Unread, damaged_segments
 from replicator.store.backend import Backend
 from replicator.store.format import Manifest, PackRun
 from replicator.store.manifest_store import ManifestStore, manifests_of
@@ -160,8 +165,12 @@ async def restore(
     *,
     parallel: int = 4,
     progress: Progress | None = None,
+    damage_check: bool = True,
 ) -> RestoreSummary:
-    """Restore every selected key (its version at ``at_ns``) under ``target``."""
+    """Restore every selected key (its version at ``at_ns``) under ``target``.
+
+    Versions in damaged segments are problems (``damage_check``; a caller
+    restoring key by key checks the segments once itself)."""
     started = time.monotonic()
     summary = RestoreSummary()
     root = await asyncio.to_thread(_prepare_root, target)
@@ -171,11 +180,16 @@ async def restore(
     damage = await DamageMap.load(backend)
     manifests = manifests_of(backend)
     job = _Job(backend, manifests, root, progress or NoProgress(), summary, 0o666 & ~umask, damage)
+    unread = Unread(selection.key_prefix, selection.exact, selection.at_ns)
+    if damage_check:
+        unread.add(await damaged_segments(manifests, selection.bucket))
     found = False
     async with WorkerPool(job.restore_one, parallel) as pool:
         async for entry in _chosen(manifests, selection, summary):
             found = True
+            unread.saw(entry.key, entry.version_name)
             await pool.put(entry)
+    summary.errors.extend(unread.problems(restored_nothing=not found))
     nothing = _nothing_restored(selection, summary, found)
     if nothing:
         summary.errors.append(Problem(selection.key_prefix, "", nothing))

@@ -88,7 +88,7 @@ class VerifyReport:
         return out
 
 
-class _Packs:
+class Packs:
     """HEAD each pack once; keep the most recently used indexes parsed."""
 
     def __init__(self, backend: Backend) -> None:
@@ -134,7 +134,7 @@ class _Packs:
 class _Checker:
     backend: Backend
     manifests: ManifestStore
-    packs: _Packs
+    packs: Packs
     report: VerifyReport
     progress: Progress
     damage: DamageMap
@@ -299,7 +299,7 @@ async def verify(
     damage = await DamageMap.load(backend)
     findings = Findings() if findings is None else findings
     checker = _Checker(
-        backend, manifests, _Packs(backend), report, progress or NoProgress(), damage, findings
+        backend, manifests, Packs(backend), report, progress or NoProgress(), damage, findings
     )
     entries = (
         manifests.entries(None, "") if key_prefix is None else manifests.entries(bucket, key_prefix)

@@ -29,6 +29,7 @@ from replicator.commands.common import (
 )
 from replicator.commands.output import echo_json
 from replicator.commands.progress import progress_display
+from replicator.commands.restore import described, segments_named_here
 from replicator.drill import DrillReport, drill
 from replicator.drill_export import push, write_textfile
 from replicator.errors import ConfigError
@@ -81,7 +82,7 @@ def drill_command(
     with exit_codes():
         settings = load_settings(config_path)
         _check_outputs(scratch, textfile, pushgateway)
-        with progress_display("drill.progress") as progress:
+        with progress_display("drill.progress") as progress, segments_named_here():
             options = {"sample": sample, "seed": seed, "parallel": parallel}
             report = asyncio.run(_run(settings, destination, scratch, progress, **options))
     _report(report, as_json)
@@ -129,8 +130,7 @@ def _report(report: DrillReport, as_json: bool) -> None:
         echo_json(report.to_json())
         return
     for p in report.problems:
-        where = f" pack={p.pack} chunk={p.chunk}" if p.pack else ""
-        click.echo(f"problem: key={p.key!r} version={p.version}{where}: {p.message}", err=True)
+        click.echo(f"problem: {described(p)}", err=True)
     scope = "every key" if report.sample >= 1 else f"a sample of {report.sample:g}"
     rate = report.bytes / report.rto_seconds / 1e6 if report.rto_seconds else 0.0
     click.echo(

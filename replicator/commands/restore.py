@@ -8,7 +8,10 @@ or configuration error.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -28,6 +31,7 @@ from replicator.commands.output import echo_json
 from replicator.commands.progress import progress_display
 from replicator.errors import ConfigError
 from replicator.restore import Progress, RestoreSummary, Selection, parse_time, restore
+from replicator.store.reader import Problem
 
 
 def prepare_target(to: Path) -> Path:
@@ -71,7 +75,7 @@ def restore_command(
         at_ns = parse_time(at) if at is not None else None
         prepare_target(to)
         selection = Selection(settings.source.bucket, key or prefix or "", key is not None, at_ns)
-        with progress_display("restore.progress") as progress:
+        with progress_display("restore.progress") as progress, segments_named_here():
             summary = asyncio.run(
                 _run(settings, destination, selection, to, parallel=parallel, progress=progress)
             )
@@ -95,13 +99,41 @@ async def _run(
         await backend.close()
 
 
+@contextlib.contextmanager
+def segments_named_here() -> Iterator[None]:
+    """While a command that names every damaged segment in its own report
+    runs, the reconcile's warning about each is held back: one line per
+    problem, not two."""
+
+    def quiet(record: logging.LogRecord) -> bool:
+        return record.levelno > logging.WARNING
+
+    logger = logging.getLogger("replicator.store.segment_sync")
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
+
+
+def described(p: Problem, *, chunk_fields: bool = False) -> str:
+    """``key=… version=… [pack=… chunk=…]: message``; a problem of no
+    version (a damaged segment, nothing to drill) is its message alone.
+    ``chunk_fields``: pack and chunk shown even when empty (verify's lines)."""
+    if not (p.key or p.version or p.pack):
+        return p.message
+    what = f"key={p.key!r}" + (f" version={p.version}" if p.version or chunk_fields else "")
+    if p.pack or chunk_fields:
+        what += f" pack={p.pack} chunk={p.chunk}"
+    return f"{what}: {p.message}"
+
+
 def _report(summary: RestoreSummary, destination: str, sel: Selection, as_json: bool) -> None:
     if as_json:
         echo_json({"destination": destination, "bucket": sel.bucket} | summary.to_json())
         return
     for p in summary.errors:
-        where = f" pack={p.pack} chunk={p.chunk}" if p.pack else ""
-        click.echo(f"error: key={p.key!r} version={p.version}{where}: {p.message}", err=True)
+        click.echo(f"error: {described(p)}", err=True)
     for k in summary.removed:
         click.echo(f"removed (tombstone, nothing restored): {k!r}")
     click.echo(

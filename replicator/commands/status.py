@@ -6,8 +6,13 @@ change, errors; for a Kafka source, whether it is connected and how many
 times its consumer was replaced. A table on a terminal, JSON otherwise (or
 with ``--json``).
 
-Exit codes: 0 every peer within its target; 1 a peer is over its RPO target;
-2 no daemon answers (or the configuration is bad).
+A format 3 peer's segments that the daemon could not read at its last
+reconcile (garbage over a segment, a flipped byte) are named, one line
+each: the manifests in them are invisible to every reader.
+
+Exit codes: 0 every peer within its target and no damaged segment; 1 a peer
+is over its RPO target or holds a damaged segment; 2 no daemon answers (or
+the configuration is bad).
 """
 
 from __future__ import annotations
@@ -71,6 +76,15 @@ def fetch_status(address: str, timeout: float = TIMEOUT_SECONDS) -> dict[str, An
 
 def over_target(status: dict[str, Any]) -> list[str]:
     return [name for name, peer in status["destinations"].items() if peer.get("over_target")]
+
+
+def damaged_segments(status: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(peer, segment, why) of every segment a peer could not read."""
+    return [
+        (name, str(d.get("segment", "")), str(d.get("why", "")))
+        for name, peer in status["destinations"].items()
+        for d in peer.get("damaged_segments", ())
+    ]
 
 
 def _when(ts: float | None) -> str:
@@ -138,4 +152,7 @@ def status_command(*, config_path: Path | None, address: str | None, as_json: bo
     late = over_target(status)
     if late:
         click.echo(f"over RPO target: {', '.join(late)}", err=True)
-    sys.exit(1 if late else 0)
+    damaged = damaged_segments(status)
+    for name, segment, why in damaged:
+        click.echo(f"damaged segment at {name!r}: {segment}: {why}", err=True)
+    sys.exit(1 if late or damaged else 0)

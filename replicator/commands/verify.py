@@ -26,6 +26,7 @@ from replicator.commands.common import (
 )
 from replicator.commands.output import echo_json
 from replicator.commands.progress import progress_display
+from replicator.commands.restore import described, segments_named_here
 from replicator.origins import make_origin
 from replicator.store.backends.fs import LEFTOVER_GRACE
 from replicator.store.reader import Problem
@@ -78,7 +79,7 @@ def verify_command(
     options = {"deep": deep, "sample": sample or 1.0, "seed": seed, "parallel": parallel}
     with exit_codes():
         settings = load_settings(config_path)
-        with progress_display("verify.progress") as progress:
+        with progress_display("verify.progress") as progress, segments_named_here():
             report = asyncio.run(_run(settings, destination, prefix, progress=progress, **options))
     _report(report, destination, prefix, as_json)
     sys.exit(0 if report.ok else 1)
@@ -109,11 +110,7 @@ def _report(report: VerifyReport, destination: str, prefix: str | None, as_json:
     for f in report.info:
         click.echo(f"info: pack={f.pack}: {f.message}" if f.pack else f"info: {f.message}")
     for p in report.problems:
-        click.echo(
-            f"problem: key={p.key!r} version={p.version} pack={p.pack} chunk={p.chunk}: "
-            f"{p.message}",
-            err=True,
-        )
+        click.echo(f"problem: {described(p, chunk_fields=True)}", err=True)
     mode = "deep" if report.deep else "structural"
     if report.deep and report.sample < 1:
         mode = f"deep on a sample of {report.sample:g} (seed {report.seed}, --seed replays it)"

@@ -39,9 +39,18 @@ from replicator.store.format import Manifest, StoreConfig
 from replicator.store.manifest_store import grouped
 from replicator.store.names import MANIFESTS, encode_segment, manifest_prefix
 from replicator.store.segment_cache import PLACE_END, HeaderTable, Row, after, place_of
-from replicator.store.segment_sync import PeerState, reconcile
+from replicator.store.segment_sync import (
+    DamagedSegment,
+    PeerState,
+    damaged_of,
+    held_text,
+    reconcile,
+)
 from replicator.store.segments import SegmentEntry, check_entry, encode, parse, split_batches
 from replicator.store.versions import VersionEntry
+
+#: Re-exported: what ``damaged()`` answers (defined beside the reconcile that finds them).
+__all__ = ["DamagedSegment", "SegmentProblem", "SegmentStore", "segment_store"]
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +162,8 @@ class SegmentStore:
         # One item: on a filesystem its group commit is one file, one fsync,
         # one directory sync (and the crash point between file and link).
         (outcome,) = await put_many_if_absent(self.backend, [item])
+        if outcome is False:
+            outcome = await self._replace_if_damaged(item)
         if isinstance(outcome, Exception):
             for i in index:
                 answers[i] = outcome
@@ -161,6 +172,27 @@ class SegmentStore:
         await asyncio.to_thread(self._table.record, [(seg.name, seg.header)])
         for i in index:
             answers[i] = outcome
+
+    async def _replace_if_damaged(self, item: tuple[str, bytes, bytes]) -> bool | Exception:
+        """The object of this name exists: False when it is these very bytes
+        (a replay); when it is not, it was damaged since it was written (the
+        name is these bytes' BLAKE3), and these bytes replace it: the answer
+        "present" must not point readers at a segment none can read."""
+        name, data, sha256 = item
+        try:
+            held = await self.backend.get(name)
+        except NotFoundError:
+            held = b""  # removed since (compacted): written again below
+        except Exception as exc:  # that segment's own answer, as a failed put
+            return exc
+        if held == data:
+            return False
+        try:
+            await self.backend.put(name, data, sha256=sha256)
+        except Exception as exc:
+            return exc
+        log.warning("destination %r: rewrote damaged segment %s", self.backend.name, name)
+        return True
 
     # ------------------------------------------------------------ reconcile
 
@@ -179,13 +211,24 @@ class SegmentStore:
         await self.refresh()
         return await asyncio.to_thread(self._table.conflicts)
 
+    async def damaged(
+        self, bucket: str | None = None, max_age: float = FRESH
+    ) -> list[DamagedSegment]:
+        """The unreadable segments (of ``bucket``), reconciled unless that was
+        done less than ``max_age`` seconds ago. An object under ``segments/``
+        whose name is no segment's is left out: no reader reads it."""
+        await self.refresh(max_age)
+        return damaged_of(self._state, bucket)
+
     async def audit(self) -> list[SegmentProblem]:
         """What ``verify`` reports beyond each manifest's own checks: segments
         that cannot be read, and versions held with two different bytes."""
         found = await self.conflicts()  # reconciles first, which fills skipped
         # (The reader's errors name the segment already; the finding names it apart.)
         problems = [
-            SegmentProblem(name, why.removeprefix(f"segment {name}: "))
+            SegmentProblem(
+                name, why.removeprefix(f"segment {name}: ") + held_text(name, self._state)
+            )
             for name, why in self.skipped
         ]
         problems += [

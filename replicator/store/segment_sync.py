@@ -5,7 +5,11 @@ segment the table knows is stamped; the headers of the others are read (a
 ranged read of the segment's start; the whole segment, checked against its
 name, when it is small) and recorded; segments no longer listed are
 forgotten. A segment that cannot be read is left out and remembered for
-``verify``; its manifests are written again by the next writer that has them.
+``verify`` and ``restore``; its manifests are written again by the next
+writer that has them. When only its body is damaged, the (key, version)
+pairs its header lists are remembered too (``salvaged``), so readers can
+name the versions they miss; they are never recorded in the table (the
+held check must keep answering "not held" for them).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import time
 from collections import OrderedDict
 from dataclasses import field
 
-from replicator.errors import IntegrityError, NotFoundError
+from replicator.errors import IntegrityError, NotFoundError, ReplicatorError
 from replicator.records import record
 from replicator.store.backend import Backend
 from replicator.store.segment_cache import HeaderTable, Row
@@ -52,6 +56,8 @@ class PeerState:
     synced_at: float | None = None
     #: Segments found unreadable in the last reconcile: (name, why).
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    #: Of those, the (key, version name) pairs a still readable header lists.
+    salvaged: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
     #: (segment, offset) -> BLAKE3 of entries scanned lately (at most MEMO).
     digests: OrderedDict[tuple[str, int], bytes] = field(default_factory=OrderedDict)
 
@@ -70,6 +76,7 @@ async def reconcile(backend: Backend, state: PeerState, max_age: float = 0.0) ->
             return
         started = time.monotonic()
         state.skipped = []
+        state.salvaged = {}
         await asyncio.to_thread(state.table.begin_sync)
         page: list[tuple[str, int]] = []
         async for info in backend.list(SEGMENTS):
@@ -98,6 +105,8 @@ async def _sync_page(backend: Backend, state: PeerState, page: list[tuple[str, i
                 return None
             except (IntegrityError, ValueError) as exc:
                 _skip(backend, state, name, str(exc))
+                if (held := await _salvage(backend, name, sizes[name])) is not None:
+                    state.salvaged[name] = held
                 return None
 
     found = [h for h in await asyncio.gather(*map(fetch, unknown)) if h is not None]
@@ -106,8 +115,24 @@ async def _sync_page(backend: Backend, state: PeerState, page: list[tuple[str, i
 
 def _skip(backend: Backend, state: PeerState, name: str, why: str) -> None:
     if len(state.skipped) < MAX_REPORTS:
-        log.warning("destination %r: skipped %s: %s", backend.name, name, why)
+        short = why.removeprefix(f"segment {name}: ")  # the name once is enough
+        log.warning("destination %r: skipped %s: %s", backend.name, name, short)
     state.skipped.append((name, why))
+
+
+async def _salvage(backend: Backend, name: str, size: int) -> tuple[tuple[str, str], ...] | None:
+    """(key, version name) of each entry a damaged segment's header still
+    lists (its header parses, whatever its body); None when it does not."""
+    try:
+        parse_segment_key(name)
+        data = await backend.get(name, 0, min(size, HEADER_READ))
+        need = header_length(data, name) + 1
+        if len(data) < need:
+            data += await backend.get(name, len(data), need - len(data))
+        header = parse_header(data, name, size)
+    except (ReplicatorError, ValueError, OSError):  # best effort: only a name is lost
+        return None
+    return tuple((e.key, e.version_name) for e in header.entries)
 
 
 async def read_header(backend: Backend, name: str, size: int) -> SegmentHeader:
@@ -120,3 +145,52 @@ async def read_header(backend: Backend, name: str, size: int) -> SegmentHeader:
     if len(data) < need:
         data += await backend.get(name, len(data), need - len(data))
     return parse_header(data, name, size)
+
+
+@record(frozen=True, slots=True)
+class DamagedSegment:
+    """A segment the last reconcile could not read (restore, drill and
+    repair name it): why, its bucket (from its name), and the (key, version
+    name) of each manifest it holds when its header still reads (else None:
+    it may hold any version of its bucket)."""
+
+    segment: str
+    why: str
+    bucket: str
+    held: tuple[tuple[str, str], ...] | None = None
+
+
+def damaged_of(state: PeerState, bucket: str | None) -> list[DamagedSegment]:
+    """The segments (of ``bucket``) the last reconcile could not read. An
+    object under ``segments/`` whose name is no segment's is left out: no
+    reader reads it."""
+    out = []
+    for name, why in state.skipped:
+        try:
+            of = parse_segment_key(name)[0]
+        except ValueError:
+            continue
+        if bucket is None or of == bucket:
+            held = state.salvaged.get(name)
+            out.append(DamagedSegment(name, why.removeprefix(f"segment {name}: "), of, held))
+    return out
+
+
+def held_text(name: str, state: PeerState) -> str:
+    """What a damaged segment's still readable header says it held."""
+    held = state.salvaged.get(name)
+    if held is None and not _is_segment(name):
+        return ""  # not a segment's name: nothing was ever read from it
+    if not held:
+        return "; its header is unreadable: which manifests it held is unknown"
+    key, version = held[0]
+    more = f" and {len(held) - 1} more" if len(held) > 1 else ""
+    return f"; its header lists {len(held)} manifests (key {key!r} version {version}{more})"
+
+
+def _is_segment(name: str) -> bool:
+    try:
+        parse_segment_key(name)
+    except ValueError:
+        return False
+    return True
