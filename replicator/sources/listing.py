@@ -25,7 +25,7 @@ import asyncio
 import os
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from pathlib import Path
 
 from replicator.errors import ReplicatorError
@@ -50,6 +50,9 @@ HELD_BATCH = 256
 #: a longer listing is spilled to a temporary file instead, and each peer's
 #: keys are merged with it in key order (bounded memory, slower).
 LISTED_IN_MEMORY = 100_000
+#: Pages of the listing read ahead of the held check (memory: PREFETCH *
+#: HELD_BATCH listed versions).
+PREFETCH = 8
 #: Reads of one key before a file that changes on every read is reported
 #: (exit 1) instead of retried forever.
 SUPERSEDED_TRIES = 3
@@ -155,27 +158,54 @@ class ListingSource:
         return [lane for lane in self.lanes if lane.down is None]
 
     async def _listed(self) -> AsyncIterator[ChangeEvent]:
-        page: list[ObjectVersion] = []
-        async for obj in self.origin.list(self.prefix):
-            if not self._live():
-                return  # every peer is down
-            self._listing.add(obj.key)
-            self.summary.objects += 1
-            self.tally.progress.listed(1, obj.size)
-            page.append(obj)
-            if len(page) >= HELD_BATCH:
+        # The listing runs ahead in its own task (``PREFETCH`` pages), so that
+        # listing the next page (a directory walk in a thread, or an S3 page)
+        # overlaps the held check of this one instead of following it.
+        pages: asyncio.Queue[list[ObjectVersion] | Exception | None] = asyncio.Queue(PREFETCH)
+        producer = asyncio.ensure_future(self._pages(pages))
+        try:
+            while (page := await pages.get()) is not None:
+                if isinstance(page, Exception):
+                    raise page
+                if not self._live():
+                    return  # every peer is down
+                self._listing.update(obj.key for obj in page)
+                self.summary.objects += len(page)
+                self.tally.progress.listed(len(page), sum(obj.size for obj in page))
                 for event in await self._page(page):
                     yield event
-                page = []
-            while not self._again.empty():
-                if (again := self._again.get_nowait()) is not None:
-                    yield again
-        for event in await self._page(page):
-            yield event
+                while not self._again.empty():
+                    if (again := self._again.get_nowait()) is not None:
+                        yield again
+        finally:
+            producer.cancel()
+            await asyncio.gather(producer, return_exceptions=True)
+
+    async def _pages(self, out: asyncio.Queue[list[ObjectVersion] | Exception | None]) -> None:
+        """The origin's listing in pages of ``HELD_BATCH``, then None (or the
+        exception that ended it)."""
+        listing = self.origin.list(self.prefix)
+        page: list[ObjectVersion] = []
+        try:
+            async for obj in listing:
+                page.append(obj)
+                if len(page) >= HELD_BATCH:
+                    await out.put(page)
+                    page = []
+            await out.put(page)
+            await out.put(None)
+        except Exception as exc:  # the consumer raises it (a failed listing)
+            await out.put(exc)
+        finally:
+            close = getattr(listing, "aclose", None)
+            if close is not None:
+                await close()
 
     async def _page(self, page: list[ObjectVersion]) -> list[ChangeEvent]:
         """The events of a page: one per object some live peer lacks."""
-        out = []
+        out: list[ChangeEvent] = []
+        if not page:
+            return out
         for obj, lacks in zip(page, await self._lacking(page), strict=True):
             if lacks is not None and not lacks[0]:
                 self.tally.unchanged(obj.size)
@@ -354,12 +384,13 @@ class ListedKeys:
         self.keys: set[str] | None = set()
         self._spill: Spill[str] | None = None
 
-    def add(self, key: str) -> None:
+    def update(self, keys: Iterable[str]) -> None:
         if self._spill is not None:
-            self._spill.add(key)  # the listing goes on in key order
+            for key in keys:
+                self._spill.add(key)  # the listing goes on in key order
             return
         assert self.keys is not None
-        self.keys.add(key)
+        self.keys.update(keys)
         if len(self.keys) > self.limit:
             fd, path = tempfile.mkstemp(prefix="replicator-listing-")
             os.close(fd)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -67,9 +67,9 @@ _SCAN = 4096
 #: its row so that an unchanged re-run reads no segment and parses no JSON;
 #: None until the writer records it or a reader has parsed it once (``fill``).
 HeadRow = tuple[Row, Head | None]
-#: A key's newest version: key, version name, whether it is a removal (None:
-#: not known yet), where it is (segment, offset, length).
-Latest = tuple[str, str, bool | None, tuple[str, int, int]]
+#: A key's newest version: its name, whether it is a removal (None: not
+#: known yet), where it is (segment, offset, length).
+Latest = tuple[str, bool | None, tuple[str, int, int]]
 
 
 _DROP = """
@@ -327,22 +327,39 @@ class HeaderTable:
                 [(*_head_columns(head), place, segment) for place, segment, head in items],
             )
 
-    def latest(self, bucket: str, low_key: str, inclusive: bool, limit: int) -> list[Latest]:
-        """Per key of ``bucket`` from ``low_key`` on, in key order (as the
-        UTF-8 bytes of keys sort): its greatest version name, where that
-        entry is, and whether it is a removal (None: its head is not known):
-        up to ``limit`` keys; the next page starts after the last key."""
+    def latest(
+        self, bucket: str, low_key: str, inclusive: bool, limit: int, skip: Container[str] = ()
+    ) -> list[tuple[str, Latest | None]]:
+        """Up to ``limit`` keys of ``bucket`` from ``low_key`` on, in key order
+        (as the UTF-8 bytes of keys sort; the next page starts after the last
+        key), each with its newest entry: its greatest version name, where it
+        is, and whether it is a removal (None: its head is not known). Keys
+        in ``skip`` come with None: only the key index is read for them
+        (a re-run's listed keys: nearly every key)."""
         op = ">=" if inclusive else ">"
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT key, MAX(version), removed, segment, offset, length "  # noqa: S608
-                f"FROM seg_entries WHERE bucket = ? AND key {op} ? "
-                "GROUP BY key ORDER BY key LIMIT ?",
-                (_blob(bucket), _blob(low_key), limit),
-            ).fetchall()
-        return [
-            (_text(k), v, None if r is None else bool(r), (s, o, n)) for k, v, r, s, o, n in rows
-        ]
+        b = _blob(bucket)
+        with self._lock, self._db:
+            self._db.execute("BEGIN")
+            keys = [
+                _text(k)
+                for (k,) in self._db.execute(
+                    f"SELECT DISTINCT key FROM seg_entries WHERE bucket = ? AND key {op} ? "  # noqa: S608
+                    "ORDER BY key LIMIT ?",
+                    (b, _blob(low_key), limit),
+                )
+            ]
+            wanted = [_blob(k) for k in keys if k not in skip]
+            newest: dict[str, Latest] = {}
+            for i in range(0, len(wanted), _BATCH):
+                part = wanted[i : i + _BATCH]
+                marks = ",".join("?" * len(part))
+                for k, v, r, seg, o, n in self._db.execute(
+                    "SELECT key, MAX(version), removed, segment, offset, length "  # noqa: S608
+                    f"FROM seg_entries WHERE bucket = ? AND key IN ({marks}) GROUP BY key",
+                    (b, *part),
+                ):
+                    newest[_text(k)] = (v, None if r is None else bool(r), (seg, o, n))
+        return [(k, newest.get(k)) for k in keys]
 
     def digest(self, segment: str, offset: int) -> bytes | None:
         with self._lock:

@@ -96,24 +96,23 @@ class HeadReads:
         await self.refresh(FRESH)
         low, inclusive = key_prefix, True
         while True:
-            page = await asyncio.to_thread(self._table.latest, bucket, low, inclusive, PAGE)
-            for key, name, removed, where in page:
+            page = await asyncio.to_thread(self._table.latest, bucket, low, inclusive, PAGE, skip)
+            for key, newest in page:
                 if not key.startswith(key_prefix):
                     return  # keys with the prefix are contiguous in this order
-                if key in skip:
+                if newest is None:
                     yield key, None, None
-                elif removed is not None or version_order(name) is not None:
+                    continue
+                name, removed, where = newest
+                if removed is not None or version_order(name) is not None:
                     # (A known head was recorded for a version name only.)
-                    yield (
-                        key,
-                        VersionEntry(f"{where[0]}#{where[1]}", key, name, bucket, where),
-                        removed,
-                    )
-                else:
-                    # Its greatest name is not a version name (verify reports
-                    # it): its newest version is found as ``latest`` finds it.
-                    async for k, versions in self.list_versions(bucket, key, exact=True):
-                        yield k, versions[-1], None
+                    entry = VersionEntry(f"{where[0]}#{where[1]}", key, name, bucket, where)
+                    yield key, entry, removed
+                    continue
+                # Its greatest name is not a version name (verify reports it):
+                # its newest version is found as ``latest`` finds it.
+                async for k, versions in self.list_versions(bucket, key, exact=True):
+                    yield k, versions[-1], None
             if len(page) < PAGE:
                 return
             low, inclusive = page[-1][0], False

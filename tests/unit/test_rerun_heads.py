@@ -169,11 +169,10 @@ async def test_a_format_3_peer_lists_its_newest_versions_in_key_order(tmp_path: 
 
 async def test_listed_keys_spill_past_their_bound_in_key_order(tmp_path: Path) -> None:
     listed = ListedKeys(limit=3)
-    for k in ["b", "a", "c"]:
-        listed.add(k)
+    listed.update(["b", "a", "c"])
     assert listed.keys == {"a", "b", "c"}
-    for k in ["d", "é"]:
-        listed.add(k)
+    listed.update(["d"])
+    listed.update(["é"])
     assert listed.keys is None
     assert [k async for k in listed.replay()] == ["a", "b", "c", "d", "é"]
     listed.remove()
