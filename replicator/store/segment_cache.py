@@ -20,6 +20,7 @@ one lock serialising them on the one connection.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import threading
 from collections import defaultdict
@@ -37,16 +38,17 @@ CREATE TABLE IF NOT EXISTS seg_files (name TEXT PRIMARY KEY, size INTEGER NOT NU
                                       gen INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS seg_entries (place TEXT NOT NULL, segment TEXT NOT NULL,
     offset INTEGER NOT NULL, length INTEGER NOT NULL, digest BLOB NOT NULL,
-    bucket BLOB NOT NULL, key BLOB NOT NULL, version TEXT NOT NULL,
+    bucket BLOB NOT NULL, key BLOB NOT NULL,
     removed INTEGER, source BLOB, version_id BLOB, etag BLOB, size INTEGER,
     mtime_ns INTEGER, inode INTEGER, observed INTEGER,
     PRIMARY KEY (place, segment)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS seg_entries_segment ON seg_entries (segment);
-CREATE INDEX IF NOT EXISTS seg_entries_key ON seg_entries (bucket, key, version);
+-- (With the primary key's columns after them: a key's places in version order.)
+CREATE INDEX IF NOT EXISTS seg_entries_key ON seg_entries (bucket, key);
 """
 #: The table's layout; a file of another (older) layout is emptied and
 #: rebuilt by the next reconcile, never read as if it were this one.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: Above every character of a place (escaped names are ASCII up to '~').
 PLACE_END = "\x7f"
 #: sqlite's default limit on host parameters is 999 in old builds.
@@ -58,11 +60,12 @@ Row = tuple[str, str, int, int, bytes, str, str]
 _HEAD_COLUMNS = "removed, source, version_id, etag, size, mtime_ns, inode, observed"
 #: Entries of a key range, in key order, after (key, version) and up to a key.
 _BETWEEN = (
-    f"SELECT key, version, {_HEAD_COLUMNS} FROM seg_entries "  # noqa: S608
-    "WHERE bucket = ? AND (key, version) > (?, ?) AND key <= ? ORDER BY key, version LIMIT ?"
+    f"SELECT key, place, {_HEAD_COLUMNS} FROM seg_entries "  # noqa: S608
+    "WHERE bucket = ? AND (key, place) > (?, ?) AND key <= ? ORDER BY key, place LIMIT ?"
 )
 #: Rows per statement of ``heads_between``.
 _SCAN = 4096
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 #: One entry with the head of its manifest (store/heads.py), kept beside
 #: its row so that an unchanged re-run reads no segment and parses no JSON;
 #: None until the writer records it or a reader has parsed it once (``fill``).
@@ -181,10 +184,10 @@ class HeaderTable:
                 for e in h.entries:
                     place = f"{ebucket}/{encode_segment(e.key)}/{e.version_name}"
                     row = (place, name, e.offset, e.length, e.digest, bucket, _blob(e.key))
-                    rows.append((*row, e.version_name, *_head_columns(heads.get(place))))
+                    rows.append(row + _head_columns(heads.get(place)))
                 self._db.executemany(
                     "INSERT OR REPLACE INTO seg_entries VALUES "
-                    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     rows,
                 )
 
@@ -278,7 +281,8 @@ class HeaderTable:
             self._db.execute("BEGIN")
             while True:
                 rows = self._db.execute(_BETWEEN, (b, *last, high, _SCAN)).fetchall()
-                for k, version, *head in rows:
+                for k, place, *head in rows:
+                    version = place.rpartition("/")[2]
                     for i in index.get(k, ()):
                         key, prefix = wanted[i]
                         if version.startswith(prefix):
@@ -301,14 +305,15 @@ class HeaderTable:
                 values = ",".join(["(?, ?, ?, ?)"] * len(part))
                 params: list[object] = []
                 for i, (key, prefix) in enumerate(part, start):
-                    params += (i, _blob(key), prefix, prefix + PLACE_END)
+                    low = place_of(bucket, key, prefix)
+                    params += (i, _blob(key), low, low + PLACE_END)
                 params.append(b)  # ?N: after the VALUES' anonymous parameters
                 # With MIN(), sqlite takes the bare columns from the row holding the minimum.
                 sql = (
                     f"WITH w(i, k, low, high) AS (VALUES {values}) "  # noqa: S608
                     "SELECT w.i, e.place, MIN(e.segment), e.offset, e.length, e.digest, "
                     f"{_HEAD_COLUMNS} FROM w JOIN seg_entries e ON e.bucket = ?{len(params)} "
-                    "AND e.key = w.k AND e.version >= w.low AND e.version < w.high "
+                    "AND e.key = w.k AND e.place >= w.low AND e.place < w.high "
                     "GROUP BY w.i, e.place ORDER BY w.i, e.place"
                 )
                 for i, place, seg, o, n, d, *head in self._db.execute(sql, params):
@@ -354,11 +359,12 @@ class HeaderTable:
                 part = wanted[i : i + _BATCH]
                 marks = ",".join("?" * len(part))
                 for k, v, r, seg, o, n in self._db.execute(
-                    "SELECT key, MAX(version), removed, segment, offset, length "  # noqa: S608
+                    "SELECT key, MAX(place), removed, segment, offset, length "  # noqa: S608
                     f"FROM seg_entries WHERE bucket = ? AND key IN ({marks}) GROUP BY key",
                     (b, *part),
                 ):
-                    newest[_text(k)] = (v, None if r is None else bool(r), (seg, o, n))
+                    name = v.rpartition("/")[2]
+                    newest[_text(k)] = (name, None if r is None else bool(r), (seg, o, n))
         return [(k, newest.get(k)) for k in keys]
 
     def digest(self, segment: str, offset: int) -> bytes | None:
@@ -393,16 +399,12 @@ def _head_columns(head: Head | None) -> tuple[object, ...]:
     if head is None:
         return (None,) * 8
     removed, source, _, _, version_id, etag, size, _, mtime, inode, observed = head
-    return (
-        int(removed),
-        _blob(source),
-        _blob(version_id),
-        _blob(etag),
-        size,
-        mtime,
-        inode,
-        observed,
-    )
+    # A file's ETag is its BLAKE3 in hex: kept as its 32 bytes (a BLOB; any
+    # other ETag is TEXT), a quarter of every row of a filesystem source.
+    tag: object = bytes.fromhex(etag) if _HEX64.fullmatch(etag) else etag
+    if not etag.isascii():
+        return (None,) * 8  # (no S3 ETag is; its manifest is read when needed)
+    return (int(removed), _blob(source), _blob(version_id), tag, size, mtime, inode, observed)
 
 
 def _head_of_columns(row: Row, head: list[Any]) -> Head | None:
@@ -421,7 +423,7 @@ def _head_of(bucket: str, key: str, version: str, head: list[Any]) -> Head | Non
         bucket,
         key,
         _text(version_id),
-        _text(etag),
+        etag.hex() if isinstance(etag, bytes) else etag,
         size,
         int(version[:20]),
         mtime,
