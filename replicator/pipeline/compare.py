@@ -34,7 +34,7 @@ from replicator.origins import ObjectVersion
 from replicator.pipeline.reconcile import keys_at_peer
 from replicator.records import record
 from replicator.store.backend import Backend
-from replicator.store.manifest_store import ManifestStore
+from replicator.store.manifest_store import ManifestStore, entry_ref, manifests_of
 
 #: Peer keys sorted in memory at once before a run is spilled to disk
 #: (about 300 bytes each: a key and a manifest name).
@@ -97,7 +97,15 @@ async def _in_order(source: AsyncIterable[ObjectVersion]) -> AsyncIterator[Objec
 async def peer_keys(
     backend: Backend | ManifestStore, bucket: str, key_prefix: str
 ) -> AsyncIterator[tuple[str, str]]:
-    """``keys_at_peer`` in key order (external merge sort, bounded memory)."""
+    """``keys_at_peer`` in key order: a format 3 peer's header table gives
+    that order itself; other listings go through an external merge sort
+    (bounded memory)."""
+    manifests = manifests_of(backend)
+    latest_heads = getattr(manifests, "latest_heads", None)
+    if latest_heads is not None:
+        async for key, entry, _ in latest_heads(bucket, key_prefix):
+            yield key, entry_ref(entry)
+        return
     async for item in sorted_by_key(keys_at_peer(backend, bucket, key_prefix)):
         yield item
 
@@ -191,11 +199,3 @@ class Spill(Generic[T]):
     def remove(self) -> None:
         self.close()
         os.unlink(self.path)
-
-
-def version_to_json(v: ObjectVersion) -> Any:
-    return [v.key, v.size, v.event_time_ns, v.version_id, v.etag, v.mtime_ns, v.inode]
-
-
-def version_from_json(v: Any) -> ObjectVersion:
-    return ObjectVersion(v[0], v[1], v[2], v[3], v[4], v[5], v[6])

@@ -11,6 +11,8 @@
   (S3 times are whole seconds), so listing order stays version order.
 - ``keys_at_peer``: the keys a peer has manifests for, with a ref of the
   newest manifest of each, streamed from the listing (bounded memory).
+- ``newest_at_peer``: the same with whether each is a removal, when the
+  store knows it without reading the manifest (format 3's header table).
 
 Every read goes through the peer's ManifestStore (store/manifest_store.py):
 these functions take it, or a Backend of an opened peer (``manifests_of``).
@@ -18,14 +20,14 @@ these functions take it, or a Backend of an opened peer (``manifests_of``).
 
 from __future__ import annotations
 
-import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Container, Sequence
 
 from replicator.errors import NotFoundError
 from replicator.origins import ObjectVersion, Origin
 from replicator.records import record
 from replicator.store.backend import Backend
 from replicator.store.format import Manifest, SourceIdentity
+from replicator.store.heads import Head, head_of, manifest_head
 from replicator.store.manifest_store import (
     ManifestStore,
     VersionEntry,
@@ -57,6 +59,9 @@ class Held:
     observed: int = 0
 
 
+HELD = Held(True)
+
+
 async def held_at(store: Backend | ManifestStore, origin: Origin, obj: ObjectVersion) -> Held:
     return (await held_many(store, origin, [obj]))[0]
 
@@ -66,19 +71,32 @@ async def held_many(
 ) -> list[Held]:
     """``held_at`` of each object, with the peer's manifests of them all read
     in one batch (one thread hop on a filesystem peer instead of a listing
-    and a read per object: an unchanged re-run is mostly this)."""
+    and a read per object: an unchanged re-run is mostly this). A format 3
+    peer answers from the heads its header table keeps (``heads_at``),
+    reading and parsing no manifest it has seen before."""
+    found = await _heads(manifests_of(store), origin.bucket, objs)
+    return [_held(origin, o, heads) for o, heads in zip(objs, found, strict=True)]
+
+
+async def _heads(
+    manifests: ManifestStore, bucket: str, objs: Sequence[ObjectVersion]
+) -> list[list[Head]]:
+    """The heads of the manifests of each object's key at its event time."""
     wanted = [(o.key, f"{o.event_time_ns:020d}-") for o in objs]
-    found = await manifests_of(store).versions_at(origin.bucket, wanted)
-    return [_held(origin, o, entries) for o, entries in zip(objs, found, strict=True)]
+    heads_at = getattr(manifests, "heads_at", None)
+    if heads_at is not None:
+        found: list[list[Head]] = await heads_at(bucket, wanted)
+        return found
+    entries = await manifests.versions_at(bucket, wanted)
+    return [[head_of(*manifest_head(data)) for _, data in found] for found in entries]
 
 
-def _held(origin: Origin, obj: ObjectVersion, entries: list[tuple[VersionEntry, bytes]]) -> Held:
+def _held(origin: Origin, obj: ObjectVersion, heads: list[Head]) -> Held:
     observed = -1
-    for _, data in entries:
-        removed, identity = manifest_head(data)
-        if same_identity(removed, identity, origin, obj):
-            return Held(True)
-        observed = max(observed, identity.observed)
+    for head in heads:
+        if same_head(head, origin, obj):
+            return HELD
+        observed = max(observed, head[10])
     return Held(False, observed + 1)
 
 
@@ -93,53 +111,23 @@ def same_version(m: Manifest, origin: Origin, obj: ObjectVersion) -> bool:
 
 def same_identity(removed: bool, i: SourceIdentity, origin: Origin, obj: ObjectVersion) -> bool:
     """``same_version`` from a manifest's head (``manifest_head``)."""
+    return same_head(head_of(removed, i), origin, obj)
+
+
+def same_head(head: Head, origin: Origin, obj: ObjectVersion) -> bool:
+    """Does the manifest whose head is ``head`` record the listed ``obj``?"""
+    removed, source, bucket, key, version_id, etag, size, when, mtime, inode, _ = head
     return (
         not removed
-        and (i.source, i.bucket, i.key, i.version_id)
+        and (source, bucket, key, version_id)
         == (origin.source_id, origin.bucket, obj.key, obj.version_id)
-        and (i.size, i.event_time_ns) == (obj.size, obj.event_time_ns)
+        and (size, when) == (obj.size, obj.event_time_ns)
         # A manifest written without them (format 1, or from an event that
         # did not stat the file) still matches on size and ctime.
-        and i.mtime_ns in (None, obj.mtime_ns)
-        and i.inode in (None, obj.inode)
-        and (origin.etag_is_digest or i.etag == obj.etag)
+        and mtime in (None, obj.mtime_ns)
+        and inode in (None, obj.inode)
+        and (origin.etag_is_digest or etag == obj.etag)
     )
-
-
-#: Where a manifest's ``kind`` and ``object`` are: every writer serialises
-#: with sorted keys (chunker, digest, kind, object, runs, version), and an
-#: unescaped '"' cannot follow ',' inside a JSON string, so these markers
-#: only occur between the top-level members.
-_KIND = b',"kind":"'
-_OBJECT_START = b'","object":{'
-_OBJECT_END = b'},"runs":['
-_KINDS = {b"created": False, b"removed": True}
-#: How a complete manifest ends (a torn one is parsed whole, and refused).
-_ENDS = (b'],"version":2}', b'],"version":1}')
-
-
-def manifest_head(data: bytes) -> tuple[bool, SourceIdentity]:
-    """(removed, identity) of a manifest's bytes, parsing only its ``object``
-    (a re-run's held check reads one manifest per file; a large file's lists
-    thousands of chunks). Bytes not laid out as written are parsed whole, so
-    a malformed or torn manifest is still an IntegrityError (damage inside
-    the chunk list or the digest is verify's to find)."""
-    kind_at = data.find(_KIND)
-    start = data.find(_OBJECT_START, kind_at)
-    end = data.find(_OBJECT_END, start)
-    removed = _KINDS.get(data[kind_at + len(_KIND) : start]) if kind_at > 0 else None
-    if (
-        removed is not None
-        and end > 0
-        and data.startswith(b'{"chunker":[')
-        and data.endswith(_ENDS)
-    ):
-        try:
-            return removed, SourceIdentity.from_json(json.loads(data[start + 11 : end + 1]))
-        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
-            pass  # not the layout it looked like: the whole parse says what is wrong
-    m = Manifest.from_bytes(data)
-    return m.removed, m.identity
 
 
 async def read_manifest(store: Backend | ManifestStore, key: str) -> Manifest | None:
@@ -176,3 +164,21 @@ async def keys_at_peer(
     are not manifests are skipped."""
     async for key, entry in manifests_of(store).latest(bucket, key_prefix):
         yield key, entry_ref(entry)
+
+
+async def newest_at_peer(
+    store: Backend | ManifestStore, bucket: str, key_prefix: str, *, skip: Container[str] = ()
+) -> AsyncIterator[tuple[str, VersionEntry | None, bool | None]]:
+    """(key, its newest manifest, whether that is a removal or None when not
+    known without reading it) for every key under the prefix: in key order
+    from a store that keeps its manifests' heads (format 3, ``latest_heads``),
+    in listing order from the others. Keys in ``skip`` come with None for
+    both (the caller only counts them: no entry is made for them)."""
+    manifests = manifests_of(store)
+    latest_heads = getattr(manifests, "latest_heads", None)
+    if latest_heads is not None:
+        async for item in latest_heads(bucket, key_prefix, skip=skip):
+            yield item
+        return
+    async for key, entry in manifests.latest(bucket, key_prefix):
+        yield key, (None if key in skip else entry), None

@@ -5,7 +5,11 @@ A removal pass has two steps, so that a peer is never half-tombstoned:
 1. ``plan_removals`` walks the source listing against the peer's manifests
    (``compare.compare``: two sorted streams, bounded memory) and counts the
    peer's live keys and those the source no longer lists. The latter are
-   spilled to a temporary file, not kept in memory.
+   spilled to a temporary file, not kept in memory. ``plan_removals_of``
+   does the same for a listing small enough to be held as a set of keys
+   (``sources/listing.py`` keeps up to ``LISTED_IN_MEMORY``): one walk over
+   the peer's newest manifests in any order, no sort, no spill of the
+   listing; a format 3 peer answers it from its header table.
 2. ``removal_refusal`` (the guard, as rclone's ``--max-delete``) refuses a
    plan that would tombstone more than ``store.max_delete_fraction`` of the
    peer's live keys, or any key when the source listed nothing -- a typo,
@@ -22,7 +26,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections.abc import AsyncIterable, Sequence
+from collections.abc import AsyncIterable, Sequence, Set
 from dataclasses import field
 from pathlib import Path
 from typing import Any
@@ -33,7 +37,7 @@ from replicator.errors import ReplicatorError
 from replicator.origins import ObjectVersion
 from replicator.pipeline.compare import Spill, compare, peer_keys
 from replicator.pipeline.manifests import tombstone
-from replicator.pipeline.reconcile import read_head
+from replicator.pipeline.reconcile import newest_at_peer, read_head
 from replicator.records import record
 from replicator.store.backend import Backend
 from replicator.store.format import Manifest, SourceIdentity
@@ -80,9 +84,7 @@ async def plan_removals(
 
     Keys under an ``unlisted`` prefix (a source directory that could not be
     read) are never planned for removal."""
-    fd, path = tempfile.mkstemp(prefix="replicator-removals-")
-    os.close(fd)
-    plan = RemovalPlan(destination, removals=Spill(Path(path), list, _removal))
+    plan = RemovalPlan(destination, removals=_removals_spill())
     try:
         async for pair in compare(source, peer_keys(backend, bucket, key_prefix)):
             plan.listed += pair.source is not None
@@ -101,6 +103,47 @@ async def plan_removals(
         plan.discard()
         raise
     return plan
+
+
+async def plan_removals_of(
+    backend: Backend | ManifestStore,
+    destination: str,
+    listed: Set[str],
+    bucket: str,
+    key_prefix: str,
+    *,
+    unlisted: Sequence[str] = (),
+) -> RemovalPlan:
+    """``plan_removals`` for a listing given as the set of its keys."""
+    plan = RemovalPlan(destination, listed=len(listed))
+    try:
+        peer, skipped = newest_at_peer(backend, bucket, key_prefix, skip=listed), tuple(unlisted)
+        async for key, entry, known in peer:
+            if entry is None or key.startswith(skipped):
+                plan.live += 1  # listed (``skip``), or under a directory that was not
+                continue
+            removed, newest_ns = known, entry.event_time_ns
+            if removed is None:  # not known without reading it
+                head = await read_head(backend, entry)
+                if head is None:
+                    continue  # gone meanwhile
+                removed, newest_ns = head[0], head[1].event_time_ns
+            if removed:
+                continue  # already recorded as removed: a replay writes nothing
+            plan.live += 1
+            if plan.removals is None:
+                plan.removals = _removals_spill()
+            plan.removals.add((key, newest_ns))
+    except BaseException:
+        plan.discard()
+        raise
+    return plan
+
+
+def _removals_spill() -> Spill[tuple[str, int]]:
+    fd, path = tempfile.mkstemp(prefix="replicator-removals-")
+    os.close(fd)
+    return Spill(Path(path), list, _removal)
 
 
 def _removal(v: Any) -> tuple[str, int]:

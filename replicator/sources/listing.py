@@ -7,8 +7,10 @@ any other becomes one event, routed to exactly the peers that lack it
 (``route``, for ``Service.take(event, lanes=...)``) and carrying the
 observation number its manifest takes (``ChangeEvent.listed``). After a
 *whole* listing it plans the removals at each peer that held manifests
-before the run (the listing replayed from a spill, merged with the peer's
-keys: ``removals.plan_removals``) and yields the tombstone events the
+before the run (the peer's newest manifests checked against the listed
+keys, held in memory up to ``LISTED_IN_MEMORY``: ``removals.plan_removals_of``;
+past that the listing replayed from a spill and merged with the peer's keys
+in key order: ``removals.plan_removals``) and yields the tombstone events the
 mass-deletion guard allows (``removal_refusal``, ``--allow-deletes``); a
 failed or partial listing yields none ("absent" proves nothing then).
 
@@ -23,22 +25,34 @@ import asyncio
 import os
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from pathlib import Path
 
 from replicator.errors import ReplicatorError
 from replicator.events import ChangeEvent, Kind, Position
 from replicator.origins import ObjectVersion, Origin
-from replicator.pipeline.compare import Spill, version_from_json, version_to_json
+from replicator.pipeline.compare import Spill, key_bytes
 from replicator.pipeline.lanes import Lane, peer_failure
 from replicator.pipeline.reconcile import held_many
-from replicator.pipeline.removals import RemovalPlan, plan_removals, removal_refusal
+from replicator.pipeline.removals import (
+    RemovalPlan,
+    plan_removals,
+    plan_removals_of,
+    removal_refusal,
+)
 from replicator.pipeline.targets import Tally
 from replicator.sources import Backlog, Outcome
 
 #: Listed objects checked against the peers' manifests together (one batched
 #: read per peer): an unchanged re-run is mostly this check.
 HELD_BATCH = 256
+#: Listed keys kept in memory for the removal plans (about 100 bytes each);
+#: a longer listing is spilled to a temporary file instead, and each peer's
+#: keys are merged with it in key order (bounded memory, slower).
+LISTED_IN_MEMORY = 100_000
+#: Pages of the listing read ahead of the held check (memory: PREFETCH *
+#: HELD_BATCH listed versions).
+PREFETCH = 8
 #: Reads of one key before a file that changes on every read is reported
 #: (exit 1) instead of retried forever.
 SUPERSEDED_TRIES = 3
@@ -83,9 +97,7 @@ class ListingSource:
         self._tries: dict[str, int] = {}
         self._open = 0  # events handed out and not done
         self._again: asyncio.Queue[ChangeEvent | None] = asyncio.Queue()
-        fd, path = tempfile.mkstemp(prefix="replicator-listing-")
-        os.close(fd)
-        self._listing = Spill(Path(path), version_to_json, version_from_json)
+        self._listing = ListedKeys(LISTED_IN_MEMORY)
 
     # ------------------------------------------------------------ Source
 
@@ -146,27 +158,54 @@ class ListingSource:
         return [lane for lane in self.lanes if lane.down is None]
 
     async def _listed(self) -> AsyncIterator[ChangeEvent]:
-        page: list[ObjectVersion] = []
-        async for obj in self.origin.list(self.prefix):
-            if not self._live():
-                return  # every peer is down
-            self._listing.add(obj)
-            self.summary.objects += 1
-            self.tally.progress.listed(1, obj.size)
-            page.append(obj)
-            if len(page) >= HELD_BATCH:
+        # The listing runs ahead in its own task (``PREFETCH`` pages), so that
+        # listing the next page (a directory walk in a thread, or an S3 page)
+        # overlaps the held check of this one instead of following it.
+        pages: asyncio.Queue[list[ObjectVersion] | Exception | None] = asyncio.Queue(PREFETCH)
+        producer = asyncio.ensure_future(self._pages(pages))
+        try:
+            while (page := await pages.get()) is not None:
+                if isinstance(page, Exception):
+                    raise page
+                if not self._live():
+                    return  # every peer is down
+                self._listing.update(obj.key for obj in page)
+                self.summary.objects += len(page)
+                self.tally.progress.listed(len(page), sum(obj.size for obj in page))
                 for event in await self._page(page):
                     yield event
-                page = []
-            while not self._again.empty():
-                if (again := self._again.get_nowait()) is not None:
-                    yield again
-        for event in await self._page(page):
-            yield event
+                while not self._again.empty():
+                    if (again := self._again.get_nowait()) is not None:
+                        yield again
+        finally:
+            producer.cancel()
+            await asyncio.gather(producer, return_exceptions=True)
+
+    async def _pages(self, out: asyncio.Queue[list[ObjectVersion] | Exception | None]) -> None:
+        """The origin's listing in pages of ``HELD_BATCH``, then None (or the
+        exception that ended it)."""
+        listing = self.origin.list(self.prefix)
+        page: list[ObjectVersion] = []
+        try:
+            async for obj in listing:
+                page.append(obj)
+                if len(page) >= HELD_BATCH:
+                    await out.put(page)
+                    page = []
+            await out.put(page)
+            await out.put(None)
+        except Exception as exc:  # the consumer raises it (a failed listing)
+            await out.put(exc)
+        finally:
+            close = getattr(listing, "aclose", None)
+            if close is not None:
+                await close()
 
     async def _page(self, page: list[ObjectVersion]) -> list[ChangeEvent]:
         """The events of a page: one per object some live peer lacks."""
-        out = []
+        out: list[ChangeEvent] = []
+        if not page:
+            return out
         for obj, lacks in zip(page, await self._lacking(page), strict=True):
             if lacks is not None and not lacks[0]:
                 self.tally.unchanged(obj.size)
@@ -279,17 +318,7 @@ class ListingSource:
             if lane.down is None and self.had_manifests[i]
         ]
         plans = await asyncio.gather(
-            *(
-                plan_removals(
-                    lane.backend,
-                    lane.name,
-                    self._listing.replay(),
-                    self.origin.bucket,
-                    key_prefix,
-                    unlisted=unlisted,
-                )
-                for _, lane in lanes
-            ),
+            *(self._plan(lane, key_prefix, unlisted) for _, lane in lanes),
             return_exceptions=True,
         )
         for (i, lane), plan in zip(lanes, plans, strict=True):
@@ -300,6 +329,17 @@ class ListingSource:
                 self.summary.error(f"destination {lane.name!r}: removal pass failed: {plan}")
             else:
                 raise plan
+
+    async def _plan(self, lane: Lane, key_prefix: str, unlisted: list[str]) -> RemovalPlan:
+        bucket, keys = self.origin.bucket, self._listing.keys
+        if keys is not None:
+            return await plan_removals_of(
+                lane.backend, lane.name, keys, bucket, key_prefix, unlisted=unlisted
+            )
+        listed = (ObjectVersion(key, 0, 0) async for key in self._listing.replay())
+        return await plan_removals(
+            lane.backend, lane.name, listed, bucket, key_prefix, unlisted=unlisted
+        )
 
     async def _tombstones(
         self, i: int, lane: Lane, plan: RemovalPlan
@@ -332,3 +372,37 @@ class ListingSource:
         self._routes[event] = frozenset({lane.name})
         self._open += 1
         return event
+
+
+class ListedKeys:
+    """The keys a listing yielded, for the removal plans: a set in memory up
+    to ``limit`` keys; past it every key is in a spill file, in key order."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        #: The keys while they fit in memory, else None.
+        self.keys: set[str] | None = set()
+        self._spill: Spill[str] | None = None
+
+    def update(self, keys: Iterable[str]) -> None:
+        if self._spill is not None:
+            for key in keys:
+                self._spill.add(key)  # the listing goes on in key order
+            return
+        assert self.keys is not None
+        self.keys.update(keys)
+        if len(self.keys) > self.limit:
+            fd, path = tempfile.mkstemp(prefix="replicator-listing-")
+            os.close(fd)
+            self._spill = Spill(Path(path), str, str)
+            for k in sorted(self.keys, key=key_bytes):
+                self._spill.add(k)
+            self.keys = None
+
+    def replay(self) -> AsyncIterator[str]:
+        assert self._spill is not None, "replay is for a spilled listing"
+        return self._spill.replay()
+
+    def remove(self) -> None:
+        if self._spill is not None:
+            self._spill.remove()

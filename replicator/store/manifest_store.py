@@ -230,6 +230,9 @@ async def holds_manifests(
     manifests = manifests_of(store)
     if isinstance(manifests, ObjectManifests):  # one short page of names, no sizes
         return await holds_any(manifests.backend, manifest_prefix(bucket, key_prefix))
+    holds = getattr(manifests, "holds", None)
+    if holds is not None:  # format 3: one row of its header table
+        return bool(await holds(bucket, key_prefix))
     entries = manifests.entries(bucket, key_prefix)
     try:
         return await anext(entries, None) is not None

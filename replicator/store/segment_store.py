@@ -36,9 +36,17 @@ from replicator.records import record
 from replicator.store.backend import Backend
 from replicator.store.bulk import put_many_if_absent
 from replicator.store.format import Manifest, StoreConfig
+from replicator.store.heads import Head, head_of
 from replicator.store.manifest_store import grouped
 from replicator.store.names import MANIFESTS, encode_segment, manifest_prefix
-from replicator.store.segment_cache import PLACE_END, HeaderTable, Row, after, place_of
+from replicator.store.segment_cache import (
+    PLACE_END,
+    HeaderTable,
+    Row,
+    after,
+    place_of,
+)
+from replicator.store.segment_heads import FRESH, HeadReads
 from replicator.store.segment_sync import (
     DamagedSegment,
     PeerState,
@@ -54,8 +62,6 @@ __all__ = ["DamagedSegment", "SegmentProblem", "SegmentStore", "segment_store"]
 
 log = logging.getLogger(__name__)
 
-#: Seconds a point lookup trusts the table without re-listing ``segments/``.
-FRESH = 2.0
 #: The same for a group commit: the table already has what this process
 #: wrote, and a version another writer added meanwhile only costs a
 #: duplicate entry (a daemon commits every fraction of a second).
@@ -103,7 +109,7 @@ def segment_store(backend: Backend, config: StoreConfig, cache: Path | None = No
     return SegmentStore(backend, state)
 
 
-class SegmentStore:
+class SegmentStore(HeadReads):
     """Manifests in segments (see the module doc)."""
 
     def __init__(self, backend: Backend, state: PeerState) -> None:
@@ -123,11 +129,13 @@ class SegmentStore:
         if not manifests:
             return answers
         todo: dict[str, list[tuple[int, str, str, bytes, str]]] = defaultdict(list)
+        heads: dict[str, Head] = {}  # recorded with the entries: a re-run reads none of them
         for i, m in enumerate(manifests):
             try:
                 ident, version = m.identity, m.version_name
                 place = place_of(ident.bucket, ident.key, version)
                 todo[ident.bucket].append((i, ident.key, version, m.to_bytes(), place))
+                heads[place] = head_of(m.removed, ident)
             except Exception as exc:  # that manifest's own answer
                 answers[i] = exc
         await self.refresh(WRITE_FRESH)
@@ -144,7 +152,7 @@ class SegmentStore:
             for batch in split_batches([(k, v, d) for _, k, v, d, _ in fresh]):
                 index = [item[0] for item in fresh[start : start + len(batch)]]
                 start += len(batch)
-                await self._put_segment(bucket, batch, index, answers)
+                await self._put_segment(bucket, batch, index, answers, heads)
         for i, first in repeats:  # present once its first copy is; failed with it
             answers[i] = answers[first] if isinstance(answers[first], BaseException) else False
         return answers
@@ -155,6 +163,7 @@ class SegmentStore:
         batch: list[tuple[str, str, bytes]],
         index: list[int],
         answers: list[bool | BaseException],
+        heads: dict[str, Head] | None = None,
     ) -> None:
         """Write one segment of ``batch``; answer the manifests at ``index``."""
         seg = encode(bucket, batch)
@@ -169,7 +178,7 @@ class SegmentStore:
                 answers[i] = outcome
             return
         # False: a replay wrote these very bytes before; its entries are there.
-        await asyncio.to_thread(self._table.record, [(seg.name, seg.header)])
+        await asyncio.to_thread(self._table.record, [(seg.name, seg.header)], heads)
         for i in index:
             answers[i] = outcome
 
@@ -264,6 +273,13 @@ class SegmentStore:
         low = "" if bucket is None else _low(bucket, key_prefix)
         async for entry in self._scan(low, low + PLACE_END):
             yield entry
+
+    async def holds(self, bucket: str, key_prefix: str = "") -> bool:
+        """Is any manifest of ``bucket`` under ``key_prefix`` here? (``entries``
+        would fetch a page of them to answer.)"""
+        await self.refresh()
+        low = _low(bucket, key_prefix)
+        return bool(await asyncio.to_thread(self._table.page, low, low + PLACE_END, 1))
 
     async def list_versions(
         self, bucket: str, key_prefix: str = "", *, exact: bool = False

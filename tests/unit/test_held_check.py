@@ -17,11 +17,11 @@ from replicator.pipeline.reconcile import (
     held_many,
     identity_of,
     keys_at_peer,
-    manifest_head,
     read_manifest,
 )
 from replicator.store.backends import FsBackend
 from replicator.store.format import ChunkRef, Manifest, PackRun, SourceIdentity
+from replicator.store.heads import manifest_head
 from replicator.store.manifest_store import ObjectManifests
 from tests.unit.test_format_v2 import V1_MANIFEST
 
