@@ -43,7 +43,6 @@ import contextlib
 import itertools
 import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
-from dataclasses import replace
 
 from replicator._native import ChunkerParams
 from replicator.config import FS_SMALL_IN_FLIGHT, ServiceSettings
@@ -52,6 +51,7 @@ from replicator.events import ChangeEvent
 from replicator.origins import ObjectReader, ObjectVersion
 from replicator.pipeline.lane_commits import LaneCommits
 from replicator.pipeline.lanes import Lane
+from replicator.pipeline.manifests import CreatedTexts
 from replicator.pipeline.ship import BEHIND_SECONDS, read_window, ship
 from replicator.pipeline.small import (
     BATCH_BYTES,
@@ -60,7 +60,7 @@ from replicator.pipeline.small import (
     BatchOrigin,
     ship_many,
 )
-from replicator.pipeline.tracking import Job, Meter, Observer, Route, Track
+from replicator.pipeline.tracking import Job, Meter, Observer, Route, Track, same_event
 from replicator.sources import Source
 
 #: At the end of a drain, how long the source's ``done`` calls may take.
@@ -110,6 +110,7 @@ class Service(LaneCommits):
         self.telemetry = telemetry
         self.settings = settings
         self.params = params
+        self._texts = CreatedTexts(params)
         self.window_size = window_size
         self.etag_is_digest = etag_is_digest
         #: A lane whose last pack took longer than this to write, and whose
@@ -121,6 +122,8 @@ class Service(LaneCommits):
         self._room = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()  # commits
         self._reports: set[asyncio.Task[None]] = set()  # source.done calls
+        self._durable_reports: list[tuple[ChangeEvent, int]] = []
+        self._reporter: asyncio.Task[None] | None = None
         self._intake: asyncio.Task[None] | None = None
         self._workers: list[asyncio.Task[None]] = []
         self._turn = 0
@@ -264,7 +267,11 @@ class Service(LaneCommits):
         """Every available lane that wants exactly this version joins the job."""
         job = Job(key, event, large)
         for lane in self.lanes:
-            if lane.available(now) and key not in lane.active and lane.want.get(key) == event:
+            if (
+                lane.available(now)
+                and key not in lane.active
+                and same_event(lane.want.get(key), event)
+            ):
                 del lane.want[key]
                 lane.active[key] = event
                 job.lanes.append(lane)
@@ -294,7 +301,9 @@ class Service(LaneCommits):
             lanes = [
                 lane
                 for lane in self.lanes
-                if lane.available(now) and key not in lane.active and lane.want.get(key) == event
+                if lane.available(now)
+                and key not in lane.active
+                and same_event(lane.want.get(key), event)
             ]
             if {lane.name for lane in lanes} == names:
                 out.append(self._claim(key, event, now, large=False))
@@ -323,18 +332,18 @@ class Service(LaneCommits):
 
     async def _ship_batch(self, jobs: list[Job], datas: list[bytes]) -> None:
         lanes = jobs[0].lanes
-        fans = await ship_many(datas, self.params, [lane.pack_writer(False) for lane in lanes])
-        for job, fan in zip(jobs, fans, strict=True):
-            self.telemetry.source_bytes(fan.size)
-            self.observer.read(job.event, fan.size)
+        shipped = await ship_many(datas, self.params, [lane.pack_writer(False) for lane in lanes])
         events = [job.event for job in jobs]
+        self.telemetry.source_bytes(sum(shipped.sizes))
+        for event, size in zip(events, shipped.sizes, strict=True):
+            self.observer.read(event, size)
         for lane in lanes:
             # The same lanes failed for every version of the batch.
-            if (exc := fans[0].failures.get(lane.name)) is not None:
+            if (exc := shipped.failures.get(lane.name)) is not None:
                 for event in events:
                     self._lane_failed(lane, event, exc, "put")
             else:
-                self._spawn(self._commit_batch(lane, events, fans))
+                self._spawn(self._commit_batch(lane, events, shipped))
 
     # ------------------------------------------------------------ jobs
 
@@ -383,4 +392,5 @@ def _batchable(event: ChangeEvent) -> bool:
 def version_of(event: ChangeEvent) -> ObjectVersion:
     """The version an origin reads for ``event`` (with the file identity it
     is pinned to, when the event has one)."""
-    return replace(event.object_version(), mtime_ns=event.mtime_ns, inode=event.inode)
+    e = event
+    return ObjectVersion(e.key, e.size, e.event_time_ns, e.version_id, e.etag, e.mtime_ns, e.inode)

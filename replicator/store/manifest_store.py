@@ -118,6 +118,16 @@ class ObjectManifests:
         # together; others get its conditional PUTs in flight at once.
         return list(await put_many_if_absent(self.backend, items))
 
+    async def put_texts(
+        self, texts: Sequence[tuple[str, str, str, bytes]]
+    ) -> list[bool | BaseException]:
+        """``put_many`` of manifests already written out: (bucket, key,
+        version name, bytes) each (``pipeline.manifests.CreatedTexts``)."""
+        items: list[PutItem] = [
+            (manifest_key(b, k, v), data, hashlib.sha256(data).digest()) for b, k, v, data in texts
+        ]
+        return list(await put_many_if_absent(self.backend, items))
+
     async def list_versions(
         self, bucket: str, key_prefix: str = "", *, exact: bool = False
     ) -> AsyncIterator[tuple[str, list[VersionEntry]]]:
