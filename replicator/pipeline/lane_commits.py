@@ -76,9 +76,9 @@ class LaneCommits(Outcomes):
         for their packs, their manifests written out in one pass
         (``CreatedTexts``) and handed to the group commit as one group."""
         placed = shipped.placements[lane.name]
-        if self.finishing or len(lane.active) >= lane.max_active:
+        if self.finishing or len(lane.active) >= lane.seals.limit:
             # Nothing else would fill the open pack (the run is ending), or
-            # the lane takes no more work until these are durable: seal now.
+            # as many versions wait as the seal budget allows: seal now.
             await lane.seals.flush_all()
         # One wait for every pack of the batch (one waiter of the lane's
         # seal budget, its seal timers armed), not one task per version.
