@@ -14,7 +14,7 @@ yielded done; the summary is made from the lanes' outcomes (``Tally``).
 
 Memory: ``store.concurrency`` reads in flight, at most ``service.max_pending``
 listed versions waiting per peer (the listing is paced by the service), of
-which at most ``targets.READ_AHEAD`` × ``waiting_manifests`` read or waiting
+which at most ``targets.READ_AHEAD`` times ``waiting_manifests`` read or waiting
 for their packs (``waiting_manifests`` waiting seal the open pack). The
 listing is spilled to a temporary file as it streams by, for the removal
 plans: nothing grows with the object count.
