@@ -31,6 +31,8 @@ class LaneCommits(Outcomes):
     etag_is_digest: bool
     #: Writes the manifests of batched versions (``params``'s chunker).
     _texts: CreatedTexts
+    #: Per lane, the batches waiting for their packs: (placements, versions).
+    _waiting: dict[str, list[tuple[Placed, int]]]
     #: The source has nothing more to hand out (``Service.finish_up``).
     finishing: bool
 
@@ -76,14 +78,23 @@ class LaneCommits(Outcomes):
         for their packs, their manifests written out in one pass
         (``CreatedTexts``) and handed to the group commit as one group."""
         placed = shipped.placements[lane.name]
-        if self.finishing or len(lane.active) >= lane.seals.limit:
-            # Nothing else would fill the open pack (the run is ending), or
-            # as many versions wait as the seal budget allows: seal now.
-            await lane.seals.flush_all()
-        # One wait for every pack of the batch (one waiter of the lane's
-        # seal budget, its seal timers armed), not one task per version.
-        with contextlib.suppress(Exception):  # a failed pack: told per version below
-            await lane.seals.wait_placed([placed])
+        waiting = self._waiting.setdefault(lane.name, [])
+        mine = (placed, len(events))
+        waiting.append(mine)
+        try:
+            if (self.finishing and not lane.want) or _on_open_pack(
+                lane, waiting
+            ) >= lane.seals.limit:
+                # Nothing else would fill the open pack (the run is ending and
+                # nothing more is wanted here), or as many versions wait on
+                # it as the seal budget allows: seal now.
+                await lane.seals.flush_all()
+            # One wait for every pack of the batch (one waiter of the lane's
+            # seal budget, its seal timers armed), not one task per version.
+            with contextlib.suppress(Exception):  # a failed pack: told per version below
+                await lane.seals.wait_placed([placed])
+        finally:
+            waiting.remove(mine)
         names = await pack_outcomes(placed)
         texts, which = self._batch_texts(lane, events, shipped, names)
         answers = await lane.manifests.put_texts(texts)
@@ -141,3 +152,14 @@ async def pack_outcomes(placed: Placed) -> list[bytes | BaseException]:
         except Exception as exc:
             out.append(exc)
     return out
+
+
+def _on_open_pack(lane: Lane, waiting: list[tuple[Placed, int]]) -> int:
+    """Batched versions waiting on the lane's open pack. (Those of packs
+    sealed already do not count: while a sealed pack is written, counting
+    them made every batch after it seal a pack of its own.)"""
+    return sum(
+        n
+        for placed, n in waiting
+        if any(not isinstance(p, bytes) and lane.writer.is_open(p) for p in placed.packs)
+    )

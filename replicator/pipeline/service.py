@@ -102,6 +102,7 @@ class Service(LaneCommits):
     ) -> None:
         self.batch_reader = batch_reader
         self.finishing = False
+        self._finished: set[str] = set()  # lanes ``finish_up`` has sealed
         self.source = source
         self.route = route
         self.observer = observer or Observer()
@@ -111,6 +112,7 @@ class Service(LaneCommits):
         self.settings = settings
         self.params = params
         self._texts = CreatedTexts(params)
+        self._waiting = {}
         self.window_size = window_size
         self.etag_is_digest = etag_is_digest
         #: A lane whose last pack took longer than this to write, and whose
@@ -146,14 +148,22 @@ class Service(LaneCommits):
         await asyncio.shield(self._intake)
 
     def finish_up(self) -> None:
-        """No more events will come but those under way (a listing ended):
-        the open packs commits wait on seal now, and from now on within
-        ``FINISH_SEAL_SECONDS`` of a commit waiting on one (nothing else
-        would fill them)."""
+        """No more events will come but those under way (a listing ended).
+        Once a lane also has nothing more wanted, nothing else would fill
+        its open pack: it seals now, and from then on within
+        ``FINISH_SEAL_SECONDS`` of a commit waiting on one. (A listing ends
+        up to ``max_pending`` versions ahead of the lanes: sealing at once
+        cut the packs of all those into pieces of one batch each.)"""
         self.finishing = True
+        self._finish_idle()
+
+    def _finish_idle(self) -> None:
+        """``finish_up``'s seals at each lane that wants nothing more."""
         for lane in self.lanes:
-            lane.seals.max_delay = FINISH_SEAL_SECONDS
-            self._spawn(lane.seals.flush_all())
+            if not lane.want and lane.name not in self._finished:
+                self._finished.add(lane.name)
+                lane.seals.max_delay = FINISH_SEAL_SECONDS
+                self._spawn(lane.seals.flush_all())
 
     def held(self) -> int:
         """Changes pending or active at any lane."""
@@ -278,6 +288,8 @@ class Service(LaneCommits):
         return job
 
     async def _wait_for_work(self) -> None:
+        if self.finishing:
+            self._finish_idle()
         self._work.clear()
         now = time.monotonic()
         waits = [lane.retry_at - now for lane in self.lanes if lane.want and lane.retry_at > now]

@@ -18,9 +18,10 @@ from hypothesis import strategies as st
 from replicator import config
 from replicator._native import ChunkerParams, blake3_digest
 from replicator.events import ChangeEvent, Kind
-from replicator.pipeline.backfill import run_backfill
+from replicator.pipeline.backfill import WAITING_MANIFESTS, run_backfill
 from replicator.pipeline.identity import version_identity
 from replicator.pipeline.manifests import CreatedTexts, placed_manifest, text_of
+from replicator.pipeline.small import BATCH_OBJECTS
 from replicator.store.backends.fs import FsBackend
 from replicator.store.format import Manifest, StoreConfig
 from replicator.store.placed import Placed
@@ -126,12 +127,12 @@ async def test_a_segment_from_texts_is_the_segment_from_manifests(tmp_path: Path
     assert segments[0] == segments[1]
 
 
-def _settings(tmp_path: Path) -> config.Settings:
+def _settings(tmp_path: Path, concurrency: int = 4) -> config.Settings:
     cfg = tmp_path / "replicator.toml"
     cfg.write_text(
         f'[source]\ntype = "fs"\npath = "{tmp_path / "src"}"\n\n'
         f'[[destinations]]\nname = "a"\ntype = "fs"\npath = "{tmp_path / "peer"}"\n\n'
-        f'[store]\ncache_dir = "{tmp_path / "cache"}"\n'
+        f'[store]\ncache_dir = "{tmp_path / "cache"}"\nconcurrency = {concurrency}\n'
     )
     return config.load(cfg)
 
@@ -165,3 +166,22 @@ async def test_a_backfill_of_small_files_makes_no_task_per_object(tmp_path: Path
     assert made < len(files) / 2
     found = await segment_manifests(FsBackend(tmp_path / "peer", "a"))
     assert {k: len(v) for k, v in found.items()} == {k: 1 for k in files}
+
+
+async def test_packs_fill_to_the_budget_when_the_listing_ends_ahead(tmp_path: Path) -> None:
+    """A listing ends up to ``max_pending`` versions ahead of the lanes; what
+    is still wanted then fills packs as before (one per ``waiting`` versions),
+    instead of each batch sealing a pack of its own."""
+    files = {f"d{i % 7}/f{i:04d}": os.urandom(100 + 37 * i % 3000) for i in range(3000)}
+    for rel, data in files.items():
+        (tmp_path / "src" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "src" / rel).write_bytes(data)
+    await asyncio.sleep(0.05)  # past the racy-clean window: every file batched
+    # One reader: the listing is far ahead of it when it ends.
+    summary = await run_backfill(_settings(tmp_path, concurrency=1))
+    batches = -(-len(files) // BATCH_OBJECTS)
+    print(f"{len(files)} files in {batches}+ batches: {summary.packs['a']} packs")
+    assert (summary.replicated, summary.errors) == (len(files), 0)
+    # One pack per WAITING_MANIFESTS versions, and the last ones (a pack per
+    # batch would be about twice as many).
+    assert summary.packs["a"] <= len(files) // WAITING_MANIFESTS + 3
