@@ -8,6 +8,7 @@ order packs -> index -> manifest holds by construction (invariant 1).
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Sequence
 from json.encoder import encode_basestring_ascii as _q
 
@@ -110,6 +111,30 @@ def _num(v: int | None) -> str:
     return "null" if v is None else str(v)
 
 
+#: ``event_time_text`` of whole seconds, without the "Z" (a batch's files
+#: were mostly written in the same few seconds); bounded by clearing.
+_SECONDS: dict[int, str] = {}
+
+
+def fast_event_time(ns: int) -> str:
+    """``identity_text.event_time_text(ns)``, the same text at a fraction of
+    its cost (tests compare the two): the microseconds rounded as
+    ``datetime.fromtimestamp`` rounds ``ns / 1e9`` (half to even, a carry
+    into the next second), the date and time of the second looked up."""
+    if ns < 0:
+        return event_time_text(ns)
+    frac, whole = math.modf(ns / 1e9)
+    sec, us = int(whole), round(frac * 1e6)
+    if us >= 1_000_000:
+        sec, us = sec + 1, us - 1_000_000
+    prefix = _SECONDS.get(sec)
+    if prefix is None:
+        if len(_SECONDS) >= 4096:
+            _SECONDS.clear()
+        prefix = _SECONDS[sec] = event_time_text(sec * 1_000_000_000).removesuffix("Z")
+    return f"{prefix}.{us:06d}Z" if us else f"{prefix}Z"
+
+
 class CreatedTexts:
     """Manifests of created versions written straight to text, in one pass.
 
@@ -152,7 +177,7 @@ class CreatedTexts:
         suffix = blake3_digest(hashed.encode()).hex()[:24]
         name = f"{t:020d}-{sequencer_field(event.sequencer)}-{observed:020d}-{suffix}"
         obj = (
-            f'{{"bucket":{bucket},"etag":{qetag},"event_time":{_q(event_time_text(t))},'
+            f'{{"bucket":{bucket},"etag":{qetag},"event_time":{_q(fast_event_time(t))},'
             f'"event_time_ns":{t},"inode":{inode},"key":{key},"mtime_ns":{mtime},'
             f'"observed":{observed},"sequencer":{seq},"size":{size},"source":{source},'
             f'"version_id":{vid}}}'

@@ -20,10 +20,11 @@ from replicator._native import ChunkerParams, blake3_digest
 from replicator.events import ChangeEvent, Kind
 from replicator.pipeline.backfill import WAITING_MANIFESTS, run_backfill
 from replicator.pipeline.identity import version_identity
-from replicator.pipeline.manifests import CreatedTexts, placed_manifest, text_of
+from replicator.pipeline.manifests import CreatedTexts, fast_event_time, placed_manifest, text_of
 from replicator.pipeline.small import BATCH_OBJECTS
 from replicator.store.backends.fs import FsBackend
 from replicator.store.format import Manifest, StoreConfig
+from replicator.store.identity_text import event_time_text
 from replicator.store.placed import Placed
 from replicator.store.segment_store import segment_store
 from tests.integration.peer_reader import segment_manifests
@@ -185,3 +186,17 @@ async def test_packs_fill_to_the_budget_when_the_listing_ends_ahead(tmp_path: Pa
     # One pack per WAITING_MANIFESTS versions, and the last ones (a pack per
     # batch would be about twice as many).
     assert summary.packs["a"] <= len(files) // WAITING_MANIFESTS + 3
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    st.integers(0, 4_000_000_000 * 10**9)
+    | st.builds(
+        lambda s, f: s * 10**9 + f,
+        st.integers(0, 4_000_000_000),
+        st.sampled_from([0, 499, 500, 501, 1500, 2500, 999_999_499, 999_999_500, 999_999_999]),
+    )
+)
+def test_the_fast_event_time_is_the_event_time_text(ns: int) -> None:
+    """Microseconds rounded half to even, carried into the next second."""
+    assert fast_event_time(ns) == event_time_text(ns)
