@@ -36,6 +36,10 @@ class LaneCommits(Outcomes):
     #: The source has nothing more to hand out (``Service.finish_up``).
     finishing: bool
 
+    def _start_commits(self) -> None:
+        self._texts = CreatedTexts(self.params)
+        self._waiting = {}
+
     def _identity(self, event: ChangeEvent, fan: Shipped) -> SourceIdentity:
         ident = version_identity(event, fan.size, fan.digest, etag_is_digest=self.etag_is_digest)
         if event.listed:  # after the peers' manifests of that event time

@@ -51,7 +51,6 @@ from replicator.events import ChangeEvent
 from replicator.origins import ObjectReader, ObjectVersion
 from replicator.pipeline.lane_commits import LaneCommits
 from replicator.pipeline.lanes import Lane
-from replicator.pipeline.manifests import CreatedTexts
 from replicator.pipeline.ship import BEHIND_SECONDS, read_window, ship
 from replicator.pipeline.small import (
     BATCH_BYTES,
@@ -111,21 +110,13 @@ class Service(LaneCommits):
         self.telemetry = telemetry
         self.settings = settings
         self.params = params
-        self._texts = CreatedTexts(params)
-        self._waiting = {}
         self.window_size = window_size
         self.etag_is_digest = etag_is_digest
         #: A lane whose last pack took longer than this to write, and whose
         #: writer would wait, is left out of a read shared with other lanes.
         self.behind_seconds = behind_seconds
-        self._tracks: dict[ChangeEvent, Track] = {}
-        self._torn: dict[ChangeEvent, set[str]] = {}  # see ``take``
-        self._work = asyncio.Event()
-        self._room = asyncio.Event()
-        self._tasks: set[asyncio.Task[None]] = set()  # commits
-        self._reports: set[asyncio.Task[None]] = set()  # source.done calls
-        self._durable_reports: list[tuple[ChangeEvent, int]] = []
-        self._reporter: asyncio.Task[None] | None = None
+        self._start_tracking()
+        self._start_commits()
         self._intake: asyncio.Task[None] | None = None
         self._workers: list[asyncio.Task[None]] = []
         self._turn = 0

@@ -154,6 +154,16 @@ class Outcomes:
     _durable_reports: list[tuple[ChangeEvent, int]]
     _reporter: asyncio.Task[None] | None
 
+    def _start_tracking(self) -> None:
+        self._tracks = {}
+        self._torn = {}  # see ``Service.take``
+        self._work = asyncio.Event()
+        self._room = asyncio.Event()
+        self._tasks = set()
+        self._reports = set()
+        self._durable_reports = []
+        self._reporter = None
+
     def _spawn(self, coro: Awaitable[None], into: set[asyncio.Task[None]] | None = None) -> None:
         tasks = self._tasks if into is None else into
         task = asyncio.ensure_future(coro)
