@@ -13,8 +13,9 @@ summary). The run ends when the listing source has seen every event it
 yielded done; the summary is made from the lanes' outcomes (``Tally``).
 
 Memory: ``store.concurrency`` reads in flight, at most ``service.max_pending``
-listed versions waiting per peer (the listing is paced by the service), at
-most ``waiting_manifests`` versions waiting for their packs per peer. The
+listed versions waiting per peer (the listing is paced by the service), of
+which at most ``targets.READ_AHEAD`` times ``waiting_manifests`` read or waiting
+for their packs (``waiting_manifests`` waiting seal the open pack). The
 listing is spilled to a temporary file as it streams by, for the removal
 plans: nothing grows with the object count.
 """

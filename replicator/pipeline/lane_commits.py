@@ -13,24 +13,32 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
 
 from replicator._native import ChunkerParams
 from replicator.events import ChangeEvent
-from replicator.pipeline.durable import pack_names
 from replicator.pipeline.identity import version_identity
 from replicator.pipeline.lanes import Lane
+from replicator.pipeline.manifests import CreatedTexts, ManifestText
 from replicator.pipeline.ship import Shipped, byte_counts
+from replicator.pipeline.small import ShippedBatch
 from replicator.pipeline.tracking import Outcomes
-from replicator.store.format import Manifest, SourceIdentity
+from replicator.store.format import SourceIdentity
 from replicator.store.placed import Placed
 
 
 class LaneCommits(Outcomes):
     params: ChunkerParams
     etag_is_digest: bool
+    #: Writes the manifests of batched versions (``params``'s chunker).
+    _texts: CreatedTexts
+    #: Per lane, the batches waiting for their packs: (placements, versions).
+    _waiting: dict[str, list[tuple[Placed, int]]]
     #: The source has nothing more to hand out (``Service.finish_up``).
     finishing: bool
+
+    def _start_commits(self) -> None:
+        self._texts = CreatedTexts(self.params)
+        self._waiting = {}
 
     def _identity(self, event: ChangeEvent, fan: Shipped) -> SourceIdentity:
         ident = version_identity(event, fan.size, fan.digest, etag_is_digest=self.etag_is_digest)
@@ -72,41 +80,94 @@ class LaneCommits(Outcomes):
         self._durable(lane, event, 0, 0, written=written)
 
     async def _commit_batch(
-        self, lane: Lane, events: Sequence[ChangeEvent], fans: Sequence[Shipped]
+        self, lane: Lane, events: Sequence[ChangeEvent], shipped: ShippedBatch
     ) -> None:
-        """``_commit`` of a batch's versions at one lane, together."""
-        placed = [fan.placements[lane.name] for fan in fans]
-        if self.finishing or len(lane.active) >= lane.max_active:
-            # Nothing else would fill the open pack (the run is ending), or
-            # the lane takes no more work until these are durable: seal now.
-            await lane.seals.flush_all()
-        # One wait for every pack of the batch (one waiter of the lane's
-        # seal budget, its seal timers armed), not one task per version.
-        every = Placed()
-        every.packs = list(dict.fromkeys(pack for p in placed for pack in p.packs))
-        with contextlib.suppress(Exception):  # a failed pack: told per version below
-            await lane.seals.wait_placed([every])
-        names: list[Any] = []
-        for p in placed:  # durable by now: answered without waiting
-            try:
-                names.append(await pack_names(p))
-            except Exception as exc:  # that version's pack failed
-                names.append(exc)
-        manifests: list[Manifest] = []
-        which: list[tuple[ChangeEvent, Shipped]] = []
-        for event, fan, got in zip(events, fans, names, strict=True):
-            if isinstance(got, BaseException):
-                self._lane_failed(lane, event, got, "commit")
-            elif lane.name in self._torn.get(event, ()):
-                self._finish(lane, event, superseded=True)
-            else:
-                ident = self._identity(event, fan)
-                manifests.append(fan.manifest(ident, self.params, lane.name, got))
-                which.append((event, fan))
-        answers = await lane.manifests.put_many(manifests)
-        for (event, fan), answer in zip(which, answers, strict=True):
+        """``_commit`` of a batch's versions at one lane, together: one wait
+        for their packs, their manifests written out in one pass
+        (``CreatedTexts``) and handed to the group commit as one group."""
+        placed = shipped.placements[lane.name]
+        waiting = self._waiting.setdefault(lane.name, [])
+        mine = (placed, len(events))
+        waiting.append(mine)
+        try:
+            if (self.finishing and not lane.want) or _on_open_pack(
+                lane, waiting
+            ) >= lane.seals.limit:
+                # Nothing else would fill the open pack (the run is ending and
+                # nothing more is wanted here), or as many versions wait on
+                # it as the seal budget allows: seal now.
+                await lane.seals.flush_all()
+            # One wait for every pack of the batch (one waiter of the lane's
+            # seal budget, its seal timers armed), not one task per version.
+            with contextlib.suppress(Exception):  # a failed pack: told per version below
+                await lane.seals.wait_placed([placed])
+        finally:
+            waiting.remove(mine)
+        names = await pack_outcomes(placed)
+        texts, which = self._batch_texts(lane, events, shipped, names)
+        answers = await lane.manifests.put_texts(texts)
+        lengths, new = placed.lengths, placed.new
+        for (event, lo, hi), answer in zip(which, answers, strict=True):
             if isinstance(answer, BaseException):
                 self._lane_failed(lane, event, answer, "commit")
+                continue
+            total = sum(lengths[lo:hi])
+            sent = sum(n for n, fresh in zip(lengths[lo:hi], new[lo:hi], strict=True) if fresh)
+            self._durable(lane, event, sent, total - sent, written=answer)
+
+    def _batch_texts(
+        self,
+        lane: Lane,
+        events: Sequence[ChangeEvent],
+        shipped: ShippedBatch,
+        names: list[bytes | BaseException],
+    ) -> tuple[list[ManifestText], list[tuple[ChangeEvent, int, int]]]:
+        """The manifest of each version whose packs are durable, and (event,
+        first chunk, end chunk) of each; the others are told here."""
+        placed = shipped.placements[lane.name]
+        hexes = [n.hex() if isinstance(n, bytes) else "" for n in names]
+        ix, starts, chunk_digests = placed.pack_ix, shipped.starts, shipped.chunk_digests
+        texts: list[ManifestText] = []
+        which: list[tuple[ChangeEvent, int, int]] = []
+        for k, event in enumerate(events):
+            lo, hi = starts[k], starts[k + 1]
+            failed = [e for i in range(lo, hi) if isinstance(e := names[ix[i]], BaseException)]
+            if failed:  # that version's pack failed
+                self._lane_failed(lane, event, failed[0], "commit")
+            elif self._torn and lane.name in self._torn.get(event, ()):
+                self._finish(lane, event, superseded=True)
             else:
-                shipped, deduplicated = byte_counts(fan.placements[lane.name])
-                self._durable(lane, event, shipped, deduplicated, written=answer)
+                digest = shipped.digests[k]
+                etag = digest.hex() if self.etag_is_digest else event.etag
+                # A listed version: after the peers' manifests of that event time.
+                ident = (shipped.sizes[k], digest, etag, event.observed if event.listed else 0)
+                chunks = (chunk_digests, placed, lo, hi)
+                texts.append(self._texts.text(event, ident, chunks, hexes))
+                which.append((event, lo, hi))
+        return texts, which
+
+
+async def pack_outcomes(placed: Placed) -> list[bytes | BaseException]:
+    """Per pack of ``placed`` (``placed.packs`` order): its durable name, or
+    the error that failed it. Waits for those not written yet."""
+    out: list[bytes | BaseException] = []
+    for p in placed.packs:
+        if isinstance(p, bytes):
+            out.append(p)
+            continue
+        try:
+            out.append(await p.name)
+        except Exception as exc:
+            out.append(exc)
+    return out
+
+
+def _on_open_pack(lane: Lane, waiting: list[tuple[Placed, int]]) -> int:
+    """Batched versions waiting on the lane's open pack. (Those of packs
+    sealed already do not count: while a sealed pack is written, counting
+    them made every batch after it seal a pack of its own.)"""
+    return sum(
+        n
+        for placed, n in waiting
+        if any(not isinstance(p, bytes) and lane.writer.is_open(p) for p in placed.packs)
+    )

@@ -43,7 +43,6 @@ import contextlib
 import itertools
 import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
-from dataclasses import replace
 
 from replicator._native import ChunkerParams
 from replicator.config import FS_SMALL_IN_FLIGHT, ServiceSettings
@@ -60,7 +59,7 @@ from replicator.pipeline.small import (
     BatchOrigin,
     ship_many,
 )
-from replicator.pipeline.tracking import Job, Meter, Observer, Route, Track
+from replicator.pipeline.tracking import Job, Meter, Observer, Route, Track, same_event
 from replicator.sources import Source
 
 #: At the end of a drain, how long the source's ``done`` calls may take.
@@ -102,6 +101,7 @@ class Service(LaneCommits):
     ) -> None:
         self.batch_reader = batch_reader
         self.finishing = False
+        self._finished: set[str] = set()  # lanes ``finish_up`` has sealed
         self.source = source
         self.route = route
         self.observer = observer or Observer()
@@ -115,12 +115,8 @@ class Service(LaneCommits):
         #: A lane whose last pack took longer than this to write, and whose
         #: writer would wait, is left out of a read shared with other lanes.
         self.behind_seconds = behind_seconds
-        self._tracks: dict[ChangeEvent, Track] = {}
-        self._torn: dict[ChangeEvent, set[str]] = {}  # see ``take``
-        self._work = asyncio.Event()
-        self._room = asyncio.Event()
-        self._tasks: set[asyncio.Task[None]] = set()  # commits
-        self._reports: set[asyncio.Task[None]] = set()  # source.done calls
+        self._start_tracking()
+        self._start_commits()
         self._intake: asyncio.Task[None] | None = None
         self._workers: list[asyncio.Task[None]] = []
         self._turn = 0
@@ -143,14 +139,22 @@ class Service(LaneCommits):
         await asyncio.shield(self._intake)
 
     def finish_up(self) -> None:
-        """No more events will come but those under way (a listing ended):
-        the open packs commits wait on seal now, and from now on within
-        ``FINISH_SEAL_SECONDS`` of a commit waiting on one (nothing else
-        would fill them)."""
+        """No more events will come but those under way (a listing ended).
+        Once a lane also has nothing more wanted, nothing else would fill
+        its open pack: it seals now, and from then on within
+        ``FINISH_SEAL_SECONDS`` of a commit waiting on one. (A listing ends
+        up to ``max_pending`` versions ahead of the lanes: sealing at once
+        cut the packs of all those into pieces of one batch each.)"""
         self.finishing = True
+        self._finish_idle()
+
+    def _finish_idle(self) -> None:
+        """``finish_up``'s seals at each lane that wants nothing more."""
         for lane in self.lanes:
-            lane.seals.max_delay = FINISH_SEAL_SECONDS
-            self._spawn(lane.seals.flush_all())
+            if not lane.want and lane.name not in self._finished:
+                self._finished.add(lane.name)
+                lane.seals.max_delay = FINISH_SEAL_SECONDS
+                self._spawn(lane.seals.flush_all())
 
     def held(self) -> int:
         """Changes pending or active at any lane."""
@@ -264,13 +268,19 @@ class Service(LaneCommits):
         """Every available lane that wants exactly this version joins the job."""
         job = Job(key, event, large)
         for lane in self.lanes:
-            if lane.available(now) and key not in lane.active and lane.want.get(key) == event:
+            if (
+                lane.available(now)
+                and key not in lane.active
+                and same_event(lane.want.get(key), event)
+            ):
                 del lane.want[key]
                 lane.active[key] = event
                 job.lanes.append(lane)
         return job
 
     async def _wait_for_work(self) -> None:
+        if self.finishing:
+            self._finish_idle()
         self._work.clear()
         now = time.monotonic()
         waits = [lane.retry_at - now for lane in self.lanes if lane.want and lane.retry_at > now]
@@ -294,7 +304,9 @@ class Service(LaneCommits):
             lanes = [
                 lane
                 for lane in self.lanes
-                if lane.available(now) and key not in lane.active and lane.want.get(key) == event
+                if lane.available(now)
+                and key not in lane.active
+                and same_event(lane.want.get(key), event)
             ]
             if {lane.name for lane in lanes} == names:
                 out.append(self._claim(key, event, now, large=False))
@@ -323,18 +335,18 @@ class Service(LaneCommits):
 
     async def _ship_batch(self, jobs: list[Job], datas: list[bytes]) -> None:
         lanes = jobs[0].lanes
-        fans = await ship_many(datas, self.params, [lane.pack_writer(False) for lane in lanes])
-        for job, fan in zip(jobs, fans, strict=True):
-            self.telemetry.source_bytes(fan.size)
-            self.observer.read(job.event, fan.size)
+        shipped = await ship_many(datas, self.params, [lane.pack_writer(False) for lane in lanes])
         events = [job.event for job in jobs]
+        self.telemetry.source_bytes(sum(shipped.sizes))
+        for event, size in zip(events, shipped.sizes, strict=True):
+            self.observer.read(event, size)
         for lane in lanes:
             # The same lanes failed for every version of the batch.
-            if (exc := fans[0].failures.get(lane.name)) is not None:
+            if (exc := shipped.failures.get(lane.name)) is not None:
                 for event in events:
                     self._lane_failed(lane, event, exc, "put")
             else:
-                self._spawn(self._commit_batch(lane, events, fans))
+                self._spawn(self._commit_batch(lane, events, shipped))
 
     # ------------------------------------------------------------ jobs
 
@@ -383,4 +395,5 @@ def _batchable(event: ChangeEvent) -> bool:
 def version_of(event: ChangeEvent) -> ObjectVersion:
     """The version an origin reads for ``event`` (with the file identity it
     is pinned to, when the event has one)."""
-    return replace(event.object_version(), mtime_ns=event.mtime_ns, inode=event.inode)
+    e = event
+    return ObjectVersion(e.key, e.size, e.event_time_ns, e.version_id, e.etag, e.mtime_ns, e.inode)

@@ -102,33 +102,61 @@ def chunk_all(datas: Sequence[bytes], params: ChunkerParams) -> list[ChunkList]:
     return [chunk_buffer(d, params) for d in datas]
 
 
+class ShippedBatch:
+    """Whole small objects chunked and placed together at each writer's peer.
+
+    Kept as one batch to the commit (``lane_commits``): each live peer's
+    placements are one :class:`Placed` for the whole batch, object ``k``
+    being its chunks ``starts[k]`` to ``starts[k + 1]``, so no record,
+    dict or task is made per object on the way to its manifest."""
+
+    def __init__(self, datas: Sequence[bytes], lists: Sequence[ChunkList]) -> None:
+        self.sizes = [len(d) for d in datas]
+        #: Whole-object BLAKE3 of each object.
+        self.digests = [cl.digest or b"" for cl in lists]
+        #: Chunk digests of the whole batch, 32 bytes each, in order.
+        self.chunk_digests = b"".join(cl.digests for cl in lists)
+        self.starts = [0]
+        for cl in lists:
+            self.starts.append(self.starts[-1] + len(cl))
+        #: Per live peer, every chunk's placement (objects in order).
+        self.placements: dict[str, Placed] = {}
+        #: Peers whose planning failed: every object of the batch failed there.
+        self.failures: dict[str, Exception] = {}
+
+    def __len__(self) -> int:
+        return len(self.sizes)
+
+    def shipped(self, k: int) -> Shipped:
+        """Object ``k`` on its own, as the per-object path gives it."""
+        lo, hi = self.starts[k], self.starts[k + 1]
+        digests = bytearray(self.chunk_digests[lo * DIGEST_SIZE : hi * DIGEST_SIZE])
+        out = Shipped(self.sizes[k], self.digests[k], digests, complete=True)
+        out.failures = dict(self.failures)
+        out.placements = {name: p.split([lo, hi - lo])[1] for name, p in self.placements.items()}
+        return out
+
+
 async def ship_many(
     datas: Sequence[bytes], params: ChunkerParams, writers: Sequence[PackWriter]
-) -> list[Shipped]:
+) -> ShippedBatch:
     """Chunk whole objects and place every chunk at every writer's peer."""
     lists = await asyncio.to_thread(chunk_all, datas, params)
     batch = ManyChunks(datas, lists)
+    out = ShippedBatch(datas, lists)
     # Each peer has its own outcome: one whose planning fails drops out of
-    # the batch (``Shipped.failures``) and the others keep their copy.
+    # the batch (``failures``) and the others keep their copy.
     whole = {w.name: Placed() for w in writers}
     placed = await asyncio.gather(
         *(w.place_into(batch, whole[w.name]) for w in writers), return_exceptions=True
     )
-    failures: dict[str, Exception] = {}
-    per_object: dict[str, list[Placed]] = {}
     for w, p in zip(writers, placed, strict=True):
         if isinstance(p, BaseException):
             if not isinstance(p, Exception):
                 raise p
-            failures[w.name] = p
+            out.failures[w.name] = p
         else:
             # Spool appends may still read ``datas`` (they hold them): the
             # seal waits for them, and a failed one fails its pack there.
-            per_object[w.name] = whole[w.name].split(batch.counts)
-    out: list[Shipped] = []
-    for k, (data, cl) in enumerate(zip(datas, lists, strict=True)):
-        shipped = Shipped(len(data), cl.digest or b"", bytearray(cl.digests), complete=True)
-        shipped.failures = dict(failures)
-        shipped.placements = {name: parts[k] for name, parts in per_object.items()}
-        out.append(shipped)
+            out.placements[w.name] = whole[w.name]
     return out

@@ -31,11 +31,14 @@ from replicator.store.peer import Peer
 #: No size classes in a run: every object is a "small" one to the service
 #: (one writer, every worker).
 NO_LARGE = 1 << 62
+#: Versions a run's lane holds (read, or waiting for their packs), in
+#: multiples of those whose waiting seals the open pack.
+READ_AHEAD = 3
 
 
 async def open_run_lane(peer: Peer, store: StoreSettings, waiting: int) -> Lane:
     """A run's lane over an opened peer (its requests counted), its index
-    cache synced; at most ``waiting`` versions wait for their packs."""
+    cache synced; ``waiting`` versions waiting for their packs seal them."""
     counted = replace(peer, backend=CountingBackend(peer.backend))
     cache = IndexCache(cache_path(store.cache_dir, peer.identity), peer.config.to_bytes())
     await cache.open()
@@ -54,7 +57,12 @@ async def open_run_lane(peer: Peer, store: StoreSettings, waiting: int) -> Lane:
         policy=Policy.RUN,
         large_object_size=NO_LARGE,
     )
-    lane.max_active = lane.seals.limit = waiting
+    # ``waiting`` versions waiting seal the open pack; the lane takes up to
+    # READ_AHEAD times as many, so the next pack fills while the sealed one
+    # and its manifests are made durable (a lane that stopped at ``waiting``
+    # sat idle through the syncs of every seal).
+    lane.seals.limit = waiting
+    lane.max_active = READ_AHEAD * waiting
     return lane
 
 

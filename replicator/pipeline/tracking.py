@@ -150,6 +150,20 @@ class Outcomes:
     _room: asyncio.Event
     _tasks: set[asyncio.Task[None]]  # commits
     _reports: set[asyncio.Task[None]]  # source.done calls
+    #: Durable events not reported yet (event, copies), and the one task
+    #: reporting them (``_done``).
+    _durable_reports: list[tuple[ChangeEvent, int]]
+    _reporter: asyncio.Task[None] | None
+
+    def _start_tracking(self) -> None:
+        self._tracks = {}
+        self._torn = {}  # see ``Service.take``
+        self._work = asyncio.Event()
+        self._room = asyncio.Event()
+        self._tasks = set()
+        self._reports = set()
+        self._durable_reports = []
+        self._reporter = None
 
     def _spawn(self, coro: Awaitable[None], into: set[asyncio.Task[None]] | None = None) -> None:
         tasks = self._tasks if into is None else into
@@ -183,7 +197,7 @@ class Outcomes:
         """Left out of a read for being behind (ship.py): the version stays
         wanted at the lane, which reads it again alone, so a slow peer does
         not pace the others. No backoff: the peer is slow, not failing."""
-        if lane.active.get(event.key) == event:
+        if same_event(lane.active.get(event.key), event):
             del lane.active[event.key]
         if event.key in lane.want:  # a newer version came meanwhile
             self._finish(lane, event, superseded=True)
@@ -232,9 +246,9 @@ class Outcomes:
         self, lane: Lane, event: ChangeEvent, *, superseded: bool = False, failed: bool = False
     ) -> None:
         """``lane`` is done with ``event``; the source hears once every lane is."""
-        if lane.active.get(event.key) == event:
+        if same_event(lane.active.get(event.key), event):
             del lane.active[event.key]
-        torn = self._torn.get(event)
+        torn = self._torn.get(event) if self._torn else None
         if torn is not None:
             torn.discard(lane.name)
             if not torn:
@@ -255,10 +269,44 @@ class Outcomes:
 
     def _done(self, event: ChangeEvent, track: Track) -> None:
         del self._tracks[event]
-        self._spawn(self._report(event, track), self._reports)
+        if track.failed or track.superseded:
+            # Rare, and its ``done`` may take a while (a listing refreshes
+            # the object, Kafka dead-letters it): a task of its own.
+            self._spawn(self._report(event, track), self._reports)
+            return
+        # Durable events finished together (a batch's) are reported by one
+        # task: a task each cost more than everything else done per event.
+        self._durable_reports.append((event, track.copies))
+        if self._reporter is None:
+            self._reporter = asyncio.ensure_future(self._report_durable())
+            self._reports.add(self._reporter)
+            self._reporter.add_done_callback(self._reports.discard)
+
+    async def _report_durable(self) -> None:
+        try:
+            while self._durable_reports:
+                reports, self._durable_reports = self._durable_reports, []
+                for event, copies in reports:
+                    try:
+                        await self._tell(event, Outcome.DURABLE, copies)
+                    except Exception as exc:  # as a task of its own would: logged, the rest go on
+                        asyncio.get_running_loop().call_exception_handler(
+                            {"message": "reporting a durable event failed", "exception": exc}
+                        )
+        finally:
+            self._reporter = None
 
     async def _report(self, event: ChangeEvent, track: Track) -> None:
-        outcome = track.outcome()
-        for _ in range(track.copies):
+        await self._tell(event, track.outcome(), track.copies)
+
+    async def _tell(self, event: ChangeEvent, outcome: Outcome, copies: int) -> None:
+        for _ in range(copies):
             self.telemetry.outcome(self.source.name, str(outcome))
             await self.source.done(event, outcome)
+
+
+def same_event(held: ChangeEvent | None, event: ChangeEvent) -> bool:
+    """``held == event``, answered by identity first: the lanes hold the very
+    event the service took, and comparing two events field by field costs
+    more than the rest of finishing one."""
+    return held is event or (held is not None and held == event)

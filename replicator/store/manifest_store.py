@@ -28,7 +28,7 @@ import logging
 import weakref
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import Protocol, cast, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, cast, runtime_checkable
 
 from replicator.store.backend import Backend
 from replicator.store.bulk import PutItem, get_under, holds_any, list_names, put_many_if_absent
@@ -42,6 +42,9 @@ from replicator.store.names import (
     parse_manifest_key,
 )
 from replicator.store.versions import VersionEntry, VersionOrder, version_order
+
+if TYPE_CHECKING:
+    from replicator.store.heads import Head
 
 __all__ = [
     "ManifestStore",
@@ -116,6 +119,17 @@ class ObjectManifests:
             items.append((m.store_key(), data, hashlib.sha256(data).digest()))
         # A filesystem peer writes the batch in one thread hop, durable
         # together; others get its conditional PUTs in flight at once.
+        return list(await put_many_if_absent(self.backend, items))
+
+    async def put_texts(
+        self, texts: Sequence[tuple[str, str, str, bytes, Head]]
+    ) -> list[bool | BaseException]:
+        """``put_many`` of manifests already written out: (bucket, key,
+        version name, bytes, head) each (``pipeline.manifests.CreatedTexts``)."""
+        items: list[PutItem] = [
+            (manifest_key(b, k, v), data, hashlib.sha256(data).digest())
+            for b, k, v, data, _ in texts
+        ]
         return list(await put_many_if_absent(self.backend, items))
 
     async def list_versions(

@@ -39,13 +39,7 @@ from replicator.store.format import Manifest, StoreConfig
 from replicator.store.heads import Head, head_of
 from replicator.store.manifest_store import grouped
 from replicator.store.names import MANIFESTS, encode_segment, manifest_prefix
-from replicator.store.segment_cache import (
-    PLACE_END,
-    HeaderTable,
-    Row,
-    after,
-    place_of,
-)
+from replicator.store.segment_cache import PLACE_END, HeaderTable, Row, after, place_of
 from replicator.store.segment_heads import FRESH, HeadReads
 from replicator.store.segment_sync import (
     DamagedSegment,
@@ -54,7 +48,13 @@ from replicator.store.segment_sync import (
     held_text,
     reconcile,
 )
-from replicator.store.segments import SegmentEntry, check_entry, encode, parse, split_batches
+from replicator.store.segments import (
+    SegmentEntry,
+    check_entry,
+    encode_named,
+    parse,
+    split_batches,
+)
 from replicator.store.versions import VersionEntry
 
 #: Re-exported: what ``damaged()`` answers (defined beside the reconcile that finds them).
@@ -126,33 +126,57 @@ class SegmentStore(HeadReads):
 
     async def put_many(self, manifests: Sequence[Manifest]) -> list[bool | BaseException]:
         answers: list[bool | BaseException] = [False] * len(manifests)
-        if not manifests:
-            return answers
-        todo: dict[str, list[tuple[int, str, str, bytes, str]]] = defaultdict(list)
-        heads: dict[str, Head] = {}  # recorded with the entries: a re-run reads none of them
+        texts: list[tuple[str, str, str, bytes, Head]] = []
+        index: list[int] = []
         for i, m in enumerate(manifests):
             try:
-                ident, version = m.identity, m.version_name
-                place = place_of(ident.bucket, ident.key, version)
-                todo[ident.bucket].append((i, ident.key, version, m.to_bytes(), place))
-                heads[place] = head_of(m.removed, ident)
+                ident = m.identity
+                data, head = m.to_bytes(), head_of(m.removed, ident)
+                texts.append((ident.bucket, ident.key, m.version_name, data, head))
+                index.append(i)
             except Exception as exc:  # that manifest's own answer
                 answers[i] = exc
+        for i, answer in zip(index, await self.put_texts(texts), strict=True):
+            answers[i] = answer
+        return answers
+
+    async def put_texts(
+        self, texts: Sequence[tuple[str, str, str, bytes, Head]]
+    ) -> list[bool | BaseException]:
+        """``put_many`` of manifests already written out: (bucket, key,
+        version name, bytes, head) each (``pipeline.manifests.CreatedTexts``);
+        the heads are recorded with the entries, so a re-run reads none of them."""
+        answers: list[bool | BaseException] = [False] * len(texts)
+        if not texts:
+            return answers
+        # Per bucket: (manifest, key, version name, bytes, sort name, place).
+        todo: dict[str, list[tuple[int, str, str, bytes, str, str]]] = defaultdict(list)
+        buckets: dict[str, str] = {}
+        heads: dict[str, Head] = {}
+        for i, (bucket, key, version, data, head) in enumerate(texts):
+            ebucket = buckets.get(bucket)
+            if ebucket is None:
+                ebucket = buckets[bucket] = encode_segment(bucket)
+            sort = f"{encode_segment(key)}/{version}"  # segments.sort_name
+            place = f"{ebucket}/{sort}"
+            todo[bucket].append((i, key, version, data, sort, place))
+            heads[place] = head
         await self.refresh(WRITE_FRESH)
-        places = [item[4] for items in todo.values() for item in items]
+        places = [item[5] for items in todo.values() for item in items]
         held = await asyncio.to_thread(self._table.present, places)
         repeats: list[tuple[int, int]] = []  # (manifest, its first copy in this call)
         for bucket, items in todo.items():
-            new: dict[str, tuple[int, str, str, bytes, str]] = {}
+            new: dict[str, tuple[int, str, str, bytes, str, str]] = {}
             for item in items:  # a version held, or twice in this call: written once
-                if item[4] not in held and new.setdefault(item[4], item) is not item:
-                    repeats.append((item[0], new[item[4]][0]))
+                if item[5] not in held and new.setdefault(item[5], item) is not item:
+                    repeats.append((item[0], new[item[5]][0]))
             fresh = list(new.values())
             start = 0
-            for batch in split_batches([(k, v, d) for _, k, v, d, _ in fresh]):
-                index = [item[0] for item in fresh[start : start + len(batch)]]
+            for batch in split_batches([(k, v, d) for _, k, v, d, _, _ in fresh]):
+                part = fresh[start : start + len(batch)]
                 start += len(batch)
-                await self._put_segment(bucket, batch, index, answers, heads)
+                rows = [(sort, k, v, d) for _, k, v, d, sort, _ in part]
+                await self._put_segment(bucket, rows, [item[0] for item in part], answers, heads)
         for i, first in repeats:  # present once its first copy is; failed with it
             answers[i] = answers[first] if isinstance(answers[first], BaseException) else False
         return answers
@@ -160,13 +184,14 @@ class SegmentStore(HeadReads):
     async def _put_segment(
         self,
         bucket: str,
-        batch: list[tuple[str, str, bytes]],
+        rows: list[tuple[str, str, str, bytes]],
         index: list[int],
         answers: list[bool | BaseException],
         heads: dict[str, Head] | None = None,
     ) -> None:
-        """Write one segment of ``batch``; answer the manifests at ``index``."""
-        seg = encode(bucket, batch)
+        """Write one segment of ``rows`` (sort name, key, version name,
+        bytes); answer the manifests at ``index``."""
+        seg = encode_named(bucket, rows)
         item = (seg.name, seg.data, hashlib.sha256(seg.data).digest())
         # One item: on a filesystem its group commit is one file, one fsync,
         # one directory sync (and the crash point between file and link).

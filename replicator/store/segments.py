@@ -118,22 +118,34 @@ def encode(bucket: str, items: Iterable[tuple[str, str, bytes]]) -> Segment:
 
     Deterministic: the same items in any order give the same bytes (and so
     the same name). Two items with one (key, version name) are refused."""
-    ordered = sorted((sort_name(k, v), k, v, data) for k, v, data in items)
+    return encode_named(bucket, [(sort_name(k, v), k, v, data) for k, v, data in items])
+
+
+def encode_named(bucket: str, items: Iterable[tuple[str, str, str, bytes]]) -> Segment:
+    """``encode`` of items that carry their sort name already: (sort name,
+    key, version name, manifest bytes), the sort name ``sort_name(key,
+    version name)`` (a group commit has it from its lookup)."""
+    ordered = sorted(items)
     if not ordered:
         raise ValueError("a segment holds at least one entry")
     rows: list[list[Any]] = []
+    digests: list[bytes] = []
     body = bytearray()
     for i, (place, key, version, data) in enumerate(ordered):
         if i and place == ordered[i - 1][0]:
             raise ValueError(f"two entries for key {key!r} version {version}")
-        rows.append([key, version, len(body), len(data), blake3_digest(data).hex()])
+        digests.append(blake3_digest(data))
+        rows.append([key, version, len(body), len(data), digests[-1].hex()])
         body += data
         body += b"\n"
     header = _header_json(bucket, rows)
     data = b"replicator-segment 1 %010d\n" % len(header) + header + b"\n" + body
     name = segment_key(bucket, blake3_digest(data))
     start = PREAMBLE + len(header) + 1
-    entries = tuple(SegmentEntry(k, v, start + o, n, bytes.fromhex(h)) for k, v, o, n, h in rows)
+    entries = tuple(
+        SegmentEntry(k, v, start + o, n, d)
+        for (k, v, o, n, _), d in zip(rows, digests, strict=True)
+    )
     return Segment(name, data, SegmentHeader(bucket, entries, len(data)))
 
 

@@ -110,9 +110,10 @@ async def test_a_small_batch_gives_each_object_its_own_compact_placements(
     datas.append(datas[0])  # a repeat within the batch: deduplicated
     backend = FsBackend(tmp_path / "peer", "peer")
     writer = PackWriter("peer", backend, caches[0], 1024 * KIB)
-    shipped = await ship_many(datas, PARAMS, [writer])
+    batch = await ship_many(datas, PARAMS, [writer])
     await writer.flush()
-    assert [s.size for s in shipped] == [len(d) for d in datas]
+    shipped = [batch.shipped(k) for k in range(len(batch))]
+    assert [s.size for s in shipped] == batch.sizes == [len(d) for d in datas]
     assert shipped[3].placements["peer"].shipped_bytes() == 0
     for data, one in zip(datas, shipped, strict=True):
         placed = one.placements["peer"]
