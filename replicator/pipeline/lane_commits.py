@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Sequence
 from dataclasses import replace
+from itertools import compress
 
 from replicator._native import ChunkerParams
 from replicator.events import ChangeEvent
@@ -106,13 +107,11 @@ class LaneCommits(Outcomes):
         names = await pack_outcomes(placed)
         texts, which = self._batch_texts(lane, events, shipped, names)
         answers = await lane.manifests.put_texts(texts)
-        lengths, new = placed.lengths, placed.new
         for (event, lo, hi), answer in zip(which, answers, strict=True):
             if isinstance(answer, BaseException):
                 self._lane_failed(lane, event, answer, "commit")
                 continue
-            total = sum(lengths[lo:hi])
-            sent = sum(n for n, fresh in zip(lengths[lo:hi], new[lo:hi], strict=True) if fresh)
+            sent, total = _sent_of(placed, lo, hi)
             self._durable(lane, event, sent, total - sent, written=answer)
 
     def _batch_texts(
@@ -145,6 +144,15 @@ class LaneCommits(Outcomes):
                 texts.append(self._texts.text(event, ident, chunks, hexes))
                 which.append((event, lo, hi))
         return texts, which
+
+
+def _sent_of(placed: Placed, lo: int, hi: int) -> tuple[int, int]:
+    """(bytes shipped, bytes in all) of chunks ``lo`` to ``hi`` of ``placed``."""
+    lengths, new = placed.lengths, placed.new
+    if hi - lo == 1:  # most small objects: one chunk, no slices
+        return (lengths[lo] if new[lo] else 0), lengths[lo]
+    part = lengths[lo:hi]
+    return sum(compress(part, new[lo:hi])), sum(part)
 
 
 async def pack_outcomes(placed: Placed) -> list[bytes | BaseException]:

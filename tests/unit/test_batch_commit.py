@@ -20,6 +20,7 @@ from replicator._native import ChunkerParams, blake3_digest
 from replicator.events import ChangeEvent, Kind
 from replicator.pipeline.backfill import WAITING_MANIFESTS, run_backfill
 from replicator.pipeline.identity import version_identity
+from replicator.pipeline.lane_commits import _sent_of
 from replicator.pipeline.manifests import CreatedTexts, fast_event_time, placed_manifest, text_of
 from replicator.pipeline.small import BATCH_OBJECTS
 from replicator.store.backends.fs import FsBackend
@@ -204,3 +205,13 @@ async def test_packs_fill_to_the_budget_when_the_listing_ends_ahead(tmp_path: Pa
 def test_the_fast_event_time_is_the_event_time_text(ns: int) -> None:
     """Microseconds rounded half to even, carried into the next second."""
     assert fast_event_time(ns) == event_time_text(ns)
+
+
+def test_sent_bytes_of_a_batch_object_count_only_its_new_chunks() -> None:
+    placed = Placed()
+    for i, (n, new) in enumerate([(10, True), (20, False), (30, True), (40, True), (50, False)]):
+        placed.add(b"p" * 32, i * 100, n, n, "none", new=new)
+    assert _sent_of(placed, 0, 1) == (10, 10)  # one chunk, shipped
+    assert _sent_of(placed, 1, 2) == (0, 20)  # one chunk, deduplicated
+    assert _sent_of(placed, 1, 5) == (70, 140)
+    assert _sent_of(placed, 0, 5) == (80, 150)
