@@ -261,22 +261,27 @@ class Service(LaneCommits):
                 continue
             for key, event in lane.want.items(large):
                 if key not in lane.active:
-                    return self._claim(key, event, now, large=large)
+                    return self._claim(key, event, large, self._wanting(key, event, now))
         return None
 
-    def _claim(self, key: str, event: ChangeEvent, now: float, *, large: bool) -> Job:
-        """Every available lane that wants exactly this version joins the job."""
+    def _claim(self, key: str, event: ChangeEvent, large: bool, lanes: list[Lane]) -> Job:
+        """``lanes`` (``_wanting``: those that want exactly this version) join the job."""
         job = Job(key, event, large)
-        for lane in self.lanes:
-            if (
-                lane.available(now)
-                and key not in lane.active
-                and same_event(lane.want.get(key), event)
-            ):
-                del lane.want[key]
-                lane.active[key] = event
-                job.lanes.append(lane)
+        for lane in lanes:
+            del lane.want[key]
+            lane.active[key] = event
+            job.lanes.append(lane)
         return job
+
+    def _wanting(self, key: str, event: ChangeEvent, now: float) -> list[Lane]:
+        """The available lanes that want exactly this version, not started."""
+        return [
+            lane
+            for lane in self.lanes
+            if lane.available(now)
+            and key not in lane.active
+            and same_event(lane.want.get(key), event)
+        ]
 
     async def _wait_for_work(self) -> None:
         if self.finishing:
@@ -295,21 +300,18 @@ class Service(LaneCommits):
         names = {lane.name for lane in job.lanes}
         size, now = job.event.size, time.monotonic()
         out: list[Job] = []
-        seen = itertools.islice(job.lanes[0].want.items(False), 4 * BATCH_OBJECTS)
+        first = job.lanes[0]
+        seen = itertools.islice(first.want.items(False), 4 * BATCH_OBJECTS)
         for key, event in list(seen):
             if len(out) + 1 >= BATCH_OBJECTS or size >= BATCH_BYTES:
                 break
-            if key in job.lanes[0].active or not _batchable(event):
+            if key in first.active or not _batchable(event):
                 continue
-            lanes = [
-                lane
-                for lane in self.lanes
-                if lane.available(now)
-                and key not in lane.active
-                and same_event(lane.want.get(key), event)
-            ]
-            if {lane.name for lane in lanes} == names:
-                out.append(self._claim(key, event, now, large=False))
+            # The lanes found once, and claimed as found (the same answer a
+            # second look gives: nothing ran in between).
+            lanes = self._wanting(key, event, now)
+            if len(lanes) == len(names) and all(lane.name in names for lane in lanes):
+                out.append(self._claim(key, event, False, lanes))
                 size += event.size
         return out
 
