@@ -78,6 +78,10 @@ class ManyChunks:
         self.counts: list[int] = []
         for data, cl in zip(datas, lists, strict=True):
             view = memoryview(data)
+            if len(cl) == 1:  # most small objects: the one chunk is all of it
+                self._views.append(view)
+                self.counts.append(1)
+                continue
             offsets = memoryview(cl.offsets).cast("Q")
             lengths = memoryview(cl.lengths).cast("I")
             self._views += [view[o : o + n] for o, n in zip(offsets, lengths, strict=True)]
