@@ -202,6 +202,8 @@ class CreatedTexts:
 
 def _runs_text(digests: bytes, placed: Placed, lo: int, hi: int, names: Sequence[str]) -> str:
     """The ``runs`` of ``placed_runs`` over chunks ``lo`` to ``hi``, as ``to_bytes`` writes them."""
+    if hi - lo == 1:  # most small objects: one chunk, one run
+        return _one_run(digests, placed, lo, names)
     runs: list[str] = []
     chunks: list[str] = []
     pack, start, end = -1, 0, 0
@@ -228,6 +230,15 @@ def _runs_text(digests: bytes, placed: Placed, lo: int, hi: int, names: Sequence
     if chunks:
         runs.append(f'{{"chunks":[{",".join(chunks)}],"offset":{start},"pack":"{names[pack]}"}}')
     return ",".join(runs)
+
+
+def _one_run(digests: bytes, placed: Placed, i: int, names: Sequence[str]) -> str:
+    """``_runs_text`` of the single chunk ``i`` (the same text)."""
+    d = digests[i * DIGEST_SIZE : (i + 1) * DIGEST_SIZE].hex()
+    n, stored = placed.lengths[i], placed.stored[i]
+    chunk = f'["{d}",{n},{stored},"zstd"]' if placed.compressed[i] else f'["{d}",{n}]'
+    pack = names[placed.pack_ix[i]]
+    return f'{{"chunks":[{chunk}],"offset":{placed.offsets[i]},"pack":"{pack}"}}'
 
 
 async def put_manifest(store: Backend | ManifestStore, manifest: Manifest) -> bool:
