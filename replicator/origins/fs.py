@@ -129,24 +129,33 @@ def _walk(
             raise  # the root itself: the whole listing failed
         unlisted.append((base, exc.strerror or str(exc)))
         return
-    items: list[tuple[bytes, os.DirEntry[str], bool]] = []
+    # Sorted by name alone (every key here starts with ``base``); an entry
+    # kept as a bare name is a directory, sorted as "name/".
+    items: list[tuple[bytes, os.DirEntry[str] | str]] = []
     for e in entries:
-        key = base + e.name
         if e.is_dir(follow_symlinks=False):
-            if _may_hold(key + "/", prefix):
-                items.append((os.fsencode(key + "/"), e, True))
-        elif key.startswith(prefix) and e.is_file(follow_symlinks=False):
-            items.append((os.fsencode(key), e, False))
-    items.sort(key=lambda item: item[0])
-    for _, e, is_dir in items:
-        if is_dir:
-            yield from _walk(root, base + e.name + "/", prefix, unlisted)
+            if _may_hold(base + e.name + "/", prefix):
+                items.append((os.fsencode(e.name + "/"), e.name))
+        elif e.is_file(follow_symlinks=False) and (
+            not prefix or (base + e.name).startswith(prefix)
+        ):
+            items.append((os.fsencode(e.name), e))
+    items.sort(key=_first)
+    for _, item in items:
+        if isinstance(item, str):
+            yield from _walk(root, base + item + "/", prefix, unlisted)
             continue
         try:
-            st = e.stat(follow_symlinks=False)
+            st = item.stat(follow_symlinks=False)
         except FileNotFoundError:
             continue  # vanished while listing
-        yield version_of(base + e.name, st)
+        yield ObjectVersion(
+            base + item.name, st.st_size, st.st_ctime_ns, "", "", st.st_mtime_ns, st.st_ino
+        )
+
+
+def _first(item: tuple[bytes, object]) -> bytes:
+    return item[0]
 
 
 def version_of(key: str, st: os.stat_result) -> ObjectVersion:

@@ -24,7 +24,6 @@ allows to the service as removal events.
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from collections.abc import AsyncIterable, Sequence, Set
 from dataclasses import field
@@ -141,6 +140,8 @@ async def plan_removals_of(
 
 
 def _removals_spill() -> Spill[tuple[str, int]]:
+    import tempfile  # noqa: PLC0415 - only when a removal is planned (start-up)
+
     fd, path = tempfile.mkstemp(prefix="replicator-removals-")
     os.close(fd)
     return Spill(Path(path), list, _removal)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from pathlib import Path
@@ -392,6 +391,8 @@ class ListedKeys:
         assert self.keys is not None
         self.keys.update(keys)
         if len(self.keys) > self.limit:
+            import tempfile  # noqa: PLC0415 - only past LISTED_IN_MEMORY (start-up)
+
             fd, path = tempfile.mkstemp(prefix="replicator-listing-")
             os.close(fd)
             self._spill = Spill(Path(path), str, str)

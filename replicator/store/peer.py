@@ -20,8 +20,9 @@ from replicator.errors import CapabilityError, IncompatibleStoreError, NotFoundE
 from replicator.records import record
 from replicator.store.backend import Backend, Capabilities, sha256_of
 from replicator.store.backends.fs import FsBackend
+from replicator.store.backends.fs_probe import record_path as probe_record_path
 from replicator.store.format import CONFIG_KEY, StoreConfig
-from replicator.store.index_cache import default_cache_dir, segment_cache_path
+from replicator.store.index_cache import cache_path, default_cache_dir, segment_cache_path
 from replicator.store.manifest_store import ManifestStore, manifest_store, register_peer
 from replicator.store.reader import location, parse_store_config
 from replicator.store.retry import RetryingBackend, RetryPolicy
@@ -63,10 +64,18 @@ def peer_identity(dest: FsDestinationSettings | S3DestinationSettings) -> str:
     return f"s3:{dest.endpoint_url or 'aws'}:{dest.region}:{dest.bucket}/{dest.prefix}"
 
 
-def make_backend(dest: FsDestinationSettings | S3DestinationSettings) -> Backend:
-    """The destination's backend inside the retry wrapper (not yet contacted)."""
+def make_backend(
+    dest: FsDestinationSettings | S3DestinationSettings, *, cache_dir: Path | None = None
+) -> Backend:
+    """The destination's backend inside the retry wrapper (not yet contacted).
+
+    With ``cache_dir``, a filesystem peer's probe answer is kept there
+    between runs (store/backends/fs_probe.py)."""
     if isinstance(dest, FsDestinationSettings):
-        inner: Backend = FsBackend(dest.path, dest.name)
+        record = None
+        if cache_dir is not None:
+            record = probe_record_path(cache_path(cache_dir, peer_identity(dest)))
+        inner: Backend = FsBackend(dest.path, dest.name, probe_record=record)
     else:
         # Imported here: aiobotocore costs ~1 s of start-up to runs without S3.
         from replicator.store.backends.s3 import S3Backend  # noqa: PLC0415
@@ -101,7 +110,7 @@ async def open_peer(
     daemons creating one store at once, both end up agreeing on the
     winner's bytes). Without it a missing config is an error: reading from a
     path that is not a store must not silently look empty."""
-    backend, identity = make_backend(dest), peer_identity(dest)
+    backend, identity = make_backend(dest, cache_dir=cache_dir), peer_identity(dest)
     name = dest.name
     return await peer_on(name, backend, store_cfg, identity, create=create, cache_dir=cache_dir)
 

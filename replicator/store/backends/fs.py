@@ -39,7 +39,7 @@ from replicator.store.backend import (
     check_prefix,
     sha256_of,
 )
-from replicator.store.backends import fs_batch
+from replicator.store.backends import fs_batch, fs_probe
 from replicator.store.backends.fs_batch import WRITE_BLOCK, _write_verified
 from replicator.store.backends.fs_spool import FsSpool
 
@@ -67,12 +67,21 @@ LEFTOVER_GRACE = 60.0
 class FsBackend:
     """Objects as files under ``root``; durable once a method returns."""
 
-    def __init__(self, root: str | os.PathLike[str], name: str = "fs", *, page_size: int = 1000):
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        name: str = "fs",
+        *,
+        page_size: int = 1000,
+        probe_record: Path | None = None,
+    ):
         if page_size < 1:
             raise ValueError("page_size must be >= 1")
         self.root = Path(root).resolve()
         self.name = name
         self.page_size = page_size
+        #: Where the probe's answer is kept between runs (fs_probe.py); None: not kept.
+        self.probe_record = probe_record
         #: Removes temporary files last written a minute before this run.
         self.sweeper = Sweeper(time.time() - LEFTOVER_GRACE)
 
@@ -266,27 +275,36 @@ class FsBackend:
             except OSError as exc:
                 raise self._error(exc, self.root) from exc
             self._sweep_fan_out()
-            try:
-                first = self._write(path, data, None, True)
-                second = self._write(path, b"other", None, True)
-                try:
-                    self._write(path.with_name(key + "-bad"), data, sha256_of(b"x"), False)
-                    verifies = False
-                except IntegrityError:
-                    verifies = True
-                return Capabilities(
-                    put_if_absent=first and not second,
-                    checksum_algorithms=("SHA256",),
-                    verifies_checksums=verifies,
-                    ranged_upload_part_copy=False,
-                    verified_algorithms=("SHA256",) if verifies else (),
-                )
-            finally:
-                for leftover in (path, path.with_name(key + "-bad")):
-                    with contextlib.suppress(OSError):  # nothing was written on a failure
-                        leftover.unlink(missing_ok=True)
+            known, seen = fs_probe.recall(self.probe_record, self.root)
+            if known is not None:
+                return known
+            caps = self._probe_writes(path, key, data)
+            fs_probe.remember(self.probe_record, seen, caps)
+            return caps
 
         return await asyncio.to_thread(run)
+
+    def _probe_writes(self, path: Path, key: str, data: bytes) -> Capabilities:
+        """The probe: a conditional write twice, and a put with a wrong checksum."""
+        try:
+            first = self._write(path, data, None, True)
+            second = self._write(path, b"other", None, True)
+            try:
+                self._write(path.with_name(key + "-bad"), data, sha256_of(b"x"), False)
+                verifies = False
+            except IntegrityError:
+                verifies = True
+            return Capabilities(
+                put_if_absent=first and not second,
+                checksum_algorithms=("SHA256",),
+                verifies_checksums=verifies,
+                ranged_upload_part_copy=False,
+                verified_algorithms=("SHA256",) if verifies else (),
+            )
+        finally:
+            for leftover in (path, path.with_name(key + "-bad")):
+                with contextlib.suppress(OSError):  # nothing was written on a failure
+                    leftover.unlink(missing_ok=True)
 
     async def close(self) -> None:
         return None
