@@ -31,21 +31,29 @@ from replicator.store.spool import Piece
 KIB = 1024
 PARAMS = ChunkerParams(1024, 4096, 16384)
 WINDOW = 64 * KIB
-APPEND_SECONDS = 0.1
+#: How long an append waits for a cut to start before it writes (a bound,
+#: not a timing: on the new code a cut starts at once, on the old one never).
+WAIT_FOR_CUT_SECONDS = 5.0
 
-#: (start, end) of each spool append and each window's cut, on one clock.
-appends: list[tuple[float, float]] = []
-cuts: list[tuple[float, float]] = []
-lock = threading.Lock()
+#: Whether a window's cut started while each spool append was running.
+appends: list[bool] = []
+cuts: list[float] = []
+cut_started = threading.Condition()
+#: Set when the object's last window is cut: no append waits for a cut then.
+finished: list[bool] = []
 
 
 class SlowSpool(FsSpool):
+    """An append that holds on until a cut starts (or the bound passes)."""
+
     def write(self, pieces: Sequence[Piece]) -> None:
-        started = time.monotonic()
-        time.sleep(APPEND_SECONDS)
+        with cut_started:
+            seen = len(cuts)
+            cut_started.wait_for(lambda: len(cuts) > seen or finished, WAIT_FOR_CUT_SECONDS)
+            overlapped = len(cuts) > seen
         super().write(pieces)
-        with lock:
-            appends.append((started, time.monotonic()))
+        with cut_started:
+            appends.append(overlapped)
 
 
 class SlowPeer(FsBackend):
@@ -66,13 +74,15 @@ class TimedChunker:
         self._inner = StreamChunker(params, threads=threads)
 
     def feed(self, data: memoryview) -> ChunkList:
-        started = time.monotonic()
-        out = self._inner.feed(data)
-        with lock:
-            cuts.append((started, time.monotonic()))
-        return out
+        with cut_started:
+            cuts.append(time.monotonic())
+            cut_started.notify_all()
+        return self._inner.feed(data)
 
     def finish(self) -> ChunkList:
+        with cut_started:
+            finished.append(True)
+            cut_started.notify_all()
         return self._inner.finish()
 
 
@@ -82,6 +92,7 @@ async def test_a_window_is_cut_while_the_last_ones_appends_run(
     monkeypatch.setattr(windows, "StreamChunker", TimedChunker)
     appends.clear()
     cuts.clear()
+    finished.clear()
     src = tmp_path / "src"
     src.mkdir()
     data = os.urandom(6 * WINDOW + 999)  # random: every chunk is new
@@ -97,12 +108,12 @@ async def test_a_window_is_cut_while_the_last_ones_appends_run(
     finally:
         await reader.close()
     await writer.flush()
-    # Cuts that began while an append (of an earlier window) was running.
-    overlapped = [c for c in cuts if any(a0 < c[0] < a1 for a0, a1 in appends)]
-    print(f"{len(cuts)} windows cut, {len(appends)} appends, {len(overlapped)} cuts during one")
+    # Appends during which the next window's cut started.
+    overlapped = sum(appends)
+    print(f"{len(cuts)} windows cut, {len(appends)} appends, {overlapped} with a cut during them")
     assert shipped.complete and shipped.size == len(data)
     assert shipped.digest == blake3_digest(data)
-    assert len(overlapped) >= len(cuts) - 2
+    assert overlapped >= len(cuts) - 2
     # Every chunk as stored re-hashes to its digest: no window was refilled
     # while its appends still read it.
     placed = shipped.placements["peer"]
