@@ -98,13 +98,25 @@ def test_a_down_peer_holds_back_nothing_and_catches_up(tmp_path: Path) -> None:
     )
 
 
+def _ready_and_reconciled(daemon: Daemon, log: Path) -> None:
+    """READY comes before the start-up reconcile (a backfill of the tree, not
+    bound by ``max_pending``): a file written before it lists the tree is
+    that backfill's, not the service's. Wait for it to finish."""
+    daemon.wait_ready()
+
+    def reconciled() -> bool:
+        return any(r.get("reason") == "start-up" for r in log_events(log, "reconciled"))
+
+    wait_until(reconciled, "the start-up reconcile", daemon)
+
+
 def _daemon_with_backlog_at_b(tmp_path: Path, drain: float) -> Daemon:
     """A daemon whose peer b is down with changes pending for it."""
     cfg = write_config(tmp_path, extra="retry_max_seconds = 1")
     text = cfg.read_text().replace("drain_timeout_seconds = 20", f"drain_timeout_seconds = {drain}")
     cfg.write_text(text)
     daemon = Daemon(cfg, tmp_path / "daemon.log")
-    daemon.wait_ready()
+    _ready_and_reconciled(daemon, tmp_path / "daemon.log")
     _immutable(tmp_path / "b", True)
     for i in range(5):
         (tmp_path / "src" / f"f{i}.bin").write_bytes(os.urandom(10_000))
@@ -155,7 +167,7 @@ def test_memory_stays_bounded_by_max_pending_while_a_peer_is_down(tmp_path: Path
     cfg = write_config(tmp_path, extra="retry_max_seconds = 1\nmax_pending = 3")
     src = tmp_path / "src"
     daemon = Daemon(cfg, tmp_path / "daemon.log")
-    daemon.wait_ready()
+    _ready_and_reconciled(daemon, tmp_path / "daemon.log")
     _immutable(tmp_path / "b", True)
     try:
         for i in range(10):
