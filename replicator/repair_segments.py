@@ -47,7 +47,7 @@ from replicator.store.reader import parse_manifest
 from replicator.store.segment_cache import HeaderTable
 from replicator.store.segments import check_entry, encode, parse, parse_header
 from replicator.store.versions import VersionEntry
-from replicator.verify import Packs
+from replicator.verify import Packs, not_in_index
 
 UNKNOWN = (
     "its header is unreadable, so which manifests it held is unknown and no other peer "
@@ -290,14 +290,6 @@ async def references_hold(packs: Packs, manifest: Manifest) -> bool:
             index = await packs.index(run.pack)
         except ReplicatorError:
             return False
-        pos = run.offset
-        for c in run.chunks:
-            e = index.get((c.digest, pos))
-            if e is None or (e.length, e.stored_length, e.compression) != (
-                c.length,
-                c.stored_length,
-                c.compression,
-            ):
-                return False
-            pos += c.stored_length
+        if next(not_in_index(run, index), None) is not None:
+            return False
     return True

@@ -23,7 +23,7 @@ import asyncio
 import random
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -215,22 +215,14 @@ class _Checker:
     def in_index(
         self, entry: VersionEntry, run: PackRun, index: dict[tuple[bytes, int], IndexEntry]
     ) -> None:
-        pos = run.offset
-        for c in run.chunks:
-            e = index.get((c.digest, pos))
-            if e is None or (e.length, e.stored_length, e.compression) != (
-                c.length,
-                c.stored_length,
-                c.compression,
-            ):
-                self.problem(
-                    entry,
-                    f"chunk not in the pack's index at offset {pos} with length {c.stored_length}",
-                    run.pack,
-                    c.digest,
-                )
-                self.damaged(entry, run.pack, [c], "not in the pack's index")
-            pos += c.stored_length
+        for c, pos in not_in_index(run, index):
+            self.problem(
+                entry,
+                f"chunk not in the pack's index at offset {pos} with length {c.stored_length}",
+                run.pack,
+                c.digest,
+            )
+            self.damaged(entry, run.pack, [c], "not in the pack's index")
 
     async def rehash(self, entry: VersionEntry, manifest: Manifest, runs: list[PackRun]) -> None:
         # The whole-object digest is one incremental BLAKE3 over the chunks
@@ -392,3 +384,20 @@ def _hex_name(store_key: str) -> bytes | None:
         return bytes.fromhex(store_key.rsplit("/", 1)[-1])
     except ValueError:
         return None
+
+
+def not_in_index(
+    run: PackRun, index: dict[tuple[bytes, int], IndexEntry]
+) -> Iterator[tuple[ChunkRef, int]]:
+    """Each chunk of ``run`` (with its offset) that the pack's index does not
+    list at that offset with the same lengths and compression."""
+    pos = run.offset
+    for c in run.chunks:
+        e = index.get((c.digest, pos))
+        if e is None or (e.length, e.stored_length, e.compression) != (
+            c.length,
+            c.stored_length,
+            c.compression,
+        ):
+            yield c, pos
+        pos += c.stored_length
