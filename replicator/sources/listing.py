@@ -6,13 +6,11 @@ peer and page). A version every peer holds is *unchanged* and never read;
 any other becomes one event, routed to exactly the peers that lack it
 (``route``, for ``Service.take(event, lanes=...)``) and carrying the
 observation number its manifest takes (``ChangeEvent.listed``). After a
-*whole* listing it plans the removals at each peer that held manifests
-before the run (the peer's newest manifests checked against the listed
-keys, held in memory up to ``LISTED_IN_MEMORY``: ``removals.plan_removals_of``;
-past that the listing replayed from a spill and merged with the peer's keys
-in key order: ``removals.plan_removals``) and yields the tombstone events the
-mass-deletion guard allows (``removal_refusal``, ``--allow-deletes``); a
-failed or partial listing yields none ("absent" proves nothing then).
+*whole* listing it yields the tombstone events of the removals at each peer
+that held manifests before the run, as far as the mass-deletion guard allows
+(planned and guarded in ``sources/listing_removals.py``; the listed keys are
+held in memory up to ``LISTED_IN_MEMORY``, spilled past it); a failed or
+partial listing yields none ("absent" proves nothing then).
 
 It ends once every event it yielded is done. A version superseded before
 or while it was read is refreshed and yielded again (its current version),
@@ -22,25 +20,18 @@ up to ``SUPERSEDED_TRIES`` reads; then it is the object's error.
 from __future__ import annotations
 
 import asyncio
-import os
-import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from replicator.errors import ReplicatorError
 from replicator.events import ChangeEvent, Kind, Position
 from replicator.origins import ObjectVersion, Origin
-from replicator.pipeline.compare import Spill, key_bytes
 from replicator.pipeline.lanes import Lane, peer_failure
 from replicator.pipeline.reconcile import held_many
-from replicator.pipeline.removals import (
-    RemovalPlan,
-    plan_removals,
-    plan_removals_of,
-    removal_refusal,
-)
 from replicator.pipeline.targets import Tally
 from replicator.sources import Backlog, Outcome
+from replicator.sources.listing_removals import ListedKeys, Removals
+
+__all__ = ["HELD_BATCH", "LISTED_IN_MEMORY", "SUPERSEDED_TRIES", "ListedKeys", "ListingSource"]
 
 #: Listed objects checked against the peers' manifests together (one batched
 #: read per peer): an unchanged re-run is mostly this check.
@@ -97,6 +88,9 @@ class ListingSource:
         self._open = 0  # events handed out and not done
         self._again: asyncio.Queue[ChangeEvent | None] = asyncio.Queue()
         self._listing = ListedKeys(LISTED_IN_MEMORY)
+        self._removal_pass = Removals(
+            origin, prefix, self.summary, max_fraction=max_fraction, allow_deletes=allow_deletes
+        )
 
     # ------------------------------------------------------------ Source
 
@@ -307,55 +301,16 @@ class ListingSource:
     # ------------------------------------------------------------ removals
 
     async def _removals(self) -> AsyncIterator[ChangeEvent]:
-        """Tombstone events for keys a peer holds that the listing lacks,
-        at each peer whose plan the guard allows."""
-        key_prefix = self.origin.key_prefix(self.prefix)
-        unlisted = [where for where, _ in self.origin.unlisted]
+        """Tombstone events for keys a peer holds that the listing lacks, at
+        each peer that held manifests before the run and whose plan the guard
+        allows (``listing_removals.Removals``)."""
         lanes = [
             (i, lane)
             for i, lane in enumerate(self.lanes)
             if lane.down is None and self.had_manifests[i]
         ]
-        plans = await asyncio.gather(
-            *(self._plan(lane, key_prefix, unlisted) for _, lane in lanes),
-            return_exceptions=True,
-        )
-        for (i, lane), plan in zip(lanes, plans, strict=True):
-            if isinstance(plan, RemovalPlan):
-                async for event in self._tombstones(i, lane, plan):
-                    yield event
-            elif isinstance(plan, ReplicatorError | OSError):
-                self.summary.error(f"destination {lane.name!r}: removal pass failed: {plan}")
-            else:
-                raise plan
-
-    async def _plan(self, lane: Lane, key_prefix: str, unlisted: list[str]) -> RemovalPlan:
-        bucket, keys = self.origin.bucket, self._listing.keys
-        if keys is not None:
-            return await plan_removals_of(
-                lane.backend, lane.name, keys, bucket, key_prefix, unlisted=unlisted
-            )
-        listed = (ObjectVersion(key, 0, 0) async for key in self._listing.replay())
-        return await plan_removals(
-            lane.backend, lane.name, listed, bucket, key_prefix, unlisted=unlisted
-        )
-
-    async def _tombstones(
-        self, i: int, lane: Lane, plan: RemovalPlan
-    ) -> AsyncIterator[ChangeEvent]:
-        refusal = removal_refusal(plan, self.max_fraction, allow=self.allow_deletes)
-        if refusal is not None:
-            self.summary.refused_removals[lane.name] = plan.count
-            self.summary.error(refusal)
-            plan.discard()
-            return
-        now = time.time_ns()
-        try:
-            if plan.removals is not None:
-                async for key, newest_ns in plan.removals.replay():
-                    yield self._removal(i, lane, key, max(now, newest_ns + 1))
-        finally:
-            plan.discard()
+        async for i, lane, key, when_ns in self._removal_pass.allowed(lanes, self._listing):
+            yield self._removal(i, lane, key, when_ns)
 
     def _removal(self, i: int, lane: Lane, key: str, when_ns: int) -> ChangeEvent:
         # One event per peer and key (the position tells them apart): each
@@ -371,39 +326,3 @@ class ListingSource:
         self._routes[event] = frozenset({lane.name})
         self._open += 1
         return event
-
-
-class ListedKeys:
-    """The keys a listing yielded, for the removal plans: a set in memory up
-    to ``limit`` keys; past it every key is in a spill file, in key order."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        #: The keys while they fit in memory, else None.
-        self.keys: set[str] | None = set()
-        self._spill: Spill[str] | None = None
-
-    def update(self, keys: Iterable[str]) -> None:
-        if self._spill is not None:
-            for key in keys:
-                self._spill.add(key)  # the listing goes on in key order
-            return
-        assert self.keys is not None
-        self.keys.update(keys)
-        if len(self.keys) > self.limit:
-            import tempfile  # noqa: PLC0415 - only past LISTED_IN_MEMORY (start-up)
-
-            fd, path = tempfile.mkstemp(prefix="replicator-listing-")
-            os.close(fd)
-            self._spill = Spill(Path(path), str, str)
-            for k in sorted(self.keys, key=key_bytes):
-                self._spill.add(k)
-            self.keys = None
-
-    def replay(self) -> AsyncIterator[str]:
-        assert self._spill is not None, "replay is for a spilled listing"
-        return self._spill.replay()
-
-    def remove(self) -> None:
-        if self._spill is not None:
-            self._spill.remove()
