@@ -4,12 +4,14 @@ Mark and sweep by generation, as the pack index cache does: every listed
 segment the table knows is stamped; the headers of the others are read (a
 ranged read of the segment's start; the whole segment, checked against its
 name, when it is small) and recorded; segments no longer listed are
-forgotten. A segment that cannot be read is left out and remembered for
-``verify`` and ``restore``; its manifests are written again by the next
-writer that has them. When only its body is damaged, the (key, version)
-pairs its header lists are remembered too (``salvaged``), so readers can
-name the versions they miss; they are never recorded in the table (the
-held check must keep answering "not held" for them).
+forgotten, and so are known segments listed with another size than
+recorded, whose headers are then read again (``_resized``). A segment that
+cannot be read is left out and remembered for ``verify`` and ``restore``;
+its manifests are written again by the next writer that has them. When
+only its body is damaged, the (key, version) pairs its header lists are
+remembered too (``salvaged``), so readers can name the versions they miss;
+they are never recorded in the table (the held check must keep answering
+"not held" for them).
 """
 
 from __future__ import annotations
@@ -94,6 +96,7 @@ async def reconcile(backend: Backend, state: PeerState, max_age: float = 0.0) ->
 async def _sync_page(backend: Backend, state: PeerState, page: list[tuple[str, int]]) -> None:
     sizes = dict(page)
     unknown = await asyncio.to_thread(state.table.stamp, list(sizes))
+    unknown += await asyncio.to_thread(_resized, state.table, sizes, set(unknown))
     sem = asyncio.Semaphore(FETCHES)
 
     async def fetch(name: str) -> tuple[str, SegmentHeader] | None:
@@ -111,6 +114,27 @@ async def _sync_page(backend: Backend, state: PeerState, page: list[tuple[str, i
 
     found = [h for h in await asyncio.gather(*map(fetch, unknown)) if h is not None]
     await asyncio.to_thread(state.table.record, found)
+
+
+def _resized(table: HeaderTable, sizes: dict[str, int], unknown: set[str]) -> list[str]:
+    """The known segments among ``sizes`` listed with another size than the
+    table recorded, forgotten, so that their headers are read again.
+
+    A segment is written once and never changes: another size means it was
+    damaged (cut short, or written over) after the table recorded it. Kept,
+    its entries would still count as held, and no writer would write those
+    versions again; read again, its header fails (its entries must end at
+    the listed size) and the reconcile skips it like any unreadable one.
+    The sizes come with the listing: the guard reads nothing more."""
+    known = [name for name in sizes if name not in unknown]
+    recorded: dict[str, int] = {}
+    # One scan per fan-out directory of this page (names are listed in order).
+    for where in sorted({name.rpartition("/")[0] for name in known}):
+        recorded.update(table.segments(where + "/"))
+    resized = [n for n in known if n in recorded and recorded[n] != sizes[n]]
+    for name in resized:
+        table.forget(name)
+    return resized
 
 
 def _skip(backend: Backend, state: PeerState, name: str, why: str) -> None:
