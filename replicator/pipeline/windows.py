@@ -63,6 +63,8 @@ POOL_IDLE_SECONDS = 10.0
 
 #: A read window's buffer (tests and callers may give plain bytearrays).
 Buffer = bytearray | mmap.mmap
+#: An earlier version's chunks: their lengths, and their digests end to end.
+Previous = tuple[list[int], bytes]
 
 
 def new_buffer(size: int) -> mmap.mmap:
@@ -224,8 +226,14 @@ async def chunk_windows(
     window_size: int,
     out: Chunked,
     pool: WindowPool = WINDOWS,
+    *,
+    previous: Previous | None = None,
 ) -> AsyncIterator[WindowChunks]:
     """Batches of an object's chunks in order; ``out`` is filled at the end.
+
+    ``previous``: the chunk lengths and digests of an earlier version of the
+    object (cut with ``params``): its unchanged runs are hashed, not cut
+    (native/src/hints.rs; the chunks are the same as without).
 
     Two window buffers take turns: the next window is read while the
     current one is chunked and its new chunks are copied into packs, so a
@@ -239,7 +247,7 @@ async def chunk_windows(
     the read into that batch's buffer waits for the appends."""
     buffers = [pool.take(window_size) for _ in range(2)]
     views = [memoryview(b)[:window_size] for b in buffers]
-    chunker = StreamChunker(params, threads=CHUNK_THREADS)
+    chunker = StreamChunker(params, threads=CHUNK_THREADS, previous=previous)
     carry, carry_start, pos, turn = b"", 0, 0, 0
     busy: list[list[asyncio.Future[None]]] = [[], []]  # per buffer
     reading: asyncio.Future[int] = asyncio.ensure_future(reader.readinto(views[0]))

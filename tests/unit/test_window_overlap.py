@@ -23,7 +23,7 @@ from replicator.pipeline import windows
 from replicator.pipeline.durable import pack_names
 from replicator.pipeline.plan import PackWriter
 from replicator.pipeline.ship import ship
-from replicator.pipeline.windows import WindowPool
+from replicator.pipeline.windows import Previous, WindowPool
 from replicator.store.backends import FsBackend
 from replicator.store.backends.fs_spool import FsSpool
 from replicator.store.format import pack_key
@@ -76,8 +76,10 @@ class SlowPeer(FsBackend):
 class TimedChunker:
     """The native stream chunker, noting when each window is cut."""
 
-    def __init__(self, params: ChunkerParams, threads: int = 1) -> None:
-        self._inner = StreamChunker(params, threads=threads)
+    def __init__(
+        self, params: ChunkerParams, threads: int = 1, previous: Previous | None = None
+    ) -> None:
+        self._inner = StreamChunker(params, threads=threads, previous=previous)
 
     def feed(self, data: memoryview) -> ChunkList:
         with cut_started:

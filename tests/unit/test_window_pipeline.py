@@ -19,7 +19,7 @@ import pytest
 from replicator._native import ChunkerParams, ChunkList, StreamChunker, blake3_digest
 from replicator.origins.fs import FsOrigin
 from replicator.pipeline import windows
-from replicator.pipeline.windows import Chunked, WindowPool, chunk_windows
+from replicator.pipeline.windows import Chunked, Previous, WindowPool, chunk_windows
 
 KIB = 1024
 PARAMS = ChunkerParams(1024, 4096, 16384)
@@ -37,8 +37,10 @@ class CountingChunker:
 
     fed = 0
 
-    def __init__(self, params: ChunkerParams, threads: int = 1) -> None:
-        self._inner = StreamChunker(params, threads=threads)
+    def __init__(
+        self, params: ChunkerParams, threads: int = 1, previous: Previous | None = None
+    ) -> None:
+        self._inner = StreamChunker(params, threads=threads, previous=previous)
 
     def feed(self, data: memoryview) -> ChunkList:
         with fed_more:
