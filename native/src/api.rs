@@ -274,16 +274,15 @@ impl PyStreamChunker {
         previous: Option<(Vec<u64>, Bound<'_, PyBytes>)>,
     ) -> PyResult<Self> {
         let threads = checked_threads(threads)?;
-        let cutter = Cutter::new(params_or_default(params));
-        let max_size = cutter.max_size();
-        let mut stream = Stream::new(cutter, threads, whole_digest);
+        let p = params_or_default(params);
+        let mut stream = Stream::new(Cutter::new(p), threads, whole_digest);
         if let Some((lengths, digests)) = previous {
             if digests.as_bytes().len() != 32 * lengths.len() {
                 return Err(PyValueError::new_err(
                     "previous: 32 bytes of digest per chunk length",
                 ));
             }
-            stream = stream.with_hints(Hints::new(&lengths, digests.as_bytes(), max_size));
+            stream = stream.with_hints(Hints::new(&lengths, digests.as_bytes(), &p));
         }
         Ok(PyStreamChunker { stream })
     }

@@ -13,6 +13,7 @@
 //! without hints; wrong hints only cost the hash of a failed guess.
 
 use crate::cutter::Cutter;
+use crate::params::Params;
 
 /// Old chunks in order of their absolute start offsets.
 #[derive(Clone, Debug, Default)]
@@ -23,9 +24,11 @@ pub struct Hints {
 
 impl Hints {
     /// Hints from the previous version's chunk list in order (`lengths`,
-    /// `digests`: 32 bytes each); chunks closer than `max_size` to that
-    /// version's end are left out (their cut depended on the end).
-    pub fn new(lengths: &[u64], digests: &[u8], max_size: usize) -> Self {
+    /// `digests`: 32 bytes each), cut with `params`; chunks closer than
+    /// `max_size` to that version's end are left out (their cut depended on
+    /// the end), and so are lengths no cut with full lookahead can have.
+    pub fn new(lengths: &[u64], digests: &[u8], params: &Params) -> Self {
+        let (min_size, max_size) = (params.min_size, params.max_size);
         let size: u64 = lengths.iter().sum();
         let mut hints = Hints::default();
         let mut start = 0u64;
@@ -36,7 +39,7 @@ impl Hints {
             if start + max_size as u64 > size {
                 break;
             }
-            if (1..=max_size as u64).contains(&len) {
+            if (min_size as u64..=max_size as u64).contains(&len) {
                 hints.starts.push(start);
                 hints
                     .chunks

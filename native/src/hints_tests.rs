@@ -8,9 +8,9 @@ use crate::params::Params;
 use crate::stream::Stream;
 use crate::testutil::{adversarial, cutter, param_sets, reference, small, Rng};
 
-fn hints_of(old: &Batch, max_size: usize) -> Hints {
+fn hints_of(old: &Batch, p: Params) -> Hints {
     let lengths: Vec<u64> = old.lengths.iter().map(|&l| u64::from(l)).collect();
-    Hints::new(&lengths, &old.digests, max_size)
+    Hints::new(&lengths, &old.digests, &p)
 }
 
 /// A new version of `old`: a run replaced, bytes inserted, bytes appended
@@ -48,7 +48,7 @@ fn hinted_cuts_equal_plain_cuts() {
         let old = rng.bytes(40 * p.max_size + 333);
         let new = edited(&mut rng, &old);
         let want = reference(p, &new);
-        let h = hints_of(&reference(p, &old), p.max_size);
+        let h = hints_of(&reference(p, &old), p);
         assert!(h.len() > 10, "{p:?}");
         let c = cutter(p);
         let mut out = Batch::default();
@@ -78,7 +78,7 @@ fn wrong_or_adversarial_hints_change_nothing() {
         let mut bad = reference(p, &old);
         bad.digests.iter_mut().step_by(7).for_each(|b| *b ^= 1);
         for old_chunks in [reference(p, &old), reference(p, &rng.bytes(old.len())), bad] {
-            let h = hints_of(&old_chunks, p.max_size);
+            let h = hints_of(&old_chunks, p);
             for piece in [p.max_size + 1, 5 * p.max_size] {
                 let got = stream(p, Some(h.clone()), &new, piece, 2);
                 assert_eq!(got, want, "{name} piece {piece}");
@@ -94,7 +94,7 @@ fn chunks_near_the_old_end_are_not_hints() {
     let p = small();
     let old = Rng::new(9).bytes(20 * p.max_size);
     let chunks = reference(p, &old);
-    let h = hints_of(&chunks, p.max_size);
+    let h = hints_of(&chunks, p);
     let size = old.len() as u64;
     assert!(h.starts.iter().all(|&s| s + p.max_size as u64 <= size));
     assert!(h.len() < chunks.len());
@@ -102,6 +102,25 @@ fn chunks_near_the_old_end_are_not_hints() {
     new.extend(Rng::new(10).bytes(3 * p.max_size));
     assert_eq!(
         stream(p, Some(h), &new, 4 * p.max_size, 1),
+        reference(p, &new)
+    );
+}
+
+#[test]
+fn lengths_no_cut_can_have_are_not_hints() {
+    // A chunk list that is no FastCDC chain (a damaged or foreign one) whose
+    // first "chunk" does hash to the new bytes: shorter than min_size, it
+    // cannot be a cut with full lookahead, so it is not taken.
+    let p = small();
+    let new = Rng::new(12).bytes(20 * p.max_size);
+    let short = p.min_size / 2;
+    let lengths = [short as u64, (new.len() - short) as u64];
+    let mut digests = blake3::hash(&new[..short]).as_bytes().to_vec();
+    digests.extend_from_slice(blake3::hash(&new[short..]).as_bytes());
+    let h = Hints::new(&lengths, &digests, &p);
+    assert!(h.is_empty());
+    assert_eq!(
+        stream(p, Some(h), &new, 3 * p.max_size, 1),
         reference(p, &new)
     );
 }
