@@ -55,6 +55,9 @@ from replicator.store.placed import Placed
 #: Read windows are sized in multiples of this for objects smaller than the
 #: origin's window (the +1 byte lets the first read see the end of the file).
 SMALL_WINDOW = 64 * 1024
+#: How long the cutter's hints (the previous version's chunks) are waited
+#: for: a slow or failing first peer (retries) must not delay the copy.
+HINTS_SECONDS = 1.0
 #: A peer whose last pack took longer than this to write, and whose writer
 #: would wait, is behind (left out of objects rather than waited for).
 BEHIND_SECONDS = 2.0
@@ -178,15 +181,19 @@ async def previous_chunks(
     read: hints are optional, and a copy never fails for want of them."""
     if event.size <= window or not stores:
         return None
-    manifests = manifests_of(stores[0])
     try:
-        newest = None
-        async for _, versions in manifests.list_versions(event.bucket, event.key, exact=True):
-            newest = versions[-1]
-        text = None if newest is None else await manifests.read(newest)
+        text = await asyncio.wait_for(_newest_text(stores[0], event), HINTS_SECONDS)
     except Exception:  # the copy's own reads and writes report the peer's trouble
         return None
     return None if text is None else chunks_of(text, params)
+
+
+async def _newest_text(store: Backend | ManifestStore, event: ChangeEvent) -> bytes | None:
+    manifests = manifests_of(store)
+    newest = None
+    async for _, versions in manifests.list_versions(event.bucket, event.key, exact=True):
+        newest = versions[-1]
+    return None if newest is None else await manifests.read(newest)
 
 
 def chunks_of(text: bytes, params: ChunkerParams) -> Previous | None:

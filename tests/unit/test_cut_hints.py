@@ -8,14 +8,16 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import pytest
 
 from replicator import config
 from replicator._native import ChunkerParams, ChunkList, StreamChunker, chunk_buffer
-from replicator.pipeline import windows
+from replicator.events import ChangeEvent, Kind
+from replicator.pipeline import ship, windows
 from replicator.pipeline.backfill import run_backfill
 from replicator.pipeline.ship import chunks_of
 from replicator.store.backends import FsBackend
@@ -134,3 +136,31 @@ async def test_an_update_is_cut_with_the_previous_versions_chunks(
     want = [(n, d) for _, n, d in _chunks(chunk_buffer(new, params))]
     print(f"{len(want)} chunks, {len(second[0])} hints")
     assert got == want and latest.digest == chunk_buffer(new, params).digest
+
+
+class StuckPeer:
+    """A manifest store whose listing never answers (a peer in retries), or
+    fails at once."""
+
+    def __init__(self, fail: bool) -> None:
+        self.fail = fail
+
+    async def list_versions(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        if self.fail:
+            raise OSError("peer down")
+        await asyncio.Event().wait()
+        yield None
+
+    put_many = entries = latest = versions_at = read = list_versions
+
+
+async def test_a_stuck_or_failing_peer_gives_no_hints_and_does_not_hold_the_copy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(ship, "HINTS_SECONDS", 0.05)
+    event = ChangeEvent("src", "b", "k", Kind.CREATED, event_time_ns=1, size=64 * MIB)
+    for fail in (True, False):
+        got = await asyncio.wait_for(
+            ship.previous_chunks([cast(Any, StuckPeer(fail))], event, 8 * MIB, SMALL), timeout=30
+        )
+        assert got is None
