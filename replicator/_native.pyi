@@ -6,6 +6,7 @@ for inputs of 2 KiB and more.
 """
 
 import os
+from collections.abc import Sequence
 from typing import final
 
 # collections.abc.Buffer is 3.12+; the package supports 3.11.
@@ -87,8 +88,15 @@ class StreamChunker:
     """Chunker for input arriving in pieces; results equal ``chunk_buffer``'s."""
 
     def __new__(
-        cls, params: ChunkerParams | None = None, threads: int = 1, whole_digest: bool = True
-    ) -> StreamChunker: ...
+        cls,
+        params: ChunkerParams | None = None,
+        threads: int = 1,
+        whole_digest: bool = True,
+        previous: tuple[Sequence[int], bytes] | None = None,
+    ) -> StreamChunker:
+        """``previous``: the previous version's chunk lengths and digests
+        (32 bytes each, in order), cut with the same parameters: unchanged
+        runs are hashed, not cut; results are the same as without."""
     @property
     def position(self) -> int: ...
     def feed(self, data: Buffer) -> ChunkList: ...

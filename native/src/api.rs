@@ -11,6 +11,7 @@ use pyo3::types::{PyBytes, PyTuple};
 use crate::batch::Batch;
 use crate::cutter::Cutter;
 use crate::file;
+use crate::hints::Hints;
 use crate::params::Params;
 use crate::stream::Stream;
 
@@ -260,15 +261,29 @@ pub struct PyStreamChunker {
 
 #[pymethods]
 impl PyStreamChunker {
+    /// `previous`: the previous version's chunks, `(lengths, digests)` in
+    /// order (digests: 32 bytes each), cut with the same parameters (a
+    /// manifest's chunk list). Unchanged runs are then hashed, not cut;
+    /// the results are the same as without.
     #[new]
-    #[pyo3(signature = (params=None, threads=1, whole_digest=true))]
-    fn new(params: Option<PyParams>, threads: usize, whole_digest: bool) -> PyResult<Self> {
+    #[pyo3(signature = (params=None, threads=1, whole_digest=true, previous=None))]
+    fn new(
+        params: Option<PyParams>,
+        threads: usize,
+        whole_digest: bool,
+        previous: Option<(Vec<u64>, Bound<'_, PyBytes>)>,
+    ) -> PyResult<Self> {
         let threads = checked_threads(threads)?;
-        let stream = Stream::new(
-            Cutter::new(params_or_default(params)),
-            threads,
-            whole_digest,
-        );
+        let p = params_or_default(params);
+        let mut stream = Stream::new(Cutter::new(p), threads, whole_digest);
+        if let Some((lengths, digests)) = previous {
+            if digests.as_bytes().len() != 32 * lengths.len() {
+                return Err(PyValueError::new_err(
+                    "previous: 32 bytes of digest per chunk length",
+                ));
+            }
+            stream = stream.with_hints(Hints::new(&lengths, digests.as_bytes(), &p));
+        }
         Ok(PyStreamChunker { stream })
     }
 

@@ -16,6 +16,7 @@ use rayon::prelude::*;
 
 use crate::batch::Batch;
 use crate::cutter::Cutter;
+use crate::hints::{cut_and_hash, Hints};
 use crate::pool;
 
 /// Below this many bytes per segment, threads cost more than they save
@@ -55,8 +56,10 @@ fn may_cut(c: &Cutter, len: usize, pos: usize, lim: Limits) -> bool {
 }
 
 /// Serial fused cut + hash; returns how many bytes were consumed.
+/// `hints`: the previous version's chunks (results are the same without).
 pub fn serial(
     c: &Cutter,
+    hints: Option<&Hints>,
     data: &[u8],
     base: u64,
     lim: Limits,
@@ -66,16 +69,12 @@ pub fn serial(
     let mut pos = 0;
     let mut whole = whole;
     while may_cut(c, data.len(), pos, lim) {
-        let chunk = &data[pos..pos + c.cut(&data[pos..])];
-        out.push(
-            base + pos as u64,
-            chunk.len(),
-            blake3::hash(chunk).as_bytes(),
-        );
+        let (len, digest) = cut_and_hash(c, hints, data, base, pos);
+        out.push(base + pos as u64, len, &digest);
         if let Some(w) = whole.as_deref_mut() {
-            w.update(chunk);
+            w.update(&data[pos..pos + len]);
         }
-        pos += chunk.len();
+        pos += len;
     }
     pos
 }
@@ -88,7 +87,20 @@ struct Chain {
     end: usize,
 }
 
-fn chain(c: &Cutter, data: &[u8], from: usize, until: usize, lim: Limits) -> Chain {
+fn chain(
+    c: &Cutter,
+    hints: Option<&Hints>,
+    (data, base): (&[u8], u64),
+    from: usize,
+    until: usize,
+    lim: Limits,
+) -> Chain {
+    // With hints, start at the segment's first old chunk start: in an
+    // unchanged run the true chain passes there, and the chain is hashed,
+    // not cut, from it on.
+    let from = hints
+        .and_then(|h| h.start_in(base + from as u64, base + until as u64))
+        .map_or(from, |s| (s - base) as usize);
     let mut ch = Chain {
         starts: Vec::new(),
         digests: Vec::new(),
@@ -96,10 +108,9 @@ fn chain(c: &Cutter, data: &[u8], from: usize, until: usize, lim: Limits) -> Cha
     };
     let mut pos = from;
     while pos < until && may_cut(c, data.len(), pos, lim) {
-        let len = c.cut(&data[pos..]);
+        let (len, digest) = cut_and_hash(c, hints, data, base, pos);
         ch.starts.push(pos);
-        ch.digests
-            .push(*blake3::hash(&data[pos..pos + len]).as_bytes());
+        ch.digests.push(digest);
         pos += len;
     }
     ch.end = pos;
@@ -107,8 +118,10 @@ fn chain(c: &Cutter, data: &[u8], from: usize, until: usize, lim: Limits) -> Cha
 }
 
 /// Multi-threaded fused cut + hash, identical in result to [`serial`].
+#[allow(clippy::too_many_arguments)]
 pub fn parallel(
     c: &Cutter,
+    hints: Option<&Hints>,
     data: &[u8],
     base: u64,
     lim: Limits,
@@ -118,6 +131,7 @@ pub fn parallel(
 ) -> usize {
     segmented(
         c,
+        hints,
         data,
         base,
         lim,
@@ -161,8 +175,10 @@ fn bounds(len: usize, segments: usize, max_size: usize) -> Vec<usize> {
 /// [`parallel`] with an explicit segment count (tests use small segments).
 /// Returns the bytes consumed and how many chunks the merge had to cut
 /// again serially (0 when every segment's chain resynced at once).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn segmented(
     c: &Cutter,
+    hints: Option<&Hints>,
     data: &[u8],
     base: u64,
     lim: Limits,
@@ -171,7 +187,7 @@ pub(crate) fn segmented(
     out: &mut Batch,
 ) -> (usize, usize) {
     if segments <= 1 {
-        return (serial(c, data, base, lim, whole, out), 0);
+        return (serial(c, hints, data, base, lim, whole, out), 0);
     }
     let bounds = bounds(data.len(), segments, c.max_size());
     let pool = pool::get(threads);
@@ -188,7 +204,7 @@ pub(crate) fn segmented(
                 .enumerate()
                 .map(|(i, &b)| {
                     let until = bounds.get(i + 1).copied().unwrap_or(data.len());
-                    chain(c, data, b, until, lim)
+                    chain(c, hints, (data, base), b, until, lim)
                 })
                 .collect()
         };
@@ -197,7 +213,7 @@ pub(crate) fn segmented(
             None => chains(),
         }
     });
-    let (consumed, recut) = merge(c, data, base, lim, &bounds, &chains, out);
+    let (consumed, recut) = merge(c, hints, data, base, lim, &bounds, &chains, out);
     debug_assert!(sure <= consumed, "{sure} > {consumed}");
     if let Some(w) = whole {
         w.update(&data[sure..consumed]);
@@ -207,8 +223,10 @@ pub(crate) fn segmented(
 
 /// Walks the true cut chain from 0, adopting precomputed chains once in
 /// sync; returns the bytes consumed and the number of chunks cut again.
+#[allow(clippy::too_many_arguments)]
 fn merge(
     c: &Cutter,
+    hints: Option<&Hints>,
     data: &[u8],
     base: u64,
     lim: Limits,
@@ -245,12 +263,8 @@ fn merge(
         if !may_cut(c, data.len(), pos, lim) {
             return (pos, recut);
         }
-        let len = c.cut(&data[pos..]);
-        out.push(
-            base + pos as u64,
-            len,
-            blake3::hash(&data[pos..pos + len]).as_bytes(),
-        );
+        let (len, digest) = cut_and_hash(c, hints, data, base, pos);
+        out.push(base + pos as u64, len, &digest);
         pos += len;
         recut += 1;
     }

@@ -7,7 +7,7 @@ use crate::testutil::{adversarial, cutter, param_sets, reference, small, Rng};
 fn run_serial(p: Params, data: &[u8], lim: Limits) -> (Batch, usize, [u8; 32]) {
     let mut out = Batch::default();
     let mut w = blake3::Hasher::new();
-    let used = serial(&cutter(p), data, 7, lim, Some(&mut w), &mut out);
+    let used = serial(&cutter(p), None, data, 7, lim, Some(&mut w), &mut out);
     (out, used, *w.finalize().as_bytes())
 }
 
@@ -22,6 +22,7 @@ fn run_segmented(
     let mut w = blake3::Hasher::new();
     let used = segmented(
         &cutter(p),
+        None,
         data,
         7,
         lim,
@@ -148,8 +149,8 @@ fn parallel_without_whole_digest() {
     let data = rng.bytes(40_000);
     let c = cutter(small());
     let (mut a, mut b) = (Batch::default(), Batch::default());
-    let used_a = segmented(&c, &data, 0, Limits::all(true), (2, 6), None, &mut a).0;
-    let used_b = serial(&c, &data, 0, Limits::all(true), None, &mut b);
+    let used_a = segmented(&c, None, &data, 0, Limits::all(true), (2, 6), None, &mut a).0;
+    let used_b = serial(&c, None, &data, 0, Limits::all(true), None, &mut b);
     assert_eq!((a, used_a), (b, used_b));
 }
 
@@ -167,6 +168,7 @@ fn real_parallel_path_equals_serial() {
         let mut w = blake3::Hasher::new();
         let used = parallel(
             &cutter(p),
+            None,
             &data,
             7,
             Limits::all(true),
@@ -202,6 +204,7 @@ fn recut(p: Params, data: &[u8], segments: usize) -> (usize, usize) {
     let c = cutter(p);
     let (_, recut) = segmented(
         &c,
+        None,
         data,
         0,
         Limits::all(true),

@@ -9,6 +9,7 @@ pub mod cutter;
 pub mod file;
 pub mod fused;
 pub mod hasher;
+pub mod hints;
 pub mod params;
 mod pool;
 pub mod stream;

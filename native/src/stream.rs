@@ -9,6 +9,7 @@
 use crate::batch::Batch;
 use crate::cutter::Cutter;
 use crate::fused::{self, Limits};
+use crate::hints::Hints;
 
 pub struct Stream {
     cutter: Cutter,
@@ -20,6 +21,8 @@ pub struct Stream {
     /// Whole-input hasher; `None` when the caller asked for chunks only.
     whole: Option<blake3::Hasher>,
     finished: bool,
+    /// The previous version's chunks: unchanged runs are hashed, not cut.
+    hints: Option<Hints>,
 }
 
 impl Stream {
@@ -31,7 +34,14 @@ impl Stream {
             pending_base: 0,
             whole: whole.then(blake3::Hasher::new),
             finished: false,
+            hints: None,
         }
+    }
+
+    /// Cut with the previous version's chunks as hints (same results).
+    pub fn with_hints(mut self, hints: Hints) -> Self {
+        self.hints = (!hints.is_empty()).then_some(hints);
+        self
     }
 
     /// Bytes fed so far.
@@ -44,11 +54,11 @@ impl Stream {
     }
 
     fn run(&mut self, data: &[u8], base: u64, lim: Limits, out: &mut Batch) -> usize {
-        let (c, w) = (&self.cutter, self.whole.as_mut());
+        let (c, w, h) = (&self.cutter, self.whole.as_mut(), self.hints.as_ref());
         if self.threads > 1 {
-            fused::parallel(c, data, base, lim, self.threads, w, out)
+            fused::parallel(c, h, data, base, lim, self.threads, w, out)
         } else {
-            fused::serial(c, data, base, lim, w, out)
+            fused::serial(c, h, data, base, lim, w, out)
         }
     }
 

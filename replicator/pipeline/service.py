@@ -51,7 +51,7 @@ from replicator.events import ChangeEvent
 from replicator.origins import ObjectReader, ObjectVersion
 from replicator.pipeline.lane_commits import LaneCommits
 from replicator.pipeline.lanes import Lane
-from replicator.pipeline.ship import BEHIND_SECONDS, read_window, ship
+from replicator.pipeline.ship import BEHIND_SECONDS, previous_chunks, read_window, ship
 from replicator.pipeline.small import (
     BATCH_BYTES,
     BATCH_OBJECTS,
@@ -362,6 +362,8 @@ class Service(LaneCommits):
         writers = [lane.pack_writer(job.large) for lane in job.lanes]
         window = read_window(job.event.size, self.window_size)
         try:
+            stores = [lane.backend for lane in job.lanes]
+            previous = await previous_chunks(stores, job.event, window, self.params)
             reader = await self.opener(job.event)
             try:
                 fan = await ship(
@@ -371,6 +373,7 @@ class Service(LaneCommits):
                     writers,
                     may_defer=len(writers) > 1,
                     behind_seconds=self.behind_seconds,
+                    previous=previous,
                 )
             finally:
                 await reader.close()

@@ -28,22 +28,36 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import field
 from typing import cast
 
 from replicator._native import ChunkerParams
+from replicator.events import ChangeEvent
 from replicator.origins import ObjectReader
 from replicator.pipeline.manifests import placed_manifest
 from replicator.pipeline.plan import PackWriter
-from replicator.pipeline.windows import WINDOWS, Chunked, WindowChunks, WindowPool, chunk_windows
+from replicator.pipeline.windows import (
+    WINDOWS,
+    Chunked,
+    Previous,
+    WindowChunks,
+    WindowPool,
+    chunk_windows,
+)
 from replicator.records import record
+from replicator.store.backend import Backend
 from replicator.store.format import Manifest, SourceIdentity
+from replicator.store.manifest_store import ManifestStore, manifests_of
 from replicator.store.placed import Placed
 
 #: Read windows are sized in multiples of this for objects smaller than the
 #: origin's window (the +1 byte lets the first read see the end of the file).
 SMALL_WINDOW = 64 * 1024
+#: How long the cutter's hints (the previous version's chunks) are waited
+#: for: a slow or failing first peer (retries) must not delay the copy.
+HINTS_SECONDS = 1.0
 #: A peer whose last pack took longer than this to write, and whose writer
 #: would wait, is behind (left out of objects rather than waited for).
 BEHIND_SECONDS = 2.0
@@ -89,17 +103,20 @@ async def ship(
     may_defer: bool = False,
     behind_seconds: float = BEHIND_SECONDS,
     pool: WindowPool = WINDOWS,
+    previous: Previous | None = None,
 ) -> Shipped:
     """Chunk the object and place every chunk at every writer's peer; a
     writer that failed is in ``failures``, one left out in ``behind``,
-    instead of ``placements``."""
+    instead of ``placements``. ``previous``: an earlier version's chunks,
+    hints for the cutter (:func:`previous_chunks`)."""
     out = Shipped(placements={w.name: Placed() for w in writers})
     chunked = Chunked()
     live = list(writers)
     # An async generator (typed as an iterator), closed however the loop
     # ends, so an abandoned read is cancelled at once.
     windows = cast(
-        AsyncGenerator[WindowChunks], chunk_windows(reader, params, window_size, chunked, pool)
+        AsyncGenerator[WindowChunks],
+        chunk_windows(reader, params, window_size, chunked, pool, previous=previous),
     )
     async with contextlib.aclosing(windows):
         async for batch in windows:
@@ -148,6 +165,49 @@ def _leave_out_behind(
         out.behind.append(w.name)
         del out.placements[w.name]
         live.remove(w)
+
+
+async def previous_chunks(
+    stores: Sequence[Backend | ManifestStore],
+    event: ChangeEvent,
+    window: int,
+    params: ChunkerParams,
+) -> Previous | None:
+    """Hints for cutting an object read in more than one window: the chunks
+    of its newest version at the first peer (an update of a large file
+    leaves most of it unchanged: those runs are then hashed, not cut; any
+    version's chunks are right, each hint is checked by its digest). None
+    when there is none, it was cut with other parameters, or it cannot be
+    read: hints are optional, and a copy never fails for want of them."""
+    if event.size <= window or not stores:
+        return None
+    try:
+        text = await asyncio.wait_for(_newest_text(stores[0], event), HINTS_SECONDS)
+    except Exception:  # the copy's own reads and writes report the peer's trouble
+        return None
+    return None if text is None else chunks_of(text, params)
+
+
+async def _newest_text(store: Backend | ManifestStore, event: ChangeEvent) -> bytes | None:
+    manifests = manifests_of(store)
+    newest = None
+    async for _, versions in manifests.list_versions(event.bucket, event.key, exact=True):
+        newest = versions[-1]
+    return None if newest is None else await manifests.read(newest)
+
+
+def chunks_of(text: bytes, params: ChunkerParams) -> Previous | None:
+    """A created manifest's chunk lengths and digests, if it was cut with
+    ``params``; only the JSON is parsed (a 320 MiB file's manifest of ~4,000
+    chunks: ~3 ms, against ~25 ms for ``Manifest.from_bytes``' records)."""
+    try:
+        d = json.loads(text)
+        if d["kind"] != "created" or ChunkerParams(*d["chunker"]) != params:
+            return None
+        chunks = [ch for run in d["runs"] for ch in run["chunks"]]
+        return [int(ch[1]) for ch in chunks], bytes.fromhex("".join(ch[0] for ch in chunks))
+    except (ValueError, TypeError, KeyError, IndexError):
+        return None  # not a manifest of this chunker: no hints
 
 
 def byte_counts(placed: Placed) -> tuple[int, int]:

@@ -63,6 +63,8 @@ POOL_IDLE_SECONDS = 10.0
 
 #: A read window's buffer (tests and callers may give plain bytearrays).
 Buffer = bytearray | mmap.mmap
+#: An earlier version's chunks: their lengths, and their digests end to end.
+Previous = tuple[list[int], bytes]
 
 
 def new_buffer(size: int) -> mmap.mmap:
@@ -224,46 +226,65 @@ async def chunk_windows(
     window_size: int,
     out: Chunked,
     pool: WindowPool = WINDOWS,
+    *,
+    previous: Previous | None = None,
 ) -> AsyncIterator[WindowChunks]:
     """Batches of an object's chunks in order; ``out`` is filled at the end.
+
+    ``previous``: the chunk lengths and digests of an earlier version of the
+    object (cut with ``params``): its unchanged runs are hashed, not cut
+    (native/src/hints.rs; the chunks are the same as without).
 
     Two window buffers take turns: the next window is read while the
     current one is chunked and its new chunks are copied into packs, so a
     slow origin (S3) and the CPU work overlap. Memory: two windows.
 
-    A window is cut while the previous window's new chunks are still being
-    appended to the pack spool (a window of new chunks takes about as long
-    to write and hash as to cut); only the read into that buffer waits."""
+    The next window's cut starts before a batch is handed on, so the native
+    threads cut while the caller places the batch (index look-ups, pack
+    bookkeeping: Python work between two cuts, when they were idle), and
+    while the batch's new chunks are appended to the pack spool (a window
+    of new chunks takes about as long to write and hash as to cut); only
+    the read into that batch's buffer waits for the appends."""
     buffers = [pool.take(window_size) for _ in range(2)]
     views = [memoryview(b)[:window_size] for b in buffers]
-    chunker = StreamChunker(params, threads=CHUNK_THREADS)
+    chunker = StreamChunker(params, threads=CHUNK_THREADS, previous=previous)
     carry, carry_start, pos, turn = b"", 0, 0, 0
     busy: list[list[asyncio.Future[None]]] = [[], []]  # per buffer
-    reading = asyncio.ensure_future(reader.readinto(views[0]))
+    reading: asyncio.Future[int] = asyncio.ensure_future(reader.readinto(views[0]))
     cutting: asyncio.Future[ChunkList] | None = None
     try:
-        while n := await reading:
+        n = await reading
+        if n and n < window_size:
+            # Short only at the end: the whole object is in this window.
+            # One batch cut in one hop, no read of the end (see _whole).
+            window = views[0][:n]
+            batch = WindowChunks(await _whole(reader, window, params), window, 0, b"", 0)
+            busy[0] = batch.busy
+            yield batch
+            out.size, out.digest = n, batch.whole_digest
+            return
+        if n:
+            cutting = _cut(chunker, views[0][:n])
+            reading = asyncio.ensure_future(reader.readinto(views[1]))
+        while n:
             window, mine = views[turn][:n], turn
-            if not pos and n < window_size:
-                # Short only at the end: the whole object is in this window.
-                # One batch cut in one hop, no read of the end (see _whole).
-                batch = WindowChunks(await _whole(reader, window, params), window, 0, b"", 0)
-                busy[mine] = batch.busy
-                yield batch
-                out.size, out.digest = n, batch.whole_digest
-                return
-            turn ^= 1
-            cutting = asyncio.ensure_future(asyncio.to_thread(chunker.feed, window))
-            await drained(busy[turn])  # the previous window's spool appends
-            # The reader is sequential: the next read starts once this one is done.
-            reading = asyncio.ensure_future(reader.readinto(views[turn]))
-            batch = WindowChunks(await cutting, window, pos, carry, carry_start)
+            assert cutting is not None
+            cl = await cutting
+            # The next window is cut while this one's batch is placed: the
+            # native threads are not idle during the placement's Python work.
+            if m := await reading:
+                cutting = _cut(chunker, views[turn ^ 1][:m])
+            batch = WindowChunks(cl, window, pos, carry, carry_start)
             busy[mine] = batch.busy
             yield batch
             # Keep only the bytes after the last cut: the next chunk starts there.
             cut = batch.end() if len(batch) else carry_start
             carry = _tail(carry, carry_start, window, pos, cut)
-            carry_start, pos = cut, pos + n
+            carry_start, pos, n, turn = cut, pos + n, m, turn ^ 1
+            if m:
+                # The reader is sequential: the window after the next one is
+                # read into this buffer once its spool appends are over.
+                reading = asyncio.ensure_future(_refill(reader, views[mine], busy[mine]))
     finally:
         views.clear()
         if pos > POOL_OBJECT_LIMIT:
@@ -274,6 +295,17 @@ async def chunk_windows(
     yield WindowChunks(last, memoryview(b""), pos, carry, carry_start)
     out.size = pos
     out.digest = last.digest or b""
+
+
+def _cut(chunker: StreamChunker, window: memoryview) -> asyncio.Future[ChunkList]:
+    """Cut ``window`` in a thread, submitted now (a task would start only at
+    the loop's next turn, after the batch was handed on)."""
+    return asyncio.get_running_loop().run_in_executor(None, chunker.feed, window)
+
+
+async def _refill(reader: ObjectReader, view: memoryview, busy: list[asyncio.Future[None]]) -> int:
+    await drained(busy)  # the buffer's previous window's spool appends
+    return await reader.readinto(view)
 
 
 async def _release(

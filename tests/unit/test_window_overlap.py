@@ -2,7 +2,9 @@
 appended to the pack spool (pipeline/windows.py): only the read into the
 appended window's buffer waits for them. The old loop waited for the
 appends before it cut the next window, so an object of new chunks was
-written and cut in turns instead of at once."""
+written and cut in turns instead of at once. (Since the ai room's second
+pass the next cut starts before the batch is even placed: an append then
+overlaps a cut that started before it, so a cut lasts a while here.)"""
 
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from replicator.pipeline import windows
 from replicator.pipeline.durable import pack_names
 from replicator.pipeline.plan import PackWriter
 from replicator.pipeline.ship import ship
-from replicator.pipeline.windows import WindowPool
+from replicator.pipeline.windows import Previous, WindowPool
 from replicator.store.backends import FsBackend
 from replicator.store.backends.fs_spool import FsSpool
 from replicator.store.format import pack_key
@@ -35,22 +37,26 @@ WINDOW = 64 * KIB
 #: not a timing: on the new code a cut starts at once, on the old one never).
 WAIT_FOR_CUT_SECONDS = 5.0
 
-#: Whether a window's cut started while each spool append was running.
+#: Whether a window's cut ran while each spool append was running.
 appends: list[bool] = []
 cuts: list[float] = []
+#: Cuts in progress (0 or 1: an object's cuts are sequential).
+running: list[int] = [0]
+#: How long each cut lasts at least: a 64 KiB window is cut in microseconds,
+#: before an append started after it could see it.
+CUT_SECONDS = 0.05
 cut_started = threading.Condition()
 #: Set when the object's last window is cut: no append waits for a cut then.
 finished: list[bool] = []
 
 
 class SlowSpool(FsSpool):
-    """An append that holds on until a cut starts (or the bound passes)."""
+    """An append that holds on until a cut runs (or the bound passes)."""
 
     def write(self, pieces: Sequence[Piece]) -> None:
         with cut_started:
-            seen = len(cuts)
-            cut_started.wait_for(lambda: len(cuts) > seen or finished, WAIT_FOR_CUT_SECONDS)
-            overlapped = len(cuts) > seen
+            cut_started.wait_for(lambda: running[0] > 0 or finished, WAIT_FOR_CUT_SECONDS)
+            overlapped = running[0] > 0
         super().write(pieces)
         with cut_started:
             appends.append(overlapped)
@@ -70,14 +76,22 @@ class SlowPeer(FsBackend):
 class TimedChunker:
     """The native stream chunker, noting when each window is cut."""
 
-    def __init__(self, params: ChunkerParams, threads: int = 1) -> None:
-        self._inner = StreamChunker(params, threads=threads)
+    def __init__(
+        self, params: ChunkerParams, threads: int = 1, previous: Previous | None = None
+    ) -> None:
+        self._inner = StreamChunker(params, threads=threads, previous=previous)
 
     def feed(self, data: memoryview) -> ChunkList:
         with cut_started:
             cuts.append(time.monotonic())
+            running[0] += 1
             cut_started.notify_all()
-        return self._inner.feed(data)
+        try:
+            time.sleep(CUT_SECONDS)
+            return self._inner.feed(data)
+        finally:
+            with cut_started:
+                running[0] -= 1
 
     def finish(self) -> ChunkList:
         with cut_started:
@@ -92,6 +106,7 @@ async def test_a_window_is_cut_while_the_last_ones_appends_run(
     monkeypatch.setattr(windows, "StreamChunker", TimedChunker)
     appends.clear()
     cuts.clear()
+    running[0] = 0
     finished.clear()
     src = tmp_path / "src"
     src.mkdir()
