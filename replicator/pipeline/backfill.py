@@ -46,10 +46,8 @@ __all__ = ["SUPERSEDED_TRIES", "Backfill", "run_backfill"]
 #: Objects read but waiting for their packs to seal, per peer; reaching it
 #: seals the peer's open pack. Bounds memory and pack latency.
 WAITING_MANIFESTS = 256
-#: Listed versions pending per peer before the listing waits (backpressure):
-#: above what a lane holds (``targets.READ_AHEAD`` * ``WAITING_MANIFESTS``),
-#: so the workers find the next batch waiting while the lane is full.
-MAX_PENDING = 4096
+#: Listed versions pending per peer before the listing waits (backpressure).
+MAX_PENDING = 1024
 #: After the run, how long the service may take to stop (it is idle by then).
 DRAIN_SECONDS = 30.0
 

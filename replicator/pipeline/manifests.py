@@ -254,39 +254,24 @@ async def put_manifest(store: Backend | ManifestStore, manifest: Manifest) -> bo
     return written
 
 
-#: Group commits in flight per peer. With one, every batch of manifests
-#: waited for the previous batch's syncs and header-table rows (~50-120 ms
-#: for ~250-500 manifests here) and the commit stage bounded a first copy of
-#: many small files; with two, one batch's syncs overlap the next one's
-#: encoding. Each is answered only once its own manifests are durable.
-WRITES_IN_FLIGHT = 2
-
-
 class ManifestCommits:
     """Group commit of the manifests going to one peer.
 
     Manifests handed in while a batch is being written go together in the
-    next one (one ``put_texts`` of the peer's ManifestStore), up to
-    ``writes`` batches under way at once: a filesystem peer makes a whole
-    batch durable with a couple of syncs in one thread hop, an S3 peer gets
-    the batch's PUTs in flight at once. Each caller is
+    next one (one ``put_texts`` of the peer's ManifestStore): a filesystem
+    peer makes a whole batch durable with a couple of syncs in one thread
+    hop, an S3 peer gets the batch's PUTs in flight at once. Each caller is
     answered (written, present, or its own error) only once its manifest is
     durable. ``store`` is the peer's ManifestStore, or a Backend of an
     opened peer. Callers hand in groups (a batch of small objects: one
     future per group, not per manifest), as Manifests or as their text."""
 
-    def __init__(
-        self, store: Backend | ManifestStore, limit: int = 512, writes: int = WRITES_IN_FLIGHT
-    ) -> None:
+    def __init__(self, store: Backend | ManifestStore, limit: int = 512) -> None:
         self.store = manifests_of(store)
         self.backend = self.store.backend
         self.limit = limit
-        #: Group commits under way at once (each its own segment or objects).
-        self.writes = max(1, writes)
         self._pending: list[tuple[Sequence[Manifest | ManifestText], _Answers]] = []
-        self._writers: set[asyncio.Task[None]] = set()
-        #: Writers in a ``_write`` now (the others are about to take pending groups).
-        self._busy = 0
+        self._writer: asyncio.Task[None] | None = None
 
     async def put(self, manifest: Manifest) -> bool:
         (answer,) = await self._put([manifest])
@@ -308,12 +293,8 @@ class ManifestCommits:
             return []
         done: _Answers = asyncio.get_running_loop().create_future()
         self._pending.append((group, done))
-        # A new writer only while every writer is in a write (its syncs):
-        # one that is about to take the pending groups takes this one too.
-        if self._busy == len(self._writers) < self.writes:
-            task = asyncio.create_task(self._drain())
-            self._writers.add(task)
-            task.add_done_callback(self._writers.discard)  # (cancelled before it ran)
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._drain())
         return await done
 
     async def _drain(self) -> None:
@@ -325,17 +306,9 @@ class ManifestCommits:
                     size += len(self._pending[n][0])
                     n += 1
                 batch, self._pending = self._pending[:n], self._pending[n:]
-                self._busy += 1
-                try:
-                    await self._write(batch)
-                finally:
-                    self._busy -= 1
+                await self._write(batch)
         finally:
-            # Here, not in a done callback: a group handed in between this
-            # task's end and its callback would find no writer to take it.
-            task = asyncio.current_task()
-            if task is not None:
-                self._writers.discard(task)
+            self._writer = None
 
     async def _write(self, batch: list[tuple[Sequence[Manifest | ManifestText], _Answers]]) -> None:
         texts: list[ManifestText] = []

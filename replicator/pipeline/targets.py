@@ -32,13 +32,8 @@ from replicator.store.peer import Peer
 #: (one writer, every worker).
 NO_LARGE = 1 << 62
 #: Versions a run's lane holds (read, or waiting for their packs), in
-#: multiples of those whose waiting seals the open pack. A version holds no
-#: bytes once its chunks are in the open pack's spool or buffer (the
-#: writer's two packs bound those), only its event and placements. With 3,
-#: a first copy of many small files held 6 batches waiting ~0.2 s each for
-#: their pack and manifest syncs (Little's law: ~3,000 objects/s at best)
-#: while the workers sat idle.
-READ_AHEAD = 8
+#: multiples of those whose waiting seals the open pack.
+READ_AHEAD = 3
 
 
 async def open_run_lane(peer: Peer, store: StoreSettings, waiting: int) -> Lane:
