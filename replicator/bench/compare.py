@@ -239,8 +239,9 @@ class Comparison:
 
         def first_copies(turn: int) -> dict[str, float]:
             # Each tool copies into a fresh repository, in turns like the
-            # other workloads: run once with replicator always first, it
-            # alone paid for the generated tree's writeback still under way.
+            # other workloads: run once, replicator always first, one load
+            # spike on this shared machine was the figure (0.78-1.18x restic
+            # in three runs minutes apart).
             out: dict[str, float] = {}
             for t in self._order(turn):
                 t.fresh()
