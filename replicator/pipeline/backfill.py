@@ -44,10 +44,16 @@ from replicator.store.peer import Peer, opened_peers
 __all__ = ["SUPERSEDED_TRIES", "Backfill", "run_backfill"]
 
 #: Objects read but waiting for their packs to seal, per peer; reaching it
-#: seals the peer's open pack. Bounds memory and pack latency.
-WAITING_MANIFESTS = 256
-#: Listed versions pending per peer before the listing waits (backpressure).
-MAX_PENDING = 1024
+#: seals the peer's open pack (a pack also seals at ``store.pack_size``, so
+#: its bytes stay bounded). Each pack costs its own syncs (pack, index, their
+#: directories) and its manifests' group commits: at 256, a first copy of
+#: 5,000 small files made 15-18 packs and 21-25 segments; at 1024, 7 and 10,
+#: ~9 % less CPU for the run (docs/performance.md, "small (third pass)").
+WAITING_MANIFESTS = 1024
+#: Listed versions pending per peer before the listing waits (backpressure):
+#: above what a run's lane holds (``targets.READ_AHEAD`` * ``WAITING_MANIFESTS``),
+#: or its workers would find nothing listed while the lane has room.
+MAX_PENDING = 4096
 #: After the run, how long the service may take to stop (it is idle by then).
 DRAIN_SECONDS = 30.0
 

@@ -215,3 +215,24 @@ def test_sent_bytes_of_a_batch_object_count_only_its_new_chunks() -> None:
     assert _sent_of(placed, 1, 2) == (0, 20)  # one chunk, deduplicated
     assert _sent_of(placed, 1, 5) == (70, 140)
     assert _sent_of(placed, 0, 5) == (80, 150)
+
+
+async def test_a_first_copy_makes_few_packs_and_segments(tmp_path: Path) -> None:
+    """Every pack costs its own syncs (pack, index, their directories) and
+    its manifests' group commits: a first copy of 3,000 small files fills a
+    pack per ``WAITING_MANIFESTS`` (1,024) versions, not one per 256 (10
+    packs and 13 segments then; 5-6 and 6-7 now)."""
+    files = {f"d{i % 7}/f{i:04d}": os.urandom(100 + 37 * i % 3000) for i in range(3000)}
+    for rel, data in files.items():
+        (tmp_path / "src" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "src" / rel).write_bytes(data)
+    await asyncio.sleep(0.05)  # past the racy-clean window: every file batched
+    summary = await run_backfill(_settings(tmp_path))
+    segments = list((tmp_path / "peer" / "segments").rglob("*/*/*"))
+    print(f"{len(files)} files: {summary.packs['a']} packs, {len(segments)} segments")
+    assert (summary.replicated, summary.errors) == (len(files), 0)
+    # 2 full packs, and the last batches in flight as the run ends may seal
+    # a pack each (``finish_up``): never near 3,000 / 256.
+    assert summary.packs["a"] <= len(files) // 1024 + 5
+    found = await segment_manifests(FsBackend(tmp_path / "peer", "a"))
+    assert {k: len(v) for k, v in found.items()} == {k: 1 for k in files}

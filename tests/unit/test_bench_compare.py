@@ -54,9 +54,10 @@ def test_large_tree_writes_files_over_256_mib(tmp_path: Path) -> None:
 
 
 def test_rounds_in_turns_report_medians_of_same_round_ratios(tmp_path: Path) -> None:
-    """``--rounds 3``: the re-run and the AI update are timed three times,
-    every tool once per round, the order turned each round; a ratio is the
-    median of the rounds' own ratios, not a ratio of medians."""
+    """``--rounds 3``: the small first copy (a fresh repository each round),
+    the re-run and the AI update are timed three times, every tool once per
+    round, the order turned each round; a ratio is the median of the
+    rounds' own ratios, not a ratio of medians."""
     comparison = Comparison(tmp_path, TINY, seed=5, rounds=3)
     names = [t.name for t in comparison.tools]
     orders = [[t.name for t in comparison._order(i)] for i in range(3)]
@@ -66,13 +67,17 @@ def test_rounds_in_turns_report_medians_of_same_round_ratios(tmp_path: Path) -> 
     result = comparison.run()
     w = result["workloads"]
     assert result["rounds"] == 3
-    for workload in ("small_rerun", "ai_update"):
+    for workload in ("small_first", "small_rerun", "ai_update"):
         for name in names:
             row = w[workload][name]
             assert len(row["rounds"]) == 3 and row["seconds"] == sorted(row["rounds"])[1]
     assert (
         w["small_rerun"]["replicator"]["peer_bytes"] == w["small_first"]["replicator"]["peer_bytes"]
     )
+    # Each round's first copy started from an empty repository: the last
+    # one holds the tree once, not three times.
+    first = w["small_first"]["replicator"]["peer_bytes"]
+    assert w["small_first"]["_data"]["bytes"] <= first < 2 * w["small_first"]["_data"]["bytes"]
     changed = w["ai_update"]["_data"]["changed_bytes"]
     assert changed <= w["ai_update"]["replicator"]["peer_bytes"] < TINY.ai_size
     got = result["ratios"]
@@ -80,4 +85,7 @@ def test_rounds_in_turns_report_medians_of_same_round_ratios(tmp_path: Path) -> 
         mine, theirs = w["ai_update"]["replicator"]["rounds"], w["ai_update"][name]["rounds"]
         expected = sorted(a / b for a, b in zip(mine, theirs, strict=True))[1]
         assert got[f"ai_update.time_vs_{name}"] == expected
+        mine, theirs = w["small_first"]["replicator"]["rounds"], w["small_first"][name]["rounds"]
+        expected = sorted(a / b for a, b in zip(mine, theirs, strict=True))[1]
+        assert got[f"small_first.time_vs_{name}"] == expected
     print(json.dumps({k: v for k, v in got.items() if k.startswith(("ai", "small"))}, indent=1))
