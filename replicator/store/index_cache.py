@@ -162,7 +162,10 @@ class IndexCache:
         if row is not None and bytes(row[0]) != self._config:
             # The peer was recreated with another configuration: nothing here holds.
             db.executescript("DELETE FROM chunks; DELETE FROM packs;")
-        db.execute("INSERT OR REPLACE INTO meta VALUES ('config', ?)", (self._config,))
+        if row is None or bytes(row[0]) != self._config:
+            # Written only when it changes: a write on every open started a
+            # new WAL (two syncs) and made close checkpoint it (two more).
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('config', ?)", (self._config,))
         return db
 
     @property

@@ -96,7 +96,8 @@ def _connect(path: Path | None, store_config: bytes) -> sqlite3.Connection:
         if row is not None and bytes(row[0]) != store_config:
             # The peer was recreated with another configuration: nothing here holds.
             db.executescript("DELETE FROM seg_entries; DELETE FROM seg_files;")
-        db.execute("INSERT OR REPLACE INTO seg_meta VALUES ('config', ?)", (store_config,))
+        if row is None or bytes(row[0]) != store_config:  # no write (WAL, syncs) when unchanged
+            db.execute("INSERT OR REPLACE INTO seg_meta VALUES ('config', ?)", (store_config,))
     except BaseException:
         db.close()
         raise
