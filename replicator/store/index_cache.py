@@ -242,8 +242,11 @@ class IndexCache:
         """Reconcile with the peer's ``index/`` listing, page by page.
 
         Mark and sweep keeps memory bounded by one page, not by the peer: each
-        listed pack is stamped with a new generation; packs left with an older
-        one had their index removed and are dropped."""
+        listed pack is noted in a temporary table; packs not noted had their
+        index removed and are dropped. (Stamping each row with a generation
+        wrote every known pack on every run: a new WAL, two syncs, and two more
+        at close for a re-run that changed nothing. The temporary table is
+        SQLite's temp database: never synced, gone with the connection.)"""
         self._gen = await self._run(self._next_gen_sync)
         loaded = 0
         page: list[bytes] = []
@@ -265,6 +268,8 @@ class IndexCache:
         return SyncStats(loaded, dropped, total, skipped.count, reports)
 
     def _next_gen_sync(self) -> int:
+        self.db.execute("CREATE TEMP TABLE IF NOT EXISTS listed (pack BLOB PRIMARY KEY)")
+        self.db.execute("DELETE FROM temp.listed")
         row = self.db.execute("SELECT COALESCE(MAX(gen), 0) FROM packs").fetchone()
         return int(row[0]) + 1
 
@@ -296,13 +301,12 @@ class IndexCache:
         return len(found)
 
     def _stamp_sync(self, page: list[bytes]) -> list[bytes]:
-        """Stamp known packs with the current generation; return unknown ones."""
+        """Note the listed packs (temp.listed); return the ones not known."""
         marks = ",".join("?" * len(page))
         with self.db:
             self.db.execute("BEGIN")
-            self.db.execute(
-                f"UPDATE packs SET gen = ? WHERE pack IN ({marks})",  # noqa: S608
-                [self._gen, *page],
+            self.db.executemany(
+                "INSERT OR IGNORE INTO temp.listed VALUES (?)", [(p,) for p in page]
             )
             known = {
                 bytes(r[0])
@@ -316,8 +320,11 @@ class IndexCache:
     def _sweep_sync(self) -> tuple[int, int]:
         stale = [
             bytes(r[0])
-            for r in self.db.execute("SELECT pack FROM packs WHERE gen < ?", (self._gen,))
+            for r in self.db.execute(
+                "SELECT pack FROM packs WHERE pack NOT IN (SELECT pack FROM temp.listed)"
+            )
         ]
         self._forget_sync(stale)
+        self.db.execute("DELETE FROM temp.listed")
         total = self.db.execute("SELECT COUNT(*) FROM packs").fetchone()[0]
         return len(stale), int(total)
