@@ -182,7 +182,7 @@ def _observed(cls: type) -> dict[str, Any]:
             (
                 *(f.name, f.type, f.default, f.default_factory, f.init, f.repr, f.hash, f.compare),
                 *(dict(f.metadata), f.kw_only, str(f._field_type)),
-            )
+            )  # type: ignore[attr-defined]
             for f in cls.__dict__["__dataclass_fields__"].values()
         ],
         "params": [getattr(params, n) for n in params.__slots__],
@@ -199,8 +199,8 @@ def _observed(cls: type) -> dict[str, Any]:
 def test_fields_as_dataclass_makes_them(shape: str, slots: bool) -> None:
     """Where record finds the fields itself (records._plain_fields), the
     class carries what dataclass would have put there, to the field."""
-    ours: type = records._as_dataclass(_shapes()[shape](), slots)
-    theirs: type = dataclass(_shapes()[shape](), init=False, repr=False, eq=False, slots=slots)
+    ours = records._as_dataclass(_shapes()[shape](), slots)
+    theirs = dataclass(_shapes()[shape](), init=False, repr=False, eq=False, slots=slots)
     assert _observed(ours) == _observed(theirs)
     assert (records._plain_fields(_shapes()[shape]()) is None) == (shape != "plain")
 
