@@ -24,9 +24,7 @@ made; the other methods are shared functions over the class's field names
 
 from __future__ import annotations
 
-import abc
 import dataclasses
-import types
 from collections.abc import Callable
 from operator import attrgetter
 from typing import Any, TypeVar, dataclass_transform, overload
@@ -34,14 +32,6 @@ from typing import Any, TypeVar, dataclass_transform, overload
 T = TypeVar("T")
 
 _MISSING = dataclasses.MISSING
-_Field = dataclasses.Field
-# What dataclasses itself sets on a plain field, its parameters and its
-# slotted copy of a class (Python 3.11's own names; see _plain_fields).
-_FIELD: Any = getattr(dataclasses, "_FIELD")  # noqa: B009
-_PARAMS: Any = getattr(dataclasses, "_DataclassParams")  # noqa: B009
-_ADD_SLOTS: Any = getattr(dataclasses, "_add_slots")  # noqa: B009
-#: Annotation words that make a name something other than a plain field.
-_SPECIAL = ("ClassVar", "InitVar", "KW_ONLY")
 
 
 def _init_source(cls: type, frozen: bool) -> tuple[str, dict[str, Any]]:
@@ -159,61 +149,6 @@ def _set_state(self: Any, state: list[Any]) -> None:
         object.__setattr__(self, f.name, value)  # frozen: as its __init__ does
 
 
-def _plain_fields(cls: type) -> dict[str, Any] | None:
-    """The fields ``dataclass`` would find on ``cls``, made as it makes them;
-    None where it must look itself: a dataclass base, ``__slots__``, an
-    annotation that is not text or names ClassVar/InitVar/KW_ONLY, a
-    default it refuses, a field without an annotation. (Its own look costs
-    ~3 regex checks and module look-ups per field: ~4 % of a no-op
-    backfill's start-up.)"""
-    own = cls.__dict__
-    notes = own.get("__annotations__", {})
-    if "__slots__" in own or any(hasattr(b, "__dataclass_fields__") for b in cls.__mro__[1:]):
-        return None
-    found: dict[str, Any] = {}
-    for name, note in notes.items():
-        if not isinstance(note, str) or any(word in note for word in _SPECIAL):
-            return None
-        default: Any = getattr(cls, name, _MISSING)
-        if isinstance(default, _Field):
-            f = default
-        else:
-            if isinstance(default, types.MemberDescriptorType):
-                default = _MISSING
-            f = dataclasses.field(default=default)
-        if f.default.__class__.__hash__ is None:
-            return None  # a mutable default: dataclass raises its own error
-        f.name, f.type, f._field_type = name, note, _FIELD  # type: ignore[attr-defined]
-        if f.kw_only is _MISSING:
-            f.kw_only = False
-        found[name] = f
-    if any(isinstance(v, _Field) and k not in notes for k, v in own.items()):
-        return None
-    return found
-
-
-def _as_dataclass(cls: type[T], slots: bool) -> type[T]:
-    """``dataclass(cls, init=False, repr=False, eq=False, slots=slots)``."""
-    found = _plain_fields(cls)
-    if found is None:
-        return dataclasses.dataclass(cls, init=False, repr=False, eq=False, slots=slots)
-    setattr(cls, "__dataclass_params__", _PARAMS(False, False, False, False, False, False))  # noqa: B010
-    for f in found.values():
-        if isinstance(getattr(cls, f.name, None), _Field):
-            if f.default is _MISSING:
-                delattr(cls, f.name)
-            else:
-                setattr(cls, f.name, f.default)
-    setattr(cls, "__dataclass_fields__", found)  # noqa: B010
-    if "__match_args__" not in cls.__dict__:
-        match = tuple(f.name for f in found.values() if f.init and not f.kw_only)
-        setattr(cls, "__match_args__", match)  # noqa: B010
-    if slots:
-        cls = _ADD_SLOTS(cls, False, False)
-    abc.update_abstractmethods(cls)
-    return cls
-
-
 def _build(cls: type[T], frozen: bool, slots: bool, eq: bool) -> type[T]:
     if cls.__doc__ is None:
         # dataclass would write the signature here through inspect (~0.1 ms).
@@ -222,7 +157,7 @@ def _build(cls: type[T], frozen: bool, slots: bool, eq: bool) -> type[T]:
         if name in cls.__dict__ and (name != "__eq__" or eq):
             raise TypeError(f"record {cls.__name__} defines {name}: use @dataclass")
     # No method written here: the fields, replace(), asdict() and slots.
-    cls = _as_dataclass(cls, slots)
+    cls = dataclasses.dataclass(cls, init=False, repr=False, eq=False, slots=slots)
     for name, value in _methods(cls, frozen, eq).items():
         setattr(cls, name, value)
     if frozen and slots:

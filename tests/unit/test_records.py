@@ -9,14 +9,12 @@ import dataclasses
 import inspect
 import pickle
 import time
-import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 
-from replicator import records
 from replicator.records import record
 
 
@@ -130,84 +128,3 @@ def test_init_compiled_at_first_instance() -> None:
     theirs = inspect.signature(_define(dataclass, frozen=True, slots=True)).parameters
     assert list(ours) == list(theirs) == ["name", "size", "tags", "note"]
     assert [p.kind for p in ours.values()] == [p.kind for p in theirs.values()]
-
-
-def _shapes() -> dict[str, Callable[[], type]]:
-    """Class bodies for the fields test: plain ones (record finds the fields
-    itself) and ones it hands to dataclass (ClassVar, a dataclass base)."""
-
-    class Base:
-        inherited: int = 4
-
-    def plain() -> type:
-        class Plain(Base):
-            a: int
-            b: str = "b"
-            c: list[int] = field(default_factory=list, repr=False, metadata={"m": 1})
-            d: int = field(default=3, kw_only=True, compare=False, hash=True)
-            e: int = field(default=0, init=False)
-            inherited: int
-
-        return Plain
-
-    def with_classvar() -> type:
-        class Counted:
-            total: ClassVar[int] = 0
-            a: int = 1
-
-        return Counted
-
-    def on_a_record() -> type:
-        @record
-        class Parent:
-            a: int
-
-        class Child(Parent):
-            b: int = 2
-
-        return Child
-
-    return {"plain": plain, "classvar": with_classvar, "inherits": on_a_record}
-
-
-def _attr(cls: type, name: str) -> object:
-    value = cls.__dict__.get(name, "-")
-    return "slot" if isinstance(value, types.MemberDescriptorType) else value
-
-
-def _observed(cls: type) -> dict[str, Any]:
-    params = cls.__dict__["__dataclass_params__"]
-    return {
-        "fields": [
-            (
-                *(f.name, f.type, f.default, f.default_factory, f.init, f.repr, f.hash, f.compare),
-                *(dict(f.metadata), f.kw_only, str(f._field_type)),
-            )  # type: ignore[attr-defined]
-            for f in cls.__dict__["__dataclass_fields__"].values()
-        ],
-        "params": [getattr(params, n) for n in params.__slots__],
-        "match": cls.__match_args__,  # type: ignore[attr-defined]
-        "slots": cls.__dict__.get("__slots__"),
-        "attrs": {n: _attr(cls, n) for n in ("a", "b", "c", "d", "e", "inherited")},
-        "bases": [b.__qualname__ for b in cls.__bases__],
-        "qualname": cls.__qualname__.rpartition(".")[2],
-    }
-
-
-@pytest.mark.parametrize("slots", [False, True])
-@pytest.mark.parametrize("shape", ["plain", "classvar", "inherits"])
-def test_fields_as_dataclass_makes_them(shape: str, slots: bool) -> None:
-    """Where record finds the fields itself (records._plain_fields), the
-    class carries what dataclass would have put there, to the field."""
-    ours = records._as_dataclass(_shapes()[shape](), slots)
-    theirs = dataclass(_shapes()[shape](), init=False, repr=False, eq=False, slots=slots)
-    assert _observed(ours) == _observed(theirs)
-    assert (records._plain_fields(_shapes()[shape]()) is None) == (shape != "plain")
-
-
-def test_mutable_default_refused_as_dataclass_refuses() -> None:
-    with pytest.raises(ValueError, match="mutable default"):
-
-        @record
-        class Listed:
-            items: list[int] = []  # noqa: RUF012
