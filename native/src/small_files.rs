@@ -52,7 +52,7 @@ pub fn read_whole(w: &Wanted) -> Option<Vec<u8>> {
             .as_nanos(),
     )
     .ok()?;
-    (same && now - ctime >= *racy).then_some(data)
+    (same && now.saturating_sub(*ctime) >= *racy).then_some(data)
 }
 
 /// A wanted file as Python hands it over (the path as bytes: a non-UTF-8
