@@ -132,6 +132,18 @@ def chunk_buffer(
     threads: int = 1,
     whole_digest: bool = True,
 ) -> ChunkList: ...
+def chunk_buffers(
+    datas: Sequence[Buffer], params: ChunkerParams | None = None, whole_digest: bool = True
+) -> list[ChunkList]:
+    """``chunk_buffer`` of each buffer, the GIL released once for all of them."""
+
+def read_files(
+    wanted: Sequence[tuple[bytes, int, int, int | None, int | None, int]],
+) -> list[bytes | None]:
+    """Whole files (path, size, ctime ns, mtime ns, inode, racy window ns),
+    each only when provably the version described (origins/fs.py
+    ``_read_whole``'s rules), else None; the GIL is released once."""
+
 def chunk_file(
     path: str | os.PathLike[str],
     params: ChunkerParams | None = None,

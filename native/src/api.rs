@@ -224,6 +224,56 @@ pub fn chunk_buffer(
     Ok(PyChunkList { batch, digest })
 }
 
+/// `chunk_buffer` of each of several whole buffers (a batch of small
+/// files), the GIL released once for all of them instead of once per
+/// buffer: every release is a hand-off to the waiting threads and back.
+#[pyfunction]
+#[pyo3(signature = (datas, params=None, whole_digest=true))]
+pub fn chunk_buffers(
+    py: Python<'_>,
+    datas: Vec<Bound<'_, PyAny>>,
+    params: Option<PyParams>,
+    whole_digest: bool,
+) -> PyResult<Vec<PyChunkList>> {
+    let params = params_or_default(params);
+    let bufs = datas
+        .iter()
+        .map(|d| {
+            let buf = PyUntypedBuffer::get(d)?;
+            if buf.is_c_contiguous() {
+                Ok(buf)
+            } else {
+                Err(PyBufferError::new_err("buffer must be contiguous"))
+            }
+        })
+        .collect::<PyResult<Vec<_>>>()?;
+    // SAFETY: as in `with_buffer`: every buffer stays acquired until `bufs`
+    // drops at the end of this function.
+    let slices: Vec<&[u8]> = bufs
+        .iter()
+        .map(|b| match b.len_bytes() {
+            0 => &[][..],
+            n => unsafe { std::slice::from_raw_parts(b.buf_ptr() as *const u8, n) },
+        })
+        .collect();
+    let run = |slices: &[&[u8]]| -> Vec<(Batch, Option<[u8; 32]>)> {
+        slices
+            .iter()
+            .map(|s| Stream::new(Cutter::new(params), 1, whole_digest).whole_buffer(s))
+            .collect()
+    };
+    let total: usize = slices.iter().map(|s| s.len()).sum();
+    let out = if total >= GIL_MINSIZE {
+        py.detach(|| run(&slices))
+    } else {
+        run(&slices)
+    };
+    Ok(out
+        .into_iter()
+        .map(|(batch, digest)| PyChunkList { batch, digest })
+        .collect())
+}
+
 /// Chunk and hash a file, memory-mapped window by window (or read).
 #[pyfunction]
 #[pyo3(signature = (path, params=None, threads=1, mmap=true, whole_digest=true))]

@@ -12,6 +12,7 @@ pub mod hasher;
 pub mod hints;
 pub mod params;
 mod pool;
+pub mod small_files;
 pub mod stream;
 #[cfg(test)]
 mod testutil;
@@ -25,6 +26,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<api::PyStreamChunker>()?;
     m.add_class::<hasher::PyHasher>()?;
     m.add_function(wrap_pyfunction!(api::chunk_buffer, m)?)?;
+    m.add_function(wrap_pyfunction!(api::chunk_buffers, m)?)?;
+    m.add_function(wrap_pyfunction!(small_files::read_files, m)?)?;
     m.add_function(wrap_pyfunction!(api::chunk_file, m)?)?;
     m.add_function(wrap_pyfunction!(api::blake3_digest, m)?)?;
     m.add_function(wrap_pyfunction!(api::cut_only, m)?)?;

@@ -19,7 +19,7 @@ import asyncio
 from collections.abc import Sequence
 from typing import Generic, Protocol, TypeVar
 
-from replicator._native import ChunkerParams, ChunkList, chunk_buffer
+from replicator._native import ChunkerParams, ChunkList, chunk_buffers
 from replicator.chunking import DIGEST_SIZE
 from replicator.origins import ObjectVersion
 from replicator.pipeline.plan import PackWriter
@@ -102,8 +102,10 @@ class ManyChunks:
 
 def chunk_all(datas: Sequence[bytes], params: ChunkerParams) -> list[ChunkList]:
     """Chunk lists with whole-object digests (run in a thread: hashing
-    releases the GIL, so the event loop keeps the other core)."""
-    return [chunk_buffer(d, params) for d in datas]
+    releases the GIL, so the event loop keeps the other core). One native
+    call for the batch: the GIL is let go once, not once per object (each
+    release is a hand-off to a waiting thread and a wait to get it back)."""
+    return chunk_buffers(list(datas), params)
 
 
 class ShippedBatch:

@@ -10,6 +10,7 @@ See docs/store-format.md §6.1.
 
 from __future__ import annotations
 
+import re
 from urllib.parse import quote, unquote_to_bytes
 
 PACKS = "packs/"
@@ -25,8 +26,17 @@ _ASCII_ESCAPES = str.maketrans(
 )
 
 
+#: Names whose only character to escape is '/' (nearly every file key): one
+#: C-speed match and a replace, ~5x cheaper than the translate below, which
+#: looks each character up in a dict; a key is escaped several times on its
+#: way (segment sort name, header-table place, held check).
+_PLAIN = re.compile("[A-Za-z0-9" + re.escape(_SAFE) + "/]*")
+
+
 def _quote(text: str) -> str:
-    if text.isascii():  # most names: one translate instead of quote's per-byte loop
+    if _PLAIN.fullmatch(text):
+        enc = text.replace("/", "%2F")
+    elif text.isascii():  # one translate instead of quote's per-byte loop
         enc = text.translate(_ASCII_ESCAPES)
     else:
         # Filesystem sources may hand over names that are not UTF-8 (Python

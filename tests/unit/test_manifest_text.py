@@ -81,6 +81,27 @@ def test_stored_names_are_what_quote_writes(text: str) -> None:
     assert encode_segment(text) == _reference_segment(text)
 
 
+# Names made only of characters kept as they are and '/' (the fast path:
+# one match and a replace), with leading dots and long names among them.
+_plain = st.text(alphabet="aZ09/." + _SAFE, max_size=3 * PIECE)
+
+
+@given(_plain)
+def test_plain_names_are_what_quote_writes(text: str) -> None:
+    assert encode_segment(text) == _reference_segment(text)
+
+
+def test_a_file_keys_stored_name_costs_about_a_microsecond() -> None:
+    key = "d0003/sub4/file-01234.bin"
+    n = 20000
+    started = time.perf_counter()
+    for _ in range(n):
+        encode_segment(key)
+    per = (time.perf_counter() - started) / n * 1e6
+    assert encode_segment(key) == _reference_segment(key)
+    print(f"stored name of a file key: {per:.2f} us")
+
+
 def test_a_small_objects_manifest_costs_microseconds_to_name_and_write() -> None:
     ident = SourceIdentity("fs:/src", "", "dir/sub/file-000123.bin", "", "e", 9000, 17 * 10**17)
     run = PackRun(b"\x02" * 32, 1234, (ChunkRef(b"\x03" * 32, 9000, 9000),))
