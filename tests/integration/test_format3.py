@@ -101,7 +101,9 @@ async def test_backfill_to_a_format_3_peer_then_edit_restore_and_verify(
     _write(src, {"d0/f00.bin": b"changed", "new.txt": b"new"})
     second = (await run_cli(backfill, args, store)).json()
     assert second["errors"] == 0 and second["replicated"] == 2
-    assert len(await segment_names(store.backend)) == len(segments) + 1
+    # One group commit, or two when the two just-written files wait out their
+    # racy-clean window apart (seen under load in CI); never one per listed file.
+    assert 1 <= len(await segment_names(store.backend)) - len(segments) <= 2
     third = (await run_cli(backfill, args, store)).json()
     assert sum(third["put_requests"].values()) == 0
 
