@@ -21,8 +21,10 @@ __all__ = [
     "__version__",
     "blake3_digest",
     "chunk_buffer",
+    "chunk_buffers",
     "chunk_file",
     "cut_only",
+    "read_files",
 ]
 
 __version__: str
