@@ -76,7 +76,7 @@ class S3OriginSettings(S3EndpointSettings):
     read_size: int = setting(
         default=8 * 1024 * 1024,
         ge=1024 * 1024,
-        doc="Bytes per ranged GET; two such windows are in memory per object.",
+        doc="Bytes per ranged GET; three such windows are in memory per large object.",
     )
 
 
@@ -227,7 +227,7 @@ class ServiceSettings(Table):
         default=2,
         ge=1,
         le=64,
-        doc="Large objects being read at once (two read windows each).",
+        doc="Large objects being read at once (three read windows each).",
     )
     max_pending: int = setting(
         default=100_000, ge=1, doc="Changes held per peer before the source is paused."

@@ -45,9 +45,10 @@ def racy_window_ns(ctime_ns: int) -> int:
 class FsOrigin:
     source_id = "fs"
     etag_is_digest = True
-    #: Two windows are in use at once (one read while the other is chunked):
-    #: 8 MiB each keeps a 1 GiB object's peak RSS growth near 40 MiB, and a
-    #: thread hop (~170 us) stays ~2 % of chunking a window (~7 ms).
+    #: Three windows are in use at once (one placed, one cut, one read:
+    #: ``windows.WINDOWS_AHEAD``): 8 MiB each keeps a 4 GiB object's peak RSS
+    #: growth near 37 MiB, and a thread hop (~170 us) stays ~2 % of chunking
+    #: a window (~7 ms).
     window_size = 8 * 1024 * 1024
 
     def __init__(self, root: Path, bucket: str = "local") -> None:

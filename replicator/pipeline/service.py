@@ -30,8 +30,8 @@ and packed never holds a small one back: small objects keep
 large ones. Manifests of both classes go through each lane's group commit.
 
 Memory: ``max_in_flight`` small objects read at once (two windows of about
-their size each), ``max_large_in_flight`` large ones (two of the origin's
-window size), two packs per writer, two writers per lane, at most
+their size each), ``max_large_in_flight`` large ones (three of the origin's
+window size: ``windows.WINDOWS_AHEAD``), two packs per writer, two writers per lane, at most
 ``service.max_pending`` changes per lane (then the intake stops taking
 from the source) and ``Lane.max_active`` commits per lane.
 """

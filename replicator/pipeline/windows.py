@@ -1,6 +1,7 @@
 """Origin bytes -> chunk batches, one window at a time.
 
-An object is read into two reusable window buffers in turn; the native
+An object is read into reusable window buffers in turn (three for an
+object of more than one window, see ``WINDOWS_AHEAD``); the native
 StreamChunker cuts it and returns the chunks completed so far. A chunk may
 start in the previous window: only that unfinished *carry* (shorter than
 the chunker's max size) is kept as a copy, and a spanning chunk's bytes
@@ -45,6 +46,13 @@ from replicator.store.spool import drained
 CHUNK_THREADS = (
     len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 )
+#: Window buffers of an object longer than one window, used in turn: while
+#: window k is placed, k + 1 is cut and k + 2 read. With two, the read of
+#: k + 2 had to wait until the spool appends of k's new chunks were over
+#: (a pack's BLAKE3 and the write, 7-17 ms for a window of new chunks,
+#: against 7 ms to cut one): the native threads sat idle for 27 % of the AI
+#: update's run (docs/performance.md "win3"). One more window of memory.
+WINDOWS_AHEAD = 3
 #: Buffers of up to this size are pooled by power-of-two capacity (small
 #: objects' windows vary with their size); larger ones by exact size (the
 #: origin's window, the same for every large object).
@@ -235,21 +243,23 @@ async def chunk_windows(
     object (cut with ``params``): its unchanged runs are hashed, not cut
     (native/src/hints.rs; the chunks are the same as without).
 
-    Two window buffers take turns: the next window is read while the
-    current one is chunked and its new chunks are copied into packs, so a
-    slow origin (S3) and the CPU work overlap. Memory: two windows.
+    Window buffers take turns (``WINDOWS_AHEAD``): the next windows are
+    read while the current one is chunked and its new chunks are copied
+    into packs, so a slow origin (S3), the cut and the appends overlap.
+    Memory: two windows, three for an object longer than one.
 
     The next window's cut starts before a batch is handed on, so the native
     threads cut while the caller places the batch (index look-ups, pack
     bookkeeping: Python work between two cuts, when they were idle), and
     while the batch's new chunks are appended to the pack spool (a window
     of new chunks takes about as long to write and hash as to cut); only
-    the read into that batch's buffer waits for the appends."""
+    the read into that batch's buffer waits for the appends, two windows
+    later."""
     buffers = [pool.take(window_size) for _ in range(2)]
     views = [memoryview(b)[:window_size] for b in buffers]
     chunker = StreamChunker(params, threads=CHUNK_THREADS, previous=previous)
-    carry, carry_start, pos, turn = b"", 0, 0, 0
-    busy: list[list[asyncio.Future[None]]] = [[], []]  # per buffer
+    carry, carry_start, pos, k = b"", 0, 0, 0
+    busy: list[list[asyncio.Future[None]]] = [[] for _ in range(WINDOWS_AHEAD)]
     reading: asyncio.Future[int] = asyncio.ensure_future(reader.readinto(views[0]))
     cutting: asyncio.Future[ChunkList] | None = None
     try:
@@ -266,30 +276,35 @@ async def chunk_windows(
         if n:
             cutting = _cut(chunker, views[0][:n])
             reading = asyncio.ensure_future(reader.readinto(views[1]))
+            # A third buffer only for an object of more than one window.
+            buffers.append(pool.take(window_size))
+            views.append(memoryview(buffers[-1])[:window_size])
         while n:
-            window, mine = views[turn][:n], turn
+            mine = k % WINDOWS_AHEAD
+            window = views[mine][:n]
             assert cutting is not None
             cl = await cutting
             # The next window is cut while this one's batch is placed: the
             # native threads are not idle during the placement's Python work.
             if m := await reading:
-                cutting = _cut(chunker, views[turn ^ 1][:m])
+                cutting = _cut(chunker, views[(k + 1) % WINDOWS_AHEAD][:m])
+                # The window after it is read now, into the buffer of the
+                # window before this one, once that one's spool appends are
+                # over (the reader is sequential: after window k + 1).
+                after = (k + 2) % WINDOWS_AHEAD
+                reading = asyncio.ensure_future(_refill(reader, views[after], busy[after]))
             batch = WindowChunks(cl, window, pos, carry, carry_start)
             busy[mine] = batch.busy
             yield batch
             # Keep only the bytes after the last cut: the next chunk starts there.
             cut = batch.end() if len(batch) else carry_start
             carry = _tail(carry, carry_start, window, pos, cut)
-            carry_start, pos, n, turn = cut, pos + n, m, turn ^ 1
-            if m:
-                # The reader is sequential: the window after the next one is
-                # read into this buffer once its spool appends are over.
-                reading = asyncio.ensure_future(_refill(reader, views[mine], busy[mine]))
+            carry_start, pos, n, k = cut, pos + n, m, k + 1
     finally:
         views.clear()
         if pos > POOL_OBJECT_LIMIT:
             pool = NO_POOL
-        await _release(pool, buffers, [reading, cutting], busy[0] + busy[1])
+        await _release(pool, buffers, [reading, cutting], [f for b in busy for f in b])
     await reader.finish()
     last = chunker.finish()
     yield WindowChunks(last, memoryview(b""), pos, carry, carry_start)
