@@ -86,10 +86,11 @@ class Shipped:
 
 def read_window(size: int, window_size: int) -> int:
     """Read window for one object of ``size`` bytes: no larger than the
-    object. Two windows (three past the first) are used per object: fresh 8 MiB ones for a 4 KiB
-    file cost more than everything else done for it (measured: 24 ms in the
-    daemon, ~20 ms in backfill; docs/performance.md), and pooled ones
-    (``windows.WindowPool``) of that size would keep memory for nothing."""
+    object. Two windows (three past the first) are used per object: fresh
+    8 MiB ones for a 4 KiB file cost more than everything else done for it
+    (measured: 24 ms in the daemon, ~20 ms in backfill; docs/performance.md),
+    and pooled ones (``windows.WindowPool``) of that size would keep memory
+    for nothing."""
     fits = -(-(size + 1) // SMALL_WINDOW) * SMALL_WINDOW
     return min(window_size, fits)
 

@@ -41,7 +41,7 @@ _SYNC_FETCHES = 8
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS packs (pack BLOB PRIMARY KEY, size INTEGER NOT NULL,
-                                  gen INTEGER NOT NULL DEFAULT 0);
+                                  gen INTEGER NOT NULL DEFAULT 0);  -- gen: unused
 CREATE TABLE IF NOT EXISTS chunks (digest BLOB PRIMARY KEY, pack BLOB NOT NULL,
     offset INTEGER NOT NULL, length INTEGER NOT NULL, stored_length INTEGER NOT NULL,
     compression TEXT NOT NULL);
@@ -123,7 +123,6 @@ class IndexCache:
         self._config = store_config
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="index-cache")
         self._db: sqlite3.Connection | None = None
-        self._gen = 0
 
     async def _run(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
@@ -214,8 +213,8 @@ class IndexCache:
             self.db.execute("BEGIN")
             for ix in indexes:
                 self.db.execute(
-                    "INSERT OR REPLACE INTO packs (pack, size, gen) VALUES (?, ?, ?)",
-                    (ix.pack, ix.size, self._gen),
+                    "INSERT OR REPLACE INTO packs (pack, size) VALUES (?, ?)",
+                    (ix.pack, ix.size),
                 )
                 self.db.executemany(
                     "INSERT OR IGNORE INTO chunks VALUES (?, ?, ?, ?, ?, ?)",
@@ -247,7 +246,7 @@ class IndexCache:
         wrote every known pack on every run: a new WAL, two syncs, and two more
         at close for a re-run that changed nothing. The temporary table is
         SQLite's temp database: never synced, gone with the connection.)"""
-        self._gen = await self._run(self._next_gen_sync)
+        await self._run(self._start_listing_sync)
         loaded = 0
         page: list[bytes] = []
         skipped = _Skips(backend)
@@ -267,11 +266,9 @@ class IndexCache:
         reports = tuple(skipped.reports)
         return SyncStats(loaded, dropped, total, skipped.count, reports)
 
-    def _next_gen_sync(self) -> int:
+    def _start_listing_sync(self) -> None:
         self.db.execute("CREATE TEMP TABLE IF NOT EXISTS listed (pack BLOB PRIMARY KEY)")
         self.db.execute("DELETE FROM temp.listed")
-        row = self.db.execute("SELECT COALESCE(MAX(gen), 0) FROM packs").fetchone()
-        return int(row[0]) + 1
 
     async def _sync_page(self, backend: Backend, page: list[bytes], skipped: _Skips) -> int:
         if not page:

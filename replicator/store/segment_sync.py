@@ -1,9 +1,10 @@
 """Reconciling a format 3 peer's header table with its ``segments/`` listing.
 
-Mark and sweep by generation, as the pack index cache does: every listed
-segment the table knows is stamped; the headers of the others are read (a
-ranged read of the segment's start; the whole segment, checked against its
-name, when it is small) and recorded; segments no longer listed are
+Mark and sweep by generation (the pack index cache notes listed packs in
+a temporary table instead): every listed segment the table knows is
+stamped; the headers of the others are read (a ranged read of the
+segment's start; the whole segment, checked against its name, when it is
+small) and recorded; segments no longer listed are
 forgotten, and so are known segments listed with another size than
 recorded, whose headers are then read again (``_resized``). A segment that
 cannot be read is left out and remembered for ``verify`` and ``restore``;
