@@ -313,9 +313,20 @@ class Comparison:
             "seed": self.seed,
             "rounds": self.rounds,
             "skipped": self.skipped,
+            "python": interpreter(),
             "workloads": self.results,
             "ratios": ratios(self.results, self.scale),
         }
+
+
+def interpreter() -> dict[str, str]:
+    """The interpreter replicator ran on: its build moves every Python-bound
+    figure (~20 % between pyenv's shared, unoptimised build and Debian's own
+    on this project's machines: docs/performance.md, "The interpreter")."""
+    return {
+        "executable": os.path.realpath(getattr(sys, "_base_executable", sys.executable)),
+        "version": sys.version.split()[0],
+    }
 
 
 def ratios(results: dict[str, dict[str, Any]], scale: Scale) -> dict[str, float]:
@@ -359,6 +370,8 @@ def table(result: dict[str, Any]) -> str:
                 )
     lines.append("")
     lines += [f"{name:<46} {value:>10.3f}" for name, value in result["ratios"].items()]
+    python = result["python"]
+    lines.append(f"replicator ran on python {python['version']} ({python['executable']})")
     if result["skipped"]:
         lines.append(f"not installed (skipped): {', '.join(result['skipped'])}")
     return "\n".join(lines)

@@ -26,6 +26,9 @@ def test_every_workload_every_installed_tool(tmp_path: Path) -> None:
     for workload in ("small_first", "small_rerun", "large_first", "ai_update"):
         assert set(w[workload]) - {"_data"} == installed, workload
     assert set(result["skipped"]) == {t.name for t in TOOLS} - installed
+    # The interpreter is part of every Python-bound figure: it is reported.
+    assert Path(result["python"]["executable"]).is_file()
+    assert result["python"]["version"].startswith("3.")
     mine = {k: v["replicator"] for k, v in w.items()}
     # A first copy holds at least the data; an unchanged re-run adds nothing.
     assert mine["small_first"]["peer_bytes"] >= w["small_first"]["_data"]["bytes"]
