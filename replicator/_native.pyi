@@ -95,12 +95,23 @@ class StreamChunker:
         threads: int = 1,
         whole_digest: bool = True,
         previous: tuple[Sequence[int], bytes] | None = None,
+        previous_tree: tuple[bytes, bytes] | None = None,
     ) -> StreamChunker:
         """``previous``: the previous version's chunk lengths and digests
         (32 bytes each, in order), cut with the same parameters: unchanged
-        runs are hashed, not cut; results are the same as without."""
+        runs are hashed, not cut; results are the same as without.
+        ``previous_tree``: that version's ``(subtrees, digest)``; taken only
+        if the subtrees make the digest, they spare hashing its unchanged
+        1 MiB blocks again for the whole digest (same digest as without)."""
     @property
     def position(self) -> int: ...
+    @property
+    def subtrees(self) -> bytes:
+        """After ``finish``: the whole input's 1 MiB block chaining values,
+        32 bytes each (empty for an input of at most 1 MiB)."""
+    @property
+    def reused_blocks(self) -> int:
+        """Blocks whose previous chaining value was taken instead of hashing."""
     def feed(self, data: Buffer) -> ChunkList: ...
     def finish(self) -> ChunkList: ...
 

@@ -44,6 +44,7 @@ from replicator.pipeline.service import Service
 from replicator.pipeline.tracking import Observer
 from replicator.sources.factory import Feed, make_source
 from replicator.store.peer import Peer, close_peers, open_peers
+from replicator.store.subtrees import SubtreeCache
 
 log = structlog.get_logger("replicator.daemon")
 service_log = structlog.get_logger("replicator.service")
@@ -187,6 +188,7 @@ class Daemon:
             window_size=feed.window_size,
             etag_is_digest=feed.etag_is_digest,
             observer=LogObserver(),
+            subtrees=SubtreeCache(self.settings.store.cache_dir),
         )
 
     async def _serve(self, feed: Feed, service: Service, peers: list[Peer]) -> int:

@@ -4,14 +4,13 @@ use std::path::PathBuf;
 
 use pyo3::buffer::PyUntypedBuffer;
 use pyo3::create_exception;
-use pyo3::exceptions::{PyBufferError, PyOSError, PyRuntimeError, PyValueError};
+use pyo3::exceptions::{PyBufferError, PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyTuple};
 
 use crate::batch::Batch;
 use crate::cutter::Cutter;
 use crate::file;
-use crate::hints::Hints;
 use crate::params::Params;
 use crate::stream::Stream;
 
@@ -92,8 +91,8 @@ impl PyParams {
 /// Chunks as three packed little-endian arrays, plus the whole-input digest.
 #[pyclass(name = "ChunkList", module = "replicator._native", frozen)]
 pub struct PyChunkList {
-    batch: Batch,
-    digest: Option<[u8; 32]>,
+    pub(crate) batch: Batch,
+    pub(crate) digest: Option<[u8; 32]>,
 }
 
 #[pymethods]
@@ -174,7 +173,7 @@ pub(crate) fn checked_threads(threads: usize) -> PyResult<usize> {
     Ok(threads)
 }
 
-fn params_or_default(params: Option<PyParams>) -> Params {
+pub(crate) fn params_or_default(params: Option<PyParams>) -> Params {
     params.map(|p| p.0).unwrap_or_default()
 }
 
@@ -301,70 +300,6 @@ pub fn chunk_file(
             }
         })?;
     Ok(PyChunkList { batch, digest })
-}
-
-/// Chunker for input that arrives in pieces.
-#[pyclass(name = "StreamChunker", module = "replicator._native")]
-pub struct PyStreamChunker {
-    stream: Stream,
-}
-
-#[pymethods]
-impl PyStreamChunker {
-    /// `previous`: the previous version's chunks, `(lengths, digests)` in
-    /// order (digests: 32 bytes each), cut with the same parameters (a
-    /// manifest's chunk list). Unchanged runs are then hashed, not cut;
-    /// the results are the same as without.
-    #[new]
-    #[pyo3(signature = (params=None, threads=1, whole_digest=true, previous=None))]
-    fn new(
-        params: Option<PyParams>,
-        threads: usize,
-        whole_digest: bool,
-        previous: Option<(Vec<u64>, Bound<'_, PyBytes>)>,
-    ) -> PyResult<Self> {
-        let threads = checked_threads(threads)?;
-        let p = params_or_default(params);
-        let mut stream = Stream::new(Cutter::new(p), threads, whole_digest);
-        if let Some((lengths, digests)) = previous {
-            if digests.as_bytes().len() != 32 * lengths.len() {
-                return Err(PyValueError::new_err(
-                    "previous: 32 bytes of digest per chunk length",
-                ));
-            }
-            stream = stream.with_hints(Hints::new(&lengths, digests.as_bytes(), &p));
-        }
-        Ok(PyStreamChunker { stream })
-    }
-
-    /// Bytes fed so far.
-    #[getter]
-    fn position(&self) -> u64 {
-        self.stream.position()
-    }
-
-    /// Feed the next piece; returns the chunks it completed.
-    fn feed(&mut self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<PyChunkList> {
-        if self.stream.is_finished() {
-            return Err(PyRuntimeError::new_err("feed() after finish()"));
-        }
-        let stream = &mut self.stream;
-        let batch = with_buffer(py, data, |b| stream.feed(b))?;
-        Ok(PyChunkList {
-            batch,
-            digest: None,
-        })
-    }
-
-    /// End of input: the last chunks, and `digest` set to the whole BLAKE3
-    /// (unless the chunker was made with `whole_digest=False`).
-    fn finish(&mut self) -> PyResult<PyChunkList> {
-        if self.stream.is_finished() {
-            return Err(PyRuntimeError::new_err("finish() called twice"));
-        }
-        let (batch, digest) = self.stream.finish();
-        Ok(PyChunkList { batch, digest })
-    }
 }
 
 /// BLAKE3 of a buffer (the digest used everywhere in the store).

@@ -14,8 +14,10 @@ pub mod params;
 mod pool;
 pub mod small_files;
 pub mod stream;
+mod stream_api;
 #[cfg(test)]
 mod testutil;
+pub mod tree;
 
 use pyo3::prelude::*;
 
@@ -23,7 +25,7 @@ use pyo3::prelude::*;
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<api::PyParams>()?;
     m.add_class::<api::PyChunkList>()?;
-    m.add_class::<api::PyStreamChunker>()?;
+    m.add_class::<stream_api::PyStreamChunker>()?;
     m.add_class::<hasher::PyHasher>()?;
     m.add_function(wrap_pyfunction!(api::chunk_buffer, m)?)?;
     m.add_function(wrap_pyfunction!(api::chunk_buffers, m)?)?;

@@ -10,6 +10,7 @@ use crate::batch::Batch;
 use crate::cutter::Cutter;
 use crate::fused::{self, Limits};
 use crate::hints::Hints;
+use crate::tree::{Cv, Old, Tree};
 
 pub struct Stream {
     cutter: Cutter,
@@ -23,6 +24,12 @@ pub struct Stream {
     finished: bool,
     /// The previous version's chunks: unchanged runs are hashed, not cut.
     hints: Option<Hints>,
+    /// The whole-input hash as 1 MiB subtrees (`with_tree`), instead of
+    /// `whole`: their CVs are kept, and an update reuses unchanged ones.
+    tree: Option<Tree>,
+    /// The block CVs, once finished in tree mode.
+    cvs: Vec<Cv>,
+    reused: u64,
 }
 
 impl Stream {
@@ -35,7 +42,30 @@ impl Stream {
             whole: whole.then(blake3::Hasher::new),
             finished: false,
             hints: None,
+            tree: None,
+            cvs: Vec::new(),
+            reused: 0,
         }
+    }
+
+    /// Hash the whole input block by block ([`Tree`]), taking the previous
+    /// version's block CVs where its bytes are unchanged (`old`).
+    pub fn with_tree(mut self, old: Option<Old>) -> Self {
+        if self.whole.take().is_some() {
+            self.tree = Some(Tree::new(old, self.threads));
+        }
+        self
+    }
+
+    /// The CV of every 1 MiB block, once finished in tree mode (none for an
+    /// input of at most one block).
+    pub fn subtrees(&self) -> &[Cv] {
+        &self.cvs
+    }
+
+    /// Blocks whose previous CV was taken instead of hashing them again.
+    pub fn reused_blocks(&self) -> u64 {
+        self.tree.as_ref().map_or(self.reused, Tree::reused)
     }
 
     /// Cut with the previous version's chunks as hints (same results).
@@ -55,11 +85,17 @@ impl Stream {
 
     fn run(&mut self, data: &[u8], base: u64, lim: Limits, out: &mut Batch) -> usize {
         let (c, w, h) = (&self.cutter, self.whole.as_mut(), self.hints.as_ref());
-        if self.threads > 1 {
+        let from = out.len();
+        let used = if self.threads > 1 {
             fused::parallel(c, h, data, base, lim, self.threads, w, out)
         } else {
             fused::serial(c, h, data, base, lim, w, out)
+        };
+        if let Some(t) = self.tree.as_mut() {
+            debug_assert_eq!(t.position(), base);
+            t.absorb(&data[..used], out, from);
         }
+        used
     }
 
     /// Chunks completed by this piece, in order.
@@ -109,7 +145,13 @@ impl Stream {
         (out, self.digest())
     }
 
-    fn digest(&self) -> Option<[u8; 32]> {
+    fn digest(&mut self) -> Option<[u8; 32]> {
+        if let Some(t) = self.tree.take() {
+            self.reused = t.reused();
+            let (digest, cvs) = t.finish();
+            self.cvs = cvs;
+            return Some(digest);
+        }
         self.whole.as_ref().map(|w| *w.finalize().as_bytes())
     }
 

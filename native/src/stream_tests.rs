@@ -4,6 +4,7 @@ use super::*;
 use crate::batch::Batch;
 use crate::params::Params;
 use crate::testutil::{cutter, param_sets, small, Rng};
+use crate::tree::{Cv, Old};
 
 fn one_shot(p: Params, data: &[u8]) -> (Batch, Option<[u8; 32]>) {
     Stream::new(cutter(p), 1, true).whole_buffer(data)
@@ -138,4 +139,55 @@ fn stream_without_whole_digest() {
         out,
         Stream::new(cutter(small()), 1, false).whole_buffer(&data).0
     );
+}
+
+/// Tree mode: the stream's digest block by block (`tree.rs`), with the
+/// previous version's block CVs and chunks as `old`.
+fn tree_streamed(
+    p: Params,
+    old: Option<Old>,
+    hints: Option<Hints>,
+    pieces: &[&[u8]],
+) -> (Batch, Option<[u8; 32]>, Vec<Cv>, u64) {
+    let mut s = Stream::new(cutter(p), 2, true).with_tree(old);
+    if let Some(h) = hints {
+        s = s.with_hints(h);
+    }
+    let mut out = Batch::default();
+    for piece in pieces {
+        out.append(s.feed(piece));
+    }
+    let (tail, digest) = s.finish();
+    out.append(tail);
+    (out, digest, s.subtrees().to_vec(), s.reused_blocks())
+}
+
+#[test]
+fn tree_mode_gives_the_same_chunks_and_digest_and_reuses_unchanged_blocks() {
+    let mut rng = Rng::new(16);
+    let p = Params::default();
+    let v1 = rng.bytes(12 * 1024 * 1024 + 333);
+    let want = one_shot(p, &v1);
+    let pieces = split(&mut rng, &v1, 5 * 1024 * 1024);
+    let (out, digest, cvs, reused) = tree_streamed(p, None, None, &pieces);
+    assert!((out.clone(), digest) == want);
+    assert_eq!((cvs.len(), reused), (13, 0));
+    // v2: 100 bytes changed in the middle, the rest the same.
+    let mut v2 = v1.clone();
+    v2[6_000_000..6_000_100].copy_from_slice(&rng.bytes(100));
+    let lengths: Vec<u64> = out.lengths.iter().map(|&l| u64::from(l)).collect();
+    let old = || Old::new(&lengths, &out.digests, &cvs.concat(), &digest.unwrap());
+    assert!(old().is_some());
+    let want2 = one_shot(p, &v2);
+    for max_piece in [64 * 1024, 3 * 1024 * 1024, 16 * 1024 * 1024] {
+        let pieces = split(&mut rng, &v2, max_piece);
+        let hints = Hints::new(&lengths, &out.digests, &p);
+        let (out2, digest2, _, reused) = tree_streamed(p, old(), Some(hints), &pieces);
+        assert!((out2, digest2) == want2, "pieces up to {max_piece}");
+        // Block 0, the changed block(s) and the tail are hashed; the rest not.
+        assert!(
+            (8..=10).contains(&reused),
+            "{reused} reused, pieces up to {max_piece}"
+        );
+    }
 }

@@ -40,6 +40,7 @@ from replicator.sources.listing import SUPERSEDED_TRIES, ListingSource
 from replicator.store.bulk import holds_any
 from replicator.store.format import manifest_prefix
 from replicator.store.peer import Peer, opened_peers
+from replicator.store.subtrees import SubtreeCache
 
 __all__ = ["SUPERSEDED_TRIES", "Backfill", "run_backfill"]
 
@@ -145,6 +146,7 @@ class Backfill:
             route=listing.route,
             observer=self.tally,
             batch_reader=batch_origin(self.origin),
+            subtrees=SubtreeCache(self.store.cache_dir),
         )
 
 

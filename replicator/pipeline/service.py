@@ -61,6 +61,7 @@ from replicator.pipeline.small import (
 )
 from replicator.pipeline.tracking import Job, Meter, Observer, Route, Track, same_event
 from replicator.sources import Source
+from replicator.store.subtrees import SubtreeCache
 
 #: At the end of a drain, how long the source's ``done`` calls may take.
 REPORT_WAIT_SECONDS = 10.0
@@ -98,8 +99,10 @@ class Service(LaneCommits):
         route: Route | None = None,
         observer: Observer | None = None,
         batch_reader: BatchOrigin | None = None,
+        subtrees: SubtreeCache | None = None,
     ) -> None:
         self.batch_reader = batch_reader
+        self.subtrees = subtrees
         self.finishing = False
         self._finished: set[str] = set()  # lanes ``finish_up`` has sealed
         self.source = source
@@ -363,7 +366,7 @@ class Service(LaneCommits):
         window = read_window(job.event.size, self.window_size)
         try:
             stores = [lane.backend for lane in job.lanes]
-            previous = await previous_chunks(stores, job.event, window, self.params)
+            previous = await previous_chunks(stores, job.event, window, self.params, self.subtrees)
             reader = await self.opener(job.event)
             try:
                 fan = await ship(
@@ -374,6 +377,7 @@ class Service(LaneCommits):
                     may_defer=len(writers) > 1,
                     behind_seconds=self.behind_seconds,
                     previous=previous,
+                    subtrees=self.subtrees,
                 )
             finally:
                 await reader.close()

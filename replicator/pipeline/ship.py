@@ -42,6 +42,7 @@ from replicator.pipeline.windows import (
     WINDOWS,
     Chunked,
     Previous,
+    PreviousTree,
     WindowChunks,
     WindowPool,
     chunk_windows,
@@ -51,6 +52,7 @@ from replicator.store.backend import Backend
 from replicator.store.format import Manifest, SourceIdentity
 from replicator.store.manifest_store import ManifestStore, manifests_of
 from replicator.store.placed import Placed
+from replicator.store.subtrees import SubtreeCache
 
 #: Read windows are sized in multiples of this for objects smaller than the
 #: origin's window (the +1 byte lets the first read see the end of the file).
@@ -104,12 +106,14 @@ async def ship(
     may_defer: bool = False,
     behind_seconds: float = BEHIND_SECONDS,
     pool: WindowPool = WINDOWS,
-    previous: Previous | None = None,
+    previous: PreviousVersion | None = None,
+    subtrees: SubtreeCache | None = None,
 ) -> Shipped:
     """Chunk the object and place every chunk at every writer's peer; a
     writer that failed is in ``failures``, one left out in ``behind``,
     instead of ``placements``. ``previous``: an earlier version's chunks,
-    hints for the cutter (:func:`previous_chunks`)."""
+    hints for the cutter, and its block CVs (:func:`previous_chunks`); the
+    object's own CVs are kept in ``subtrees`` for its next version."""
     out = Shipped(placements={w.name: Placed() for w in writers})
     chunked = Chunked()
     live = list(writers)
@@ -117,7 +121,15 @@ async def ship(
     # ends, so an abandoned read is cancelled at once.
     windows = cast(
         AsyncGenerator[WindowChunks],
-        chunk_windows(reader, params, window_size, chunked, pool, previous=previous),
+        chunk_windows(
+            reader,
+            params,
+            window_size,
+            chunked,
+            pool,
+            previous=None if previous is None else previous.chunks,
+            previous_tree=None if previous is None else previous.tree,
+        ),
     )
     async with contextlib.aclosing(windows):
         async for batch in windows:
@@ -130,6 +142,8 @@ async def ship(
                 return out
             out.digests += batch.digests()
     out.size, out.digest, out.complete = chunked.size, chunked.digest, True
+    if subtrees is not None and chunked.subtrees:
+        await subtrees.put(out.digest, chunked.subtrees, previous.digest if previous else None)
     return out
 
 
@@ -168,12 +182,23 @@ def _leave_out_behind(
         live.remove(w)
 
 
+@record(frozen=True, slots=True)
+class PreviousVersion:
+    """The newest version of an object at its first peer, for updating it."""
+
+    chunks: Previous  # hints for the cutter
+    digest: bytes  # its whole BLAKE3: the key of its block CVs (store/subtrees.py)
+    #: Its block CVs and digest, when the local cache has them.
+    tree: PreviousTree | None = None
+
+
 async def previous_chunks(
     stores: Sequence[Backend | ManifestStore],
     event: ChangeEvent,
     window: int,
     params: ChunkerParams,
-) -> Previous | None:
+    subtrees: SubtreeCache | None = None,
+) -> PreviousVersion | None:
     """Hints for cutting an object read in more than one window: the chunks
     of its newest version at the first peer (an update of a large file
     leaves most of it unchanged: those runs are then hashed, not cut; any
@@ -186,7 +211,11 @@ async def previous_chunks(
         text = await asyncio.wait_for(_newest_text(stores[0], event), HINTS_SECONDS)
     except Exception:  # the copy's own reads and writes report the peer's trouble
         return None
-    return None if text is None else chunks_of(text, params)
+    prev = None if text is None else previous_of(text, params)
+    if prev is None or subtrees is None:
+        return prev
+    cvs = await subtrees.get(prev.digest)
+    return prev if cvs is None else PreviousVersion(prev.chunks, prev.digest, (cvs, prev.digest))
 
 
 async def _newest_text(store: Backend | ManifestStore, event: ChangeEvent) -> bytes | None:
@@ -201,12 +230,20 @@ def chunks_of(text: bytes, params: ChunkerParams) -> Previous | None:
     """A created manifest's chunk lengths and digests, if it was cut with
     ``params``; only the JSON is parsed (a 320 MiB file's manifest of ~4,000
     chunks: ~3 ms, against ~25 ms for ``Manifest.from_bytes``' records)."""
+    prev = previous_of(text, params)
+    return None if prev is None else prev.chunks
+
+
+def previous_of(text: bytes, params: ChunkerParams) -> PreviousVersion | None:
+    """:func:`chunks_of` with the version's whole digest."""
     try:
         d = json.loads(text)
         if d["kind"] != "created" or ChunkerParams(*d["chunker"]) != params:
             return None
         chunks = [ch for run in d["runs"] for ch in run["chunks"]]
-        return [int(ch[1]) for ch in chunks], bytes.fromhex("".join(ch[0] for ch in chunks))
+        lengths = [int(ch[1]) for ch in chunks]
+        digests = bytes.fromhex("".join(ch[0] for ch in chunks))
+        return PreviousVersion((lengths, digests), bytes.fromhex(d["digest"]))
     except (ValueError, TypeError, KeyError, IndexError):
         return None  # not a manifest of this chunker: no hints
 

@@ -73,6 +73,9 @@ POOL_IDLE_SECONDS = 10.0
 Buffer = bytearray | mmap.mmap
 #: An earlier version's chunks: their lengths, and their digests end to end.
 Previous = tuple[list[int], bytes]
+#: An earlier version's 1 MiB block chaining values and its whole digest
+#: (store/subtrees.py).
+PreviousTree = tuple[bytes, bytes]
 
 
 def new_buffer(size: int) -> mmap.mmap:
@@ -226,6 +229,8 @@ class Chunked:
 
     size: int = 0
     digest: bytes = b""
+    #: The digest's 1 MiB block chaining values (store/subtrees.py).
+    subtrees: bytes = b""
 
 
 async def chunk_windows(
@@ -236,12 +241,15 @@ async def chunk_windows(
     pool: WindowPool = WINDOWS,
     *,
     previous: Previous | None = None,
+    previous_tree: PreviousTree | None = None,
 ) -> AsyncIterator[WindowChunks]:
     """Batches of an object's chunks in order; ``out`` is filled at the end.
 
     ``previous``: the chunk lengths and digests of an earlier version of the
     object (cut with ``params``): its unchanged runs are hashed, not cut
     (native/src/hints.rs; the chunks are the same as without).
+    ``previous_tree``: that version's block chaining values and digest: its
+    unchanged blocks are not hashed again for the whole digest (tree.rs).
 
     Window buffers take turns (``WINDOWS_AHEAD``): the next windows are
     read while the current one is chunked and its new chunks are copied
@@ -257,7 +265,9 @@ async def chunk_windows(
     later."""
     buffers = [pool.take(window_size) for _ in range(2)]
     views = [memoryview(b)[:window_size] for b in buffers]
-    chunker = StreamChunker(params, threads=CHUNK_THREADS, previous=previous)
+    chunker = StreamChunker(
+        params, threads=CHUNK_THREADS, previous=previous, previous_tree=previous_tree
+    )
     carry, carry_start, pos, k = b"", 0, 0, 0
     busy: list[list[asyncio.Future[None]]] = [[] for _ in range(WINDOWS_AHEAD)]
     reading: asyncio.Future[int] = asyncio.ensure_future(reader.readinto(views[0]))
@@ -310,6 +320,7 @@ async def chunk_windows(
     yield WindowChunks(last, memoryview(b""), pos, carry, carry_start)
     out.size = pos
     out.digest = last.digest or b""
+    out.subtrees = chunker.subtrees
 
 
 def _cut(chunker: StreamChunker, window: memoryview) -> asyncio.Future[ChunkList]:

@@ -23,7 +23,7 @@ from replicator.pipeline import windows
 from replicator.pipeline.durable import pack_names
 from replicator.pipeline.plan import PackWriter
 from replicator.pipeline.ship import ship
-from replicator.pipeline.windows import Previous, WindowPool
+from replicator.pipeline.windows import Previous, PreviousTree, WindowPool
 from replicator.store.backends import FsBackend
 from replicator.store.backends.fs_spool import FsSpool
 from replicator.store.format import pack_key
@@ -77,9 +77,19 @@ class TimedChunker:
     """The native stream chunker, noting when each window is cut."""
 
     def __init__(
-        self, params: ChunkerParams, threads: int = 1, previous: Previous | None = None
+        self,
+        params: ChunkerParams,
+        threads: int = 1,
+        previous: Previous | None = None,
+        previous_tree: PreviousTree | None = None,
     ) -> None:
-        self._inner = StreamChunker(params, threads=threads, previous=previous)
+        self._inner = StreamChunker(
+            params, threads=threads, previous=previous, previous_tree=previous_tree
+        )
+
+    @property
+    def subtrees(self) -> bytes:
+        return self._inner.subtrees
 
     def feed(self, data: memoryview) -> ChunkList:
         with cut_started:

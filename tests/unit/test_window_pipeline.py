@@ -24,6 +24,7 @@ from replicator.pipeline import windows
 from replicator.pipeline.windows import (
     Chunked,
     Previous,
+    PreviousTree,
     WindowChunks,
     WindowPool,
     chunk_windows,
@@ -46,9 +47,19 @@ class CountingChunker:
     fed = 0
 
     def __init__(
-        self, params: ChunkerParams, threads: int = 1, previous: Previous | None = None
+        self,
+        params: ChunkerParams,
+        threads: int = 1,
+        previous: Previous | None = None,
+        previous_tree: PreviousTree | None = None,
     ) -> None:
-        self._inner = StreamChunker(params, threads=threads, previous=previous)
+        self._inner = StreamChunker(
+            params, threads=threads, previous=previous, previous_tree=previous_tree
+        )
+
+    @property
+    def subtrees(self) -> bytes:
+        return self._inner.subtrees
 
     def feed(self, data: memoryview) -> ChunkList:
         with fed_more:
