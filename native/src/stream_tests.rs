@@ -191,3 +191,21 @@ fn tree_mode_gives_the_same_chunks_and_digest_and_reuses_unchanged_blocks() {
         );
     }
 }
+
+#[test]
+fn tree_mode_equals_one_shot_for_random_splits() {
+    // Inputs of a few blocks cut with every parameter set, fed in pieces
+    // from 1 byte to several blocks: same chunks, same digest.
+    let mut rng = Rng::new(17);
+    for p in param_sets() {
+        let len = 2 * 1024 * 1024 + rng.below(3 * 1024 * 1024);
+        let data = rng.bytes(len);
+        let want = one_shot(p, &data);
+        for max_piece in [7, p.max_size + 1, 1024 * 1024 + 3, 4 * 1024 * 1024] {
+            let pieces = split(&mut rng, &data, max_piece);
+            let (out, digest, cvs, _) = tree_streamed(p, None, None, &pieces);
+            assert!((out, digest) == want, "{p:?} pieces up to {max_piece}");
+            assert_eq!(cvs.len(), len.div_ceil(1024 * 1024));
+        }
+    }
+}

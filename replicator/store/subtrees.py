@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 from pathlib import Path
 
 from replicator.store.index_cache import default_cache_dir
@@ -53,7 +54,8 @@ class SubtreeCache:
 
     def _put(self, digest: bytes, cvs: bytes, replaces: bytes | None) -> None:
         path = self._path(digest)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        # One writer's own name: two puts of one digest may run at once.
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             tmp.write_bytes(cvs)
