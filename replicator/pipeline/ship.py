@@ -202,9 +202,10 @@ async def previous_chunks(
     """Hints for cutting an object read in more than one window: the chunks
     of its newest version at the first peer (an update of a large file
     leaves most of it unchanged: those runs are then hashed, not cut; any
-    version's chunks are right, each hint is checked by its digest). None
-    when there is none, it was cut with other parameters, or it cannot be
-    read: hints are optional, and a copy never fails for want of them."""
+    version's chunks are right, each hint is checked by its digest), with
+    its block CVs when ``subtrees`` keeps them. None when there is none, it
+    was cut with other parameters, or it cannot be read: hints are
+    optional, and a copy never fails for want of them."""
     if event.size <= window or not stores:
         return None
     try:
@@ -226,16 +227,11 @@ async def _newest_text(store: Backend | ManifestStore, event: ChangeEvent) -> by
     return None if newest is None else await manifests.read(newest)
 
 
-def chunks_of(text: bytes, params: ChunkerParams) -> Previous | None:
-    """A created manifest's chunk lengths and digests, if it was cut with
-    ``params``; only the JSON is parsed (a 320 MiB file's manifest of ~4,000
-    chunks: ~3 ms, against ~25 ms for ``Manifest.from_bytes``' records)."""
-    prev = previous_of(text, params)
-    return None if prev is None else prev.chunks
-
-
 def previous_of(text: bytes, params: ChunkerParams) -> PreviousVersion | None:
-    """:func:`chunks_of` with the version's whole digest."""
+    """A created manifest's chunk lengths and digests and its whole digest,
+    if it was cut with ``params``; only the JSON is parsed (a 320 MiB file's
+    manifest of ~4,000 chunks: ~3 ms, against ~25 ms for
+    ``Manifest.from_bytes``' records)."""
     try:
         d = json.loads(text)
         if d["kind"] != "created" or ChunkerParams(*d["chunker"]) != params:

@@ -19,7 +19,7 @@ from replicator._native import ChunkerParams, ChunkList, StreamChunker, chunk_bu
 from replicator.events import ChangeEvent, Kind
 from replicator.pipeline import ship, windows
 from replicator.pipeline.backfill import run_backfill
-from replicator.pipeline.ship import chunks_of
+from replicator.pipeline.ship import PreviousVersion, previous_of
 from replicator.store.backends import FsBackend
 from tests.integration.peer_reader import manifests_by_key
 
@@ -68,9 +68,9 @@ def test_a_stream_cut_with_hints_cuts_alike() -> None:
         StreamChunker(SMALL, previous=([4096, 4096], b"x" * 32))
 
 
-def test_chunks_of_reads_only_a_created_manifest_of_the_same_chunker() -> None:
+def test_previous_of_reads_only_a_created_manifest_of_the_same_chunker() -> None:
     text = (
-        b'{"chunker":[1024,4096,16384,1,0],"digest":"00","kind":"created","object":{},'
+        b'{"chunker":[1024,4096,16384,1,0],"digest":"0f","kind":"created","object":{},'
         b'"runs":[{"chunks":[["'
         + b"ab" * 32
         + b'",5000],["'
@@ -78,10 +78,12 @@ def test_chunks_of_reads_only_a_created_manifest_of_the_same_chunker() -> None:
         + b'",7000,7000,"zstd"]],'
         b'"offset":0,"pack":"00"}],"version":3}'
     )
-    assert chunks_of(text, SMALL) == ([5000, 7000], b"\xab" * 32 + b"\xcd" * 32)
-    assert chunks_of(text, ChunkerParams()) is None  # other parameters
-    assert chunks_of(text.replace(b'"created"', b'"removed"'), SMALL) is None
-    assert chunks_of(b"not json", SMALL) is None
+    chunks = ([5000, 7000], b"\xab" * 32 + b"\xcd" * 32)
+    assert previous_of(text, SMALL) == PreviousVersion(chunks, b"\x0f")
+    assert previous_of(text, ChunkerParams()) is None  # other parameters
+    assert previous_of(text.replace(b'"created"', b'"removed"'), SMALL) is None
+    assert previous_of(text.replace(b'"0f"', b'"0g"'), SMALL) is None  # not hex
+    assert previous_of(b"not json", SMALL) is None
 
 
 class Recording:
