@@ -350,8 +350,13 @@ async def test_many_small_objects_share_packs(tmp_path: Path) -> None:
     summary, [counter] = await counted_backfill(settings)
     assert summary.replicated == 300
     assert await check_structure(counter.inner) == files
-    # The waiting-manifest budget (256) bounds packs per run, not objects.
-    assert counter.puts["packs"] <= 3
+    # Packs are shared, not one per object (300 here): batches of up to 128
+    # objects go into one open pack until the waiting-manifest budget (256)
+    # seals it, 1-2 packs on a quiet machine. Once the listing has ended, a
+    # commit waiting on the open pack seals it within FINISH_SEAL_SECONDS, so
+    # on a loaded machine, where batches come further apart, a few more are
+    # sealed (4 in one CI run): the bound is on sharing, not on the timing.
+    assert counter.puts["packs"] <= 10
     print(f"300 small objects: {counter.puts['packs']} packs, {sum(counter.puts.values())} PUTs")
 
 
