@@ -188,8 +188,12 @@ class PreviousVersion:
 
     chunks: Previous  # hints for the cutter
     digest: bytes  # its whole BLAKE3: the key of its block CVs (store/subtrees.py)
-    #: Its block CVs and digest, when the local cache has them.
-    tree: PreviousTree | None = None
+    subtrees: bytes = b""  # its block CVs, when the local cache has them
+
+    @property
+    def tree(self) -> PreviousTree | None:
+        """The block CVs with the digest they must make, for the chunker."""
+        return (self.subtrees, self.digest) if self.subtrees else None
 
 
 async def previous_chunks(
@@ -216,7 +220,7 @@ async def previous_chunks(
     if prev is None or subtrees is None:
         return prev
     cvs = await subtrees.get(prev.digest)
-    return prev if cvs is None else PreviousVersion(prev.chunks, prev.digest, (cvs, prev.digest))
+    return prev if cvs is None else PreviousVersion(prev.chunks, prev.digest, cvs)
 
 
 async def _newest_text(store: Backend | ManifestStore, event: ChangeEvent) -> bytes | None:
